@@ -1,0 +1,468 @@
+//! The `stowage` command line. Every option can also be set from an environment variable.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
+use crate::backup::{BackupError, BackupRequest, run_backup};
+use crate::plugin::{Limits, Plugin, PluginEngine, PluginError};
+use crate::repository::{RepoLocation, Repository, RepositoryError};
+use crate::restore::{RestoreError, RestoreRequest, run_restore, verify_backup};
+use crate::retention::Retention;
+use crate::settings::{DatabaseTarget, SettingsError};
+use crate::store::S3Options;
+
+/// Database backups whose database-specific part is a WebAssembly plugin.
+#[derive(Debug, Parser)]
+#[command(name = "stowage", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Back up a database into a repository; prints the new backup's id.
+    Backup(BackupArgs),
+    /// Restore a backup into a database.
+    Restore(RestoreArgs),
+    /// List the backups in a repository.
+    List(ListArgs),
+    /// Check that every artifact of a backup is intact and decodes, without a database.
+    Verify(VerifyArgs),
+    /// Work with plugin components.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Show a plugin's metadata, WIT version and sha256.
+    Inspect(InspectArgs),
+}
+
+/// Where backups are stored.
+#[derive(Debug, Args)]
+pub struct RepoArgs {
+    /// Repository: s3://bucket/prefix or file:///directory.
+    #[arg(long, env = "STOWAGE_REPO")]
+    pub repo: String,
+    /// Endpoint of an S3-compatible service (default: AWS).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: from the AWS configuration, else us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style bucket addressing; defaults to on when an endpoint is given.
+    #[arg(long, env = "STOWAGE_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+}
+
+impl RepoArgs {
+    async fn open(&self) -> Result<Repository, CliError> {
+        let location: RepoLocation = self.repo.parse()?;
+        let options = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style.unwrap_or(self.s3_endpoint.is_some()),
+        };
+        Ok(Repository::open(&location, &options).await)
+    }
+}
+
+/// Which backup configuration (in Kubernetes: which DatabaseBackup resource).
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Name of the backup configuration.
+    #[arg(long, env = "STOWAGE_NAME", default_value = "default", value_parser = plain_name)]
+    pub name: String,
+    /// Namespace of the backup configuration.
+    #[arg(long, env = "STOWAGE_NAMESPACE", default_value = "local", value_parser = plain_name)]
+    pub namespace: String,
+}
+
+/// Which plugin, and how to run it.
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// A plugin component (.wasm path) or the name of a builtin plugin.
+    #[arg(long, env = "STOWAGE_PLUGIN")]
+    pub plugin: String,
+    /// Directories searched for builtin plugins, `:`-separated.
+    #[arg(
+        long,
+        env = "STOWAGE_PLUGIN_PATH",
+        default_value = "/usr/lib/stowage/plugins"
+    )]
+    pub plugin_path: String,
+    /// Directory for precompiled plugins; must be writable only by this user.
+    #[arg(long, env = "STOWAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Memory limit of the plugin, in MiB.
+    #[arg(long, env = "STOWAGE_MEMORY_LIMIT_MIB", default_value_t = 512)]
+    pub memory_limit_mib: usize,
+    /// Time limit of the whole run (e.g. 90m, 6h).
+    #[arg(long, env = "STOWAGE_TIMEOUT", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+impl PluginArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.memory_limit_mib << 20,
+            deadline: self.timeout,
+        }
+    }
+
+    /// A path, or a builtin name looked up as `<name>.wasm` in the plugin path.
+    fn resolve(&self) -> PathBuf {
+        let given = Path::new(&self.plugin);
+        if self.plugin.contains('/') || self.plugin.ends_with(".wasm") {
+            return given.to_path_buf();
+        }
+        self.plugin_path
+            .split(':')
+            .map(|dir| Path::new(dir).join(format!("{}.wasm", self.plugin)))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| given.to_path_buf())
+    }
+
+    fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
+        let engine = PluginEngine::new(self.cache_dir.clone())
+            .map_err(|e| CliError::Engine(format!("{e:#}")))?;
+        let plugin = engine.load(&self.resolve())?;
+        Ok((engine, plugin))
+    }
+}
+
+/// The database to back up or restore into.
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Database URL: scheme://[user@]host[:port]/database[?option=value]. Omit for
+    /// plugins that need no database.
+    #[arg(long, env = "STOWAGE_DATABASE")]
+    pub database: Option<String>,
+    /// The database password (better from the environment than on the command line).
+    #[arg(long, env = "STOWAGE_DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// A plugin option, NAME=VALUE; repeatable.
+    #[arg(long = "option", value_parser = key_value)]
+    pub options: Vec<(String, String)>,
+}
+
+impl DatabaseArgs {
+    fn target(&self) -> Result<DatabaseTarget, CliError> {
+        let mut target = match &self.database {
+            Some(url) => DatabaseTarget::parse(url)?,
+            None => DatabaseTarget::default(),
+        };
+        if self.database_password.is_some() {
+            target.password = self.database_password.clone();
+        }
+        target.options.extend(self.options.iter().cloned());
+        Ok(target)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// none, zstd or zstd:LEVEL.
+    #[arg(long, env = "STOWAGE_COMPRESSION", default_value = "zstd")]
+    pub compression: Compression,
+    /// Encrypt to this age public key (age1...); repeatable or comma-separated.
+    #[arg(
+        long = "age-recipient",
+        env = "STOWAGE_AGE_RECIPIENTS",
+        value_delimiter = ','
+    )]
+    pub age_recipients: Vec<String>,
+    /// After a successful backup, keep only the newest N backups of this configuration.
+    #[arg(long, env = "STOWAGE_KEEP_LAST")]
+    pub keep_last: Option<usize>,
+    /// After a successful backup, remove backups older than this (e.g. 30d).
+    #[arg(long, env = "STOWAGE_MAX_AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Size of uploaded parts in MiB (at least 5).
+    #[arg(long, env = "STOWAGE_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
+    pub part_size_mib: u16,
+    /// Backups without a manifest older than this are leftovers of killed runs and are
+    /// removed before the next backup.
+    #[arg(long, env = "STOWAGE_LEFTOVER_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub leftover_age: Duration,
+}
+
+/// Decryption keys for encrypted backups.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// A file of age identities (AGE-SECRET-KEY-1...), as written by age-keygen.
+    #[arg(long, env = "STOWAGE_AGE_IDENTITY_FILE")]
+    pub age_identity_file: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    fn identities(&self) -> Result<Arc<Identities>, CliError> {
+        let Some(path) = &self.age_identity_file else {
+            return Ok(Arc::new(Identities::default()));
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CliError::InvalidArgument(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let identities = Identities::parse(&text)
+            .map_err(|e| CliError::InvalidArgument(format!("{}: {e}", path.display())))?;
+        Ok(Arc::new(identities))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The backup id, or `latest`.
+    #[arg(long, env = "STOWAGE_BACKUP", default_value = "latest")]
+    pub backup: String,
+    /// Replace existing objects in the target database.
+    #[arg(long)]
+    pub replace: bool,
+    /// Use this plugin even though another one wrote the backup.
+    #[arg(long)]
+    pub allow_other_plugin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    /// Only backups of this configuration (namespace/name).
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repo: RepoArgs,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The backup id, or `latest`.
+    #[arg(long, env = "STOWAGE_BACKUP", default_value = "latest")]
+    pub backup: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The plugin component (.wasm) or builtin name.
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("cannot start the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+fn plain_name(value: &str) -> Result<String, String> {
+    let valid = !value.is_empty()
+        && value.len() <= 253
+        && !value.starts_with('.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} must be letters, digits, '-', '.' or '_'"
+        ))
+    }
+}
+
+fn key_value(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{value:?} is not NAME=VALUE"))
+}
+
+/// Run one command; what it prints goes to `out`.
+pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
+    match cli.command {
+        Command::Backup(args) => backup(args, out).await,
+        Command::Restore(args) => restore(args, out).await,
+        Command::List(args) => list(args, out).await,
+        Command::Verify(args) => {
+            let repository = args.repo.open().await?;
+            let identities = args.identity.identities()?;
+            let manifest = verify_backup(
+                &repository,
+                &args.config.namespace,
+                &args.config.name,
+                &args.backup,
+                identities,
+            )
+            .await?;
+            writeln!(
+                out,
+                "backup {} is intact: {} artifacts, {} bytes",
+                manifest.backup_id,
+                manifest.artifacts.len(),
+                manifest.raw_size()
+            )?;
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Inspect(args)) => inspect(args, out).await,
+    }
+}
+
+async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let recipients = Recipients::parse(&args.age_recipients).map_err(CliError::InvalidArgument)?;
+    let request = BackupRequest {
+        namespace: args.config.namespace,
+        name: args.config.name,
+        database: args.database.target()?,
+        codec: Codec {
+            compression: args.compression,
+            recipients,
+        },
+        transfer: TransferLimits {
+            part_size: usize::from(args.part_size_mib) << 20,
+            ..TransferLimits::default()
+        },
+        limits: args.plugin.limits(),
+        retention: Retention {
+            keep_last: args.keep_last,
+            max_age: args.max_age,
+        },
+        leftover_age: args.leftover_age,
+    };
+    let (_engine, plugin) = args.plugin.load()?;
+    let repository = args.repo.open().await?;
+    let report = run_backup(&plugin, &repository, &request).await?;
+    writeln!(out, "{}", report.manifest.backup_id)?;
+    Ok(())
+}
+
+async fn restore(args: RestoreArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let request = RestoreRequest {
+        namespace: args.config.namespace,
+        name: args.config.name,
+        backup: args.backup,
+        database: args.database.target()?,
+        limits: args.plugin.limits(),
+        identities: args.identity.identities()?,
+        replace_existing: args.replace,
+        allow_other_plugin: args.allow_other_plugin,
+    };
+    let (_engine, plugin) = args.plugin.load()?;
+    let repository = args.repo.open().await?;
+    let (manifest, summary) = run_restore(&plugin, &repository, &request).await?;
+    writeln!(
+        out,
+        "restored backup {}: {}",
+        manifest.backup_id, summary.description
+    )?;
+    Ok(())
+}
+
+async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let only = match &args.only {
+        Some(config) => Some(config.split_once('/').ok_or_else(|| {
+            CliError::InvalidArgument(format!("--only {config:?} is not NAMESPACE/NAME"))
+        })?),
+        None => None,
+    };
+    let repository = args.repo.open().await?;
+    let backups = repository.list(only).await?;
+    writeln!(
+        out,
+        "{:<24} {:<28} {:<20} {:>12} {:>12}  PLUGIN",
+        "CONFIG", "BACKUP", "STARTED", "SIZE", "STORED"
+    )?;
+    for manifest in &backups {
+        writeln!(
+            out,
+            "{:<24} {:<28} {:<20} {:>12} {:>12}  {} {}",
+            format!("{}/{}", manifest.namespace, manifest.name),
+            manifest.backup_id,
+            manifest.started_at.format("%Y-%m-%d %H:%M:%S"),
+            manifest.raw_size(),
+            manifest.stored_size(),
+            manifest.plugin.name,
+            manifest.plugin.version,
+        )?;
+    }
+    Ok(())
+}
+
+async fn inspect(args: InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let (_engine, plugin) = args.plugin.load()?;
+    let metadata = plugin.metadata().await?;
+    writeln!(out, "name:        {}", metadata.name)?;
+    writeln!(out, "version:     {}", metadata.version)?;
+    writeln!(out, "description: {}", metadata.description)?;
+    let operations: Vec<String> = metadata
+        .operations
+        .iter()
+        .map(|op| format!("{op:?}").to_lowercase())
+        .collect();
+    writeln!(out, "operations:  {}", operations.join(", "))?;
+    writeln!(
+        out,
+        "wit:         {}@{}",
+        crate::plugin::WIT_PACKAGE,
+        plugin.wit_version
+    )?;
+    writeln!(out, "sha256:      {}", plugin.sha256)?;
+    writeln!(out, "size:        {} bytes", plugin.size)?;
+    writeln!(out, "settings:")?;
+    for spec in &metadata.settings {
+        let default = spec
+            .default_value
+            .as_deref()
+            .map(|d| format!(" (default {d})"))
+            .unwrap_or_default();
+        let required = if spec.required { " (required)" } else { "" };
+        writeln!(
+            out,
+            "  {:<16} {}{required}{default}",
+            spec.name, spec.description
+        )?;
+    }
+    Ok(())
+}

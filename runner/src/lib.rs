@@ -1,0 +1,15 @@
+//! The Stowage runner: hosts a database plugin (a WebAssembly component) in a sandbox
+//! and does everything else a backup needs, the same way for every database:
+//! compression, encryption, checksums, upload, the manifest, retention, restore and
+//! verification.
+
+pub mod archive;
+pub mod backup;
+pub mod cli;
+pub mod manifest;
+pub mod plugin;
+pub mod repository;
+pub mod restore;
+pub mod retention;
+pub mod settings;
+pub mod store;

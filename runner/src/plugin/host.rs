@@ -1,0 +1,320 @@
+//! The host side of the `stowage:plugin` interfaces: what a plugin's calls do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::StoreLimits;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::stowage::plugin::artifact_sink::{self, HostArtifactWriter};
+use super::bindings::stowage::plugin::artifact_source::{self, ArtifactInfo, HostArtifactReader};
+use super::bindings::stowage::plugin::report::{self, Level, Progress};
+use super::bindings::stowage::plugin::types::{self, ArtifactError};
+use crate::archive::{
+    ArtifactDownload, ArtifactUpload, Codec, Identities, TransferLimits, UploadError, UploadOutcome,
+};
+use crate::manifest::ArtifactEntry;
+use crate::store::ObjectStore;
+
+/// Progress is logged at most this often.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything a plugin's store holds.
+pub struct PluginState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    pub(super) plugin: String,
+    pub(super) job: Job,
+    last_progress: Option<Instant>,
+}
+
+impl std::fmt::Debug for PluginState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginState")
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PluginState {
+    pub(super) fn new(wasi: WasiCtx, limits: StoreLimits, plugin: String, job: Job) -> Self {
+        PluginState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            plugin,
+            job,
+            last_progress: None,
+        }
+    }
+}
+
+/// What the plugin is running for; decides which host interfaces work.
+#[derive(Debug)]
+pub enum Job {
+    /// Only `metadata` is called.
+    Describe,
+    Backup(BackupJob),
+    Restore(RestoreJob),
+}
+
+/// Where a backup's artifacts go, and what was written so far.
+#[derive(Debug)]
+pub struct BackupJob {
+    pub store: Arc<dyn ObjectStore>,
+    /// The backup's directory, ending in `/`.
+    pub prefix: String,
+    pub codec: Codec,
+    pub transfer: TransferLimits,
+    /// Artifacts in creation order.
+    pub artifacts: Vec<CreatedArtifact>,
+    /// Background uploads; each resolves once its object is committed or cleaned up.
+    pub uploads: Vec<crate::archive::UploadTask>,
+}
+
+/// An artifact the plugin created, and how it was stored once finished.
+#[derive(Debug)]
+pub struct CreatedArtifact {
+    pub name: String,
+    pub media_type: String,
+    pub object: String,
+    pub outcome: Option<UploadOutcome>,
+}
+
+/// The backup a restore reads.
+#[derive(Debug)]
+pub struct RestoreJob {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: String,
+    pub artifacts: Vec<ArtifactEntry>,
+    pub identities: Arc<Identities>,
+}
+
+/// The host object behind an `artifact-writer` resource.
+#[derive(Debug)]
+pub struct ArtifactWriter {
+    index: usize,
+    upload: ArtifactUpload,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Artifact names are plain file names: no paths, no hidden files, nothing to escape.
+fn valid_artifact_name(name: &str) -> bool {
+    (1..=200).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+fn upload_error(error: UploadError) -> ArtifactError {
+    match error {
+        UploadError::Finished => {
+            ArtifactError::NotAllowed("the artifact was already finished".into())
+        }
+        other => ArtifactError::Io(other.to_string()),
+    }
+}
+
+impl types::Host for PluginState {}
+
+impl artifact_sink::Host for PluginState {
+    async fn create(
+        &mut self,
+        name: String,
+        media_type: String,
+    ) -> wasmtime::Result<Result<Resource<ArtifactWriter>, ArtifactError>> {
+        let Job::Backup(job) = &mut self.job else {
+            return Ok(Err(ArtifactError::NotAllowed(
+                "artifacts can only be created during a backup".into(),
+            )));
+        };
+        if !valid_artifact_name(&name) {
+            return Ok(Err(ArtifactError::InvalidName(name)));
+        }
+        if job.artifacts.iter().any(|artifact| artifact.name == name) {
+            return Ok(Err(ArtifactError::AlreadyExists(name)));
+        }
+        let object = format!("data/{name}{}", job.codec.extension());
+        let (upload, task) = ArtifactUpload::start(
+            Arc::clone(&job.store),
+            format!("{}{object}", job.prefix),
+            job.codec.clone(),
+            job.transfer,
+        );
+        job.uploads.push(task);
+        job.artifacts.push(CreatedArtifact {
+            name,
+            media_type,
+            object,
+            outcome: None,
+        });
+        let writer = ArtifactWriter {
+            index: job.artifacts.len() - 1,
+            upload,
+        };
+        Ok(Ok(self.table.push(writer)?))
+    }
+}
+
+impl HostArtifactWriter for PluginState {
+    async fn write(
+        &mut self,
+        writer: Resource<ArtifactWriter>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), ArtifactError>> {
+        let writer = self.table.get_mut(&writer)?;
+        Ok(writer.upload.write(data).await.map_err(upload_error))
+    }
+
+    async fn finish(
+        &mut self,
+        writer: Resource<ArtifactWriter>,
+    ) -> wasmtime::Result<Result<u64, ArtifactError>> {
+        let writer = self.table.get_mut(&writer)?;
+        let index = writer.index;
+        let outcome = match writer.upload.finish().await {
+            Ok(outcome) => outcome,
+            Err(error) => return Ok(Err(upload_error(error))),
+        };
+        let raw_size = outcome.raw_size;
+        if let Job::Backup(job) = &mut self.job {
+            job.artifacts[index].outcome = Some(outcome);
+        }
+        Ok(Ok(raw_size))
+    }
+
+    async fn drop(&mut self, writer: Resource<ArtifactWriter>) -> wasmtime::Result<()> {
+        // An unfinished upload aborts itself once its handle is gone.
+        self.table.delete(writer)?;
+        Ok(())
+    }
+}
+
+impl artifact_source::Host for PluginState {
+    async fn artifacts(&mut self) -> wasmtime::Result<Vec<ArtifactInfo>> {
+        let Job::Restore(job) = &self.job else {
+            return Ok(Vec::new());
+        };
+        Ok(job
+            .artifacts
+            .iter()
+            .map(|entry| ArtifactInfo {
+                name: entry.name.clone(),
+                media_type: entry.media_type.clone(),
+                size: entry.raw_size,
+            })
+            .collect())
+    }
+
+    async fn open(
+        &mut self,
+        name: String,
+    ) -> wasmtime::Result<Result<Resource<ArtifactDownload>, ArtifactError>> {
+        let Job::Restore(job) = &self.job else {
+            return Ok(Err(ArtifactError::NotAllowed(
+                "artifacts can only be read during a restore".into(),
+            )));
+        };
+        let Some(entry) = job.artifacts.iter().find(|entry| entry.name == name) else {
+            return Ok(Err(ArtifactError::NotFound(name)));
+        };
+        match ArtifactDownload::open(&job.store, &job.prefix, entry, Arc::clone(&job.identities))
+            .await
+        {
+            Ok(download) => Ok(Ok(self.table.push(download)?)),
+            Err(error) => Ok(Err(ArtifactError::Io(error.to_string()))),
+        }
+    }
+}
+
+impl HostArtifactReader for PluginState {
+    async fn read(
+        &mut self,
+        reader: Resource<ArtifactDownload>,
+        max: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, ArtifactError>> {
+        let reader = self.table.get_mut(&reader)?;
+        Ok(reader
+            .read(max as usize)
+            .await
+            .map(Vec::from)
+            .map_err(|error| ArtifactError::Io(error.to_string())))
+    }
+
+    async fn drop(&mut self, reader: Resource<ArtifactDownload>) -> wasmtime::Result<()> {
+        self.table.delete(reader)?;
+        Ok(())
+    }
+}
+
+impl report::Host for PluginState {
+    async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &self.plugin;
+        match level {
+            Level::Trace => tracing::trace!(target: "stowage::plugin", %plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "stowage::plugin", %plugin, "{message}"),
+            Level::Info => tracing::info!(target: "stowage::plugin", %plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "stowage::plugin", %plugin, "{message}"),
+            Level::Error => tracing::error!(target: "stowage::plugin", %plugin, "{message}"),
+        }
+        Ok(())
+    }
+
+    async fn set_progress(&mut self, progress: Progress) -> wasmtime::Result<()> {
+        let now = Instant::now();
+        if self
+            .last_progress
+            .is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.last_progress = Some(now);
+        let total = progress
+            .items_total
+            .map(|t| format!("/{t}"))
+            .unwrap_or_default();
+        tracing::info!(
+            target: "stowage::plugin",
+            plugin = %self.plugin,
+            current = %progress.current,
+            records = progress.records_done,
+            "progress: {}{total} items",
+            progress.items_done,
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_artifact_name;
+
+    #[test]
+    fn artifact_names_are_plain_file_names() {
+        for good in ["schema.sql", "table-0001.copy", "a", "public.users_2024"] {
+            assert!(valid_artifact_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            "../escape",
+            "dir/file",
+            "space name",
+            "ü",
+            &"x".repeat(201),
+        ] {
+            assert!(!valid_artifact_name(bad), "{bad}");
+        }
+    }
+}

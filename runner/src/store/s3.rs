@@ -1,0 +1,293 @@
+//! Amazon S3 and S3-compatible services (SeaweedFS, IBM COS, Ceph, ...) via aws-sdk-s3.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3Part};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use super::{CompletedPart, MultipartUpload, ObjectInfo, ObjectReader, ObjectStore, StoreError};
+
+/// How to reach an S3-compatible service. Credentials come from the standard AWS
+/// chain (environment, profile, web identity, ...), never from here.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL of an S3-compatible service; `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Region; defaults to the AWS chain's, then `us-east-1`.
+    pub region: Option<String>,
+    /// Address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
+    pub path_style: bool,
+}
+
+/// One bucket of an S3-compatible service.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub async fn connect(bucket: &str, options: &S3Options) -> Self {
+        let region = RegionProviderChain::first_try(options.region.clone().map(Region::new))
+            .or_default_provider()
+            .or_else(Region::new("us-east-1"));
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        if let Some(endpoint) = &options.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let shared = loader.load().await;
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(options.path_style)
+            // Stowage checks every artifact with its own sha256; the SDK's optional
+            // checksums are not supported by every S3-compatible service.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(5))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(300))
+                    .build(),
+            )
+            .build();
+        S3Store {
+            client: Client::from_conf(config),
+            bucket: bucket.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| StoreError::request("put", key, describe(e)))?;
+        Ok(())
+    }
+
+    async fn start_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StoreError::request("start upload of", key, describe(e)))?;
+        let upload_id = created.upload_id().ok_or_else(|| {
+            StoreError::request("start upload of", key, "the server returned no upload id")
+        })?;
+        Ok(Box::new(S3Upload {
+            store: self.clone(),
+            key: key.to_owned(),
+            upload_id: upload_id.to_owned(),
+        }))
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        let object = self.get_object(key).await?;
+        let data = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::request("read", key, e))?;
+        Ok(data.into_bytes())
+    }
+
+    async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        let object = self.get_object(key).await?;
+        Ok(Box::pin(object.body.into_async_read()))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StoreError::request("list", prefix, describe(e)))?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                objects.push(ObjectInfo {
+                    key: key.to_owned(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    last_modified: object.last_modified().and_then(to_chrono),
+                });
+            }
+        }
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(objects)
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StoreError::request("delete", key, describe(e)))?;
+        Ok(())
+    }
+
+    async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        older_than: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let listed = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| StoreError::request("list uploads under", prefix, describe(e)))?;
+        let mut aborted = 0;
+        for upload in listed.uploads() {
+            let (Some(key), Some(upload_id)) = (upload.key(), upload.upload_id()) else {
+                continue;
+            };
+            let started = upload.initiated().and_then(to_chrono);
+            if started.is_some_and(|started| started >= older_than) {
+                continue;
+            }
+            S3Upload {
+                store: self.clone(),
+                key: key.to_owned(),
+                upload_id: upload_id.to_owned(),
+            }
+            .abort()
+            .await?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+}
+
+impl S3Store {
+    async fn get_object(
+        &self,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                    StoreError::NotFound {
+                        key: key.to_owned(),
+                    }
+                } else {
+                    StoreError::request("read", key, describe(e))
+                }
+            })
+    }
+}
+
+#[derive(Debug)]
+struct S3Upload {
+    store: S3Store,
+    key: String,
+    upload_id: String,
+}
+
+#[async_trait]
+impl MultipartUpload for S3Upload {
+    async fn put_part(&self, number: u32, body: Bytes) -> Result<CompletedPart, StoreError> {
+        let part = self
+            .store
+            .client
+            .upload_part()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number as i32)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| StoreError::request("upload part of", &self.key, describe(e)))?;
+        Ok(CompletedPart {
+            number,
+            etag: part.e_tag().map(str::to_owned),
+        })
+    }
+
+    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<(), StoreError> {
+        let parts = parts
+            .into_iter()
+            .map(|part| {
+                S3Part::builder()
+                    .part_number(part.number as i32)
+                    .set_e_tag(part.etag)
+                    .build()
+            })
+            .collect();
+        self.store
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| StoreError::request("complete upload of", &self.key, describe(e)))?;
+        Ok(())
+    }
+
+    async fn abort(&self) -> Result<(), StoreError> {
+        self.store
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.store.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await
+            .map_err(|e| StoreError::request("abort upload of", &self.key, describe(e)))?;
+        Ok(())
+    }
+}
+
+fn to_chrono(time: &aws_sdk_s3::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+/// The SDK's `Display` for errors is only "service error"; the full chain names the cause.
+fn describe(error: impl std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

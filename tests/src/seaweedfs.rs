@@ -1,0 +1,164 @@
+//! SeaweedFS, a real S3-compatible server, on loopback ports of its own.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use tempfile::TempDir;
+
+use crate::{Result, cache_dir, free_port, wait_until};
+
+const ACCESS_KEY: &str = "stowage-test";
+const SECRET_KEY: &str = "stowage-test-secret";
+
+/// A running SeaweedFS; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct SeaweedFs {
+    child: Child,
+    _dir: TempDir,
+    /// The S3 endpoint, `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl SeaweedFs {
+    /// The `weed` binary installed by `scripts/setup/services.sh`.
+    pub fn binary() -> Result<PathBuf> {
+        let weed = cache_dir().join("seaweedfs/bin/weed");
+        anyhow::ensure!(
+            weed.is_file(),
+            "{} is missing: run ./dev setup",
+            weed.display()
+        );
+        Ok(weed)
+    }
+
+    /// Start a server with one identity allowed everything, and wait until S3 answers.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("s3.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({
+                "identities": [{
+                    "name": "stowage",
+                    "credentials": [{ "accessKey": ACCESS_KEY, "secretKey": SECRET_KEY }],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+                }]
+            })
+            .to_string(),
+        )?;
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data)?;
+        let s3_port = free_port()?;
+        let mut command = Command::new(Self::binary()?);
+        command
+            .env("GOMEMLIMIT", "512MiB")
+            .arg("mini")
+            .arg(format!("-dir={}", data.display()))
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-master.telemetry=false",
+                "-webdav=false",
+                "-admin.ui=false",
+            ])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .arg(format!("-s3.config={}", config.display()))
+            .arg(format!("-s3.port={s3_port}"));
+        for flag in [
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port.grpc",
+            "admin.port",
+            "admin.port.grpc",
+            "metricsPort",
+        ] {
+            command.arg(format!("-{flag}={}", free_port()?));
+        }
+        let log = std::fs::File::create(dir.path().join("weed.log"))?;
+        command
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        let child = command.spawn().context("starting weed")?;
+        let server = SeaweedFs {
+            child,
+            _dir: dir,
+            endpoint: format!("http://127.0.0.1:{s3_port}"),
+        };
+        wait_until("SeaweedFS S3", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", s3_port)).is_ok()
+        })
+        .with_context(|| server.log_tail())?;
+        Ok(server)
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self._dir.path().join("weed.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// An S3 client for the server.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "stowage-tests",
+            ))
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// Create a bucket, retrying while the server finishes starting.
+    pub async fn create_bucket(&self, name: &str) -> Result<()> {
+        let client = self.client();
+        let mut last_error = None;
+        for _ in 0..100 {
+            match client.create_bucket().bucket(name).send().await {
+                Ok(_) => return Ok(()),
+                Err(error) => {
+                    last_error = Some(aws_sdk_s3::error::DisplayErrorContext(error).to_string())
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        anyhow::bail!(
+            "cannot create bucket {name}: {last_error:?}\n{}",
+            self.log_tail()
+        )
+    }
+
+    /// The environment that lets `stowage` reach this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

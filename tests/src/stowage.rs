@@ -1,0 +1,104 @@
+//! Running the `stowage` binary as a user would.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use anyhow::Context;
+
+use crate::Result;
+
+/// The `stowage` binary next to the running test (built by `cargo build --bins`).
+pub fn binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary location")?;
+    let binary = profile_dir.join("stowage");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is missing: build it with `cargo build --bins`",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// Directory of the built plugin components (`generator.wasm`, ...).
+pub fn plugin_dir() -> Result<PathBuf> {
+    let dir = std::env::var_os("STOWAGE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::cache_dir().join("target/plugins/wasm32-wasip2/release"));
+    anyhow::ensure!(
+        dir.join("generator.wasm").is_file(),
+        "no plugins in {}: run ./dev build",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The path of a built plugin.
+pub fn plugin(name: &str) -> Result<PathBuf> {
+    Ok(plugin_dir()?.join(format!("{name}.wasm")))
+}
+
+/// What a `stowage` run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Fail the test with the output unless the command succeeded.
+    pub fn ok(self) -> Result<Self> {
+        anyhow::ensure!(self.success, "stowage failed:\n{}", self.stderr);
+        Ok(self)
+    }
+
+    /// Fail the test unless the command failed.
+    pub fn failed(self) -> Result<Self> {
+        anyhow::ensure!(
+            !self.success,
+            "stowage unexpectedly succeeded:\n{}{}",
+            self.stdout,
+            self.stderr
+        );
+        Ok(self)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// A `stowage` command with a clean environment plus `env`.
+pub fn command<I, S>(args: I, env: &[(String, String)]) -> Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(binary()?);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("STOWAGE_PLUGIN_PATH", plugin_dir()?);
+    command.envs(env.iter().map(|(k, v)| (k, v))).args(args);
+    Ok(command)
+}
+
+/// Run `stowage` to completion.
+pub fn run<I, S>(args: I, env: &[(String, String)]) -> Result<Run>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Ok(command(args, env)?.output()?.into())
+}

@@ -1,0 +1,78 @@
+//! The plugin contract: the built generator component exports the `stowage:plugin`
+//! world of `wit/`, and files that are not plugins are refused with a precise error.
+
+use stowage_tests::stowage::{plugin, run};
+
+/// The version in `wit/plugin.wit`'s package declaration.
+fn wit_package_version() -> String {
+    let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit"))
+        .expect("wit/plugin.wit");
+    let line = wit
+        .lines()
+        .find(|line| line.starts_with("package "))
+        .expect("a package declaration");
+    line.trim_start_matches("package stowage:plugin@")
+        .trim_end_matches(';')
+        .to_owned()
+}
+
+#[test]
+fn the_generator_exports_the_world_of_wit() {
+    let inspected = run(["plugin", "inspect", "--plugin", "generator"], &[])
+        .and_then(|r| r.ok())
+        .expect("inspect");
+    let field = |name: &str| {
+        inspected
+            .stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}:")).map(str::trim))
+            .unwrap_or_else(|| panic!("no {name} in:\n{}", inspected.stdout))
+            .to_owned()
+    };
+    assert_eq!(
+        field("wit"),
+        format!("stowage:plugin@{}", wit_package_version())
+    );
+    assert_eq!(field("name"), "generator");
+    assert_eq!(field("operations"), "backup, restore");
+    let sha256 = field("sha256");
+    let bytes = std::fs::read(plugin("generator").expect("plugin")).expect("read plugin");
+    use sha2::Digest;
+    assert_eq!(sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+}
+
+#[test]
+fn files_that_are_not_components_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core_module = dir.path().join("core.wasm");
+    // The smallest core module: a valid module, but not a component.
+    std::fs::write(&core_module, b"\0asm\x01\0\0\0").expect("write");
+    let text = dir.path().join("text.wasm");
+    std::fs::write(&text, "not wasm at all").expect("write");
+    for file in [&core_module, &text] {
+        let result = run(
+            [
+                "plugin",
+                "inspect",
+                "--plugin",
+                file.to_str().expect("utf-8 path"),
+            ],
+            &[],
+        )
+        .and_then(|r| r.failed())
+        .expect("refused");
+        assert!(
+            result.stderr.contains("is not a WebAssembly component"),
+            "{}",
+            result.stderr
+        );
+    }
+    let missing = run(["plugin", "inspect", "--plugin", "no-such-plugin"], &[])
+        .and_then(|r| r.failed())
+        .expect("refused");
+    assert!(
+        missing.stderr.contains("cannot read plugin no-such-plugin"),
+        "{}",
+        missing.stderr
+    );
+}
