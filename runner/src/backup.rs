@@ -11,7 +11,7 @@ use crate::archive::{Codec, TransferLimits};
 use crate::manifest::{
     ArtifactEntry, DatabaseEntry, FORMAT_VERSION, Manifest, PluginEntry, SummaryEntry,
 };
-use crate::plugin::{BackupJob, Limits, Operation, Plugin, PluginError};
+use crate::plugin::{BackupJob, Limits, Operation, Plugin, PluginError, operation_name};
 use crate::repository::{Repository, RepositoryError};
 use crate::retention::Retention;
 use crate::settings::{DatabaseTarget, SettingsError};
@@ -82,7 +82,7 @@ pub async fn run_backup(
     if !metadata.operations.contains(&Operation::Backup) {
         return Err(PluginError::Unsupported {
             plugin: metadata.name,
-            operation: "backup",
+            operation: operation_name(Operation::Backup),
         }
         .into());
     }

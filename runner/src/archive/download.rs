@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
@@ -116,6 +117,54 @@ impl ArtifactDownload {
     }
 }
 
+/// Check the stored bytes of an artifact against its manifest entry (size and sha256)
+/// without decoding them: cheap, because stored bytes are compressed.
+pub async fn check_stored(
+    store: &Arc<dyn ObjectStore>,
+    backup_prefix: &str,
+    entry: &ArtifactEntry,
+) -> Result<(), DownloadError> {
+    let mut reader = store
+        .reader(&format!("{backup_prefix}{}", entry.object))
+        .await?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = reader
+            .read(&mut buffer)
+            .await
+            .map_err(|e| DownloadError::Decode {
+                name: entry.name.clone(),
+                message: format!("reading the stored object: {e}"),
+            })?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+    check_digest(entry, size, hex::encode(hasher.finalize()))
+}
+
+fn check_digest(entry: &ArtifactEntry, size: u64, sha256: String) -> Result<(), DownloadError> {
+    if size != entry.stored_size {
+        return Err(DownloadError::SizeMismatch {
+            name: entry.name.clone(),
+            expected: entry.stored_size,
+            actual: size,
+        });
+    }
+    if sha256 != entry.sha256 {
+        return Err(DownloadError::ChecksumMismatch {
+            name: entry.name.clone(),
+            expected: entry.sha256.clone(),
+            actual: sha256,
+        });
+    }
+    Ok(())
+}
+
 /// Check that a stored artifact matches its manifest entry and decodes completely;
 /// returns its plain size.
 pub async fn verify_object(
@@ -181,20 +230,7 @@ fn decode(
             message: error.to_string(),
         });
     }
-    if stored.size != entry.stored_size {
-        return Err(DownloadError::SizeMismatch {
-            name: name(),
-            expected: entry.stored_size,
-            actual: stored.size,
-        });
-    }
-    if actual != entry.sha256 {
-        return Err(DownloadError::ChecksumMismatch {
-            name: name(),
-            expected: entry.sha256.clone(),
-            actual,
-        });
-    }
+    check_digest(entry, stored.size, actual)?;
     decoded.map_err(|error| DownloadError::Decode {
         name: name(),
         message: error.to_string(),

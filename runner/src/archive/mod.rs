@@ -10,5 +10,5 @@ mod download;
 mod upload;
 
 pub use codec::{Codec, Compression, Encryption, Identities, Recipients};
-pub use download::{ArtifactDownload, DownloadError, verify_object};
+pub use download::{ArtifactDownload, DownloadError, check_stored, verify_object};
 pub use upload::{ArtifactUpload, TransferLimits, UploadError, UploadOutcome, UploadTask};

@@ -282,6 +282,7 @@ async fn upload_parts(
     if commit.await.is_err() {
         return Ok(false);
     }
+    completed.sort_by_key(|part| part.number);
     upload.complete(completed).await?;
     Ok(true)
 }

@@ -75,6 +75,14 @@ pub enum PluginError {
     Guest { plugin: String, error: GuestError },
 }
 
+/// The WIT name of an operation.
+pub fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Backup => "backup",
+        Operation::Restore => "restore",
+    }
+}
+
 /// A one-line description of the error a plugin returned.
 pub fn describe_guest_error(error: &GuestError) -> String {
     match error {

@@ -161,9 +161,20 @@ impl ObjectStore for FsStore {
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
         let path = self.path(key);
         match fs::remove_file(&path).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("delete", &path)(e)),
-            _ => Ok(()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("delete", &path)(e));
+            }
+            _ => {}
         }
+        // Directories exist only as key prefixes: remove the ones left empty.
+        let mut dir = path.parent();
+        while let Some(current) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if fs::remove_dir(current).await.is_err() {
+                break;
+            }
+            dir = current.parent();
+        }
+        Ok(())
     }
 
     async fn abort_stale_uploads(
@@ -213,8 +224,7 @@ impl MultipartUpload for FsUpload {
         Ok(CompletedPart { number, etag: None })
     }
 
-    async fn complete(&self, mut parts: Vec<CompletedPart>) -> Result<(), StoreError> {
-        parts.sort_by_key(|part| part.number);
+    async fn complete(&self, parts: Vec<CompletedPart>) -> Result<(), StoreError> {
         let files: Vec<PathBuf> = parts
             .iter()
             .map(|part| self.dir.join(format!("{:06}", part.number)))

@@ -95,7 +95,7 @@ pub trait ObjectStore: Send + Sync + Debug {
 pub trait MultipartUpload: Send + Sync + Debug {
     /// Upload part `number` (from 1; every part but the last at least 5 MiB for S3).
     async fn put_part(&self, number: u32, body: Bytes) -> Result<CompletedPart, StoreError>;
-    /// Make the object visible from the given parts.
+    /// Make the object visible from the given parts, in part-number order.
     async fn complete(&self, parts: Vec<CompletedPart>) -> Result<(), StoreError>;
     /// Discard the parts uploaded so far.
     async fn abort(&self) -> Result<(), StoreError>;
