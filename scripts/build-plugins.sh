@@ -2,7 +2,7 @@
 # Build every plugin in plugins/ into a wasm32-wasip2 component with Debian's rustc-web
 # (see scripts/setup/guest-toolchain.sh). Components land in $STOWAGE_PLUGIN_DIR
 # (default: $STOWAGE_GUEST_TARGET/wasm32-wasip2/release), named after the crate without
-# its `stowage-plugin-` prefix: generator.wasm, ...
+# its `stowage-plugin-` prefix: generator.wasm, sandbox-probe.wasm, ...
 source "$(dirname "$0")/lib.sh"
 
 "$STOWAGE_ROOT/scripts/setup/guest-toolchain.sh"
@@ -24,8 +24,7 @@ case "${1:-build}" in
     guest_cargo cargo build --release --locked
     mkdir -p "$STOWAGE_PLUGIN_DIR"
     for wasm in "$out_dir"/stowage_plugin_*.wasm; do
-      name=$(basename "$wasm" .wasm); name=${name#stowage_plugin_}
-      [ "$out_dir" = "$STOWAGE_PLUGIN_DIR" ] || cp "$wasm" "$STOWAGE_PLUGIN_DIR/"
+      name=$(basename "$wasm" .wasm); name=${name#stowage_plugin_}; name=${name//_/-}
       cp "$wasm" "$STOWAGE_PLUGIN_DIR/$name.wasm"
       log "plugin $name: $STOWAGE_PLUGIN_DIR/$name.wasm ($(stat -c %s "$wasm") bytes)"
     done

@@ -8,9 +8,7 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use crate::archive::{Codec, TransferLimits};
-use crate::manifest::{
-    ArtifactEntry, DatabaseEntry, FORMAT_VERSION, Manifest, PluginEntry, SummaryEntry,
-};
+use crate::manifest::{ArtifactEntry, DatabaseEntry, FORMAT_VERSION, Manifest, PluginEntry, SummaryEntry};
 use crate::plugin::{BackupJob, Limits, Operation, Plugin, PluginError, operation_name};
 use crate::repository::{Repository, RepositoryError};
 use crate::retention::Retention;
@@ -64,11 +62,7 @@ fn new_backup_id(request: &BackupRequest) -> String {
         now.timestamp_nanos_opt().unwrap_or_default(),
         std::process::id()
     ));
-    format!(
-        "{}-{}",
-        now.format("%Y%m%dT%H%M%SZ"),
-        hex::encode(&salt[..3])
-    )
+    format!("{}-{}", now.format("%Y%m%dT%H%M%SZ"), hex::encode(&salt[..3]))
 }
 
 /// Run a backup with `plugin` into `repository`.
@@ -80,22 +74,15 @@ pub async fn run_backup(
     let started_at = Utc::now();
     let metadata = plugin.metadata().await?;
     if !metadata.operations.contains(&Operation::Backup) {
-        return Err(PluginError::Unsupported {
-            plugin: metadata.name,
-            operation: operation_name(Operation::Backup),
-        }
-        .into());
+        return Err(
+            PluginError::Unsupported { plugin: metadata.name, operation: operation_name(Operation::Backup) }.into()
+        );
     }
     request.database.check_options(&metadata)?;
     let addresses = request.database.resolve().await?;
 
-    let removed = repository
-        .remove_leftovers(
-            &request.namespace,
-            &request.name,
-            started_at - request.leftover_age,
-        )
-        .await?;
+    let removed =
+        repository.remove_leftovers(&request.namespace, &request.name, started_at - request.leftover_age).await?;
     if removed > 0 {
         tracing::info!(removed, "removed leftovers of earlier failed backups");
     }
@@ -112,9 +99,7 @@ pub async fn run_backup(
         uploads: Vec::new(),
     };
     let settings = request.database.to_plugin_settings(&addresses);
-    let (result, job) = plugin
-        .backup(&metadata, &settings, addresses, job, &request.limits)
-        .await;
+    let (result, job) = plugin.backup(&metadata, &settings, addresses, job, &request.limits).await;
 
     // Every upload ends committed or aborted; wait for all before deciding.
     let mut lost = None;
@@ -127,29 +112,26 @@ pub async fn run_backup(
         if let Some(error) = lost {
             return Err(BackupError::UploadLost(error));
         }
-        let artifacts =
-            job.artifacts
-                .iter()
-                .map(|created| {
-                    let outcome = created.outcome.as_ref().ok_or_else(|| {
-                        BackupError::UnfinishedArtifact {
-                            plugin: metadata.name.clone(),
-                            artifact: created.name.clone(),
-                        }
-                    })?;
-                    Ok(ArtifactEntry {
-                        name: created.name.clone(),
-                        media_type: created.media_type.clone(),
-                        object: created.object.clone(),
-                        raw_size: outcome.raw_size,
-                        stored_size: outcome.stored_size,
-                        sha256: outcome.sha256.clone(),
-                        compression: request.codec.compression,
-                        encryption: (!request.codec.recipients.is_empty())
-                            .then(|| request.codec.recipients.describe()),
-                    })
+        let artifacts = job
+            .artifacts
+            .iter()
+            .map(|created| {
+                let outcome = created.outcome.as_ref().ok_or_else(|| BackupError::UnfinishedArtifact {
+                    plugin: metadata.name.clone(),
+                    artifact: created.name.clone(),
+                })?;
+                Ok(ArtifactEntry {
+                    name: created.name.clone(),
+                    media_type: created.media_type.clone(),
+                    object: created.object.clone(),
+                    raw_size: outcome.raw_size,
+                    stored_size: outcome.stored_size,
+                    sha256: outcome.sha256.clone(),
+                    compression: request.codec.compression,
+                    encryption: (!request.codec.recipients.is_empty()).then(|| request.codec.recipients.describe()),
                 })
-                .collect::<Result<Vec<_>, BackupError>>()?;
+            })
+            .collect::<Result<Vec<_>, BackupError>>()?;
         Ok((summary, artifacts))
     });
     let (summary, artifacts) = match outcome {
@@ -217,14 +199,9 @@ async fn apply_retention(
     if request.retention.is_unlimited() {
         return Ok(Vec::new());
     }
-    let backups = repository
-        .list(Some((&request.namespace, &request.name)))
-        .await?;
+    let backups = repository.list(Some((&request.namespace, &request.name))).await?;
     let mut removed = Vec::new();
-    for manifest in request
-        .retention
-        .expired(&backups, just_written, Utc::now())
-    {
+    for manifest in request.retention.expired(&backups, just_written, Utc::now()) {
         repository.delete(manifest).await?;
         tracing::info!(backup_id = %manifest.backup_id, "removed by retention");
         removed.push(manifest.backup_id.clone());

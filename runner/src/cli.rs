@@ -92,11 +92,7 @@ pub struct PluginArgs {
     #[arg(long, env = "STOWAGE_PLUGIN")]
     pub plugin: String,
     /// Directories searched for builtin plugins, `:`-separated.
-    #[arg(
-        long,
-        env = "STOWAGE_PLUGIN_PATH",
-        default_value = "/usr/lib/stowage/plugins"
-    )]
+    #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
     /// Directory for precompiled plugins; must be writable only by this user.
     #[arg(long, env = "STOWAGE_CACHE_DIR")]
@@ -111,10 +107,7 @@ pub struct PluginArgs {
 
 impl PluginArgs {
     fn limits(&self) -> Limits {
-        Limits {
-            memory_bytes: self.memory_limit_mib << 20,
-            deadline: self.timeout,
-        }
+        Limits { memory_bytes: self.memory_limit_mib << 20, deadline: self.timeout }
     }
 
     /// A path, or a builtin name looked up as `<name>.wasm` in the plugin path.
@@ -131,8 +124,7 @@ impl PluginArgs {
     }
 
     fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
-        let engine = PluginEngine::new(self.cache_dir.clone())
-            .map_err(|e| CliError::Engine(format!("{e:#}")))?;
+        let engine = PluginEngine::new(self.cache_dir.clone()).map_err(|e| CliError::Engine(format!("{e:#}")))?;
         let plugin = engine.load(&self.resolve())?;
         Ok((engine, plugin))
     }
@@ -181,11 +173,7 @@ pub struct BackupArgs {
     #[arg(long, env = "STOWAGE_COMPRESSION", default_value = "zstd")]
     pub compression: Compression,
     /// Encrypt to this age public key (age1...); repeatable or comma-separated.
-    #[arg(
-        long = "age-recipient",
-        env = "STOWAGE_AGE_RECIPIENTS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "age-recipient", env = "STOWAGE_AGE_RECIPIENTS", value_delimiter = ',')]
     pub age_recipients: Vec<String>,
     /// After a successful backup, keep only the newest N backups of this configuration.
     #[arg(long, env = "STOWAGE_KEEP_LAST")]
@@ -215,21 +203,17 @@ impl IdentityArgs {
         let Some(path) = &self.age_identity_file else {
             return Ok(Arc::new(Identities::default()));
         };
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            CliError::InvalidArgument(format!("cannot read {}: {e}", path.display()))
-        })?;
-        let identities = Identities::parse(&text)
-            .map_err(|e| CliError::InvalidArgument(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::InvalidArgument(format!("cannot read {}: {e}", path.display())))?;
+        let identities =
+            Identities::parse(&text).map_err(|e| CliError::InvalidArgument(format!("{}: {e}", path.display())))?;
         Ok(Arc::new(identities))
     }
 }
 
+/// One backup of one configuration in a repository, and the keys to read it.
 #[derive(Debug, Args)]
-pub struct RestoreArgs {
-    #[command(flatten)]
-    pub plugin: PluginArgs,
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+pub struct BackupSelection {
     #[command(flatten)]
     pub repo: RepoArgs,
     #[command(flatten)]
@@ -239,6 +223,16 @@ pub struct RestoreArgs {
     /// The backup id, or `latest`.
     #[arg(long, env = "STOWAGE_BACKUP", default_value = "latest")]
     pub backup: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub selection: BackupSelection,
     /// Replace existing objects in the target database.
     #[arg(long)]
     pub replace: bool,
@@ -259,14 +253,7 @@ pub struct ListArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
-    pub repo: RepoArgs,
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    #[command(flatten)]
-    pub identity: IdentityArgs,
-    /// The backup id, or `latest`.
-    #[arg(long, env = "STOWAGE_BACKUP", default_value = "latest")]
-    pub backup: String,
+    pub selection: BackupSelection,
 }
 
 #[derive(Debug, Args)]
@@ -301,16 +288,8 @@ fn plain_name(value: &str) -> Result<String, String> {
     let valid = !value.is_empty()
         && value.len() <= 253
         && !value.starts_with('.')
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(format!(
-            "{value:?} must be letters, digits, '-', '.' or '_'"
-        ))
-    }
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if valid { Ok(value.to_owned()) } else { Err(format!("{value:?} must be letters, digits, '-', '.' or '_'")) }
 }
 
 fn key_value(value: &str) -> Result<(String, String), String> {
@@ -326,17 +305,12 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
         Command::Backup(args) => backup(args, out).await,
         Command::Restore(args) => restore(args, out).await,
         Command::List(args) => list(args, out).await,
-        Command::Verify(args) => {
-            let repository = args.repo.open().await?;
-            let identities = args.identity.identities()?;
-            let manifest = verify_backup(
-                &repository,
-                &args.config.namespace,
-                &args.config.name,
-                &args.backup,
-                identities,
-            )
-            .await?;
+        Command::Verify(VerifyArgs { selection }) => {
+            let repository = selection.repo.open().await?;
+            let identities = selection.identity.identities()?;
+            let config = &selection.config;
+            let manifest =
+                verify_backup(&repository, &config.namespace, &config.name, &selection.backup, identities).await?;
             writeln!(
                 out,
                 "backup {} is intact: {} artifacts, {} bytes",
@@ -356,19 +330,10 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
         namespace: args.config.namespace,
         name: args.config.name,
         database: args.database.target()?,
-        codec: Codec {
-            compression: args.compression,
-            recipients,
-        },
-        transfer: TransferLimits {
-            part_size: usize::from(args.part_size_mib) << 20,
-            ..TransferLimits::default()
-        },
+        codec: Codec { compression: args.compression, recipients },
+        transfer: TransferLimits { part_size: usize::from(args.part_size_mib) << 20, ..TransferLimits::default() },
         limits: args.plugin.limits(),
-        retention: Retention {
-            keep_last: args.keep_last,
-            max_age: args.max_age,
-        },
+        retention: Retention { keep_last: args.keep_last, max_age: args.max_age },
         leftover_age: args.leftover_age,
     };
     let (_engine, plugin) = args.plugin.load()?;
@@ -379,41 +344,36 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
 }
 
 async fn restore(args: RestoreArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let selection = args.selection;
     let request = RestoreRequest {
-        namespace: args.config.namespace,
-        name: args.config.name,
-        backup: args.backup,
+        namespace: selection.config.namespace,
+        name: selection.config.name,
+        backup: selection.backup,
         database: args.database.target()?,
         limits: args.plugin.limits(),
-        identities: args.identity.identities()?,
+        identities: selection.identity.identities()?,
         replace_existing: args.replace,
         allow_other_plugin: args.allow_other_plugin,
     };
     let (_engine, plugin) = args.plugin.load()?;
-    let repository = args.repo.open().await?;
+    let repository = selection.repo.open().await?;
     let (manifest, summary) = run_restore(&plugin, &repository, &request).await?;
-    writeln!(
-        out,
-        "restored backup {}: {}",
-        manifest.backup_id, summary.description
-    )?;
+    writeln!(out, "restored backup {}: {}", manifest.backup_id, summary.description)?;
     Ok(())
 }
 
 async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
     let only = match &args.only {
-        Some(config) => Some(config.split_once('/').ok_or_else(|| {
-            CliError::InvalidArgument(format!("--only {config:?} is not NAMESPACE/NAME"))
-        })?),
+        Some(config) => Some(
+            config
+                .split_once('/')
+                .ok_or_else(|| CliError::InvalidArgument(format!("--only {config:?} is not NAMESPACE/NAME")))?,
+        ),
         None => None,
     };
     let repository = args.repo.open().await?;
     let backups = repository.list(only).await?;
-    writeln!(
-        out,
-        "{:<24} {:<28} {:<20} {:>12} {:>12}  PLUGIN",
-        "CONFIG", "BACKUP", "STARTED", "SIZE", "STORED"
-    )?;
+    writeln!(out, "{:<24} {:<28} {:<20} {:>12} {:>12}  PLUGIN", "CONFIG", "BACKUP", "STARTED", "SIZE", "STORED")?;
     for manifest in &backups {
         writeln!(
             out,
@@ -436,33 +396,16 @@ async fn inspect(args: InspectArgs, out: &mut impl Write) -> Result<(), CliError
     writeln!(out, "name:        {}", metadata.name)?;
     writeln!(out, "version:     {}", metadata.version)?;
     writeln!(out, "description: {}", metadata.description)?;
-    let operations: Vec<&str> = metadata
-        .operations
-        .iter()
-        .map(|op| operation_name(*op))
-        .collect();
+    let operations: Vec<&str> = metadata.operations.iter().map(|op| operation_name(*op)).collect();
     writeln!(out, "operations:  {}", operations.join(", "))?;
-    writeln!(
-        out,
-        "wit:         {}@{}",
-        crate::plugin::WIT_PACKAGE,
-        plugin.wit_version
-    )?;
+    writeln!(out, "wit:         {}@{}", crate::plugin::WIT_PACKAGE, plugin.wit_version)?;
     writeln!(out, "sha256:      {}", plugin.sha256)?;
     writeln!(out, "size:        {} bytes", plugin.size)?;
     writeln!(out, "settings:")?;
     for spec in &metadata.settings {
-        let default = spec
-            .default_value
-            .as_deref()
-            .map(|d| format!(" (default {d})"))
-            .unwrap_or_default();
+        let default = spec.default_value.as_deref().map(|d| format!(" (default {d})")).unwrap_or_default();
         let required = if spec.required { " (required)" } else { "" };
-        writeln!(
-            out,
-            "  {:<16} {}{required}{default}",
-            spec.name, spec.description
-        )?;
+        writeln!(out, "  {:<16} {}{required}{default}", spec.name, spec.description)?;
     }
     Ok(())
 }

@@ -31,34 +31,20 @@ impl FromStr for RepoLocation {
     type Err = RepositoryError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let invalid = |why: &str| RepositoryError::InvalidLocation {
-            location: value.to_owned(),
-            why: why.to_owned(),
-        };
+        let invalid = |why: &str| RepositoryError::InvalidLocation { location: value.to_owned(), why: why.to_owned() };
         if let Some(rest) = value.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(invalid("the bucket name is missing"));
             }
             let prefix = prefix.trim_matches('/');
-            let prefix = if prefix.is_empty() {
-                String::new()
-            } else {
-                format!("{prefix}/")
-            };
-            Ok(RepoLocation::S3 {
-                bucket: bucket.to_owned(),
-                prefix,
-            })
+            let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+            Ok(RepoLocation::S3 { bucket: bucket.to_owned(), prefix })
         } else if let Some(path) = value.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(invalid(
-                    "a file repository needs an absolute path (file:///path)",
-                ));
+                return Err(invalid("a file repository needs an absolute path (file:///path)"));
             }
-            Ok(RepoLocation::File {
-                root: PathBuf::from(path),
-            })
+            Ok(RepoLocation::File { root: PathBuf::from(path) })
         } else {
             Err(invalid("use s3://bucket/prefix or file:///directory"))
         }
@@ -73,16 +59,9 @@ pub enum RepositoryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("manifest {key} is not valid: {source}")]
-    CorruptManifest {
-        key: String,
-        source: serde_json::Error,
-    },
+    CorruptManifest { key: String, source: serde_json::Error },
     #[error("no backup {id} of {namespace}/{name}")]
-    BackupNotFound {
-        namespace: String,
-        name: String,
-        id: String,
-    },
+    BackupNotFound { namespace: String, name: String, id: String },
     #[error("{namespace}/{name} has no backups yet")]
     NoBackups { namespace: String, name: String },
 }
@@ -97,14 +76,10 @@ pub struct Repository {
 impl Repository {
     pub async fn open(location: &RepoLocation, s3: &S3Options) -> Self {
         match location {
-            RepoLocation::S3 { bucket, prefix } => Repository {
-                store: Arc::new(S3Store::connect(bucket, s3).await),
-                prefix: prefix.clone(),
-            },
-            RepoLocation::File { root } => Repository {
-                store: Arc::new(FsStore::new(root)),
-                prefix: String::new(),
-            },
+            RepoLocation::S3 { bucket, prefix } => {
+                Repository { store: Arc::new(S3Store::connect(bucket, s3).await), prefix: prefix.clone() }
+            }
+            RepoLocation::File { root } => Repository { store: Arc::new(FsStore::new(root)), prefix: String::new() },
         }
     }
 
@@ -123,32 +98,19 @@ impl Repository {
     }
 
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<(), RepositoryError> {
-        let key = format!(
-            "{}{MANIFEST}",
-            self.backup_prefix(&manifest.namespace, &manifest.name, &manifest.backup_id)
-        );
-        let json = serde_json::to_vec_pretty(manifest).map_err(|source| {
-            RepositoryError::CorruptManifest {
-                key: key.clone(),
-                source,
-            }
-        })?;
+        let key = format!("{}{MANIFEST}", self.backup_prefix(&manifest.namespace, &manifest.name, &manifest.backup_id));
+        let json = serde_json::to_vec_pretty(manifest)
+            .map_err(|source| RepositoryError::CorruptManifest { key: key.clone(), source })?;
         Ok(self.store.put(&key, Bytes::from(json)).await?)
     }
 
     async fn read_manifest(&self, key: &str) -> Result<Manifest, RepositoryError> {
         let data = self.store.get(key).await?;
-        serde_json::from_slice(&data).map_err(|source| RepositoryError::CorruptManifest {
-            key: key.to_owned(),
-            source,
-        })
+        serde_json::from_slice(&data).map_err(|source| RepositoryError::CorruptManifest { key: key.to_owned(), source })
     }
 
     /// Every committed backup, optionally only those of one configuration, oldest first.
-    pub async fn list(
-        &self,
-        config: Option<(&str, &str)>,
-    ) -> Result<Vec<Manifest>, RepositoryError> {
+    pub async fn list(&self, config: Option<(&str, &str)>) -> Result<Vec<Manifest>, RepositoryError> {
         let prefix = match config {
             Some((namespace, name)) => self.config_prefix(namespace, name),
             None => self.prefix.clone(),
@@ -164,31 +126,21 @@ impl Repository {
     }
 
     /// The manifest of backup `id` (or the newest, for `latest`) of one configuration.
-    pub async fn find(
-        &self,
-        namespace: &str,
-        name: &str,
-        id: &str,
-    ) -> Result<Manifest, RepositoryError> {
+    pub async fn find(&self, namespace: &str, name: &str, id: &str) -> Result<Manifest, RepositoryError> {
         if id == "latest" {
             return self
                 .list(Some((namespace, name)))
                 .await?
                 .pop()
-                .ok_or_else(|| RepositoryError::NoBackups {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                });
+                .ok_or_else(|| RepositoryError::NoBackups { namespace: namespace.to_owned(), name: name.to_owned() });
         }
         let key = format!("{}{MANIFEST}", self.backup_prefix(namespace, name, id));
         self.read_manifest(&key).await.map_err(|error| match error {
-            RepositoryError::Store(StoreError::NotFound { .. }) => {
-                RepositoryError::BackupNotFound {
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    id: id.to_owned(),
-                }
-            }
+            RepositoryError::Store(StoreError::NotFound { .. }) => RepositoryError::BackupNotFound {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                id: id.to_owned(),
+            },
             other => other,
         })
     }
@@ -225,13 +177,8 @@ impl Repository {
         }
         let mut removed = 0;
         for objects in directories.values() {
-            let committed = objects
-                .iter()
-                .any(|object| object.key.ends_with(&format!("/{MANIFEST}")));
-            let newest = objects
-                .iter()
-                .filter_map(|object| object.last_modified)
-                .max();
+            let committed = objects.iter().any(|object| object.key.ends_with(&format!("/{MANIFEST}")));
+            let newest = objects.iter().filter_map(|object| object.last_modified).max();
             if committed || newest.is_none_or(|newest| newest >= older_than) {
                 continue;
             }
@@ -252,28 +199,16 @@ mod tests {
     #[test]
     fn locations_parse() {
         assert_eq!(
-            "s3://bucket/some/prefix/"
-                .parse::<RepoLocation>()
-                .expect("valid"),
-            RepoLocation::S3 {
-                bucket: "bucket".into(),
-                prefix: "some/prefix/".into()
-            }
+            "s3://bucket/some/prefix/".parse::<RepoLocation>().expect("valid"),
+            RepoLocation::S3 { bucket: "bucket".into(), prefix: "some/prefix/".into() }
         );
         assert_eq!(
             "s3://bucket".parse::<RepoLocation>().expect("valid"),
-            RepoLocation::S3 {
-                bucket: "bucket".into(),
-                prefix: String::new()
-            }
+            RepoLocation::S3 { bucket: "bucket".into(), prefix: String::new() }
         );
         assert_eq!(
-            "file:///var/backups"
-                .parse::<RepoLocation>()
-                .expect("valid"),
-            RepoLocation::File {
-                root: "/var/backups".into()
-            }
+            "file:///var/backups".parse::<RepoLocation>().expect("valid"),
+            RepoLocation::File { root: "/var/backups".into() }
         );
         assert!("file://relative".parse::<RepoLocation>().is_err());
         assert!("s3:///prefix".parse::<RepoLocation>().is_err());

@@ -4,9 +4,7 @@ use std::sync::Arc;
 
 use crate::archive::{DownloadError, Identities, check_stored, verify_object};
 use crate::manifest::Manifest;
-use crate::plugin::{
-    Limits, Operation, Plugin, PluginError, RestoreJob, RestoreOptions, Summary, operation_name,
-};
+use crate::plugin::{Limits, Operation, Plugin, PluginError, RestoreJob, RestoreOptions, Summary, operation_name};
 use crate::repository::{Repository, RepositoryError};
 use crate::settings::{DatabaseTarget, SettingsError};
 
@@ -55,16 +53,12 @@ pub async fn run_restore(
     repository: &Repository,
     request: &RestoreRequest,
 ) -> Result<(Manifest, Summary), RestoreError> {
-    let manifest = repository
-        .find(&request.namespace, &request.name, &request.backup)
-        .await?;
+    let manifest = repository.find(&request.namespace, &request.name, &request.backup).await?;
     let metadata = plugin.metadata().await?;
     if !metadata.operations.contains(&Operation::Restore) {
-        return Err(PluginError::Unsupported {
-            plugin: metadata.name,
-            operation: operation_name(Operation::Restore),
-        }
-        .into());
+        return Err(
+            PluginError::Unsupported { plugin: metadata.name, operation: operation_name(Operation::Restore) }.into()
+        );
     }
     if plugin.sha256 != manifest.plugin.sha256 && !request.allow_other_plugin {
         return Err(RestoreError::DifferentPlugin {
@@ -91,20 +85,9 @@ pub async fn run_restore(
         identities: Arc::clone(&request.identities),
     };
     let settings = request.database.to_plugin_settings(&addresses);
-    let options = RestoreOptions {
-        replace_existing: request.replace_existing,
-    };
+    let options = RestoreOptions { replace_existing: request.replace_existing };
     tracing::info!(backup_id = %manifest.backup_id, plugin = %metadata.name, "restore started");
-    let summary = plugin
-        .restore(
-            &metadata,
-            &settings,
-            options,
-            addresses,
-            job,
-            &request.limits,
-        )
-        .await?;
+    let summary = plugin.restore(&metadata, &settings, options, addresses, job, &request.limits).await?;
     Ok((manifest, summary))
 }
 

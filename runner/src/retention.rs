@@ -22,35 +22,22 @@ impl Retention {
     }
 
     /// The backups to delete among `backups` (of one configuration), never `keep`.
-    pub fn expired<'a>(
-        &self,
-        backups: &'a [Manifest],
-        keep: &str,
-        now: DateTime<Utc>,
-    ) -> Vec<&'a Manifest> {
+    pub fn expired<'a>(&self, backups: &'a [Manifest], keep: &str, now: DateTime<Utc>) -> Vec<&'a Manifest> {
         if self.is_unlimited() {
             return Vec::new();
         }
         let mut newest_first: Vec<&Manifest> = backups.iter().collect();
-        newest_first
-            .sort_by(|a, b| (b.started_at, &b.backup_id).cmp(&(a.started_at, &a.backup_id)));
-        let kept_by_count: HashSet<&str> = newest_first
-            .iter()
-            .take(self.keep_last.unwrap_or(0))
-            .map(|m| m.backup_id.as_str())
-            .collect();
+        newest_first.sort_by(|a, b| (b.started_at, &b.backup_id).cmp(&(a.started_at, &a.backup_id)));
+        let kept_by_count: HashSet<&str> =
+            newest_first.iter().take(self.keep_last.unwrap_or(0)).map(|m| m.backup_id.as_str()).collect();
         let young = |m: &Manifest| {
             self.max_age.is_some_and(|max_age| {
-                now.signed_duration_since(m.started_at)
-                    .to_std()
-                    .map_or(true, |age| age < max_age)
+                now.signed_duration_since(m.started_at).to_std().map_or(true, |age| age < max_age)
             })
         };
         newest_first
             .into_iter()
-            .filter(|m| {
-                m.backup_id != keep && !kept_by_count.contains(m.backup_id.as_str()) && !young(m)
-            })
+            .filter(|m| m.backup_id != keep && !kept_by_count.contains(m.backup_id.as_str()) && !young(m))
             .collect()
     }
 }
@@ -75,11 +62,7 @@ mod tests {
                 sha256: "00".into(),
                 wit_version: "0.1.0".into(),
             },
-            database: DatabaseEntry {
-                host: "h".into(),
-                port: 1,
-                database: "d".into(),
-            },
+            database: DatabaseEntry { host: "h".into(), port: 1, database: "d".into() },
             artifacts: Vec::new(),
             summary: SummaryEntry::default(),
         }
@@ -94,36 +77,18 @@ mod tests {
     #[test]
     fn keep_last_keeps_the_newest() {
         let now = Utc::now();
-        let backups: Vec<Manifest> = (0..5)
-            .map(|i| backup(&format!("b{i}"), 10 - i, now))
-            .collect();
-        let retention = Retention {
-            keep_last: Some(2),
-            max_age: None,
-        };
-        assert_eq!(
-            ids(retention.expired(&backups, "b4", now)),
-            ["b0", "b1", "b2"]
-        );
+        let backups: Vec<Manifest> = (0..5).map(|i| backup(&format!("b{i}"), 10 - i, now)).collect();
+        let retention = Retention { keep_last: Some(2), max_age: None };
+        assert_eq!(ids(retention.expired(&backups, "b4", now)), ["b0", "b1", "b2"]);
     }
 
     #[test]
     fn max_age_removes_old_backups_and_rules_combine() {
         let now = Utc::now();
-        let backups = vec![
-            backup("old", 48, now),
-            backup("older", 72, now),
-            backup("new", 1, now),
-        ];
-        let by_age = Retention {
-            keep_last: None,
-            max_age: Some(Duration::from_secs(24 * 3600)),
-        };
+        let backups = vec![backup("old", 48, now), backup("older", 72, now), backup("new", 1, now)];
+        let by_age = Retention { keep_last: None, max_age: Some(Duration::from_secs(24 * 3600)) };
         assert_eq!(ids(by_age.expired(&backups, "new", now)), ["old", "older"]);
-        let both = Retention {
-            keep_last: Some(2),
-            ..by_age
-        };
+        let both = Retention { keep_last: Some(2), ..by_age };
         assert_eq!(ids(both.expired(&backups, "new", now)), ["older"]);
     }
 
@@ -131,15 +96,8 @@ mod tests {
     fn the_backup_just_written_and_unlimited_policies_are_safe() {
         let now = Utc::now();
         let backups = vec![backup("a", 100, now)];
-        let strict = Retention {
-            keep_last: Some(0),
-            max_age: Some(Duration::from_secs(1)),
-        };
+        let strict = Retention { keep_last: Some(0), max_age: Some(Duration::from_secs(1)) };
         assert!(strict.expired(&backups, "a", now).is_empty());
-        assert!(
-            Retention::default()
-                .expired(&backups, "other", now)
-                .is_empty()
-        );
+        assert!(Retention::default().expired(&backups, "other", now).is_empty());
     }
 }

@@ -15,11 +15,7 @@ pub enum SettingsError {
     #[error("cannot resolve database host {host}: {message}")]
     Resolve { host: String, message: String },
     #[error("option {name:?} is not accepted by plugin {plugin} (it accepts: {accepted})")]
-    UnknownOption {
-        name: String,
-        plugin: String,
-        accepted: String,
-    },
+    UnknownOption { name: String, plugin: String, accepted: String },
     #[error("plugin {plugin} requires option {name:?}")]
     MissingOption { name: String, plugin: String },
 }
@@ -66,39 +62,18 @@ fn default_port(scheme: &str) -> Option<u16> {
 impl DatabaseTarget {
     /// Parse `scheme://[user[:password]@]host[:port]/database[?option=value&...]`.
     pub fn parse(url: &str) -> Result<Self, SettingsError> {
-        let invalid = |why: &str| SettingsError::InvalidUrl {
-            url: redact(url),
-            why: why.to_owned(),
-        };
+        let invalid = |why: &str| SettingsError::InvalidUrl { url: redact(url), why: why.to_owned() };
         let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
-        let host = parsed
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid("the host is missing"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = parsed
-            .port()
-            .or_else(|| default_port(parsed.scheme()))
-            .ok_or_else(|| invalid("the port is missing"))?;
+        let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(|| invalid("the host is missing"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port =
+            parsed.port().or_else(|| default_port(parsed.scheme())).ok_or_else(|| invalid("the port is missing"))?;
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
         let database = decode(parsed.path().trim_start_matches('/'));
         let user = Some(decode(parsed.username())).filter(|u| !u.is_empty());
         let password = parsed.password().map(decode);
-        let options = parsed
-            .query_pairs()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect();
-        Ok(DatabaseTarget {
-            host,
-            port,
-            database,
-            user,
-            password,
-            options,
-        })
+        let options = parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        Ok(DatabaseTarget { host, port, database, user, password, options })
     }
 
     /// The addresses the plugin may connect to: the host's resolution of `host:port`.
@@ -106,15 +81,11 @@ impl DatabaseTarget {
         if self.host.is_empty() {
             return Ok(Vec::new());
         }
-        let resolve_error = |message: String| SettingsError::Resolve {
-            host: self.host.clone(),
-            message,
-        };
-        let mut addresses: Vec<SocketAddr> =
-            tokio::net::lookup_host((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| resolve_error(e.to_string()))?
-                .collect();
+        let resolve_error = |message: String| SettingsError::Resolve { host: self.host.clone(), message };
+        let mut addresses: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| resolve_error(e.to_string()))?
+            .collect();
         addresses.sort();
         addresses.dedup();
         if addresses.is_empty() {
@@ -127,28 +98,17 @@ impl DatabaseTarget {
     pub fn check_options(&self, metadata: &PluginMetadata) -> Result<(), SettingsError> {
         for (name, _) in &self.options {
             if !metadata.settings.iter().any(|spec| &spec.name == name) {
-                let accepted: Vec<&str> = metadata
-                    .settings
-                    .iter()
-                    .map(|spec| spec.name.as_str())
-                    .collect();
+                let accepted: Vec<&str> = metadata.settings.iter().map(|spec| spec.name.as_str()).collect();
                 return Err(SettingsError::UnknownOption {
                     name: name.clone(),
                     plugin: metadata.name.clone(),
-                    accepted: if accepted.is_empty() {
-                        "none".into()
-                    } else {
-                        accepted.join(", ")
-                    },
+                    accepted: if accepted.is_empty() { "none".into() } else { accepted.join(", ") },
                 });
             }
         }
         for spec in metadata.settings.iter().filter(|spec| spec.required) {
             if !self.options.iter().any(|(name, _)| name == &spec.name) {
-                return Err(SettingsError::MissingOption {
-                    name: spec.name.clone(),
-                    plugin: metadata.name.clone(),
-                });
+                return Err(SettingsError::MissingOption { name: spec.name.clone(), plugin: metadata.name.clone() });
             }
         }
         Ok(())
@@ -185,31 +145,16 @@ mod tests {
 
     #[test]
     fn urls_parse_into_targets() {
-        let target = DatabaseTarget::parse(
-            "postgres://app%40corp:s%3Acret@db.example:6543/sales?sslmode=require",
-        )
-        .expect("valid URL");
+        let target = DatabaseTarget::parse("postgres://app%40corp:s%3Acret@db.example:6543/sales?sslmode=require")
+            .expect("valid URL");
         assert_eq!(target.host, "db.example");
         assert_eq!(target.port, 6543);
         assert_eq!(target.database, "sales");
         assert_eq!(target.user.as_deref(), Some("app@corp"));
         assert_eq!(target.password.as_deref(), Some("s:cret"));
-        assert_eq!(
-            target.options,
-            vec![("sslmode".to_owned(), "require".to_owned())]
-        );
-        assert_eq!(
-            DatabaseTarget::parse("postgresql://localhost/x")
-                .expect("valid")
-                .port,
-            5432
-        );
-        assert_eq!(
-            DatabaseTarget::parse("postgres://[::1]:5432/x")
-                .expect("valid")
-                .host,
-            "::1"
-        );
+        assert_eq!(target.options, vec![("sslmode".to_owned(), "require".to_owned())]);
+        assert_eq!(DatabaseTarget::parse("postgresql://localhost/x").expect("valid").port, 5432);
+        assert_eq!(DatabaseTarget::parse("postgres://[::1]:5432/x").expect("valid").host, "::1");
     }
 
     #[test]

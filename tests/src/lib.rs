@@ -17,9 +17,7 @@ pub type Result<T> = anyhow::Result<T>;
 
 /// The cache directory of the set-up scripts.
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("STOWAGE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/stowage"))
+    std::env::var_os("STOWAGE_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/stowage"))
 }
 
 /// A port nobody listens on right now.

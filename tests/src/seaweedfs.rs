@@ -27,11 +27,7 @@ impl SeaweedFs {
     /// The `weed` binary installed by `scripts/setup/services.sh`.
     pub fn binary() -> Result<PathBuf> {
         let weed = cache_dir().join("seaweedfs/bin/weed");
-        anyhow::ensure!(
-            weed.is_file(),
-            "{} is missing: run ./dev setup",
-            weed.display()
-        );
+        anyhow::ensure!(weed.is_file(), "{} is missing: run ./dev setup", weed.display());
         Ok(weed)
     }
 
@@ -83,19 +79,11 @@ impl SeaweedFs {
             command.arg(format!("-{flag}={}", free_port()?));
         }
         let log = std::fs::File::create(dir.path().join("weed.log"))?;
-        command
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
+        command.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
         let child = command.spawn().context("starting weed")?;
-        let server = SeaweedFs {
-            child,
-            _dir: dir,
-            endpoint: format!("http://127.0.0.1:{s3_port}"),
-        };
-        wait_until("SeaweedFS S3", Duration::from_secs(30), || {
-            TcpStream::connect(("127.0.0.1", s3_port)).is_ok()
-        })
-        .with_context(|| server.log_tail())?;
+        let server = SeaweedFs { child, _dir: dir, endpoint: format!("http://127.0.0.1:{s3_port}") };
+        wait_until("SeaweedFS S3", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", s3_port)).is_ok())
+            .with_context(|| server.log_tail())?;
         Ok(server)
     }
 
@@ -112,13 +100,7 @@ impl SeaweedFs {
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.endpoint)
             .force_path_style(true)
-            .credentials_provider(Credentials::new(
-                ACCESS_KEY,
-                SECRET_KEY,
-                None,
-                None,
-                "stowage-tests",
-            ))
+            .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "stowage-tests"))
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }
@@ -130,16 +112,11 @@ impl SeaweedFs {
         for _ in 0..100 {
             match client.create_bucket().bucket(name).send().await {
                 Ok(_) => return Ok(()),
-                Err(error) => {
-                    last_error = Some(aws_sdk_s3::error::DisplayErrorContext(error).to_string())
-                }
+                Err(error) => last_error = Some(aws_sdk_s3::error::DisplayErrorContext(error).to_string()),
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        anyhow::bail!(
-            "cannot create bucket {name}: {last_error:?}\n{}",
-            self.log_tail()
-        )
+        anyhow::bail!("cannot create bucket {name}: {last_error:?}\n{}", self.log_tail())
     }
 
     /// The environment that lets `stowage` reach this server.

@@ -17,11 +17,7 @@ pub fn binary() -> Result<PathBuf> {
         profile_dir = profile_dir.parent().context("program location")?;
     }
     let binary = profile_dir.join("stowage");
-    anyhow::ensure!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build --bins`",
-        binary.display()
-    );
+    anyhow::ensure!(binary.is_file(), "{} is missing: build it with `cargo build --bins`", binary.display());
     Ok(binary)
 }
 
@@ -30,11 +26,7 @@ pub fn plugin_dir() -> Result<PathBuf> {
     let dir = std::env::var_os("STOWAGE_PLUGIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::cache_dir().join("target/plugins/wasm32-wasip2/release"));
-    anyhow::ensure!(
-        dir.join("generator.wasm").is_file(),
-        "no plugins in {}: run ./dev build",
-        dir.display()
-    );
+    anyhow::ensure!(dir.join("generator.wasm").is_file(), "no plugins in {}: run ./dev build", dir.display());
     Ok(dir)
 }
 
@@ -60,12 +52,7 @@ impl Run {
 
     /// Fail the test unless the command failed.
     pub fn failed(self) -> Result<Self> {
-        anyhow::ensure!(
-            !self.success,
-            "stowage unexpectedly succeeded:\n{}{}",
-            self.stdout,
-            self.stderr
-        );
+        anyhow::ensure!(!self.success, "stowage unexpectedly succeeded:\n{}{}", self.stdout, self.stderr);
         Ok(self)
     }
 }

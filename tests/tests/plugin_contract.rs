@@ -5,22 +5,15 @@ use stowage_tests::stowage::{plugin, run};
 
 /// The version in `wit/plugin.wit`'s package declaration.
 fn wit_package_version() -> String {
-    let wit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit"))
-        .expect("wit/plugin.wit");
-    let line = wit
-        .lines()
-        .find(|line| line.starts_with("package "))
-        .expect("a package declaration");
-    line.trim_start_matches("package stowage:plugin@")
-        .trim_end_matches(';')
-        .to_owned()
+    let wit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../wit/plugin.wit")).expect("wit/plugin.wit");
+    let line = wit.lines().find(|line| line.starts_with("package ")).expect("a package declaration");
+    line.trim_start_matches("package stowage:plugin@").trim_end_matches(';').to_owned()
 }
 
 #[test]
 fn the_generator_exports_the_world_of_wit() {
-    let inspected = run(["plugin", "inspect", "--plugin", "generator"], &[])
-        .and_then(|r| r.ok())
-        .expect("inspect");
+    let inspected = run(["plugin", "inspect", "--plugin", "generator"], &[]).and_then(|r| r.ok()).expect("inspect");
     let field = |name: &str| {
         inspected
             .stdout
@@ -29,10 +22,7 @@ fn the_generator_exports_the_world_of_wit() {
             .unwrap_or_else(|| panic!("no {name} in:\n{}", inspected.stdout))
             .to_owned()
     };
-    assert_eq!(
-        field("wit"),
-        format!("stowage:plugin@{}", wit_package_version())
-    );
+    assert_eq!(field("wit"), format!("stowage:plugin@{}", wit_package_version()));
     assert_eq!(field("name"), "generator");
     assert_eq!(field("operations"), "backup, restore");
     let sha256 = field("sha256");
@@ -50,29 +40,12 @@ fn files_that_are_not_components_are_refused() {
     let text = dir.path().join("text.wasm");
     std::fs::write(&text, "not wasm at all").expect("write");
     for file in [&core_module, &text] {
-        let result = run(
-            [
-                "plugin",
-                "inspect",
-                "--plugin",
-                file.to_str().expect("utf-8 path"),
-            ],
-            &[],
-        )
-        .and_then(|r| r.failed())
-        .expect("refused");
-        assert!(
-            result.stderr.contains("is not a WebAssembly component"),
-            "{}",
-            result.stderr
-        );
+        let result = run(["plugin", "inspect", "--plugin", file.to_str().expect("utf-8 path")], &[])
+            .and_then(|r| r.failed())
+            .expect("refused");
+        assert!(result.stderr.contains("is not a WebAssembly component"), "{}", result.stderr);
     }
-    let missing = run(["plugin", "inspect", "--plugin", "no-such-plugin"], &[])
-        .and_then(|r| r.failed())
-        .expect("refused");
-    assert!(
-        missing.stderr.contains("cannot read plugin no-such-plugin"),
-        "{}",
-        missing.stderr
-    );
+    let missing =
+        run(["plugin", "inspect", "--plugin", "no-such-plugin"], &[]).and_then(|r| r.failed()).expect("refused");
+    assert!(missing.stderr.contains("cannot read plugin no-such-plugin"), "{}", missing.stderr);
 }

@@ -59,12 +59,7 @@ impl Generator {
             }
             Content::Text => {
                 let (id, amount) = (self.next() % 1_000_000, self.next() % 100_000);
-                let line = format!(
-                    "{id}\tcustomer-{}\t{}.{:02}\tok\n",
-                    id % 997,
-                    amount / 100,
-                    amount % 100
-                );
+                let line = format!("{id}\tcustomer-{}\t{}.{:02}\tok\n", id % 997, amount / 100, amount % 100);
                 self.pending.extend_from_slice(line.as_bytes());
             }
         }
@@ -79,8 +74,7 @@ impl Generator {
                 self.refill();
             }
             let n = (self.pending.len() - self.pending_pos).min(buffer.len() - filled);
-            buffer[filled..filled + n]
-                .copy_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
+            buffer[filled..filled + n].copy_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
             self.pending_pos += n;
             filled += n;
         }

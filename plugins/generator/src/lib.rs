@@ -37,18 +37,11 @@ struct Options {
 
 impl Options {
     fn parse(settings: &DatabaseSettings) -> Result<Self, PluginError> {
-        let mut options = Options {
-            artifacts: 1,
-            size: 1 << 20,
-            seed: 0,
-            content: Content::Text,
-        };
+        let mut options = Options { artifacts: 1, size: 1 << 20, seed: 0, content: Content::Text };
         for (name, value) in &settings.options {
             let number = || {
                 value.parse::<u64>().map_err(|_| {
-                    PluginError::InvalidSettings(format!(
-                        "option {name}: {value:?} is not a whole number"
-                    ))
+                    PluginError::InvalidSettings(format!("option {name}: {value:?} is not a whole number"))
                 })
             };
             match name.as_str() {
@@ -57,15 +50,11 @@ impl Options {
                 "seed" => options.seed = number()?,
                 "content" => {
                     options.content = Content::parse(value).ok_or_else(|| {
-                        PluginError::InvalidSettings(format!(
-                            "option content: {value:?} is neither text nor random"
-                        ))
+                        PluginError::InvalidSettings(format!("option content: {value:?} is neither text nor random"))
                     })?
                 }
                 other => {
-                    return Err(PluginError::InvalidSettings(format!(
-                        "unknown option {other}"
-                    )));
+                    return Err(PluginError::InvalidSettings(format!("unknown option {other}")));
                 }
             }
         }
@@ -107,8 +96,7 @@ impl bindings::exports::stowage::plugin::plugin::Guest for GeneratorPlugin {
         let mut total = 0u64;
         for index in 0..options.artifacts {
             let name = Options::artifact_name(index);
-            let writer =
-                artifact_sink::create(&name, "application/octet-stream").map_err(artifact_error)?;
+            let writer = artifact_sink::create(&name, "application/octet-stream").map_err(artifact_error)?;
             let mut generator = Generator::new(options.seed, index, options.content);
             let mut left = options.size;
             while left > 0 {
@@ -125,20 +113,14 @@ impl bindings::exports::stowage::plugin::plugin::Guest for GeneratorPlugin {
                 records_done: total,
             });
         }
-        report::log(
-            Level::Info,
-            &format!("generated {} artifacts, {total} bytes", options.artifacts),
-        );
+        report::log(Level::Info, &format!("generated {} artifacts, {total} bytes", options.artifacts));
         Ok(Summary {
             description: format!("{} artifacts of {} bytes", options.artifacts, options.size),
             attributes: vec![("bytes".into(), total.to_string())],
         })
     }
 
-    fn restore(
-        settings: DatabaseSettings,
-        _options: RestoreOptions,
-    ) -> Result<Summary, PluginError> {
+    fn restore(settings: DatabaseSettings, _options: RestoreOptions) -> Result<Summary, PluginError> {
         let options = Options::parse(&settings)?;
         let artifacts = artifact_source::artifacts();
         if artifacts.len() as u64 != options.artifacts {
@@ -170,10 +152,7 @@ impl bindings::exports::stowage::plugin::plugin::Guest for GeneratorPlugin {
                 offset += chunk.len() as u64;
             }
             if offset != options.size {
-                return Err(PluginError::Database(format!(
-                    "{name}: {offset} bytes, expected {}",
-                    options.size
-                )));
+                return Err(PluginError::Database(format!("{name}: {offset} bytes, expected {}", options.size)));
             }
             total += offset;
         }

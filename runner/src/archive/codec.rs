@@ -24,14 +24,10 @@ impl FromStr for Compression {
             None if value == "none" => Ok(Compression::None),
             None if value == "zstd" => Ok(Compression::Zstd { level: 3 }),
             Some(("zstd", level)) => match level.parse::<i32>() {
-                Ok(level) if zstd::compression_level_range().contains(&level) => {
-                    Ok(Compression::Zstd { level })
-                }
+                Ok(level) if zstd::compression_level_range().contains(&level) => Ok(Compression::Zstd { level }),
                 _ => Err(format!("zstd level {level:?} is not between 1 and 22")),
             },
-            _ => Err(format!(
-                "unknown compression {value:?}; use none, zstd or zstd:LEVEL"
-            )),
+            _ => Err(format!("unknown compression {value:?}; use none, zstd or zstd:LEVEL")),
         }
     }
 }
@@ -42,9 +38,7 @@ pub struct Recipients(Vec<age::x25519::Recipient>);
 
 impl std::fmt::Debug for Recipients {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.0.iter().map(|r| r.to_string()))
-            .finish()
+        f.debug_list().entries(self.0.iter().map(|r| r.to_string())).finish()
     }
 }
 
@@ -68,9 +62,7 @@ impl Recipients {
 
     /// The recipients as they are written in the manifest.
     pub fn describe(&self) -> Encryption {
-        Encryption::Age {
-            recipients: self.0.iter().map(|r| r.to_string()).collect(),
-        }
+        Encryption::Age { recipients: self.0.iter().map(|r| r.to_string()).collect() }
     }
 }
 
@@ -91,10 +83,7 @@ impl Identities {
         text.lines()
             .map(str::trim)
             .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                line.parse::<age::x25519::Identity>()
-                    .map_err(|e| format!("not an age identity: {e}"))
-            })
+            .map(|line| line.parse::<age::x25519::Identity>().map_err(|e| format!("not an age identity: {e}")))
             .collect::<Result<_, _>>()
             .map(Identities)
     }
@@ -137,15 +126,12 @@ impl Codec {
             Encrypting::Plain(sink)
         } else {
             let recipients = self.recipients.0.iter().map(|r| r as &dyn age::Recipient);
-            let encryptor =
-                age::Encryptor::with_recipients(recipients).map_err(io::Error::other)?;
+            let encryptor = age::Encryptor::with_recipients(recipients).map_err(io::Error::other)?;
             Encrypting::Age(encryptor.wrap_output(sink)?)
         };
         Ok(match self.compression {
             Compression::None => EncodingWriter::Plain(encrypted),
-            Compression::Zstd { level } => {
-                EncodingWriter::Zstd(zstd::Encoder::new(encrypted, level)?)
-            }
+            Compression::Zstd { level } => EncodingWriter::Zstd(zstd::Encoder::new(encrypted, level)?),
         })
     }
 }
@@ -161,9 +147,7 @@ pub(crate) fn decoder<'a, R: Read + 'a>(
         None => Box::new(source),
         Some(Encryption::Age { .. }) => {
             if identities.0.is_empty() {
-                return Err(io::Error::other(
-                    "the artifact is encrypted and no age identity was given",
-                ));
+                return Err(io::Error::other("the artifact is encrypted and no age identity was given"));
             }
             let decryptor = age::Decryptor::new(source).map_err(io::Error::other)?;
             let identities = identities.0.iter().map(|i| i as &dyn age::Identity);
@@ -256,15 +240,10 @@ mod tests {
     fn encoded_bytes_decode_to_the_original() {
         let identity = age::x25519::Identity::generate();
         let recipients = Recipients::parse(&[identity.to_public().to_string()]).expect("valid key");
-        let plain: Vec<u8> = (0..200_000u32)
-            .flat_map(|i| (i % 251).to_le_bytes())
-            .collect();
+        let plain: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         for compression in [Compression::None, Compression::Zstd { level: 3 }] {
             for recipients in [Recipients::default(), recipients.clone()] {
-                let codec = Codec {
-                    compression,
-                    recipients: recipients.clone(),
-                };
+                let codec = Codec { compression, recipients: recipients.clone() };
                 let mut encoder = codec.encoder(Vec::new()).expect("encoder");
                 encoder.write_all(&plain).expect("write");
                 let stored = encoder.finish().expect("finish");

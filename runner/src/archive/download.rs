@@ -24,17 +24,9 @@ pub enum DownloadError {
     #[error("{0}")]
     Store(Arc<StoreError>),
     #[error("artifact {name} is corrupt: its sha256 is {actual}, the manifest says {expected}")]
-    ChecksumMismatch {
-        name: String,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { name: String, expected: String, actual: String },
     #[error("artifact {name} is corrupt: {actual} bytes stored, the manifest says {expected}")]
-    SizeMismatch {
-        name: String,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { name: String, expected: u64, actual: u64 },
     #[error("artifact {name} cannot be decoded: {message}")]
     Decode { name: String, message: String },
     #[error("reading artifact {name} stopped unexpectedly")]
@@ -66,9 +58,7 @@ impl ArtifactDownload {
         entry: &ArtifactEntry,
         identities: Arc<Identities>,
     ) -> Result<Self, DownloadError> {
-        let reader = store
-            .reader(&format!("{backup_prefix}{}", entry.object))
-            .await?;
+        let reader = store.reader(&format!("{backup_prefix}{}", entry.object)).await?;
         let source = SyncIoBridge::new(reader);
         let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
         let entry = entry.clone();
@@ -78,12 +68,7 @@ impl ArtifactDownload {
                 let _ = tx.blocking_send(Err(error));
             }
         });
-        Ok(ArtifactDownload {
-            chunks: rx,
-            current: Bytes::new(),
-            name,
-            ended: false,
-        })
+        Ok(ArtifactDownload { chunks: rx, current: Bytes::new(), name, ended: false })
     }
 
     /// Up to `max` plain bytes; empty at the verified end of the artifact.
@@ -124,20 +109,15 @@ pub async fn check_stored(
     backup_prefix: &str,
     entry: &ArtifactEntry,
 ) -> Result<(), DownloadError> {
-    let mut reader = store
-        .reader(&format!("{backup_prefix}{}", entry.object))
-        .await?;
+    let mut reader = store.reader(&format!("{backup_prefix}{}", entry.object)).await?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buffer = vec![0u8; CHUNK];
     loop {
-        let n = reader
-            .read(&mut buffer)
-            .await
-            .map_err(|e| DownloadError::Decode {
-                name: entry.name.clone(),
-                message: format!("reading the stored object: {e}"),
-            })?;
+        let n = reader.read(&mut buffer).await.map_err(|e| DownloadError::Decode {
+            name: entry.name.clone(),
+            message: format!("reading the stored object: {e}"),
+        })?;
         if n == 0 {
             break;
         }
@@ -173,10 +153,7 @@ pub async fn verify_object(
     entry: &ArtifactEntry,
     identities: Arc<Identities>,
 ) -> Result<u64, DownloadError> {
-    let size = ArtifactDownload::open(store, backup_prefix, entry, identities)
-        .await?
-        .read_to_end()
-        .await?;
+    let size = ArtifactDownload::open(store, backup_prefix, entry, identities).await?.read_to_end().await?;
     if size != entry.raw_size {
         return Err(DownloadError::Decode {
             name: entry.name.clone(),
@@ -194,50 +171,33 @@ fn decode(
     tx: &mpsc::Sender<Result<Bytes, DownloadError>>,
 ) -> Result<(), DownloadError> {
     let name = || entry.name.clone();
-    let mut stored = HashingReader {
-        inner: source,
-        hasher: Sha256::new(),
-        size: 0,
-    };
+    let mut stored = HashingReader { inner: source, hasher: Sha256::new(), size: 0 };
     let mut held: Option<Bytes> = None;
-    let decoded = decoder(
-        &mut stored,
-        entry.compression,
-        entry.encryption.as_ref(),
-        identities,
-    )
-    .and_then(|mut plain| {
-        loop {
-            let mut buffer = vec![0u8; CHUNK];
-            let n = read_full(&mut plain, &mut buffer)?;
-            if n == 0 {
-                return Ok(());
+    let decoded =
+        decoder(&mut stored, entry.compression, entry.encryption.as_ref(), identities).and_then(|mut plain| {
+            loop {
+                let mut buffer = vec![0u8; CHUNK];
+                let n = read_full(&mut plain, &mut buffer)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buffer.truncate(n);
+                if let Some(previous) = held.replace(Bytes::from(buffer)) {
+                    tx.blocking_send(Ok(previous)).map_err(|_| io::Error::other("the reader went away"))?;
+                }
             }
-            buffer.truncate(n);
-            if let Some(previous) = held.replace(Bytes::from(buffer)) {
-                tx.blocking_send(Ok(previous))
-                    .map_err(|_| io::Error::other("the reader went away"))?;
-            }
-        }
-    });
+        });
     // Hash whatever the decoder did not consume: a corrupt object is reported as such,
     // not as the decoding error it caused.
     let drained = io::copy(&mut stored, &mut io::sink());
     let actual = hex::encode(stored.hasher.finalize());
     if let Err(error) = drained {
-        return Err(DownloadError::Decode {
-            name: name(),
-            message: error.to_string(),
-        });
+        return Err(DownloadError::Decode { name: name(), message: error.to_string() });
     }
     check_digest(entry, stored.size, actual)?;
-    decoded.map_err(|error| DownloadError::Decode {
-        name: name(),
-        message: error.to_string(),
-    })?;
+    decoded.map_err(|error| DownloadError::Decode { name: name(), message: error.to_string() })?;
     if let Some(last) = held {
-        tx.blocking_send(Ok(last))
-            .map_err(|_| DownloadError::Stopped { name: name() })?;
+        tx.blocking_send(Ok(last)).map_err(|_| DownloadError::Stopped { name: name() })?;
     }
     Ok(())
 }

@@ -27,10 +27,7 @@ pub struct TransferLimits {
 
 impl Default for TransferLimits {
     fn default() -> Self {
-        TransferLimits {
-            part_size: 8 << 20,
-            parts_in_flight: 4,
-        }
+        TransferLimits { part_size: 8 << 20, parts_in_flight: 4 }
     }
 }
 
@@ -75,19 +72,12 @@ pub type UploadTask = JoinHandle<bool>;
 
 impl ArtifactUpload {
     /// Start streaming into `key`. Must be called within a Tokio runtime.
-    pub fn start(
-        store: Arc<dyn ObjectStore>,
-        key: String,
-        codec: Codec,
-        limits: TransferLimits,
-    ) -> (Self, UploadTask) {
+    pub fn start(store: Arc<dyn ObjectStore>, key: String, codec: Codec, limits: TransferLimits) -> (Self, UploadTask) {
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNKS_QUEUED);
         let (part_tx, part_rx) = mpsc::channel(limits.parts_in_flight.max(1));
         let (commit_tx, commit_rx) = oneshot::channel();
         let (stored_tx, stored_rx) = oneshot::channel();
-        let encoder = tokio::task::spawn_blocking(move || {
-            encode(chunk_rx, part_tx, &codec, limits.part_size)
-        });
+        let encoder = tokio::task::spawn_blocking(move || encode(chunk_rx, part_tx, &codec, limits.part_size));
         let task = tokio::spawn(async move {
             let result = upload(store, &key, part_rx, commit_rx, limits.parts_in_flight).await;
             let committed = matches!(result, Ok(true));
@@ -156,11 +146,7 @@ fn encode(
         writer.write_all(&chunk)?;
     }
     let (stored_size, sha256) = writer.finish()?.finish()?;
-    Ok(UploadOutcome {
-        raw_size,
-        stored_size,
-        sha256,
-    })
+    Ok(UploadOutcome { raw_size, stored_size, sha256 })
 }
 
 /// Cuts the stored byte stream into parts while hashing and counting it.
@@ -188,9 +174,7 @@ impl PartSink {
     fn send(&mut self) -> io::Result<()> {
         let part = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.part_size));
         self.sent_any = true;
-        self.parts
-            .blocking_send(Bytes::from(part))
-            .map_err(|_| io::Error::other("the upload stopped"))
+        self.parts.blocking_send(Bytes::from(part)).map_err(|_| io::Error::other("the upload stopped"))
     }
 
     /// Send the last part (possibly empty, so that empty objects exist too).
@@ -287,16 +271,10 @@ async fn upload_parts(
     Ok(true)
 }
 
-fn joined<T>(
-    result: Option<Result<Result<T, StoreError>, tokio::task::JoinError>>,
-) -> Result<T, StoreError> {
+fn joined<T>(result: Option<Result<Result<T, StoreError>, tokio::task::JoinError>>) -> Result<T, StoreError> {
     match result {
         Some(Ok(result)) => result,
         Some(Err(error)) => Err(StoreError::request("upload part of", "artifact", error)),
-        None => Err(StoreError::request(
-            "upload part of",
-            "artifact",
-            "no upload was running",
-        )),
+        None => Err(StoreError::request("upload part of", "artifact", "no upload was running")),
     }
 }

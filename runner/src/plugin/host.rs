@@ -11,9 +11,7 @@ use super::bindings::stowage::plugin::artifact_sink::{self, HostArtifactWriter};
 use super::bindings::stowage::plugin::artifact_source::{self, ArtifactInfo, HostArtifactReader};
 use super::bindings::stowage::plugin::report::{self, Level, Progress};
 use super::bindings::stowage::plugin::types::{self, ArtifactError};
-use crate::archive::{
-    ArtifactDownload, ArtifactUpload, Codec, Identities, TransferLimits, UploadError, UploadOutcome,
-};
+use crate::archive::{ArtifactDownload, ArtifactUpload, Codec, Identities, TransferLimits, UploadError, UploadOutcome};
 use crate::manifest::ArtifactEntry;
 use crate::store::ObjectStore;
 
@@ -32,22 +30,13 @@ pub struct PluginState {
 
 impl std::fmt::Debug for PluginState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginState")
-            .field("plugin", &self.plugin)
-            .finish_non_exhaustive()
+        f.debug_struct("PluginState").field("plugin", &self.plugin).finish_non_exhaustive()
     }
 }
 
 impl PluginState {
     pub(super) fn new(wasi: WasiCtx, limits: StoreLimits, plugin: String, job: Job) -> Self {
-        PluginState {
-            wasi,
-            table: ResourceTable::new(),
-            limits,
-            plugin,
-            job,
-            last_progress: None,
-        }
+        PluginState { wasi, table: ResourceTable::new(), limits, plugin, job, last_progress: None }
     }
 }
 
@@ -101,10 +90,7 @@ pub struct ArtifactWriter {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -112,16 +98,12 @@ impl WasiView for PluginState {
 fn valid_artifact_name(name: &str) -> bool {
     (1..=200).contains(&name.len())
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 fn upload_error(error: UploadError) -> ArtifactError {
     match error {
-        UploadError::Finished => {
-            ArtifactError::NotAllowed("the artifact was already finished".into())
-        }
+        UploadError::Finished => ArtifactError::NotAllowed("the artifact was already finished".into()),
         other => ArtifactError::Io(other.to_string()),
     }
 }
@@ -135,9 +117,7 @@ impl artifact_sink::Host for PluginState {
         media_type: String,
     ) -> wasmtime::Result<Result<Resource<ArtifactWriter>, ArtifactError>> {
         let Job::Backup(job) = &mut self.job else {
-            return Ok(Err(ArtifactError::NotAllowed(
-                "artifacts can only be created during a backup".into(),
-            )));
+            return Ok(Err(ArtifactError::NotAllowed("artifacts can only be created during a backup".into())));
         };
         if !valid_artifact_name(&name) {
             return Ok(Err(ArtifactError::InvalidName(name)));
@@ -153,16 +133,8 @@ impl artifact_sink::Host for PluginState {
             job.transfer,
         );
         job.uploads.push(task);
-        job.artifacts.push(CreatedArtifact {
-            name,
-            media_type,
-            object,
-            outcome: None,
-        });
-        let writer = ArtifactWriter {
-            index: job.artifacts.len() - 1,
-            upload,
-        };
+        job.artifacts.push(CreatedArtifact { name, media_type, object, outcome: None });
+        let writer = ArtifactWriter { index: job.artifacts.len() - 1, upload };
         Ok(Ok(self.table.push(writer)?))
     }
 }
@@ -177,10 +149,7 @@ impl HostArtifactWriter for PluginState {
         Ok(writer.upload.write(data).await.map_err(upload_error))
     }
 
-    async fn finish(
-        &mut self,
-        writer: Resource<ArtifactWriter>,
-    ) -> wasmtime::Result<Result<u64, ArtifactError>> {
+    async fn finish(&mut self, writer: Resource<ArtifactWriter>) -> wasmtime::Result<Result<u64, ArtifactError>> {
         let writer = self.table.get_mut(&writer)?;
         let index = writer.index;
         let outcome = match writer.upload.finish().await {
@@ -217,21 +186,14 @@ impl artifact_source::Host for PluginState {
             .collect())
     }
 
-    async fn open(
-        &mut self,
-        name: String,
-    ) -> wasmtime::Result<Result<Resource<ArtifactDownload>, ArtifactError>> {
+    async fn open(&mut self, name: String) -> wasmtime::Result<Result<Resource<ArtifactDownload>, ArtifactError>> {
         let Job::Restore(job) = &self.job else {
-            return Ok(Err(ArtifactError::NotAllowed(
-                "artifacts can only be read during a restore".into(),
-            )));
+            return Ok(Err(ArtifactError::NotAllowed("artifacts can only be read during a restore".into())));
         };
         let Some(entry) = job.artifacts.iter().find(|entry| entry.name == name) else {
             return Ok(Err(ArtifactError::NotFound(name)));
         };
-        match ArtifactDownload::open(&job.store, &job.prefix, entry, Arc::clone(&job.identities))
-            .await
-        {
+        match ArtifactDownload::open(&job.store, &job.prefix, entry, Arc::clone(&job.identities)).await {
             Ok(download) => Ok(Ok(self.table.push(download)?)),
             Err(error) => Ok(Err(ArtifactError::Io(error.to_string()))),
         }
@@ -245,11 +207,7 @@ impl HostArtifactReader for PluginState {
         max: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ArtifactError>> {
         let reader = self.table.get_mut(&reader)?;
-        Ok(reader
-            .read(max as usize)
-            .await
-            .map(Vec::from)
-            .map_err(|error| ArtifactError::Io(error.to_string())))
+        Ok(reader.read(max as usize).await.map(Vec::from).map_err(|error| ArtifactError::Io(error.to_string())))
     }
 
     async fn drop(&mut self, reader: Resource<ArtifactDownload>) -> wasmtime::Result<()> {
@@ -273,17 +231,11 @@ impl report::Host for PluginState {
 
     async fn set_progress(&mut self, progress: Progress) -> wasmtime::Result<()> {
         let now = Instant::now();
-        if self
-            .last_progress
-            .is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL)
-        {
+        if self.last_progress.is_some_and(|last| now.duration_since(last) < PROGRESS_INTERVAL) {
             return Ok(());
         }
         self.last_progress = Some(now);
-        let total = progress
-            .items_total
-            .map(|t| format!("/{t}"))
-            .unwrap_or_default();
+        let total = progress.items_total.map(|t| format!("/{t}")).unwrap_or_default();
         tracing::info!(
             target: "stowage::plugin",
             plugin = %self.plugin,
@@ -305,15 +257,7 @@ mod tests {
         for good in ["schema.sql", "table-0001.copy", "a", "public.users_2024"] {
             assert!(valid_artifact_name(good), "{good}");
         }
-        for bad in [
-            "",
-            ".hidden",
-            "../escape",
-            "dir/file",
-            "space name",
-            "ü",
-            &"x".repeat(201),
-        ] {
+        for bad in ["", ".hidden", "../escape", "dir/file", "space name", "ü", &"x".repeat(201)] {
             assert!(!valid_artifact_name(bad), "{bad}");
         }
     }

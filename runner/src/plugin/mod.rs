@@ -24,8 +24,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store};
 
 pub use bindings::stowage::plugin::types::{
-    DatabaseSettings, Operation, PluginError as GuestError, PluginMetadata, RestoreOptions,
-    SettingSpec, Summary,
+    DatabaseSettings, Operation, PluginError as GuestError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
 };
 use bindings::{DatabasePlugin, DatabasePluginPre};
 pub use host::{BackupJob, CreatedArtifact, Job, PluginState, RestoreJob};
@@ -44,19 +43,14 @@ const METADATA_DEADLINE: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error("cannot read plugin {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path} is not a WebAssembly component; plugins are wasm32-wasip2 components")]
     NotAComponent { path: String },
     #[error("cannot compile plugin {path}: {message}")]
     Compile { path: String, message: String },
     #[error("{path} does not export {WIT_PACKAGE}/plugin, so it is not a Stowage plugin")]
     NotAPlugin { path: String },
-    #[error(
-        "{path} is built for {WIT_PACKAGE}@{found}; this runner supports {WIT_PACKAGE}@{WIT_VERSION}"
-    )]
+    #[error("{path} is built for {WIT_PACKAGE}@{found}; this runner supports {WIT_PACKAGE}@{WIT_VERSION}")]
     UnsupportedWitVersion { path: String, found: String },
     #[error("{path} does not match the {WIT_PACKAGE} world: {message}")]
     Incompatible { path: String, message: String },
@@ -67,10 +61,7 @@ pub enum PluginError {
     #[error("plugin {plugin} did not finish within {}", humantime::format_duration(*.deadline))]
     Deadline { plugin: String, deadline: Duration },
     #[error("plugin {plugin} does not support {operation}")]
-    Unsupported {
-        plugin: String,
-        operation: &'static str,
-    },
+    Unsupported { plugin: String, operation: &'static str },
     #[error("plugin {plugin}: {}", describe_guest_error(.error))]
     Guest { plugin: String, error: GuestError },
 }
@@ -106,9 +97,7 @@ pub struct PluginEngine {
 
 impl std::fmt::Debug for PluginEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginEngine")
-            .field("cache_dir", &self.cache_dir)
-            .finish_non_exhaustive()
+        f.debug_struct("PluginEngine").field("cache_dir", &self.cache_dir).finish_non_exhaustive()
     }
 }
 
@@ -128,9 +117,7 @@ impl PluginEngine {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        DatabasePlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| {
-            state
-        })?;
+        DatabasePlugin::add_to_linker::<PluginState, HasSelf<PluginState>>(&mut linker, |state| state)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = (engine.clone(), Arc::clone(&stop_ticker));
         std::thread::Builder::new()
@@ -142,21 +129,13 @@ impl PluginEngine {
                 }
             })
             .map_err(wasmtime::Error::from)?;
-        Ok(PluginEngine {
-            engine,
-            linker,
-            cache_dir,
-            stop_ticker,
-        })
+        Ok(PluginEngine { engine, linker, cache_dir, stop_ticker })
     }
 
     /// Read, check and prepare a plugin component.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
         let label = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
-            path: label.clone(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: label.clone(), source })?;
         self.load_bytes(&label, &bytes)
     }
 
@@ -170,46 +149,25 @@ impl PluginEngine {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self
             .compile(bytes, &sha256)
-            .map_err(|e| PluginError::Compile {
-                path: path.clone(),
-                message: format!("{e:#}"),
-            })?;
-        let wit_version = self
-            .exported_wit_version(&component)
-            .ok_or_else(|| PluginError::NotAPlugin { path: path.clone() })?;
+            .map_err(|e| PluginError::Compile { path: path.clone(), message: format!("{e:#}") })?;
+        let wit_version =
+            self.exported_wit_version(&component).ok_or_else(|| PluginError::NotAPlugin { path: path.clone() })?;
         if !supported_version(&wit_version) {
-            return Err(PluginError::UnsupportedWitVersion {
-                path,
-                found: wit_version,
-            });
+            return Err(PluginError::UnsupportedWitVersion { path, found: wit_version });
         }
-        let incompatible = |e: wasmtime::Error| PluginError::Incompatible {
-            path: path.clone(),
-            message: format!("{e:#}"),
-        };
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(incompatible)?;
+        let incompatible =
+            |e: wasmtime::Error| PluginError::Incompatible { path: path.clone(), message: format!("{e:#}") };
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = DatabasePluginPre::new(instance_pre).map_err(incompatible)?;
-        Ok(Plugin {
-            pre,
-            label: path,
-            sha256,
-            wit_version,
-            size: bytes.len() as u64,
-        })
+        Ok(Plugin { pre, label: path, sha256, wit_version, size: bytes.len() as u64 })
     }
 
     fn exported_wit_version(&self, component: &Component) -> Option<String> {
         let prefix = format!("{WIT_PACKAGE}/plugin@");
-        component
-            .component_type()
-            .exports(&self.engine)
-            .find_map(|(name, item)| {
-                let version = name.strip_prefix(&prefix)?;
-                matches!(item.ty, ComponentItem::ComponentInstance(_)).then(|| version.to_owned())
-            })
+        component.component_type().exports(&self.engine).find_map(|(name, item)| {
+            let version = name.strip_prefix(&prefix)?;
+            matches!(item.ty, ComponentItem::ComponentInstance(_)).then(|| version.to_owned())
+        })
     }
 
     /// Compile, or load the precompiled artifact cached for this digest and engine.
@@ -218,9 +176,7 @@ impl PluginEngine {
             return Component::new(&self.engine, bytes);
         };
         let mut hasher = DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut hasher);
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
         let cached = dir.join(format!("{sha256}-{:016x}.cwasm", hasher.finish()));
         if cached.exists() {
             match self.deserialize_cached(&cached) {
@@ -273,21 +229,12 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin")
-            .field("label", &self.label)
-            .field("sha256", &self.sha256)
-            .finish_non_exhaustive()
+        f.debug_struct("Plugin").field("label", &self.label).field("sha256", &self.sha256).finish_non_exhaustive()
     }
 }
 
 impl Plugin {
-    fn store(
-        &self,
-        job: Job,
-        allowed: Vec<SocketAddr>,
-        limits: &Limits,
-        name: &str,
-    ) -> Store<PluginState> {
+    fn store(&self, job: Job, allowed: Vec<SocketAddr>, limits: &Limits, name: &str) -> Store<PluginState> {
         let wasi = sandbox::wasi_context(name, allowed);
         let state = PluginState::new(wasi, limits.store_limits(), name.to_owned(), job);
         let mut store = Store::new(self.pre.engine(), state);
@@ -320,28 +267,18 @@ impl Plugin {
         let result = match tokio::time::timeout(limits.deadline, work).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(trap)) => Err(classify_trap(name, limits, trap)),
-            Err(_) => Err(PluginError::Deadline {
-                plugin: name.to_owned(),
-                deadline: limits.deadline,
-            }),
+            Err(_) => Err(PluginError::Deadline { plugin: name.to_owned(), deadline: limits.deadline }),
         };
         (result, store.into_data())
     }
 
     /// What the plugin says about itself.
     pub async fn metadata(&self) -> Result<PluginMetadata, PluginError> {
-        let limits = Limits {
-            deadline: METADATA_DEADLINE,
-            ..Limits::default()
-        };
+        let limits = Limits { deadline: METADATA_DEADLINE, ..Limits::default() };
         let (result, _) = self
-            .run(
-                Job::Describe,
-                Vec::new(),
-                &limits,
-                &self.label,
-                async |instance, store| instance.stowage_plugin_plugin().call_metadata(store).await,
-            )
+            .run(Job::Describe, Vec::new(), &limits, &self.label, async |instance, store| {
+                instance.stowage_plugin_plugin().call_metadata(store).await
+            })
             .await;
         result
     }
@@ -356,22 +293,11 @@ impl Plugin {
         limits: &Limits,
     ) -> (Result<Summary, PluginError>, BackupJob) {
         let (result, state) = self
-            .run(
-                Job::Backup(job),
-                allowed,
-                limits,
-                &metadata.name,
-                async |instance, store| {
-                    instance
-                        .stowage_plugin_plugin()
-                        .call_backup(store, settings)
-                        .await
-                },
-            )
+            .run(Job::Backup(job), allowed, limits, &metadata.name, async |instance, store| {
+                instance.stowage_plugin_plugin().call_backup(store, settings).await
+            })
             .await;
-        let Job::Backup(job) = state.job else {
-            unreachable!("the job kind does not change")
-        };
+        let Job::Backup(job) = state.job else { unreachable!("the job kind does not change") };
         (flatten(&metadata.name, result), job)
     }
 
@@ -386,46 +312,25 @@ impl Plugin {
         limits: &Limits,
     ) -> Result<Summary, PluginError> {
         let (result, _) = self
-            .run(
-                Job::Restore(job),
-                allowed,
-                limits,
-                &metadata.name,
-                async |instance, store| {
-                    instance
-                        .stowage_plugin_plugin()
-                        .call_restore(store, settings, options)
-                        .await
-                },
-            )
+            .run(Job::Restore(job), allowed, limits, &metadata.name, async |instance, store| {
+                instance.stowage_plugin_plugin().call_restore(store, settings, options).await
+            })
             .await;
         flatten(&metadata.name, result)
     }
 }
 
-fn flatten(
-    plugin: &str,
-    result: Result<Result<Summary, GuestError>, PluginError>,
-) -> Result<Summary, PluginError> {
-    result?.map_err(|error| PluginError::Guest {
-        plugin: plugin.to_owned(),
-        error,
-    })
+fn flatten(plugin: &str, result: Result<Result<Summary, GuestError>, PluginError>) -> Result<Summary, PluginError> {
+    result?.map_err(|error| PluginError::Guest { plugin: plugin.to_owned(), error })
 }
 
 /// Turn a wasmtime error from a plugin call into the precise reason.
 fn classify_trap(plugin: &str, limits: &Limits, error: wasmtime::Error) -> PluginError {
     let message = format!("{error:#}");
     if message.contains("forcing trap when growing memory") {
-        return PluginError::MemoryLimit {
-            plugin: plugin.to_owned(),
-            limit_mib: limits.memory_bytes >> 20,
-        };
+        return PluginError::MemoryLimit { plugin: plugin.to_owned(), limit_mib: limits.memory_bytes >> 20 };
     }
-    PluginError::Trap {
-        plugin: plugin.to_owned(),
-        message,
-    }
+    PluginError::Trap { plugin: plugin.to_owned(), message }
 }
 
 #[cfg(test)]

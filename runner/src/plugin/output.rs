@@ -18,10 +18,7 @@ pub struct LogOutput {
 
 impl LogOutput {
     pub fn new(plugin: &str, stream: &'static str) -> Self {
-        LogOutput {
-            plugin: plugin.to_owned(),
-            stream,
-        }
+        LogOutput { plugin: plugin.to_owned(), stream }
     }
 }
 
@@ -33,10 +30,7 @@ impl IsTerminal for LogOutput {
 
 impl StdoutStream for LogOutput {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineLogger {
-            output: self.clone(),
-            line: Vec::new(),
-        })
+        Box::new(LineLogger { output: self.clone(), line: Vec::new() })
     }
 }
 
@@ -54,11 +48,7 @@ impl LineLogger {
 }
 
 impl AsyncWrite for LineLogger {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         for &byte in data {
             if byte == b'\n' {
                 self.emit();

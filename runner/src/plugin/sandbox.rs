@@ -22,10 +22,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            memory_bytes: 512 << 20,
-            deadline: Duration::from_secs(6 * 3600),
-        }
+        Limits { memory_bytes: 512 << 20, deadline: Duration::from_secs(6 * 3600) }
     }
 }
 
@@ -77,26 +74,10 @@ mod tests {
         let database: SocketAddr = "127.0.0.1:5432".parse().expect("address");
         let allowed = [database];
         assert!(permits(&allowed, database, SocketAddrUse::TcpConnect));
-        assert!(permits(
-            &allowed,
-            "0.0.0.0:0".parse().expect("address"),
-            SocketAddrUse::TcpBind
-        ));
-        assert!(!permits(
-            &allowed,
-            "127.0.0.1:5433".parse().expect("address"),
-            SocketAddrUse::TcpConnect
-        ));
-        assert!(!permits(
-            &allowed,
-            "127.0.0.1:8333".parse().expect("address"),
-            SocketAddrUse::TcpConnect
-        ));
-        assert!(!permits(
-            &allowed,
-            "0.0.0.0:8080".parse().expect("address"),
-            SocketAddrUse::TcpBind
-        ));
+        assert!(permits(&allowed, "0.0.0.0:0".parse().expect("address"), SocketAddrUse::TcpBind));
+        assert!(!permits(&allowed, "127.0.0.1:5433".parse().expect("address"), SocketAddrUse::TcpConnect));
+        assert!(!permits(&allowed, "127.0.0.1:8333".parse().expect("address"), SocketAddrUse::TcpConnect));
+        assert!(!permits(&allowed, "0.0.0.0:8080".parse().expect("address"), SocketAddrUse::TcpBind));
         assert!(!permits(&allowed, database, SocketAddrUse::TcpListen));
         assert!(!permits(&allowed, database, SocketAddrUse::UdpSend));
     }

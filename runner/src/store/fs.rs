@@ -34,25 +34,14 @@ impl FsStore {
     fn unique_name() -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        format!(
-            "{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Write `data` to `key` through a temporary file, so readers never see half an object.
-    async fn write_atomically(
-        &self,
-        key: &str,
-        parts: &[PathBuf],
-        data: Option<&[u8]>,
-    ) -> Result<(), StoreError> {
+    async fn write_atomically(&self, key: &str, parts: &[PathBuf], data: Option<&[u8]>) -> Result<(), StoreError> {
         let target = self.path(key);
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent)
-            .await
-            .map_err(io("create", &parent))?;
+        fs::create_dir_all(&parent).await.map_err(io("create", &parent))?;
         let temp = parent.join(format!(".tmp-{}", Self::unique_name()));
         let mut file = fs::File::create(&temp).await.map_err(io("create", &temp))?;
         if let Some(data) = data {
@@ -60,24 +49,16 @@ impl FsStore {
         }
         for part in parts {
             let mut input = fs::File::open(part).await.map_err(io("open", part))?;
-            tokio::io::copy(&mut input, &mut file)
-                .await
-                .map_err(io("copy", part))?;
+            tokio::io::copy(&mut input, &mut file).await.map_err(io("copy", part))?;
         }
         file.sync_all().await.map_err(io("sync", &temp))?;
-        fs::rename(&temp, &target)
-            .await
-            .map_err(io("rename", &temp))
+        fs::rename(&temp, &target).await.map_err(io("rename", &temp))
     }
 }
 
 fn io(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.display().to_string();
-    move |source| StoreError::Io {
-        operation,
-        path,
-        source,
-    }
+    move |source| StoreError::Io { operation, path, source }
 }
 
 #[async_trait]
@@ -89,23 +70,15 @@ impl ObjectStore for FsStore {
     async fn start_multipart(&self, key: &str) -> Result<Box<dyn MultipartUpload>, StoreError> {
         let dir = self.root.join(UPLOADS).join(Self::unique_name());
         fs::create_dir_all(&dir).await.map_err(io("create", &dir))?;
-        fs::write(dir.join("key"), key)
-            .await
-            .map_err(io("write", &dir))?;
-        Ok(Box::new(FsUpload {
-            store: self.clone(),
-            key: key.to_owned(),
-            dir,
-        }))
+        fs::write(dir.join("key"), key).await.map_err(io("write", &dir))?;
+        Ok(Box::new(FsUpload { store: self.clone(), key: key.to_owned(), dir }))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let path = self.path(key);
         match fs::read(&path).await {
             Ok(data) => Ok(data.into()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
-                key: key.to_owned(),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { key: key.to_owned() }),
             Err(e) => Err(io("read", &path)(e)),
         }
     }
@@ -114,9 +87,7 @@ impl ObjectStore for FsStore {
         let path = self.path(key);
         match fs::File::open(&path).await {
             Ok(file) => Ok(Box::pin(file)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
-                key: key.to_owned(),
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { key: key.to_owned() }),
             Err(e) => Err(io("open", &path)(e)),
         }
     }
@@ -177,11 +148,7 @@ impl ObjectStore for FsStore {
         Ok(())
     }
 
-    async fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        older_than: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    async fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
         let uploads = self.root.join(UPLOADS);
         let mut entries = match fs::read_dir(&uploads).await {
             Ok(entries) => entries,
@@ -194,12 +161,7 @@ impl ObjectStore for FsStore {
             let Ok(key) = fs::read_to_string(dir.join("key")).await else {
                 continue;
             };
-            let started = entry
-                .metadata()
-                .await
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(DateTime::<Utc>::from);
+            let started = entry.metadata().await.ok().and_then(|m| m.modified().ok()).map(DateTime::<Utc>::from);
             if key.starts_with(prefix) && started.is_some_and(|started| started < older_than) {
                 fs::remove_dir_all(&dir).await.map_err(io("delete", &dir))?;
                 aborted += 1;
@@ -225,10 +187,7 @@ impl MultipartUpload for FsUpload {
     }
 
     async fn complete(&self, parts: Vec<CompletedPart>) -> Result<(), StoreError> {
-        let files: Vec<PathBuf> = parts
-            .iter()
-            .map(|part| self.dir.join(format!("{:06}", part.number)))
-            .collect();
+        let files: Vec<PathBuf> = parts.iter().map(|part| self.dir.join(format!("{:06}", part.number))).collect();
         self.store.write_atomically(&self.key, &files, None).await?;
         self.abort().await
     }

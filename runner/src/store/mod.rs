@@ -39,30 +39,14 @@ pub enum StoreError {
     #[error("object {key} does not exist")]
     NotFound { key: String },
     #[error("{operation} {key}: {message}")]
-    Request {
-        operation: &'static str,
-        key: String,
-        message: String,
-    },
+    Request { operation: &'static str, key: String, message: String },
     #[error("{operation} {path}: {source}")]
-    Io {
-        operation: &'static str,
-        path: String,
-        source: std::io::Error,
-    },
+    Io { operation: &'static str, path: String, source: std::io::Error },
 }
 
 impl StoreError {
-    pub(crate) fn request(
-        operation: &'static str,
-        key: &str,
-        error: impl std::fmt::Display,
-    ) -> Self {
-        StoreError::Request {
-            operation,
-            key: key.to_owned(),
-            message: error.to_string(),
-        }
+    pub(crate) fn request(operation: &'static str, key: &str, error: impl std::fmt::Display) -> Self {
+        StoreError::Request { operation, key: key.to_owned(), message: error.to_string() }
     }
 }
 
@@ -83,11 +67,7 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Abort unfinished multipart uploads under `prefix` started before `older_than`,
     /// returning how many were aborted.
-    async fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        older_than: DateTime<Utc>,
-    ) -> Result<usize, StoreError>;
+    async fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize, StoreError>;
 }
 
 /// An object being uploaded in parts. Parts may be uploaded concurrently.

@@ -59,10 +59,7 @@ impl S3Store {
                     .build(),
             )
             .build();
-        S3Store {
-            client: Client::from_conf(config),
-            bucket: bucket.to_owned(),
-        }
+        S3Store { client: Client::from_conf(config), bucket: bucket.to_owned() }
     }
 }
 
@@ -89,23 +86,15 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|e| StoreError::request("start upload of", key, describe(e)))?;
-        let upload_id = created.upload_id().ok_or_else(|| {
-            StoreError::request("start upload of", key, "the server returned no upload id")
-        })?;
-        Ok(Box::new(S3Upload {
-            store: self.clone(),
-            key: key.to_owned(),
-            upload_id: upload_id.to_owned(),
-        }))
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StoreError::request("start upload of", key, "the server returned no upload id"))?;
+        Ok(Box::new(S3Upload { store: self.clone(), key: key.to_owned(), upload_id: upload_id.to_owned() }))
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let object = self.get_object(key).await?;
-        let data = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::request("read", key, e))?;
+        let data = object.body.collect().await.map_err(|e| StoreError::request("read", key, e))?;
         Ok(data.into_bytes())
     }
 
@@ -115,13 +104,7 @@ impl ObjectStore for S3Store {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
         let mut objects = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| StoreError::request("list", prefix, describe(e)))?;
@@ -149,11 +132,7 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn abort_stale_uploads(
-        &self,
-        prefix: &str,
-        older_than: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    async fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
         let listed = self
             .client
             .list_multipart_uploads()
@@ -171,13 +150,7 @@ impl ObjectStore for S3Store {
             if started.is_some_and(|started| started >= older_than) {
                 continue;
             }
-            S3Upload {
-                store: self.clone(),
-                key: key.to_owned(),
-                upload_id: upload_id.to_owned(),
-            }
-            .abort()
-            .await?;
+            S3Upload { store: self.clone(), key: key.to_owned(), upload_id: upload_id.to_owned() }.abort().await?;
             aborted += 1;
         }
         Ok(aborted)
@@ -185,25 +158,14 @@ impl ObjectStore for S3Store {
 }
 
 impl S3Store {
-    async fn get_object(
-        &self,
-        key: &str,
-    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
-        self.client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
-                    StoreError::NotFound {
-                        key: key.to_owned(),
-                    }
-                } else {
-                    StoreError::request("read", key, describe(e))
-                }
-            })
+    async fn get_object(&self, key: &str) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| {
+            if e.as_service_error().is_some_and(|e| e.is_no_such_key()) {
+                StoreError::NotFound { key: key.to_owned() }
+            } else {
+                StoreError::request("read", key, describe(e))
+            }
+        })
     }
 }
 
@@ -229,21 +191,13 @@ impl MultipartUpload for S3Upload {
             .send()
             .await
             .map_err(|e| StoreError::request("upload part of", &self.key, describe(e)))?;
-        Ok(CompletedPart {
-            number,
-            etag: part.e_tag().map(str::to_owned),
-        })
+        Ok(CompletedPart { number, etag: part.e_tag().map(str::to_owned) })
     }
 
     async fn complete(&self, parts: Vec<CompletedPart>) -> Result<(), StoreError> {
         let parts = parts
             .into_iter()
-            .map(|part| {
-                S3Part::builder()
-                    .part_number(part.number as i32)
-                    .set_e_tag(part.etag)
-                    .build()
-            })
+            .map(|part| S3Part::builder().part_number(part.number as i32).set_e_tag(part.etag).build())
             .collect();
         self.store
             .client
@@ -251,11 +205,7 @@ impl MultipartUpload for S3Upload {
             .bucket(&self.store.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await
             .map_err(|e| StoreError::request("complete upload of", &self.key, describe(e)))?;

@@ -1,0 +1,164 @@
+//! A test plugin that misbehaves on purpose. The option `probe` picks what it does in
+//! `backup`; the host must stop or refuse each one with a precise error:
+//!
+//! - `spin`: compute forever.
+//! - `block`: connect to the database and wait for bytes that never come.
+//! - `allocate`: allocate memory without bound.
+//! - `connect`: connect to `target` (an address that is not the database's).
+//! - `files`: read files and directories of the host.
+//! - `environment`: write what it can see of its environment into an artifact and
+//!   succeed, so that a test can check that no storage secret is in it.
+//! - `panic`: panic.
+//! - `abandon`: write part of an artifact and return success without finishing it.
+//! - `fail`: finish an artifact, then fail.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+
+use bindings::stowage::plugin::artifact_sink;
+use bindings::stowage::plugin::types::{
+    DatabaseSettings, Operation, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
+};
+
+mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "database-plugin",
+        pub_export_macro: true,
+    });
+}
+
+fn option<'a>(settings: &'a DatabaseSettings, name: &str) -> Option<&'a str> {
+    settings.options.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn artifact(name: &str, data: &[u8], finish: bool) -> Result<(), PluginError> {
+    let error = |e| PluginError::Artifact(format!("{e:?}"));
+    let writer = artifact_sink::create(name, "text/plain").map_err(error)?;
+    writer.write(data).map_err(error)?;
+    if finish {
+        writer.finish().map_err(error)?;
+    } else {
+        // Leak the writer so that it is neither finished nor dropped before returning.
+        std::mem::forget(writer);
+    }
+    Ok(())
+}
+
+fn summary(description: String) -> Summary {
+    Summary { description, attributes: Vec::new() }
+}
+
+/// Never returns, but keeps the optimiser from removing the loop.
+fn spin() -> u64 {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+        if counter == u64::MAX {
+            return counter;
+        }
+    }
+}
+
+struct SandboxProbe;
+
+impl bindings::exports::stowage::plugin::plugin::Guest for SandboxProbe {
+    fn metadata() -> PluginMetadata {
+        let spec = |name: &str, description: &str, required| SettingSpec {
+            name: name.into(),
+            description: description.into(),
+            required,
+            default_value: None,
+        };
+        PluginMetadata {
+            name: "sandbox-probe".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Test plugin that misbehaves on purpose".into(),
+            operations: vec![Operation::Backup],
+            settings: vec![
+                spec(
+                    "probe",
+                    "What to do: spin, block, allocate, connect, files, environment, panic, abandon, fail",
+                    true,
+                ),
+                spec("target", "Address for the connect probe", false),
+            ],
+        }
+    }
+
+    fn backup(settings: DatabaseSettings) -> Result<Summary, PluginError> {
+        match option(&settings, "probe").unwrap_or_default() {
+            "spin" => Ok(summary(format!("{}", spin()))),
+            "block" => {
+                let address: SocketAddr = settings
+                    .addresses
+                    .first()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| PluginError::InvalidSettings("no database address".into()))?;
+                let mut stream = TcpStream::connect(address).map_err(|e| PluginError::Connection(e.to_string()))?;
+                let mut buffer = [0u8; 1];
+                let read = stream.read(&mut buffer).map_err(|e| PluginError::Connection(e.to_string()))?;
+                Ok(summary(format!("read {read} bytes")))
+            }
+            "allocate" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "connect" => {
+                let target = option(&settings, "target").unwrap_or("127.0.0.1:1");
+                let address: SocketAddr =
+                    target.parse().map_err(|_| PluginError::InvalidSettings(format!("bad target {target}")))?;
+                match TcpStream::connect(address) {
+                    Ok(_) => Ok(summary(format!("connected to {target}"))),
+                    Err(e) => Err(PluginError::Connection(format!("connect to {target}: {e}"))),
+                }
+            }
+            "files" => {
+                let mut seen = Vec::new();
+                for path in ["/", "/etc/passwd", "."] {
+                    match std::fs::metadata(path) {
+                        Ok(_) => seen.push(path),
+                        Err(e) => eprintln!("cannot access {path}: {e}"),
+                    }
+                }
+                if seen.is_empty() {
+                    Err(PluginError::Other("no file is accessible".into()))
+                } else {
+                    Ok(summary(format!("accessible: {}", seen.join(", "))))
+                }
+            }
+            "environment" => {
+                let mut report = String::new();
+                for (name, value) in std::env::vars() {
+                    report.push_str(&format!("env {name}={value}\n"));
+                }
+                for arg in std::env::args() {
+                    report.push_str(&format!("arg {arg}\n"));
+                }
+                report.push_str(&format!("settings {settings:?}\n"));
+                artifact("environment.txt", report.as_bytes(), true)?;
+                Ok(summary(format!("{} environment variables", std::env::vars().count())))
+            }
+            "panic" => panic!("the sandbox probe panics on purpose"),
+            "abandon" => {
+                artifact("abandoned.txt", b"half of an artifact", false)?;
+                Ok(summary("returned without finishing".into()))
+            }
+            "fail" => {
+                artifact("finished.txt", b"a complete artifact of a failed backup", true)?;
+                Err(PluginError::Database("the sandbox probe fails on purpose".into()))
+            }
+            other => Err(PluginError::InvalidSettings(format!("unknown probe {other:?}"))),
+        }
+    }
+
+    fn restore(_settings: DatabaseSettings, _options: RestoreOptions) -> Result<Summary, PluginError> {
+        Err(PluginError::Unsupported("the sandbox probe cannot restore".into()))
+    }
+}
+
+bindings::export!(SandboxProbe with_types_in bindings);
