@@ -284,6 +284,14 @@ pub enum CliError {
     Output(#[from] std::io::Error),
 }
 
+/// The process's peak resident memory (VmHWM), where the platform tells.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 fn plain_name(value: &str) -> Result<String, String> {
     let valid = !value.is_empty()
         && value.len() <= 253
@@ -338,8 +346,21 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
     };
     let (_engine, plugin) = args.plugin.load()?;
     let repository = args.repo.open().await?;
+    let started = std::time::Instant::now();
     let report = run_backup(&plugin, &repository, &request).await?;
-    writeln!(out, "{}", report.manifest.backup_id)?;
+    let manifest = &report.manifest;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        backup_id = %manifest.backup_id,
+        raw_bytes = manifest.raw_size(),
+        stored_bytes = manifest.stored_size(),
+        seconds = format!("{seconds:.2}"),
+        mib_per_second = format!("{:.1}", manifest.raw_size() as f64 / f64::from(1 << 20) / seconds.max(1e-9)),
+        peak_rss_mib = peak_rss_mib().unwrap_or_default(),
+        expired = report.expired.len(),
+        "backup complete"
+    );
+    writeln!(out, "{}", manifest.backup_id)?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! `stowage`: see `stowage --help`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,7 +12,11 @@ fn main() -> ExitCode {
     // Logs go to stderr so that stdout carries only results (e.g. the backup id).
     let filter = EnvFilter::try_from_env("STOWAGE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,cranelift_codegen=warn,wasmtime=warn,aws=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
