@@ -2,6 +2,7 @@
 //! manifest last, then apply retention. Anything short of that leaves no backup.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -29,6 +30,18 @@ pub enum BackupError {
     UploadLost(String),
 }
 
+impl BackupError {
+    /// The CamelCase reason shown in status conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BackupError::Plugin(error) => error.reason(),
+            BackupError::Settings(error) => error.reason(),
+            BackupError::Repository(_) | BackupError::UploadLost(_) => "StorageFailed",
+            BackupError::UnfinishedArtifact { .. } => "PluginFailed",
+        }
+    }
+}
+
 /// What to back up and how.
 #[derive(Debug, Clone)]
 pub struct BackupRequest {
@@ -43,6 +56,8 @@ pub struct BackupRequest {
     /// Backup directories without a manifest and older than this are leftovers of
     /// killed runs and are removed.
     pub leftover_age: Duration,
+    /// Plain bytes written so far, updated while the backup runs.
+    pub written: Arc<AtomicU64>,
 }
 
 /// A finished backup and what retention removed after it.
@@ -97,6 +112,7 @@ pub async fn run_backup(
         transfer: request.transfer,
         artifacts: Vec::new(),
         uploads: Vec::new(),
+        written: Arc::clone(&request.written),
     };
     let settings = request.database.to_plugin_settings(&addresses);
     let (result, job) = plugin.backup(&metadata, &settings, addresses, job, &request.limits).await;

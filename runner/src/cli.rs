@@ -1,7 +1,7 @@
 //! The `stowage` command line. Every option can also be set from an environment variable.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupRequest, run_backup};
+use crate::job::{JobError, JobInputs, run_job};
 use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, operation_name};
 use crate::repository::{RepoLocation, Repository, RepositoryError};
 use crate::restore::{RestoreError, RestoreRequest, run_restore, verify_backup};
@@ -37,6 +38,74 @@ pub enum Command {
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Back up for a DatabaseBackup resource and report in its status: the entry point
+    /// of the operator's Jobs. Inputs come from the Job's environment.
+    Job(JobArgs),
+}
+
+/// The inputs of `stowage job`. All are checked by the job itself, so that a missing
+/// one is reported in the resource's status.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// Name of the DatabaseBackup resource.
+    #[arg(long, env = "BACKUP_RESOURCE_NAME")]
+    pub resource_name: Option<String>,
+    /// Namespace of the resource.
+    #[arg(long, env = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The repository (from spec.repos) to write to; default: the manual trigger's.
+    #[arg(long, env = "BACKUP_REPO_NAME")]
+    pub repo_name: Option<String>,
+    /// Storage access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub access_key_id: Option<String>,
+    /// Storage access key id under the original sample's name.
+    #[arg(long, env = "CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", hide_env_values = true, hide = true)]
+    pub cos_access_key_id: Option<String>,
+    /// Storage secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// Storage secret access key under the original sample's name.
+    #[arg(long, env = "CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", hide_env_values = true, hide = true)]
+    pub cos_secret_access_key: Option<String>,
+    /// Storage region, when the repository does not set one.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Storage region under the original sample's name.
+    #[arg(long, env = "CLOUD_OBJECT_STORAGE_REGION", hide = true)]
+    pub cos_region: Option<String>,
+    /// Storage endpoint, when the repository does not set one.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint: Option<String>,
+    /// Storage endpoint under the original sample's name.
+    #[arg(long, env = "CLOUD_OBJECT_STORAGE_SERVICE_ENDPOINT", hide = true)]
+    pub cos_endpoint: Option<String>,
+    /// The database password, from the Secret the resource names.
+    #[arg(long, env = "STOWAGE_DATABASE_PASSWORD", hide_env_values = true)]
+    pub database_password: Option<String>,
+    /// Directories searched for builtin plugins, `:`-separated.
+    #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
+    pub plugin_path: String,
+    /// Directory for precompiled plugins; must be writable only by this user.
+    #[arg(long, env = "STOWAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl JobArgs {
+    fn into_inputs(self) -> JobInputs {
+        JobInputs {
+            resource_name: self.resource_name,
+            namespace: self.namespace,
+            repo: self.repo_name,
+            access_key_id: self.access_key_id.or(self.cos_access_key_id),
+            secret_access_key: self.secret_access_key.or(self.cos_secret_access_key),
+            region: self.region.or(self.cos_region),
+            endpoint: self.endpoint.or(self.cos_endpoint),
+            database_password: self.database_password,
+            plugin_path: self.plugin_path,
+            cache_dir: self.cache_dir,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +135,7 @@ impl RepoArgs {
     async fn open(&self) -> Result<Repository, CliError> {
         let location: RepoLocation = self.repo.parse()?;
         let options = S3Options {
+            credentials: None,
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             path_style: self.s3_path_style.unwrap_or(self.s3_endpoint.is_some()),
@@ -110,22 +180,9 @@ impl PluginArgs {
         Limits { memory_bytes: self.memory_limit_mib << 20, deadline: self.timeout }
     }
 
-    /// A path, or a builtin name looked up as `<name>.wasm` in the plugin path.
-    fn resolve(&self) -> PathBuf {
-        let given = Path::new(&self.plugin);
-        if self.plugin.contains('/') || self.plugin.ends_with(".wasm") {
-            return given.to_path_buf();
-        }
-        self.plugin_path
-            .split(':')
-            .map(|dir| Path::new(dir).join(format!("{}.wasm", self.plugin)))
-            .find(|candidate| candidate.is_file())
-            .unwrap_or_else(|| given.to_path_buf())
-    }
-
     fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
         let engine = PluginEngine::new(self.cache_dir.clone()).map_err(|e| CliError::Engine(format!("{e:#}")))?;
-        let plugin = engine.load(&self.resolve())?;
+        let plugin = engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path))?;
         Ok((engine, plugin))
     }
 }
@@ -269,6 +326,8 @@ pub enum CliError {
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
     Restore(#[from] RestoreError),
     #[error(transparent)]
     Plugin(#[from] PluginError),
@@ -329,6 +388,11 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Inspect(args)) => inspect(args, out).await,
+        Command::Job(args) => {
+            let report = run_job(args.into_inputs()).await?;
+            writeln!(out, "{}", report.manifest.backup_id)?;
+            Ok(())
+        }
     }
 }
 
@@ -343,6 +407,7 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
         limits: args.plugin.limits(),
         retention: Retention { keep_last: args.keep_last, max_age: args.max_age },
         leftover_age: args.leftover_age,
+        written: Arc::default(),
     };
     let (_engine, plugin) = args.plugin.load()?;
     let repository = args.repo.open().await?;

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod backup;
 pub mod cli;
+pub mod job;
 pub mod manifest;
 pub mod plugin;
 pub mod repository;

@@ -20,6 +20,17 @@ pub enum SettingsError {
     MissingOption { name: String, plugin: String },
 }
 
+impl SettingsError {
+    /// The CamelCase reason shown in status conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SettingsError::InvalidUrl { .. } => "InvalidDatabaseEndpoint",
+            SettingsError::Resolve { .. } => "DatabaseUnresolvable",
+            SettingsError::UnknownOption { .. } | SettingsError::MissingOption { .. } => "InvalidPluginOptions",
+        }
+    }
+}
+
 /// Where a database is and how to log in.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct DatabaseTarget {

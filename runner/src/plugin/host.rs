@@ -1,6 +1,7 @@
 //! The host side of the `stowage:plugin` interfaces: what a plugin's calls do.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
@@ -61,6 +62,8 @@ pub struct BackupJob {
     pub artifacts: Vec<CreatedArtifact>,
     /// Background uploads; each resolves once its object is committed or cleaned up.
     pub uploads: Vec<crate::archive::UploadTask>,
+    /// Plain bytes written so far by the plugin, for progress reports.
+    pub written: Arc<AtomicU64>,
 }
 
 /// An artifact the plugin created, and how it was stored once finished.
@@ -145,6 +148,9 @@ impl HostArtifactWriter for PluginState {
         writer: Resource<ArtifactWriter>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Result<(), ArtifactError>> {
+        if let Job::Backup(job) = &self.job {
+            job.written.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         let writer = self.table.get_mut(&writer)?;
         Ok(writer.upload.write(data).await.map_err(upload_error))
     }

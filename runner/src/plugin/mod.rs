@@ -66,6 +66,32 @@ pub enum PluginError {
     Guest { plugin: String, error: GuestError },
 }
 
+impl PluginError {
+    /// The CamelCase reason shown in status conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PluginError::Read { .. } => "PluginUnreadable",
+            PluginError::NotAComponent { .. } | PluginError::NotAPlugin { .. } => "PluginInvalid",
+            PluginError::Compile { .. } => "PluginCompileFailed",
+            PluginError::UnsupportedWitVersion { .. } => "PluginWitVersionUnsupported",
+            PluginError::Incompatible { .. } => "PluginIncompatible",
+            PluginError::Trap { .. } => "PluginTrapped",
+            PluginError::MemoryLimit { .. } => "PluginMemoryLimitExceeded",
+            PluginError::Deadline { .. } => "DeadlineExceeded",
+            PluginError::Unsupported { .. } => "OperationUnsupported",
+            PluginError::Guest { error, .. } => match error {
+                GuestError::InvalidSettings(_) => "InvalidPluginSettings",
+                GuestError::Connection(_) => "DatabaseUnreachable",
+                GuestError::Authentication(_) => "DatabaseAuthenticationFailed",
+                GuestError::Database(_) => "DatabaseError",
+                GuestError::Artifact(_) => "StorageFailed",
+                GuestError::Unsupported(_) => "DatabaseUnsupported",
+                GuestError::Other(_) => "PluginFailed",
+            },
+        }
+    }
+}
+
 /// The WIT name of an operation.
 pub fn operation_name(operation: Operation) -> &'static str {
     match operation {
@@ -206,6 +232,19 @@ impl PluginEngine {
         // cache directory, which the documentation requires to be writable only by it.
         unsafe { Component::deserialize_file(&self.engine, path) }
     }
+}
+
+/// The component file for `plugin`: a path (anything with a `/` or ending in `.wasm`), or
+/// the name of a builtin plugin, found as `<name>.wasm` in the `:`-separated `search_path`.
+pub fn locate(plugin: &str, search_path: &str) -> PathBuf {
+    if plugin.contains('/') || plugin.ends_with(".wasm") {
+        return PathBuf::from(plugin);
+    }
+    search_path
+        .split(':')
+        .map(|dir| Path::new(dir).join(format!("{plugin}.wasm")))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from(plugin))
 }
 
 /// `0.1.x` plugins work with a `0.1.y` host: additions come with `@since` gates.

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio::io::AsyncRead;
 
 pub use fs::FsStore;
-pub use s3::{S3Options, S3Store};
+pub use s3::{S3Options, S3Store, StaticCredentials};
 
 /// A readable stream of one object's bytes.
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;

@@ -16,10 +16,25 @@ use chrono::{DateTime, Utc};
 
 use super::{CompletedPart, MultipartUpload, ObjectInfo, ObjectReader, ObjectStore, StoreError};
 
+/// An access key pair given explicitly instead of through the AWS credential chain.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticCredentials").field("access_key_id", &self.access_key_id).finish_non_exhaustive()
+    }
+}
+
 /// How to reach an S3-compatible service. Credentials come from the standard AWS
-/// chain (environment, profile, web identity, ...), never from here.
+/// chain (environment, profile, web identity, ...) unless given here.
 #[derive(Debug, Clone, Default)]
 pub struct S3Options {
+    /// Credentials to use instead of the AWS chain.
+    pub credentials: Option<StaticCredentials>,
     /// Endpoint URL of an S3-compatible service; `None` for AWS.
     pub endpoint: Option<String>,
     /// Region; defaults to the AWS chain's, then `us-east-1`.
@@ -43,6 +58,15 @@ impl S3Store {
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
         if let Some(endpoint) = &options.endpoint {
             loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(credentials) = &options.credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                &credentials.access_key_id,
+                &credentials.secret_access_key,
+                None,
+                None,
+                "stowage",
+            ));
         }
         let shared = loader.load().await;
         let config = aws_sdk_s3::config::Builder::from(&shared)

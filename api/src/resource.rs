@@ -1,0 +1,291 @@
+//! The resource's fields. Names follow the DatabaseBackup sample this project grew from
+//! (`repos`, `manualTrigger`, `scheduledTrigger`, `secretName`, `serviceEndpoint`, ...).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The condition type that says whether the latest backup succeeded.
+pub const CONDITION_SUCCEEDED: &str = "Succeeded";
+
+/// What to back up, where to store it, and when.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "stowage.dev",
+    version = "v1alpha1",
+    kind = "DatabaseBackup",
+    namespaced,
+    status = "DatabaseBackupStatus",
+    shortname = "dbbackup",
+    doc = "A database backup configuration: the database, the plugin that reads it, where backups go and when they run.",
+    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin.builtin"}"#,
+    printcolumn = r#"{"name": "Schedule", "type": "string", "jsonPath": ".spec.scheduledTrigger.schedule"}"#,
+    printcolumn = r#"{"name": "Last Backup", "type": "date", "jsonPath": ".status.lastBackup.time"}"#,
+    printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseBackupSpec {
+    /// Object-storage repositories backups can be written to; a trigger names one.
+    #[schemars(length(min = 1))]
+    pub repos: Vec<Repo>,
+    /// The plugin that reads and restores this kind of database.
+    pub plugin: PluginSource,
+    /// The database to back up.
+    pub database: Database,
+    /// A one-off backup, run again whenever `time` changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_trigger: Option<ManualTrigger>,
+    /// Backups on a cron schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_trigger: Option<ScheduledTrigger>,
+    /// Which backups to keep after each successful backup. Unset: keep all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+    /// Compression of stored artifacts: `zstd` (default, level 3), `zstd:LEVEL` (1-22) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(none|zstd(:([1-9]|1[0-9]|2[0-2]))?)$"))]
+    pub compression: Option<String>,
+    /// Client-side encryption of stored artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// Resource bounds of each backup run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// Stop creating new backup runs; running ones finish.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Runner image for the backup Jobs, overriding the operator's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_image: Option<String>,
+}
+
+/// An S3-compatible object-storage repository.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repo {
+    /// The name triggers use to pick this repository.
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// The kind of storage. `ibmcos` is IBM Cloud Object Storage with HMAC keys, used as S3.
+    #[serde(rename = "type", default)]
+    pub kind: RepoKind,
+    /// Secret in this namespace with the storage credentials: `accessKeyId` and
+    /// `secretAccessKey` (or the IBM COS HMAC names `access_key_id`, `secret_access_key`).
+    pub secret_name: String,
+    /// Endpoint URL of the service; unset for AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_endpoint: Option<String>,
+    /// IBM COS IAM endpoint. Accepted for compatibility; HMAC keys do not need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_endpoint: Option<String>,
+    /// Region of the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "cosRegion")]
+    pub region: Option<String>,
+    /// The bucket. When unset, the bucket is `bucketNamePrefix` followed by the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Prefix of the bucket name when `bucket` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_name_prefix: Option<String>,
+    /// Key prefix inside the bucket under which backups are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Path-style addressing (`endpoint/bucket`); defaults to on when `serviceEndpoint` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+}
+
+impl Repo {
+    /// The bucket backups of a resource in `namespace` go to.
+    pub fn bucket_for(&self, namespace: &str) -> Option<String> {
+        self.bucket.clone().or_else(|| self.bucket_name_prefix.as_ref().map(|prefix| format!("{prefix}{namespace}")))
+    }
+}
+
+/// Kinds of object storage.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RepoKind {
+    /// Amazon S3 or any S3-compatible service.
+    #[default]
+    S3,
+    /// IBM Cloud Object Storage (S3-compatible, HMAC keys).
+    Ibmcos,
+}
+
+/// Where the plugin component comes from. Exactly one source is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginSource {
+    /// A plugin shipped in the runner image, e.g. `postgres`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// A `binaryData` entry of a ConfigMap in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapKey>,
+    /// An `https://` URL of the component; requires `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// An OCI artifact reference, `registry/repository:tag@sha256:...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<String>,
+    /// The expected sha256 of the component, lowercase hex; checked before it is compiled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// A key of a ConfigMap.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct ConfigMapKey {
+    /// The ConfigMap's name.
+    pub name: String,
+    /// The key in `binaryData`.
+    pub key: String,
+}
+
+/// A key of a Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct SecretKey {
+    /// The Secret's name, in this namespace.
+    pub name: String,
+    /// The key in the Secret.
+    pub key: String,
+}
+
+/// The database to back up and how to log in.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Database {
+    /// `host:port` of the database (a Service name works).
+    #[schemars(length(min = 3))]
+    pub endpoint: String,
+    /// The database name.
+    pub name: String,
+    /// The user to log in as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The password, from a Secret in this namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretKey>,
+    /// A PEM CA bundle that signs the database's TLS certificate, from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca_secret: Option<SecretKey>,
+    /// Plugin-specific options, as declared by the plugin's metadata.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// A one-off backup.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualTrigger {
+    /// Whether the trigger is active.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Any value, usually a timestamp; each new value runs one backup, the same value never twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// The name of the repository to write to.
+    pub repo: String,
+}
+
+/// Repeating backups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledTrigger {
+    /// Whether the trigger is active.
+    #[serde(default)]
+    pub enabled: bool,
+    /// A cron schedule, e.g. `0 * * * *`.
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+    /// The name of the repository to write to.
+    pub repo: String,
+}
+
+/// Which backups to keep; a backup is kept when any rule keeps it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Keep the newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_last: Option<u32>,
+    /// Keep backups younger than this, e.g. `30d`, `12h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// Client-side encryption.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// age X25519 public keys (`age1...`); backups decrypt with any matching identity.
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
+}
+
+/// Bounds of one backup run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Memory the plugin may use, in MiB (default 512).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16))]
+    pub plugin_memory_mib: Option<u32>,
+    /// Time one run may take, e.g. `2h` (default 6h); also the Job's activeDeadlineSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+}
+
+/// What is known about this resource's backups.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseBackupStatus {
+    /// The generation of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Succeeded`: whether the latest backup succeeded, with a reason per failure site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The latest successful backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
+    /// Progress of the backup that is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// A summary of one successful backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// The backup id in the repository.
+    pub id: String,
+    /// When it finished (RFC 3339).
+    pub time: String,
+    /// The repository it was written to.
+    pub repo: String,
+    /// Plain bytes the plugin produced.
+    pub bytes: u64,
+    /// Bytes stored after compression and encryption.
+    pub stored_bytes: u64,
+    /// How long the run took, in seconds.
+    pub duration_seconds: f64,
+}
+
+/// How far a running backup has come.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Plain bytes written so far.
+    pub bytes: u64,
+    /// When this was reported (RFC 3339).
+    pub updated: String,
+}

@@ -1,0 +1,172 @@
+//! `stowage job` against a real API server, with the runner authenticated as the Job's
+//! ServiceAccount under a namespaced Role, so RBAC is really exercised.
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt};
+use serde_json::json;
+use stowage_api::DatabaseBackup;
+use stowage_tests::kube::ControlPlane;
+use stowage_tests::seaweedfs::SeaweedFs;
+use stowage_tests::stowage::{Run, run};
+
+const NAMESPACE: &str = "team";
+
+async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(value).expect("valid object");
+    api.create(&PostParams::default(), &object).await.expect("create")
+}
+
+/// The namespace, the CRD and what the operator gives each resource's runner.
+async fn install(plane: &ControlPlane) -> kube::Client {
+    let client = plane.client().await.expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &DatabaseBackup::crd()).await.expect("create CRD");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create(&namespaces, json!({"metadata": {"name": NAMESPACE}})).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    create(&accounts, json!({"metadata": {"name": "orders-runner"}})).await;
+    let roles: Api<Role> = Api::namespaced(client.clone(), NAMESPACE);
+    create(
+        &roles,
+        json!({
+            "metadata": {"name": "orders-runner"},
+            "rules": [
+                {"apiGroups": ["stowage.dev"], "resources": ["databasebackups"], "resourceNames": ["orders"], "verbs": ["get"]},
+                {"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["orders"], "verbs": ["patch"]},
+                {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
+            ]
+        }),
+    )
+    .await;
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), NAMESPACE);
+    create(
+        &bindings,
+        json!({
+            "metadata": {"name": "orders-runner"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "orders-runner"},
+            "subjects": [{"kind": "ServiceAccount", "name": "orders-runner", "namespace": NAMESPACE}]
+        }),
+    )
+    .await;
+    // The CRD is served once it is established.
+    let backups: Api<DatabaseBackup> = Api::namespaced(client.clone(), NAMESPACE);
+    for _ in 0..100 {
+        if backups.list(&Default::default()).await.is_ok() {
+            return client;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the DatabaseBackup CRD was not served");
+}
+
+fn resource(name: &str, endpoint: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "stowage.dev/v1alpha1",
+        "kind": "DatabaseBackup",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "repos": [{
+                "name": "local-s3",
+                "type": "s3",
+                "secretName": "s3-credentials",
+                "serviceEndpoint": endpoint,
+                "bucketNamePrefix": "stowage-"
+            }],
+            "plugin": {"builtin": "generator"},
+            "database": {"endpoint": "127.0.0.1:9", "name": "orders", "options": {"size": "3000000"}},
+            "manualTrigger": {"enabled": true, "time": "2026-11-23T10:00:00Z", "repo": "local-s3"}
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_job_backs_up_and_keeps_the_status_true() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    let s3 = SeaweedFs::start().expect("seaweedfs");
+    s3.create_bucket("stowage-team").await.expect("bucket");
+    let client = install(&plane).await;
+    let backups: Api<DatabaseBackup> = Api::namespaced(client.clone(), NAMESPACE);
+    create(&backups, resource("orders", &s3.endpoint)).await;
+    create(&backups, resource("other", &s3.endpoint)).await;
+
+    let token = plane.service_account_token(NAMESPACE, "orders-runner").await.expect("token");
+    let kubeconfig = plane.write_kubeconfig("runner", &token).expect("kubeconfig");
+    // The storage credentials under the original sample's variable names.
+    let env = |name: &str, credentials: bool| {
+        let mut env = vec![
+            ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+            ("BACKUP_RESOURCE_NAME".to_owned(), name.to_owned()),
+            ("NAMESPACE".to_owned(), NAMESPACE.to_owned()),
+            ("CLOUD_OBJECT_STORAGE_REGION".to_owned(), "us-east-1".to_owned()),
+        ];
+        if credentials {
+            let s3_env = s3.env();
+            let get = |key: &str| s3_env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).expect("s3 env");
+            env.push(("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID".into(), get("AWS_ACCESS_KEY_ID")));
+            env.push(("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY".into(), get("AWS_SECRET_ACCESS_KEY")));
+        }
+        env
+    };
+    let job = |name: &str, credentials: bool| {
+        let env = env(name, credentials);
+        tokio::task::spawn_blocking(move || run(["job"], &env).expect("run stowage job"))
+    };
+
+    let succeeded = job("orders", true).await.expect("join").ok().expect("job");
+    let id = succeeded.stdout.trim().to_owned();
+    let resource = backups.get("orders").await.expect("get");
+    let status = resource.status.expect("status");
+    assert_eq!(status.observed_generation, resource.metadata.generation);
+    assert_eq!(status.conditions.len(), 1, "{:?}", status.conditions);
+    let condition = &status.conditions[0];
+    assert_eq!(
+        (condition.type_.as_str(), condition.status.as_str(), condition.reason.as_str(), condition.message.as_str()),
+        ("Succeeded", "True", "BackupSucceeded", "Database has been archived")
+    );
+    let last = status.last_backup.expect("lastBackup");
+    assert_eq!((last.id.as_str(), last.repo.as_str(), last.bytes), (id.as_str(), "local-s3", 3_000_000));
+    let manifest = s3
+        .client()
+        .get_object()
+        .bucket("stowage-team")
+        .key(format!("{NAMESPACE}/orders/{id}/manifest.json"))
+        .send()
+        .await;
+    assert!(manifest.is_ok(), "no manifest in the bucket named from bucketNamePrefix + namespace");
+
+    // A missing input is reported in the status, replacing the condition and keeping
+    // the last successful backup.
+    let failed = job("orders", false).await.expect("join").failed().expect("job without credentials");
+    assert!(failed.stderr.contains("storage credentials of repository \"local-s3\" are missing"), "{}", failed.stderr);
+    let status = backups.get("orders").await.expect("get").status.expect("status");
+    assert_eq!(status.conditions.len(), 1, "{:?}", status.conditions);
+    assert_eq!(
+        (status.conditions[0].status.as_str(), status.conditions[0].reason.as_str()),
+        ("False", "MissingStorageCredentials")
+    );
+    assert_eq!(status.last_backup.map(|b| b.id), Some(id.clone()));
+
+    // A spec change shows in observedGeneration after the next run.
+    let patch = json!({"spec": {"database": {"options": {"size": "1000"}}}});
+    backups.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch spec");
+    job("orders", true).await.expect("join").ok().expect("second job");
+    let resource = backups.get("orders").await.expect("get");
+    assert_eq!(resource.status.and_then(|s| s.observed_generation), resource.metadata.generation);
+
+    // The runner's ServiceAccount may touch its own resource only.
+    let forbidden = job("other", true).await.expect("join").failed().expect("job for another resource");
+    assert!(forbidden.stderr.contains("forbidden"), "{}", forbidden.stderr);
+    assert!(backups.get("other").await.expect("get").status.is_none(), "the other resource's status was written");
+}
+
+#[test]
+fn missing_job_inputs_are_named() {
+    let result = run(["job"], &[]).and_then(Run::failed).expect("job without environment");
+    assert!(result.stderr.contains("environment variable BACKUP_RESOURCE_NAME is not set"), "{}", result.stderr);
+}
