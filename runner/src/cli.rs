@@ -1,6 +1,6 @@
 //! The `stowage` command line. Every option can also be set from an environment variable.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,7 +164,8 @@ pub struct PluginArgs {
     /// Directories searched for builtin plugins, `:`-separated.
     #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
-    /// Directory for precompiled plugins; must be writable only by this user.
+    /// Directory for precompiled plugins, writable only by this user
+    /// [default: $HOME/.cache/stowage/plugins].
     #[arg(long, env = "STOWAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     /// Memory limit of the plugin, in MiB.
@@ -181,7 +182,11 @@ impl PluginArgs {
     }
 
     fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
-        let engine = PluginEngine::new(self.cache_dir.clone()).map_err(|e| CliError::Engine(format!("{e:#}")))?;
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/stowage/plugins")));
+        let engine = PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))?;
         let plugin = engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path))?;
         Ok((engine, plugin))
     }
@@ -343,6 +348,33 @@ pub enum CliError {
     Output(#[from] std::io::Error),
 }
 
+/// A progress bar of the bytes written so far, redrawn until the task is aborted.
+fn show_progress(written: Arc<std::sync::atomic::AtomicU64>) -> tokio::task::JoinHandle<()> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} {bytes} backed up ({bytes_per_sec}, {elapsed})")
+    {
+        bar.set_style(style);
+    }
+    tokio::spawn(async move {
+        let _clear = ClearOnDrop(bar.clone());
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            bar.set_position(written.load(std::sync::atomic::Ordering::Relaxed));
+        }
+    })
+}
+
+/// Removes the progress bar when its task ends or is aborted.
+struct ClearOnDrop(indicatif::ProgressBar);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
 /// The process's peak resident memory (VmHWM), where the platform tells.
 fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -412,7 +444,12 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
     let (_engine, plugin) = args.plugin.load()?;
     let repository = args.repo.open().await?;
     let started = std::time::Instant::now();
-    let report = run_backup(&plugin, &repository, &request).await?;
+    let progress = std::io::stderr().is_terminal().then(|| show_progress(Arc::clone(&request.written)));
+    let result = run_backup(&plugin, &repository, &request).await;
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let report = result?;
     let manifest = &report.manifest;
     let seconds = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -458,19 +495,39 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
         None => None,
     };
     let repository = args.repo.open().await?;
-    let backups = repository.list(only).await?;
-    writeln!(out, "{:<24} {:<28} {:<20} {:>12} {:>12}  PLUGIN", "CONFIG", "BACKUP", "STARTED", "SIZE", "STORED")?;
-    for manifest in &backups {
+    let manifests = repository.list(only).await?;
+    let incomplete: Vec<_> =
+        repository.scan(only).await?.into_iter().filter(|dir| dir.manifest_key().is_none()).collect();
+    writeln!(
+        out,
+        "{:<24} {:<26} {:<20} {:>12} {:>12}  {:<10} PLUGIN",
+        "CONFIG", "BACKUP", "STARTED", "SIZE", "STORED", "STATUS"
+    )?;
+    for manifest in &manifests {
         writeln!(
             out,
-            "{:<24} {:<28} {:<20} {:>12} {:>12}  {} {}",
+            "{:<24} {:<26} {:<20} {:>12} {:>12}  {:<10} {} {}",
             format!("{}/{}", manifest.namespace, manifest.name),
             manifest.backup_id,
             manifest.started_at.format("%Y-%m-%d %H:%M:%S"),
             manifest.raw_size(),
             manifest.stored_size(),
+            "complete",
             manifest.plugin.name,
             manifest.plugin.version,
+        )?;
+    }
+    // Directories without a manifest: running now, or leftovers the next backup removes.
+    for dir in &incomplete {
+        writeln!(
+            out,
+            "{:<24} {:<26} {:<20} {:>12} {:>12}  {:<10} -",
+            format!("{}/{}", dir.namespace, dir.name),
+            dir.id,
+            "-",
+            "-",
+            dir.stored_size(),
+            "incomplete",
         )?;
     }
     Ok(())

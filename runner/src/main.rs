@@ -12,11 +12,13 @@ fn main() -> ExitCode {
     // Logs go to stderr so that stdout carries only results (e.g. the backup id).
     let filter = EnvFilter::try_from_env("STOWAGE_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,cranelift_codegen=warn,wasmtime=warn,aws=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Jobs set STOWAGE_LOG_FORMAT=json for log collectors; people get readable lines.
+    if std::env::var("STOWAGE_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -66,6 +66,27 @@ pub enum RepositoryError {
     NoBackups { namespace: String, name: String },
 }
 
+/// The objects of one backup directory.
+#[derive(Debug, Clone)]
+pub struct BackupDir {
+    pub namespace: String,
+    pub name: String,
+    pub id: String,
+    pub objects: Vec<ObjectInfo>,
+}
+
+impl BackupDir {
+    /// The manifest's key, if the backup was committed.
+    pub fn manifest_key(&self) -> Option<&str> {
+        self.objects.iter().map(|object| object.key.as_str()).find(|key| key.ends_with(&format!("/{MANIFEST}")))
+    }
+
+    /// Bytes stored in the directory.
+    pub fn stored_size(&self) -> u64 {
+        self.objects.iter().map(|object| object.size).sum()
+    }
+}
+
 /// The backups of one repository.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -109,16 +130,36 @@ impl Repository {
         serde_json::from_slice(&data).map_err(|source| RepositoryError::CorruptManifest { key: key.to_owned(), source })
     }
 
-    /// Every committed backup, optionally only those of one configuration, oldest first.
-    pub async fn list(&self, config: Option<(&str, &str)>) -> Result<Vec<Manifest>, RepositoryError> {
+    /// Every backup directory, committed or not, optionally of one configuration only,
+    /// in key order.
+    pub async fn scan(&self, config: Option<(&str, &str)>) -> Result<Vec<BackupDir>, RepositoryError> {
         let prefix = match config {
             Some((namespace, name)) => self.config_prefix(namespace, name),
             None => self.prefix.clone(),
         };
-        let mut manifests = Vec::new();
+        let mut directories: BTreeMap<(String, String, String), Vec<ObjectInfo>> = BTreeMap::new();
         for object in self.store.list(&prefix).await? {
-            if object.key.ends_with(&format!("/{MANIFEST}")) {
-                manifests.push(self.read_manifest(&object.key).await?);
+            let Some(rest) = object.key.strip_prefix(&self.prefix) else { continue };
+            let mut parts = rest.splitn(4, '/');
+            let (Some(namespace), Some(name), Some(id), Some(_)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            directories.entry((namespace.to_owned(), name.to_owned(), id.to_owned())).or_default().push(object);
+        }
+        Ok(directories
+            .into_iter()
+            .map(|((namespace, name, id), objects)| BackupDir { namespace, name, id, objects })
+            .collect())
+    }
+
+    /// Every committed backup, optionally only those of one configuration, oldest first.
+    pub async fn list(&self, config: Option<(&str, &str)>) -> Result<Vec<Manifest>, RepositoryError> {
+        let mut manifests = Vec::new();
+        for directory in self.scan(config).await? {
+            if let Some(key) = directory.manifest_key() {
+                manifests.push(self.read_manifest(key).await?);
             }
         }
         manifests.sort_by(|a, b| (a.started_at, &a.backup_id).cmp(&(b.started_at, &b.backup_id)));
@@ -164,29 +205,18 @@ impl Repository {
         name: &str,
         older_than: DateTime<Utc>,
     ) -> Result<usize, RepositoryError> {
-        let prefix = self.config_prefix(namespace, name);
-        let mut directories: BTreeMap<String, Vec<ObjectInfo>> = BTreeMap::new();
-        for object in self.store.list(&prefix).await? {
-            let Some(rest) = object.key.strip_prefix(&prefix) else {
-                continue;
-            };
-            let Some((id, _)) = rest.split_once('/') else {
-                continue;
-            };
-            directories.entry(id.to_owned()).or_default().push(object);
-        }
         let mut removed = 0;
-        for objects in directories.values() {
-            let committed = objects.iter().any(|object| object.key.ends_with(&format!("/{MANIFEST}")));
-            let newest = objects.iter().filter_map(|object| object.last_modified).max();
-            if committed || newest.is_none_or(|newest| newest >= older_than) {
+        for directory in self.scan(Some((namespace, name))).await? {
+            let newest = directory.objects.iter().filter_map(|object| object.last_modified).max();
+            if directory.manifest_key().is_some() || newest.is_none_or(|newest| newest >= older_than) {
                 continue;
             }
-            for object in objects {
+            for object in &directory.objects {
                 self.store.delete(&object.key).await?;
                 removed += 1;
             }
         }
+        let prefix = self.config_prefix(namespace, name);
         removed += self.store.abort_stale_uploads(&prefix, older_than).await?;
         Ok(removed)
     }

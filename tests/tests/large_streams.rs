@@ -72,8 +72,9 @@ fn a_killed_backup_is_invisible_and_the_next_run_removes_its_leftovers() {
         command(args, &server.env()).expect("command")
     };
 
-    // Artifacts: one small (a single PUT, committed at once) and one large (multipart).
-    let mut child = backup("4000000000", &["--option", "artifacts=2"]).spawn().expect("spawn");
+    // Killed during the multipart upload of its first artifact.
+    let mut child =
+        backup("4000000000", &["--option", "artifacts=2"]).stderr(std::process::Stdio::null()).spawn().expect("spawn");
     let start = Instant::now();
     while uploads() == 0 {
         assert!(start.elapsed() < Duration::from_secs(60), "no multipart upload started");
@@ -84,8 +85,18 @@ fn a_killed_backup_is_invisible_and_the_next_run_removes_its_leftovers() {
     child.kill().expect("kill -9");
     child.wait().expect("reap");
 
+    // An artifact a killed run had already stored, without a manifest.
+    let stray = "local/default/20260101T000000Z-0a0b0c/data/part-0000.bin.zst";
+    runtime.block_on(async {
+        client.put_object().bucket("crash").key(stray).body(b"partial".to_vec().into()).send().await.expect("put")
+    });
     let listed = run(["list", "--repo", "s3://crash"], &server.env()).and_then(Run::ok).expect("list");
-    assert_eq!(listed.stdout.lines().count(), 1, "a killed backup is listed:\n{}", listed.stdout);
+    assert!(!listed.stdout.contains(" complete "), "a killed backup is listed as complete:\n{}", listed.stdout);
+    assert!(
+        listed.stdout.lines().any(|line| line.contains("20260101T000000Z-0a0b0c") && line.contains(" incomplete ")),
+        "the leftover directory is not shown as incomplete:\n{}",
+        listed.stdout
+    );
     assert!(uploads() > 0, "the killed run left no unfinished upload to clean up");
     assert!(objects().iter().all(|key| !key.ends_with("manifest.json")), "{:?}", objects());
 

@@ -49,3 +49,27 @@ fn files_that_are_not_components_are_refused() {
         run(["plugin", "inspect", "--plugin", "no-such-plugin"], &[]).and_then(|r| r.failed()).expect("refused");
     assert!(missing.stderr.contains("cannot read plugin no-such-plugin"), "{}", missing.stderr);
 }
+
+#[test]
+fn compiled_plugins_are_cached_by_digest_and_a_bad_cache_entry_is_recompiled() {
+    let cache = tempfile::tempdir().expect("tempdir");
+    let env = [("STOWAGE_CACHE_DIR".to_owned(), cache.path().display().to_string())];
+    run(["plugin", "inspect", "--plugin", "generator"], &env).and_then(|r| r.ok()).expect("first inspect");
+    let bytes = std::fs::read(plugin("generator").expect("plugin")).expect("read plugin");
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .expect("cache dir")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "cwasm"))
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let name = cached[0].file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    assert!(name.starts_with(&format!("{digest}-")), "{name}");
+
+    std::fs::write(&cached[0], b"not a precompiled component").expect("corrupt the cache");
+    let again = run(["plugin", "inspect", "--plugin", "generator"], &env).and_then(|r| r.ok()).expect("inspect");
+    assert!(again.stderr.contains("ignoring unusable precompiled plugin"), "{}", again.stderr);
+    assert!(std::fs::read(&cached[0]).expect("cache entry").len() > 1000, "the cache entry was not rewritten");
+}
