@@ -8,8 +8,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The condition type that says whether the latest backup succeeded.
+/// The condition type that says whether the latest backup succeeded (runner).
 pub const CONDITION_SUCCEEDED: &str = "Succeeded";
+/// The condition type that says whether the spec is valid and its Jobs and CronJob are
+/// in place (operator).
+pub const CONDITION_READY: &str = "Ready";
 
 /// What to back up, where to store it, and when.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -260,6 +263,10 @@ pub struct DatabaseBackupStatus {
     /// Progress of the backup that is running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// The `manualTrigger.time` of the latest manual backup started; a Job runs again
+    /// only when `manualTrigger.time` differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_trigger_time: Option<String>,
 }
 
 /// A summary of one successful backup.

@@ -6,6 +6,8 @@
 source "$(dirname "$0")/../lib.sh"
 
 apt_install golang-1.19-go rsync dpkg-dev golang-github-modern-go-reflect2-dev etcd-server openssl
+# kubectl (with kustomize) applies deploy/ in the tests; the machine image usually has one.
+command -v kubectl >/dev/null || apt_install kubernetes-client
 
 bin="$STOWAGE_CACHE/kube/bin"
 if [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then

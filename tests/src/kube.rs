@@ -206,6 +206,11 @@ impl ControlPlane {
         Ok(path)
     }
 
+    /// The token of a cluster administrator.
+    pub fn admin_token(&self) -> &'static str {
+        ADMIN_TOKEN
+    }
+
     /// A client with cluster-admin rights.
     pub async fn client(&self) -> Result<Client> {
         let kubeconfig = Kubeconfig::from_yaml(&self.kubeconfig(ADMIN_TOKEN)?)?;

@@ -8,15 +8,20 @@ use anyhow::Context;
 
 use crate::Result;
 
-/// The `stowage` binary of the same build as the running program (built by
-/// `cargo build --bins`): tests run from `<profile>/deps/`, binaries from `<profile>/`.
+/// The `stowage` binary of the same build as the running program.
 pub fn binary() -> Result<PathBuf> {
+    workspace_binary("stowage")
+}
+
+/// A binary of this workspace from the same build as the running program (built by
+/// `cargo build --bins`): tests run from `<profile>/deps/`, binaries from `<profile>/`.
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut profile_dir = exe.parent().context("program location")?;
     if profile_dir.ends_with("deps") {
         profile_dir = profile_dir.parent().context("program location")?;
     }
-    let binary = profile_dir.join("stowage");
+    let binary = profile_dir.join(name);
     anyhow::ensure!(binary.is_file(), "{} is missing: build it with `cargo build --bins`", binary.display());
     Ok(binary)
 }

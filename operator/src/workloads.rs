@@ -1,0 +1,336 @@
+//! What the operator creates for each DatabaseBackup: the runner's ServiceAccount, Role
+//! and RoleBinding, the Job of a manual trigger and the CronJob of a scheduled one. All
+//! are plain functions of the resource, so they are tested without a cluster.
+
+use std::time::Duration;
+
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use stowage_api::DatabaseBackup;
+
+/// Labels on everything the operator creates for a resource.
+pub const LABEL_BACKUP: &str = "stowage.dev/backup";
+pub const LABEL_TRIGGER: &str = "stowage.dev/trigger";
+const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+
+/// A runner run may take this long unless the resource sets `limits.deadline`.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+/// Finished Jobs are deleted after a day (their outcome is in the resource's status).
+const TTL_AFTER_FINISHED: u64 = 24 * 3600;
+/// Memory for the runner itself besides the plugin's limit.
+const RUNNER_MEMORY_MIB: u32 = 256;
+const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
+
+/// Settings of the operator that shape workloads.
+#[derive(Debug, Clone)]
+pub struct WorkloadSettings {
+    /// The runner image used unless a resource sets `runnerImage`.
+    pub runner_image: String,
+}
+
+/// Why a resource cannot be turned into workloads. Shown in the `Ready` condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidSpec(pub String);
+
+/// The name of the runner's ServiceAccount, Role and RoleBinding.
+pub fn runner_identity(backup: &DatabaseBackup) -> String {
+    format!("{}-stowage-runner", backup.name_any())
+}
+
+/// The Job of a manual trigger: named after a hash of `time`, so the same `time` can
+/// never create a second Job.
+pub fn manual_job_name(backup: &DatabaseBackup, time: &str) -> String {
+    let digest = hex::encode(&Sha256::digest(time.as_bytes())[..5]);
+    format!("{}-manual-{digest}", truncate(&backup.name_any(), 40))
+}
+
+/// The CronJob of the scheduled trigger.
+pub fn cronjob_name(backup: &DatabaseBackup) -> String {
+    format!("{}-scheduled", truncate(&backup.name_any(), 40))
+}
+
+fn truncate(name: &str, max: usize) -> &str {
+    &name[..name.len().min(max)]
+}
+
+fn labels(backup: &DatabaseBackup, trigger: Option<&str>) -> Value {
+    let mut labels = json!({ LABEL_BACKUP: backup.name_any(), LABEL_MANAGED_BY: "stowage-operator" });
+    if let Some(trigger) = trigger {
+        labels[LABEL_TRIGGER] = json!(trigger);
+    }
+    labels
+}
+
+fn metadata(backup: &DatabaseBackup, name: &str, trigger: Option<&str>) -> Value {
+    json!({
+        "name": name,
+        "namespace": backup.namespace(),
+        "labels": labels(backup, trigger),
+        "ownerReferences": backup.controller_owner_ref(&()).map(|owner| vec![owner]),
+    })
+}
+
+/// The runner's ServiceAccount.
+pub fn service_account(backup: &DatabaseBackup) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(backup, &runner_identity(backup), None),
+        "automountServiceAccountToken": true,
+    })
+}
+
+/// What the runner may do: read this one resource, write its status, create Events.
+pub fn role(backup: &DatabaseBackup) -> Value {
+    let name = backup.name_any();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(backup, &runner_identity(backup), None),
+        "rules": [
+            {"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups"], "resourceNames": [name], "verbs": ["get"]},
+            {"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups/status"], "resourceNames": [name], "verbs": ["get", "patch"]},
+            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
+        ]
+    })
+}
+
+/// Binds [`role`] to [`service_account`].
+pub fn role_binding(backup: &DatabaseBackup) -> Value {
+    let identity = runner_identity(backup);
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(backup, &identity, None),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": identity},
+        "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": backup.namespace()}]
+    })
+}
+
+/// An env var from a Secret key. Optional, so that a missing Secret or key reaches the
+/// runner, which reports it precisely in the status, instead of a Pod that never starts.
+fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}})
+}
+
+/// The deadline of one run.
+pub fn deadline(backup: &DatabaseBackup) -> Result<Duration, InvalidSpec> {
+    match backup.spec.limits.as_ref().and_then(|l| l.deadline.as_deref()) {
+        // The same parser as the runner's, so both accept the same values.
+        Some(value) => humantime::parse_duration(value)
+            .map_err(|e| InvalidSpec(format!("limits.deadline {value:?} is not a duration like 90m or 6h: {e}"))),
+        None => Ok(DEFAULT_DEADLINE),
+    }
+}
+
+/// The Pod template of a runner Job for `repo`.
+fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) -> Result<Value, InvalidSpec> {
+    let spec = &backup.spec;
+    let repository = spec
+        .repos
+        .iter()
+        .find(|r| r.name == repo)
+        .ok_or_else(|| InvalidSpec(format!("trigger names repository {repo:?}, which is not in spec.repos")))?;
+    let deadline = deadline(backup)?;
+    let mut env = vec![
+        json!({"name": "BACKUP_RESOURCE_NAME", "value": backup.name_any()}),
+        json!({"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": "BACKUP_REPO_NAME", "value": repo}),
+        json!({"name": "STOWAGE_LOG_FORMAT", "value": "json"}),
+        json!({"name": "STOWAGE_CACHE_DIR", "value": "/tmp/stowage"}),
+        secret_env("AWS_ACCESS_KEY_ID", &repository.secret_name, "accessKeyId"),
+        secret_env("AWS_SECRET_ACCESS_KEY", &repository.secret_name, "secretAccessKey"),
+        secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", &repository.secret_name, "access_key_id"),
+        secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", &repository.secret_name, "secret_access_key"),
+    ];
+    if let Some(password) = &spec.database.password_secret {
+        env.push(secret_env("STOWAGE_DATABASE_PASSWORD", &password.name, &password.key));
+    }
+    let plugin_memory = spec.limits.as_ref().and_then(|l| l.plugin_memory_mib).unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB);
+    let image = spec.runner_image.clone().unwrap_or_else(|| settings.runner_image.clone());
+    Ok(json!({
+        "backoffLimit": 2,
+        // The runner stops the plugin at the deadline; the Job gives it time to report.
+        "activeDeadlineSeconds": deadline.as_secs() + 300,
+        "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
+        "template": {
+            "metadata": {"labels": labels(backup, None)},
+            "spec": {
+                "serviceAccountName": runner_identity(backup),
+                "restartPolicy": "Never",
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "containers": [{
+                    "name": "runner",
+                    "image": image,
+                    "args": ["job"],
+                    "env": env,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": format!("{}Mi", plugin_memory + RUNNER_MEMORY_MIB)}
+                    },
+                    "securityContext": {
+                        "readOnlyRootFilesystem": true,
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"]}
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+                }],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+            }
+        }
+    }))
+}
+
+/// The Job of the manual trigger for `time`.
+pub fn manual_job(
+    backup: &DatabaseBackup,
+    time: &str,
+    repo: &str,
+    settings: &WorkloadSettings,
+) -> Result<Value, InvalidSpec> {
+    let mut meta = metadata(backup, &manual_job_name(backup, time), Some("manual"));
+    meta["annotations"] = json!({"stowage.dev/manual-trigger-time": time});
+    Ok(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": job_spec(backup, repo, settings)?,
+    }))
+}
+
+/// The CronJob of the scheduled trigger, in `api_version` (`batch/v1`, or
+/// `batch/v1beta1` on API servers before 1.21).
+pub fn cronjob(
+    backup: &DatabaseBackup,
+    schedule: &str,
+    repo: &str,
+    api_version: &str,
+    settings: &WorkloadSettings,
+) -> Result<Value, InvalidSpec> {
+    if schedule.split_whitespace().count() != 5 && !schedule.starts_with('@') {
+        return Err(InvalidSpec(format!("scheduledTrigger.schedule {schedule:?} is not a five-field cron schedule")));
+    }
+    Ok(json!({
+        "apiVersion": api_version,
+        "kind": "CronJob",
+        "metadata": metadata(backup, &cronjob_name(backup), Some("scheduled")),
+        "spec": {
+            "schedule": schedule,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 600,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": labels(backup, Some("scheduled"))},
+                "spec": job_spec(backup, repo, settings)?,
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup() -> DatabaseBackup {
+        let mut backup: DatabaseBackup = serde_json::from_value(json!({
+            "apiVersion": "stowage.dev/v1alpha1",
+            "kind": "DatabaseBackup",
+            "metadata": {"name": "shop", "namespace": "prod", "uid": "1234"},
+            "spec": {
+                "repos": [{"name": "cos", "type": "ibmcos", "secretName": "cos-hmac", "bucketNamePrefix": "backup-"}],
+                "plugin": {"builtin": "postgres"},
+                "database": {"endpoint": "db:5432", "name": "shop", "passwordSecret": {"name": "db", "key": "password"}},
+                "manualTrigger": {"enabled": true, "time": "t1", "repo": "cos"},
+                "limits": {"deadline": "2h", "pluginMemoryMib": 256}
+            }
+        }))
+        .expect("valid resource");
+        backup.metadata.generation = Some(1);
+        backup
+    }
+
+    fn settings() -> WorkloadSettings {
+        WorkloadSettings { runner_image: "stowage-runner:test".into() }
+    }
+
+    #[test]
+    fn manual_jobs_are_named_by_their_time() {
+        let backup = backup();
+        assert_eq!(manual_job_name(&backup, "t1"), manual_job_name(&backup, "t1"));
+        assert_ne!(manual_job_name(&backup, "t1"), manual_job_name(&backup, "t2"));
+        assert!(manual_job_name(&backup, "t1").starts_with("shop-manual-"));
+    }
+
+    #[test]
+    fn jobs_carry_credentials_only_as_secret_references() {
+        let job = manual_job(&backup(), "t1", "cos", &settings()).expect("job");
+        let container = &job["spec"]["template"]["spec"]["containers"][0];
+        for env in container["env"].as_array().expect("env") {
+            let name = env["name"].as_str().expect("name");
+            if name.contains("KEY") || name.contains("PASSWORD") {
+                assert!(env.get("value").is_none(), "{name} has a literal value");
+                assert_eq!(env["valueFrom"]["secretKeyRef"]["optional"], true, "{name}");
+            }
+        }
+        let env = |name: &str| container["env"].as_array().and_then(|e| e.iter().find(|v| v["name"] == name)).cloned();
+        assert_eq!(env("AWS_ACCESS_KEY_ID").expect("key")["valueFrom"]["secretKeyRef"]["name"], "cos-hmac");
+        assert_eq!(env("STOWAGE_DATABASE_PASSWORD").expect("password")["valueFrom"]["secretKeyRef"]["key"], "password");
+        assert_eq!(env("BACKUP_REPO_NAME").expect("repo")["value"], "cos");
+        assert_eq!(job["metadata"]["ownerReferences"][0]["controller"], true);
+    }
+
+    #[test]
+    fn jobs_run_locked_down_with_the_resources_deadline() {
+        let job = manual_job(&backup(), "t1", "cos", &settings()).expect("job");
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let container = &pod["containers"][0];
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+        assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
+        assert_eq!(container["resources"]["limits"]["memory"], "512Mi");
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 2 * 3600 + 300);
+        assert_eq!(pod["serviceAccountName"], "shop-stowage-runner");
+    }
+
+    #[test]
+    fn invalid_specs_are_named() {
+        let backup = backup();
+        let missing = manual_job(&backup, "t1", "nowhere", &settings()).expect_err("unknown repo");
+        assert!(missing.0.contains("\"nowhere\""), "{missing}");
+        let bad_schedule = cronjob(&backup, "hourly", "cos", "batch/v1", &settings()).expect_err("bad schedule");
+        assert!(bad_schedule.0.contains("five-field"), "{bad_schedule}");
+        let mut slow = backup.clone();
+        if let Some(limits) = slow.spec.limits.as_mut() {
+            limits.deadline = Some("forever".into());
+        }
+        assert!(deadline(&slow).is_err());
+    }
+
+    #[test]
+    fn cronjobs_forbid_overlap_and_use_the_discovered_version() {
+        let cron = cronjob(&backup(), "0 * * * *", "cos", "batch/v1beta1", &settings()).expect("cronjob");
+        assert_eq!(cron["apiVersion"], "batch/v1beta1");
+        assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+        assert_eq!(cron["spec"]["jobTemplate"]["metadata"]["labels"][LABEL_BACKUP], "shop");
+    }
+
+    #[test]
+    fn the_runner_role_reaches_only_its_own_resource() {
+        let role = role(&backup());
+        for rule in role["rules"].as_array().expect("rules") {
+            if rule["apiGroups"][0] == "stowage.dev" {
+                assert_eq!(rule["resourceNames"], json!(["shop"]));
+                assert!(!rule["verbs"].as_array().expect("verbs").contains(&json!("delete")));
+            }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The standard deployment in `deploy/`: the CRD is generated from the Rust types, and
+//! everything (CRD, RBAC, operator Deployment, samples) is accepted by a real API server.
+
+use std::path::Path;
+use std::process::Command;
+
+use stowage_tests::kube::ControlPlane;
+use stowage_tests::stowage::workspace_binary;
+
+fn repository_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn the_checked_in_crd_is_generated_from_the_rust_types() {
+    let output = Command::new(workspace_binary("stowage-operator").expect("operator binary"))
+        .arg("crd")
+        .output()
+        .expect("stowage-operator crd");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let checked_in = std::fs::read_to_string(repository_root().join("deploy/crd.yaml")).expect("deploy/crd.yaml");
+    assert!(
+        String::from_utf8_lossy(&output.stdout) == checked_in,
+        "deploy/crd.yaml is stale: regenerate it with `stowage-operator crd > deploy/crd.yaml`"
+    );
+}
+
+fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let output = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .current_dir(repository_root())
+        .args(args)
+        .output()
+        .expect("kubectl");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    let kubeconfig = plane.write_kubeconfig("admin", plane.admin_token()).expect("kubeconfig");
+    let kubeconfig = kubeconfig.as_path();
+    let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]);
+    assert!(applied.contains("customresourcedefinition.apiextensions.k8s.io/databasebackups.stowage.dev"), "{applied}");
+    kubectl(kubeconfig, &["wait", "--for=condition=Established", "crd/databasebackups.stowage.dev", "--timeout=30s"]);
+    kubectl(kubeconfig, &["create", "namespace", "database"]);
+    // The API server validates the samples against the generated schema.
+    kubectl(kubeconfig, &["apply", "-f", "deploy/samples/"]);
+    let listed = kubectl(kubeconfig, &["get", "dbbackup", "-n", "database", "-o", "name"]);
+    assert!(listed.contains("databasebackup-manual") && listed.contains("databasebackup-hourly"), "{listed}");
+    let rejected = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(
+                b"apiVersion: stowage.dev/v1alpha1\nkind: DatabaseBackup\nmetadata: {name: bad, namespace: database}\n\
+                  spec: {repos: [], plugin: {builtin: postgres}, database: {endpoint: 'db:5432', name: x}, compression: gzip}\n",
+            )?;
+            child.wait_with_output()
+        })
+        .expect("kubectl apply");
+    let stderr = String::from_utf8_lossy(&rejected.stderr);
+    assert!(!rejected.status.success() && stderr.contains("compression"), "an invalid resource was accepted: {stderr}");
+}
