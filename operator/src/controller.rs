@@ -311,10 +311,13 @@ async fn write_status(
         "status": {"observedGeneration": generation, "conditions": conditions, "manualTriggerTime": manual_time}
     });
     let api: Api<DatabaseBackup> = Api::namespaced(context.client.clone(), namespace);
-    api.patch_status(&backup.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map_err(Error::Status)?;
-    Ok(())
+    match api.patch_status(&backup.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+    {
+        // Deleted meanwhile: there is no status left to write.
+        Err(error) if is_status(&error, 404) => Ok(()),
+        Err(error) => Err(Error::Status(error)),
+        Ok(_) => Ok(()),
+    }
 }
 
 async fn publish(context: &Context, backup: &DatabaseBackup, type_: EventType, reason: &str, note: String) {

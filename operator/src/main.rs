@@ -1,5 +1,7 @@
 //! `stowage-operator`: `run` the controller, or print the `crd`.
 
+use std::io::IsTerminal;
+
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use stowage_api::DatabaseBackup;
@@ -33,7 +35,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Crd => print!("{}", serde_yaml::to_string(&DatabaseBackup::crd())?),
         Command::Run { runner_image } => {
             let filter = EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
             let client = kube::Client::try_default().await?;
             let context = Context::new(client, WorkloadSettings { runner_image }).await?;
             tracing::info!(cronjob = %context.cronjob_api.api_version, "stowage-operator started");

@@ -54,6 +54,16 @@ impl ControlPlane {
 
     /// Start etcd and the API server and wait until the API answers.
     pub async fn start() -> Result<Self> {
+        Self::start_components(false).await
+    }
+
+    /// Also start kube-controller-manager (Job, CronJob, garbage collector, ...), without
+    /// the node, cloud and volume controllers: nothing here runs Pods.
+    pub async fn start_with_controllers() -> Result<Self> {
+        Self::start_components(true).await
+    }
+
+    async fn start_components(controllers: bool) -> Result<Self> {
         let bin = Self::bin_dir()?;
         let dir = tempfile::tempdir()?;
         let path = dir.path();
@@ -156,8 +166,29 @@ impl ControlPlane {
                 return Err(error);
             }
         }
-        let plane = ControlPlane { processes, dir, server: format!("https://127.0.0.1:{api_port}") };
+        let mut plane = ControlPlane { processes, dir, server: format!("https://127.0.0.1:{api_port}") };
         plane.wait_ready().await?;
+        if controllers {
+            let kubeconfig = plane.access().write_kubeconfig("controller-manager", ADMIN_TOKEN)?;
+            let path = plane.dir.path().to_path_buf();
+            let file = |name: &str| path.join(name).display().to_string();
+            let manager = spawn(
+                &path,
+                "kube-controller-manager",
+                Command::new(bin.join("kube-controller-manager"))
+                    .arg(format!("--kubeconfig={}", kubeconfig.display()))
+                    .args(["--leader-elect=false", "--port=0", "--secure-port=0", "--use-service-account-credentials=false"])
+                    .arg(format!("--service-account-private-key-file={}", file("sa.key")))
+                    .arg(format!("--root-ca-file={}", file("ca.crt")))
+                    .arg(
+                        "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-attachdetach,-route,-service,\
+                         -persistentvolume-binder,-persistentvolume-expander,-pv-protection,-pvc-protection,-csrsigning,\
+                         -csrapproving,-csrcleaner,-ttl",
+                    )
+                    .arg("--feature-gates=TTLAfterFinished=true"),
+            )?;
+            plane.processes.push(manager);
+        }
         Ok(plane)
     }
 
@@ -187,9 +218,28 @@ impl ControlPlane {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// What it takes to reach the API server as anyone.
+    pub fn access(&self) -> ClusterAccess {
+        ClusterAccess { server: self.server.clone(), dir: self.dir.path().to_path_buf() }
+    }
+
+    /// A client with cluster-admin rights.
+    pub async fn client(&self) -> Result<Client> {
+        self.access().client().await
+    }
+}
+
+/// The API server's address and CA, to build kubeconfigs and tokens; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClusterAccess {
+    pub server: String,
+    dir: PathBuf,
+}
+
+impl ClusterAccess {
     /// A kubeconfig that authenticates with `token`.
     pub fn kubeconfig(&self, token: &str) -> Result<String> {
-        let ca = std::fs::read(self.dir.path().join("ca.crt"))?;
+        let ca = std::fs::read(self.dir.join("ca.crt"))?;
         let ca = base64::engine::general_purpose::STANDARD.encode(ca);
         Ok(format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\n\
@@ -201,7 +251,7 @@ impl ControlPlane {
 
     /// Write a kubeconfig for `token` into the control plane's directory; returns its path.
     pub fn write_kubeconfig(&self, name: &str, token: &str) -> Result<PathBuf> {
-        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let path = self.dir.join(format!("{name}.kubeconfig"));
         std::fs::write(&path, self.kubeconfig(token)?)?;
         Ok(path)
     }
@@ -244,4 +294,21 @@ impl Drop for ControlPlane {
             let _ = process.wait();
         }
     }
+}
+
+/// Run kubectl in the repository's root with `kubeconfig`; returns its stdout.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(args)
+        .output()
+        .context("running kubectl")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "kubectl {args:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use stowage_tests::kube::ControlPlane;
+use stowage_tests::kube::{ControlPlane, kubectl};
 use stowage_tests::stowage::workspace_binary;
 
 fn repository_root() -> &'static Path {
@@ -25,34 +25,19 @@ fn the_checked_in_crd_is_generated_from_the_rust_types() {
     );
 }
 
-fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
-    let output = Command::new("kubectl")
-        .env("KUBECONFIG", kubeconfig)
-        .current_dir(repository_root())
-        .args(args)
-        .output()
-        .expect("kubectl");
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     let plane = ControlPlane::start().await.expect("control plane");
-    let kubeconfig = plane.write_kubeconfig("admin", plane.admin_token()).expect("kubeconfig");
+    let kubeconfig = plane.access().write_kubeconfig("admin", plane.access().admin_token()).expect("kubeconfig");
     let kubeconfig = kubeconfig.as_path();
-    let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]);
+    let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]).expect("kubectl");
     assert!(applied.contains("customresourcedefinition.apiextensions.k8s.io/databasebackups.stowage.dev"), "{applied}");
-    kubectl(kubeconfig, &["wait", "--for=condition=Established", "crd/databasebackups.stowage.dev", "--timeout=30s"]);
-    kubectl(kubeconfig, &["create", "namespace", "database"]);
+    kubectl(kubeconfig, &["wait", "--for=condition=Established", "crd/databasebackups.stowage.dev", "--timeout=30s"])
+        .expect("kubectl");
+    kubectl(kubeconfig, &["create", "namespace", "database"]).expect("kubectl");
     // The API server validates the samples against the generated schema.
-    kubectl(kubeconfig, &["apply", "-f", "deploy/samples/"]);
-    let listed = kubectl(kubeconfig, &["get", "dbbackup", "-n", "database", "-o", "name"]);
+    kubectl(kubeconfig, &["apply", "-f", "deploy/samples/"]).expect("kubectl");
+    let listed = kubectl(kubeconfig, &["get", "dbbackup", "-n", "database", "-o", "name"]).expect("kubectl");
     assert!(listed.contains("databasebackup-manual") && listed.contains("databasebackup-hourly"), "{listed}");
     let rejected = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)

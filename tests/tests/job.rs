@@ -95,8 +95,8 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     create(&backups, resource("orders", &s3.endpoint)).await;
     create(&backups, resource("other", &s3.endpoint)).await;
 
-    let token = plane.service_account_token(NAMESPACE, "orders-runner").await.expect("token");
-    let kubeconfig = plane.write_kubeconfig("runner", &token).expect("kubeconfig");
+    let token = plane.access().service_account_token(NAMESPACE, "orders-runner").await.expect("token");
+    let kubeconfig = plane.access().write_kubeconfig("runner", &token).expect("kubeconfig");
     // The storage credentials under the original sample's variable names.
     let env = |name: &str, credentials: bool| {
         let mut env = vec![
