@@ -20,6 +20,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use stowage_api::{CONDITION_READY, CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup, set_condition};
 
+use crate::telemetry::{Telemetry, resource_labels};
 use crate::workloads::{
     InvalidSpec, LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, manual_job, role, role_binding,
     runner_identity, service_account,
@@ -71,6 +72,7 @@ pub struct Context {
     /// CronJob in the newest batch version the API server serves.
     pub cronjob_api: ApiResource,
     pub recorder: Recorder,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl std::fmt::Debug for Context {
@@ -81,11 +83,16 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// Discover the CronJob version and prepare the event recorder.
-    pub async fn new(client: Client, settings: WorkloadSettings) -> Result<Self, Error> {
+    pub async fn new(
+        client: Client,
+        settings: WorkloadSettings,
+        identity: &str,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, Error> {
         let cronjob_api = discover_cronjob(&client).await?;
-        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: std::env::var("HOSTNAME").ok() };
+        let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Ok(Context { client, settings, cronjob_api, recorder })
+        Ok(Context { client, settings, cronjob_api, recorder, telemetry })
     }
 }
 
@@ -123,7 +130,8 @@ pub async fn run(context: Context) {
         .await;
 }
 
-fn error_policy(_backup: Arc<DatabaseBackup>, error: &Error, _context: Arc<Context>) -> Action {
+fn error_policy(_backup: Arc<DatabaseBackup>, error: &Error, context: Arc<Context>) -> Action {
+    context.telemetry.reconcile_errors.get_or_create(&vec![("error".into(), error.metric_label().into())]).inc();
     tracing::warn!(%error, label = error.metric_label(), "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(15))
 }
@@ -144,7 +152,9 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 
 /// Bring one resource's workloads and status in line with its spec.
 pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Result<Action, Error> {
+    context.telemetry.reconciles.inc();
     let namespace = backup.namespace().ok_or(Error::NoNamespace)?;
+    observe_outcome(&context.telemetry, &namespace, &backup);
     let client = &context.client;
     let identity = runner_identity(&backup);
     apply(
@@ -178,6 +188,7 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
                 let name = job.name_any();
                 match jobs.create(&PostParams::default(), &job).await {
                     Ok(_) => {
+                        context.telemetry.jobs_created.get_or_create(&vec![("trigger".into(), "manual".into())]).inc();
                         publish(
                             &context,
                             &backup,
@@ -225,6 +236,19 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     let failure = unreported_failure(client, &namespace, &backup).await?;
     write_status(&context, &backup, &namespace, invalid.as_ref(), failure.as_ref(), manual_time).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Export the latest backup's outcome, as the runner reported it, as metrics.
+fn observe_outcome(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
+    let Some(status) = &backup.status else { return };
+    let labels = resource_labels(namespace, &backup.name_any());
+    if let Some(condition) = status.conditions.iter().find(|c| c.type_ == CONDITION_SUCCEEDED && c.status != "Unknown")
+    {
+        telemetry.backup_succeeded.get_or_create(&labels).set(i64::from(condition.status == "True"));
+    }
+    if let Some(time) = status.last_backup.as_ref().and_then(|b| b.time.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
+        telemetry.last_success.get_or_create(&labels).set(time.as_second());
+    }
 }
 
 /// A failed Job of this resource whose runner did not report (deadline exceeded, backoff

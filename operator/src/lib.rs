@@ -3,4 +3,6 @@
 //! scheduled ones, and keeps their status true.
 
 pub mod controller;
+pub mod leader;
+pub mod telemetry;
 pub mod workloads;

@@ -1,11 +1,15 @@
 //! `stowage-operator`: `run` the controller, or print the `crd`.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 use stowage_api::DatabaseBackup;
 use stowage_operator::controller::{Context, run};
+use stowage_operator::leader::LeaderElection;
+use stowage_operator::telemetry::Telemetry;
 use stowage_operator::workloads::WorkloadSettings;
 use tracing_subscriber::EnvFilter;
 
@@ -24,6 +28,15 @@ enum Command {
         /// The runner image for backup Jobs.
         #[arg(long, env = "STOWAGE_RUNNER_IMAGE", default_value = "stowage-runner:0.1.0")]
         runner_image: String,
+        /// Address of the /healthz, /readyz and /metrics endpoints.
+        #[arg(long, env = "STOWAGE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Namespace of the leader-election Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "stowage-system")]
+        lease_namespace: String,
+        /// This replica's name in the Lease.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print the DatabaseBackup CustomResourceDefinition as YAML.
     Crd,
@@ -31,20 +44,33 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Crd => print!("{}", serde_yaml::to_string(&DatabaseBackup::crd())?),
-        Command::Run { runner_image } => {
-            let filter = EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .init();
-            let client = kube::Client::try_default().await?;
-            let context = Context::new(client, WorkloadSettings { runner_image }).await?;
-            tracing::info!(cronjob = %context.cronjob_api.api_version, "stowage-operator started");
-            run(context).await;
-        }
+    let Command::Run { runner_image, listen, lease_namespace, identity } = Cli::parse().command else {
+        print!("{}", serde_yaml::to_string(&DatabaseBackup::crd())?);
+        return Ok(());
+    };
+    let filter = EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let identity = identity
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("stowage-operator-{}", std::process::id()));
+    let telemetry = Arc::new(Telemetry::default());
+    let server = tokio::spawn(Arc::clone(&telemetry).serve(listen));
+
+    let client = kube::Client::try_default().await?;
+    let context =
+        Context::new(client.clone(), WorkloadSettings { runner_image }, &identity, Arc::clone(&telemetry)).await?;
+    // Followers are healthy and ready too; only the leader reconciles.
+    telemetry.set_ready(true);
+    let election = LeaderElection::new(client, &lease_namespace, "stowage-operator", &identity);
+    election.acquire().await;
+    tracing::info!(cronjob = %context.cronjob_api.api_version, %identity, "stowage-operator reconciling");
+    tokio::select! {
+        () = run(context) => Ok(()),
+        () = election.keep() => anyhow::bail!("lost leadership; exiting so that a follower takes over"),
+        result = server => anyhow::bail!("the telemetry server stopped: {result:?}"),
     }
-    Ok(())
 }

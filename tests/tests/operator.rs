@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -22,10 +23,15 @@ const NAMESPACE: &str = "shop";
 const RUNNER_IMAGE: &str = "stowage-runner:test";
 
 /// The operator as a process, authenticated as its ServiceAccount from `deploy/`.
-struct Operator(Child);
+struct Operator {
+    child: Child,
+    /// Where its /healthz, /readyz and /metrics are served.
+    telemetry: String,
+}
 
 impl Operator {
-    async fn start(access: &ClusterAccess) -> Operator {
+    async fn start(access: &ClusterAccess, identity: &str) -> Operator {
+        let port = stowage_tests::free_port().expect("port");
         let token = access.service_account_token("stowage-system", "stowage-operator").await.expect("operator token");
         let kubeconfig = access.write_kubeconfig("operator", &token).expect("kubeconfig");
         let child = Command::new(workspace_binary("stowage-operator").expect("operator binary"))
@@ -33,18 +39,32 @@ impl Operator {
             .env_clear()
             .env("KUBECONFIG", kubeconfig)
             .env("STOWAGE_RUNNER_IMAGE", RUNNER_IMAGE)
+            .env("STOWAGE_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
+            .env("POD_NAME", identity)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start the operator");
-        Operator(child)
+        Operator { child, telemetry: format!("127.0.0.1:{port}") }
+    }
+
+    /// GET a telemetry path; returns the status line and the body.
+    async fn get(&self, path: &str) -> Option<(String, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&self.telemetry).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        Some((head.lines().next()?.to_owned(), body.to_owned()))
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -90,7 +110,7 @@ impl Cluster {
             extra_env: vec![("STOWAGE_PLUGIN_PATH".into(), plugin_dir().expect("plugins").display().to_string())],
         };
         let kubelet = FakeKubelet::start(access.clone(), client.clone(), runtime);
-        let operator = Some(Operator::start(&access).await);
+        let operator = Some(Operator::start(&access, "operator-a").await);
         Cluster { _kubelet: kubelet, operator, client, s3, plane }
     }
 
@@ -178,11 +198,28 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     assert_ne!(first, second);
     assert_eq!(cluster.jobs("orders", "manual").await.len(), 2);
 
-    // An operator restart does not run the same time again.
-    cluster.operator = None;
-    cluster.operator = Some(Operator::start(&cluster.plane.access()).await);
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(cluster.jobs("orders", "manual").await.len(), 2, "a restarted operator ran a time again");
+    // The leader serves metrics of what it did.
+    let leader = cluster.operator.as_ref().expect("operator");
+    let (status_line, _) = leader.get("/readyz").await.expect("readyz");
+    assert!(status_line.contains("200"), "{status_line}");
+    let (_, metrics) = leader.get("/metrics").await.expect("metrics");
+    assert!(metrics.contains(r#"stowage_backup_jobs_created_total{trigger="manual"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"stowage_backup_succeeded{namespace="shop",name="orders"} 1"#), "{metrics}");
+
+    // A second replica waits; when the leader dies it takes over without running a time again.
+    let standby = Operator::start(&cluster.plane.access(), "operator-b").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "stowage-system");
+    let holder = |lease: Lease| lease.spec.and_then(|spec| spec.holder_identity);
+    assert_eq!(holder(leases.get("stowage-operator").await.expect("lease")).as_deref(), Some("operator-a"));
+    cluster.operator = Some(standby);
+    eventually("the standby leads", Duration::from_secs(60), || async {
+        let lease = leases.get("stowage-operator").await.ok()?;
+        (holder(lease).as_deref() == Some("operator-b")).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cluster.jobs("orders", "manual").await.len(), 2, "a new leader ran a time again");
 
     // A missing input is reported by the runner with its own reason.
     cluster
