@@ -3,145 +3,17 @@
 //! SeaweedFS for storage.
 
 use std::future::Future;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::Role;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use stowage_api::DatabaseBackup;
-use stowage_tests::kube::{ClusterAccess, ControlPlane, kubectl};
-use stowage_tests::kubelet::{FakeKubelet, PodRuntime};
-use stowage_tests::seaweedfs::SeaweedFs;
-use stowage_tests::stowage::{binary, plugin_dir, workspace_binary};
-
-const NAMESPACE: &str = "shop";
-const RUNNER_IMAGE: &str = "stowage-runner:test";
-
-/// The operator as a process, authenticated as its ServiceAccount from `deploy/`.
-struct Operator {
-    child: Child,
-    /// Where its /healthz, /readyz and /metrics are served.
-    telemetry: String,
-}
-
-impl Operator {
-    async fn start(access: &ClusterAccess, identity: &str) -> Operator {
-        let port = stowage_tests::free_port().expect("port");
-        let token = access.service_account_token("stowage-system", "stowage-operator").await.expect("operator token");
-        let kubeconfig = access.write_kubeconfig("operator", &token).expect("kubeconfig");
-        let child = Command::new(workspace_binary("stowage-operator").expect("operator binary"))
-            .arg("run")
-            .env_clear()
-            .env("KUBECONFIG", kubeconfig)
-            .env("STOWAGE_RUNNER_IMAGE", RUNNER_IMAGE)
-            .env("STOWAGE_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
-            .env("POD_NAME", identity)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the operator");
-        Operator { child, telemetry: format!("127.0.0.1:{port}") }
-    }
-
-    /// GET a telemetry path; returns the status line and the body.
-    async fn get(&self, path: &str) -> Option<(String, String)> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(&self.telemetry).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: operator\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        Some((head.lines().next()?.to_owned(), body.to_owned()))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Everything an end-to-end test needs, stopped on drop (in reverse order).
-struct Cluster {
-    _kubelet: FakeKubelet,
-    operator: Option<Operator>,
-    client: Client,
-    s3: SeaweedFs,
-    plane: ControlPlane,
-}
-
-impl Cluster {
-    async fn start() -> Cluster {
-        let plane = ControlPlane::start_with_controllers().await.expect("control plane");
-        let s3 = SeaweedFs::start().expect("seaweedfs");
-        s3.create_bucket("backups").await.expect("bucket");
-        let access = plane.access();
-        let admin = access.write_kubeconfig("admin", access.admin_token()).expect("kubeconfig");
-        kubectl(&admin, &["apply", "-k", "deploy/"]).expect("apply deploy/");
-        kubectl(&admin, &["wait", "--for=condition=Established", "crd/databasebackups.stowage.dev", "--timeout=30s"])
-            .expect("CRD established");
-        let client = plane.client().await.expect("client");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("ns"),
-            )
-            .await
-            .expect("namespace");
-        let s3_env = s3.env();
-        let get = |key: &str| s3_env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).expect("s3 env");
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-        let secret = json!({
-            "metadata": {"name": "s3"},
-            "stringData": {"accessKeyId": get("AWS_ACCESS_KEY_ID"), "secretAccessKey": get("AWS_SECRET_ACCESS_KEY")}
-        });
-        secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("secret");
-        let runtime = PodRuntime {
-            runner_image: RUNNER_IMAGE.into(),
-            binary: binary().expect("stowage binary"),
-            extra_env: vec![("STOWAGE_PLUGIN_PATH".into(), plugin_dir().expect("plugins").display().to_string())],
-        };
-        let kubelet = FakeKubelet::start(access.clone(), client.clone(), runtime);
-        let operator = Some(Operator::start(&access, "operator-a").await);
-        Cluster { _kubelet: kubelet, operator, client, s3, plane }
-    }
-
-    fn backups(&self) -> Api<DatabaseBackup> {
-        Api::namespaced(self.client.clone(), NAMESPACE)
-    }
-
-    async fn create(&self, name: &str, spec_changes: serde_json::Value) {
-        let mut resource = json!({
-            "apiVersion": "stowage.dev/v1alpha1",
-            "kind": "DatabaseBackup",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "repos": [{"name": "s3", "secretName": "s3", "serviceEndpoint": self.s3.endpoint, "bucket": "backups", "region": "us-east-1"}],
-                "plugin": {"builtin": "generator"},
-                "database": {"endpoint": "127.0.0.1:9", "name": name, "options": {"size": "2000000"}}
-            }
-        });
-        if let (Some(spec), Some(changes)) = (resource["spec"].as_object_mut(), spec_changes.as_object()) {
-            spec.extend(changes.clone());
-        }
-        let resource: DatabaseBackup = serde_json::from_value(resource).expect("resource");
-        self.backups().create(&PostParams::default(), &resource).await.expect("create DatabaseBackup");
-    }
-
-    async fn jobs(&self, name: &str, trigger: &str) -> Vec<Job> {
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
-        let selector = format!("stowage.dev/backup={name},stowage.dev/trigger={trigger}");
-        jobs.list(&ListParams::default().labels(&selector)).await.expect("list jobs").items
-    }
-}
+use stowage_tests::cluster::{Cluster, NAMESPACE, Operator};
+use stowage_tests::kube::kubectl;
 
 /// Poll `check` until it returns a value or `timeout` passes.
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -168,7 +40,7 @@ async fn outcome(backups: &Api<DatabaseBackup>, name: &str) -> Option<(String, S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
-    let mut cluster = Cluster::start().await;
+    let mut cluster = Cluster::start().await.expect("cluster");
     let backups = cluster.backups();
     cluster.create("orders", json!({"manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}})).await;
     let first = eventually("first backup", Duration::from_secs(90), || async {
@@ -207,7 +79,7 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     assert!(metrics.contains(r#"stowage_backup_succeeded{namespace="shop",name="orders"} 1"#), "{metrics}");
 
     // A second replica waits; when the leader dies it takes over without running a time again.
-    let standby = Operator::start(&cluster.plane.access(), "operator-b").await;
+    let standby = Operator::start(&cluster.plane.access(), "operator-b").await.expect("standby");
     tokio::time::sleep(Duration::from_secs(3)).await;
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "stowage-system");
     let holder = |lease: Lease| lease.spec.and_then(|spec| spec.holder_identity);
@@ -255,7 +127,7 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_fails_without_a_report_fails_the_resource() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start().await.expect("cluster");
     let backups = cluster.backups();
     cluster
         .create(
@@ -275,7 +147,7 @@ async fn a_job_that_fails_without_a_report_fails_the_resource() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduled_triggers_become_a_cronjob_that_backs_up() {
-    let cluster = Cluster::start().await;
+    let cluster = Cluster::start().await.expect("cluster");
     let backups = cluster.backups();
     cluster
         .create("hourly", json!({"scheduledTrigger": {"enabled": true, "schedule": "* * * * *", "repo": "s3"}}))
