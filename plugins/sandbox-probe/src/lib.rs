@@ -12,33 +12,20 @@
 //! - `abandon`: write part of an artifact and return success without finishing it.
 //! - `fail`: finish an artifact, then fail.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use bindings::stowage::plugin::artifact_sink;
-use bindings::stowage::plugin::types::{
-    DatabaseSettings, Operation, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
+use stowage_plugin_sdk::{
+    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
+    artifacts, export,
 };
 
-mod bindings {
-    #![allow(missing_docs)]
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "database-plugin",
-        pub_export_macro: true,
-    });
-}
-
-fn option<'a>(settings: &'a DatabaseSettings, name: &str) -> Option<&'a str> {
-    settings.options.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-}
-
 fn artifact(name: &str, data: &[u8], finish: bool) -> Result<(), PluginError> {
-    let error = |e| PluginError::Artifact(format!("{e:?}"));
-    let writer = artifact_sink::create(name, "text/plain").map_err(error)?;
-    writer.write(data).map_err(error)?;
+    let mut writer = artifacts::create(name, "text/plain")?;
+    writer.write_all(data).map_err(|e| PluginError::Artifact(e.to_string()))?;
+    writer.flush().map_err(|e| PluginError::Artifact(e.to_string()))?;
     if finish {
-        writer.finish().map_err(error)?;
+        writer.finish()?;
     } else {
         // Leak the writer so that it is neither finished nor dropped before returning.
         std::mem::forget(writer);
@@ -63,7 +50,7 @@ fn spin() -> u64 {
 
 struct SandboxProbe;
 
-impl bindings::exports::stowage::plugin::plugin::Guest for SandboxProbe {
+impl Plugin for SandboxProbe {
     fn metadata() -> PluginMetadata {
         let spec = |name: &str, description: &str, required| SettingSpec {
             name: name.into(),
@@ -88,7 +75,8 @@ impl bindings::exports::stowage::plugin::plugin::Guest for SandboxProbe {
     }
 
     fn backup(settings: DatabaseSettings) -> Result<Summary, PluginError> {
-        match option(&settings, "probe").unwrap_or_default() {
+        let options = Options::new(&settings);
+        match options.get("probe").unwrap_or_default() {
             "spin" => Ok(summary(format!("{}", spin()))),
             "block" => {
                 let address: SocketAddr = settings
@@ -109,7 +97,7 @@ impl bindings::exports::stowage::plugin::plugin::Guest for SandboxProbe {
                 }
             }
             "connect" => {
-                let target = option(&settings, "target").unwrap_or("127.0.0.1:1");
+                let target = options.get("target").unwrap_or("127.0.0.1:1");
                 let address: SocketAddr =
                     target.parse().map_err(|_| PluginError::InvalidSettings(format!("bad target {target}")))?;
                 match TcpStream::connect(address) {
@@ -161,4 +149,4 @@ impl bindings::exports::stowage::plugin::plugin::Guest for SandboxProbe {
     }
 }
 
-bindings::export!(SandboxProbe with_types_in bindings);
+export!(SandboxProbe);

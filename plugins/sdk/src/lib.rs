@@ -1,0 +1,60 @@
+//! The kit for writing Stowage database plugins in Rust.
+//!
+//! A plugin implements [`Plugin`] (the exported `stowage:plugin/plugin` interface) and
+//! registers it with [`export!`]:
+//!
+//! ```ignore
+//! use stowage_plugin_sdk::{export, Plugin, DatabaseSettings, PluginMetadata, PluginError, RestoreOptions, Summary};
+//!
+//! struct MyDatabase;
+//! impl Plugin for MyDatabase {
+//!     fn metadata() -> PluginMetadata { /* ... */ }
+//!     fn backup(settings: DatabaseSettings) -> Result<Summary, PluginError> { /* ... */ }
+//!     fn restore(settings: DatabaseSettings, options: RestoreOptions) -> Result<Summary, PluginError> { /* ... */ }
+//! }
+//! export!(MyDatabase);
+//! ```
+//!
+//! Artifacts are written with [`artifacts::create`] (an [`std::io::Write`]) and read back
+//! with [`artifacts::open`] (an [`std::io::Read`]); [`Options`] parses plugin options;
+//! [`report`] logs and reports progress.
+
+pub mod artifacts;
+mod options;
+pub mod report;
+
+#[doc(hidden)]
+pub mod bindings {
+    #![allow(missing_docs)]
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "database-plugin",
+        pub_export_macro: true,
+        default_bindings_module: "stowage_plugin_sdk::bindings",
+    });
+}
+
+pub use bindings::exports::stowage::plugin::plugin::Guest as Plugin;
+pub use bindings::stowage::plugin::types::{
+    ArtifactError, DatabaseSettings, Operation, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
+};
+pub use options::Options;
+
+impl From<ArtifactError> for PluginError {
+    fn from(error: ArtifactError) -> Self {
+        PluginError::Artifact(match error {
+            ArtifactError::InvalidName(name) => format!("invalid artifact name {name:?}"),
+            ArtifactError::AlreadyExists(name) => format!("artifact {name} already exists"),
+            ArtifactError::NotFound(name) => format!("no artifact {name}"),
+            ArtifactError::NotAllowed(message) | ArtifactError::Io(message) => message,
+        })
+    }
+}
+
+/// Register the type implementing [`Plugin`] as the component's export.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ident) => {
+        $crate::bindings::export!($plugin with_types_in $crate::bindings);
+    };
+}
