@@ -82,18 +82,25 @@ pub fn service_account(backup: &DatabaseBackup) -> Value {
     })
 }
 
-/// What the runner may do: read this one resource, write its status, create Events.
+/// What the runner may do: read this one resource, write its status, create Events, and
+/// read the ConfigMap holding its plugin, if any.
 pub fn role(backup: &DatabaseBackup) -> Value {
     let name = backup.name_any();
+    let mut rules = vec![
+        json!({"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups"], "resourceNames": [name], "verbs": ["get"]}),
+        json!({"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups/status"], "resourceNames": [name], "verbs": ["get", "patch"]}),
+        json!({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
+    ];
+    if let Some(map) = &backup.spec.plugin.config_map {
+        rules.push(
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [map.name], "verbs": ["get"]}),
+        );
+    }
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": metadata(backup, &runner_identity(backup), None),
-        "rules": [
-            {"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups"], "resourceNames": [name], "verbs": ["get"]},
-            {"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups/status"], "resourceNames": [name], "verbs": ["get", "patch"]},
-            {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}
-        ]
+        "rules": rules
     })
 }
 

@@ -166,6 +166,7 @@ pub async fn run_backup(
         started_at,
         finished_at: Utc::now(),
         plugin: PluginEntry {
+            source: plugin.source.clone(),
             name: metadata.name.clone(),
             version: metadata.version.clone(),
             sha256: plugin.sha256.clone(),

@@ -161,6 +161,9 @@ pub struct PluginArgs {
     /// A plugin component (.wasm path) or the name of a builtin plugin.
     #[arg(long, env = "STOWAGE_PLUGIN")]
     pub plugin: String,
+    /// The plugin's expected sha256 (hex); checked before anything is compiled.
+    #[arg(long, env = "STOWAGE_PLUGIN_SHA256")]
+    pub plugin_sha256: Option<String>,
     /// Directories searched for builtin plugins, `:`-separated.
     #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
@@ -187,7 +190,8 @@ impl PluginArgs {
             .clone()
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/stowage/plugins")));
         let engine = PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))?;
-        let plugin = engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path))?;
+        let plugin =
+            engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path), self.plugin_sha256.as_deref())?;
         Ok((engine, plugin))
     }
 }

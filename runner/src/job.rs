@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -90,13 +91,24 @@ impl JobError {
     }
 }
 
+/// Where the plugin component comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PluginChoice {
+    /// A plugin of the runner image, found in the plugin path.
+    Builtin(String),
+    /// A `binaryData` (or `data`) key of a ConfigMap in the resource's namespace.
+    ConfigMap { name: String, key: String },
+}
+
 /// Everything a backup needs, checked.
 #[derive(Debug)]
 struct Plan {
     repo: Repo,
     location: RepoLocation,
     s3: S3Options,
-    plugin: String,
+    plugin: PluginChoice,
+    /// The pinned sha256 of the plugin, checked before it is compiled.
+    plugin_sha256: Option<String>,
     request: BackupRequest,
 }
 
@@ -151,7 +163,8 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
     };
 
     let plugin = match (&spec.plugin.builtin, &spec.plugin.config_map, &spec.plugin.url, &spec.plugin.oci) {
-        (Some(builtin), None, None, None) => builtin.clone(),
+        (Some(builtin), None, None, None) => PluginChoice::Builtin(builtin.clone()),
+        (None, Some(map), None, None) => PluginChoice::ConfigMap { name: map.name.clone(), key: map.key.clone() },
         (None, None, None, None) => return Err(JobError::invalid("InvalidSpec", "spec.plugin names no source")),
         (Some(_), _, _, _) | (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
             return Err(JobError::invalid("InvalidSpec", "spec.plugin must name exactly one source"));
@@ -159,7 +172,7 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
         _ => {
             return Err(JobError::invalid(
                 "PluginSourceUnsupported",
-                "this runner loads builtin plugins only; configMap, url and oci sources are not supported yet",
+                "this runner loads builtin and configMap plugins; url and oci sources are not supported yet",
             ));
         }
     };
@@ -221,6 +234,7 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
         location,
         s3,
         plugin,
+        plugin_sha256: spec.plugin.sha256.clone(),
         request: BackupRequest {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -305,13 +319,13 @@ pub async fn run_job(inputs: JobInputs) -> Result<BackupReport, JobError> {
     let name = inputs.resource_name.clone().ok_or(JobError::MissingEnvironment("BACKUP_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
-    let api: Api<DatabaseBackup> = Api::namespaced(client, &namespace);
+    let api: Api<DatabaseBackup> = Api::namespaced(client.clone(), &namespace);
     let resource = api
         .get_opt(&name)
         .await?
         .ok_or_else(|| JobError::ResourceNotFound { namespace: namespace.clone(), name: name.clone() })?;
     let mut status = StatusWriter::new(api, &resource, &name);
-    let result = backup(&resource, &namespace, &name, &inputs, &mut status).await;
+    let result = backup(&client, &resource, &namespace, &name, &inputs, &mut status).await;
     if let Err(error) = &result {
         status.failed(error).await;
     }
@@ -319,6 +333,7 @@ pub async fn run_job(inputs: JobInputs) -> Result<BackupReport, JobError> {
 }
 
 async fn backup(
+    client: &Client,
     resource: &DatabaseBackup,
     namespace: &str,
     name: &str,
@@ -328,7 +343,15 @@ async fn backup(
     let plan = plan(resource, namespace, name, inputs)?;
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let plugin = engine.load(&locate(&plan.plugin, &inputs.plugin_path)).map_err(BackupError::from)?;
+    let pin = plan.plugin_sha256.as_deref();
+    let plugin = match &plan.plugin {
+        PluginChoice::Builtin(name) => engine.load(&locate(name, &inputs.plugin_path), pin),
+        PluginChoice::ConfigMap { name, key } => {
+            let bytes = config_map_plugin(client, namespace, name, key).await?;
+            engine.load_bytes(&format!("configMap:{name}/{key}"), &bytes, pin)
+        }
+    }
+    .map_err(BackupError::from)?;
     let repository = Repository::open(&plan.location, &plan.s3).await;
 
     status.apply("Unknown", "BackupRunning", &format!("Backing up to repository {}", plan.repo.name), None).await?;
@@ -349,6 +372,20 @@ async fn backup(
     });
     status.apply("True", "BackupSucceeded", "Database has been archived", None).await?;
     Ok(report)
+}
+
+/// The plugin component stored in a ConfigMap key (`binaryData`, or `data` for text).
+async fn config_map_plugin(client: &Client, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, JobError> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let map = maps
+        .get_opt(name)
+        .await?
+        .ok_or_else(|| JobError::invalid("PluginNotFound", format!("ConfigMap {name} of the plugin does not exist")))?;
+    let binary = map.binary_data.and_then(|data| data.get(key).map(|bytes| bytes.0.clone()));
+    let text = || map.data.as_ref().and_then(|data| data.get(key).map(|text| text.clone().into_bytes()));
+    binary
+        .or_else(text)
+        .ok_or_else(|| JobError::invalid("PluginNotFound", format!("ConfigMap {name} has no key {key}")))
 }
 
 /// Write the bytes backed up so far every [`PROGRESS_INTERVAL`] until aborted.

@@ -46,6 +46,8 @@ impl Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginEntry {
+    /// Where the component came from (a path, `builtin:NAME`, `configMap:NAME/KEY`).
+    pub source: String,
     pub name: String,
     pub version: String,
     /// sha256 of the plugin component, lowercase hex.

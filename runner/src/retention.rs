@@ -57,6 +57,7 @@ mod tests {
             started_at,
             finished_at: started_at,
             plugin: PluginEntry {
+                source: "builtin:p".into(),
                 name: "p".into(),
                 version: "1".into(),
                 sha256: "00".into(),

@@ -6,10 +6,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use stowage_api::DatabaseBackup;
 use stowage_tests::cluster::{Cluster, NAMESPACE, Operator};
@@ -172,4 +172,55 @@ async fn scheduled_triggers_become_a_cronjob_that_backs_up() {
         listed.trim().is_empty().then_some(())
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_from_configmaps_are_pinned_by_digest() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let backups = cluster.backups();
+    let wasm = std::fs::read(stowage_tests::stowage::plugin("generator").expect("plugin")).expect("read plugin");
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&wasm))
+    };
+    let maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let map = json!({"metadata": {"name": "plugins"}, "binaryData": {"generator.wasm": base64_encode(&wasm)}});
+    maps.create(&PostParams::default(), &serde_json::from_value(map).expect("configmap")).await.expect("create");
+
+    let source = |sha256: &str| json!({"configMap": {"name": "plugins", "key": "generator.wasm"}, "sha256": sha256});
+    let manual = json!({"enabled": true, "time": "t1", "repo": "s3"});
+    cluster.create("pinned", json!({"plugin": source(&digest), "manualTrigger": manual})).await;
+    let wrong = "0".repeat(64);
+    cluster.create("mispinned", json!({"plugin": source(&wrong), "manualTrigger": manual})).await;
+    for (name, expected) in [("pinned", "BackupSucceeded"), ("mispinned", "PluginDigestMismatch")] {
+        let reason = eventually(name, Duration::from_secs(90), || async {
+            match outcome(&backups, name).await {
+                Some((status, reason, _)) if status != "Unknown" => Some(reason),
+                _ => None,
+            }
+        })
+        .await;
+        assert_eq!(reason, expected, "{name}");
+    }
+    let manifest = cluster
+        .s3
+        .client()
+        .list_objects_v2()
+        .bucket("backups")
+        .prefix(format!("{NAMESPACE}/pinned/"))
+        .send()
+        .await
+        .expect("list");
+    let key =
+        manifest.contents().iter().filter_map(|o| o.key()).find(|k| k.ends_with("manifest.json")).expect("manifest");
+    let object = cluster.s3.client().get_object().bucket("backups").key(key).send().await.expect("get");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&object.body.collect().await.expect("read").into_bytes()).expect("json");
+    assert_eq!(manifest["plugin"]["source"], "configMap:plugins/generator.wasm");
+    assert_eq!(manifest["plugin"]["sha256"], digest.as_str());
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }

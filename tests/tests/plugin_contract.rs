@@ -73,3 +73,19 @@ fn compiled_plugins_are_cached_by_digest_and_a_bad_cache_entry_is_recompiled() {
     assert!(again.stderr.contains("ignoring unusable precompiled plugin"), "{}", again.stderr);
     assert!(std::fs::read(&cached[0]).expect("cache entry").len() > 1000, "the cache entry was not rewritten");
 }
+
+#[test]
+fn pins_and_size_limits_are_checked_before_compiling() {
+    let wrong = "0".repeat(64);
+    let mismatch = run(["plugin", "inspect", "--plugin", "generator", "--plugin-sha256", &wrong], &[])
+        .and_then(|r| r.failed())
+        .expect("refused");
+    assert!(mismatch.stderr.contains(&format!("but {wrong} is pinned")), "{}", mismatch.stderr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge).and_then(|f| f.set_len(65 << 20)).expect("sparse file");
+    let oversized = run(["plugin", "inspect", "--plugin", huge.to_str().expect("path")], &[])
+        .and_then(|r| r.failed())
+        .expect("refused");
+    assert!(oversized.stderr.contains("bytes; the limit is 67108864"), "{}", oversized.stderr);
+}

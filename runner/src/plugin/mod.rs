@@ -34,6 +34,8 @@ pub use sandbox::Limits;
 pub const WIT_PACKAGE: &str = "stowage:plugin";
 /// The WIT version this host implements; plugins built for any `0.1.x` work.
 pub const WIT_VERSION: &str = "0.1.0";
+/// The largest plugin component accepted.
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 /// How often the epoch advances: the granularity of deadlines.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Time allowed for `metadata`, which must not touch the network.
@@ -44,6 +46,10 @@ const METADATA_DEADLINE: Duration = Duration::from_secs(10);
 pub enum PluginError {
     #[error("cannot read plugin {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error("plugin {path} is {size} bytes; the limit is {limit}")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("plugin {path} has sha256 {actual}, but {expected} is pinned")]
+    DigestMismatch { path: String, expected: String, actual: String },
     #[error("{path} is not a WebAssembly component; plugins are wasm32-wasip2 components")]
     NotAComponent { path: String },
     #[error("cannot compile plugin {path}: {message}")]
@@ -71,6 +77,8 @@ impl PluginError {
     pub fn reason(&self) -> &'static str {
         match self {
             PluginError::Read { .. } => "PluginUnreadable",
+            PluginError::TooLarge { .. } => "PluginTooLarge",
+            PluginError::DigestMismatch { .. } => "PluginDigestMismatch",
             PluginError::NotAComponent { .. } | PluginError::NotAPlugin { .. } => "PluginInvalid",
             PluginError::Compile { .. } => "PluginCompileFailed",
             PluginError::UnsupportedWitVersion { .. } => "PluginWitVersionUnsupported",
@@ -158,21 +166,36 @@ impl PluginEngine {
         Ok(PluginEngine { engine, linker, cache_dir, stop_ticker })
     }
 
-    /// Read, check and prepare a plugin component.
-    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+    /// Read, check and prepare a plugin component; with `expected_sha256`, the file must
+    /// have that digest.
+    pub fn load(&self, path: &Path, expected_sha256: Option<&str>) -> Result<Plugin, PluginError> {
         let label = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: label.clone(), source })?;
-        self.load_bytes(&label, &bytes)
+        let read_error = |source| PluginError::Read { path: label.clone(), source };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        if size > MAX_PLUGIN_BYTES {
+            return Err(PluginError::TooLarge { path: label, size, limit: MAX_PLUGIN_BYTES });
+        }
+        let bytes = std::fs::read(path).map_err(read_error)?;
+        self.load_bytes(&label, &bytes, expected_sha256)
     }
 
-    /// Check and prepare a plugin component given as bytes; `label` names it in errors.
-    pub fn load_bytes(&self, label: &str, bytes: &[u8]) -> Result<Plugin, PluginError> {
+    /// Check and prepare a plugin component given as bytes; `label` names it in errors
+    /// and in manifests. Size and digest are checked before anything is compiled.
+    pub fn load_bytes(&self, label: &str, bytes: &[u8], expected_sha256: Option<&str>) -> Result<Plugin, PluginError> {
         let path = label.to_owned();
+        if bytes.len() as u64 > MAX_PLUGIN_BYTES {
+            return Err(PluginError::TooLarge { path, size: bytes.len() as u64, limit: MAX_PLUGIN_BYTES });
+        }
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        if let Some(expected) = expected_sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(PluginError::DigestMismatch { path, expected: expected.to_owned(), actual: sha256 });
+        }
         // A component's preamble: "\0asm", version 0x0d, layer 1.
         if bytes.len() < 8 || bytes[..4] != *b"\0asm" || bytes[4..8] != [0x0d, 0x00, 0x01, 0x00] {
             return Err(PluginError::NotAComponent { path });
         }
-        let sha256 = hex::encode(Sha256::digest(bytes));
         let component = self
             .compile(bytes, &sha256)
             .map_err(|e| PluginError::Compile { path: path.clone(), message: format!("{e:#}") })?;
@@ -185,7 +208,7 @@ impl PluginEngine {
             |e: wasmtime::Error| PluginError::Incompatible { path: path.clone(), message: format!("{e:#}") };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(incompatible)?;
         let pre = DatabasePluginPre::new(instance_pre).map_err(incompatible)?;
-        Ok(Plugin { pre, label: path, sha256, wit_version, size: bytes.len() as u64 })
+        Ok(Plugin { pre, source: path, sha256, wit_version, size: bytes.len() as u64 })
     }
 
     fn exported_wit_version(&self, component: &Component) -> Option<String> {
@@ -257,7 +280,8 @@ fn supported_version(version: &str) -> bool {
 /// A loaded plugin, ready to run any number of times.
 pub struct Plugin {
     pre: DatabasePluginPre<PluginState>,
-    label: String,
+    /// Where the component came from (a path, `builtin:NAME`, `configMap:NAME/KEY`).
+    pub source: String,
     /// sha256 of the component, lowercase hex.
     pub sha256: String,
     /// The `stowage:plugin` version the plugin exports.
@@ -268,7 +292,7 @@ pub struct Plugin {
 
 impl std::fmt::Debug for Plugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plugin").field("label", &self.label).field("sha256", &self.sha256).finish_non_exhaustive()
+        f.debug_struct("Plugin").field("source", &self.source).field("sha256", &self.sha256).finish_non_exhaustive()
     }
 }
 
@@ -315,7 +339,7 @@ impl Plugin {
     pub async fn metadata(&self) -> Result<PluginMetadata, PluginError> {
         let limits = Limits { deadline: METADATA_DEADLINE, ..Limits::default() };
         let (result, _) = self
-            .run(Job::Describe, Vec::new(), &limits, &self.label, async |instance, store| {
+            .run(Job::Describe, Vec::new(), &limits, &self.source, async |instance, store| {
                 instance.stowage_plugin_plugin().call_metadata(store).await
             })
             .await;
