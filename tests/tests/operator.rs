@@ -38,6 +38,17 @@ async fn outcome(backups: &Api<DatabaseBackup>, name: &str) -> Option<(String, S
     Some((condition.status.clone(), condition.reason.clone(), status.last_backup.map(|b| b.id)))
 }
 
+/// The reason of the `Succeeded` condition once the backup has ended either way.
+async fn settled_reason(backups: &Api<DatabaseBackup>, name: &str, timeout: Duration) -> String {
+    eventually(&format!("outcome of {name}"), timeout, || async {
+        match outcome(backups, name).await {
+            Some((status, reason, _)) if status != "Unknown" => Some(reason),
+            _ => None,
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     let mut cluster = Cluster::start().await.expect("cluster");
@@ -103,14 +114,7 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
             }),
         )
         .await;
-    let reason = eventually("failure reported", Duration::from_secs(90), || async {
-        match outcome(&backups, "no-credentials").await {
-            Some((status, reason, _)) if status == "False" => Some(reason),
-            _ => None,
-        }
-    })
-    .await;
-    assert_eq!(reason, "MissingStorageCredentials");
+    assert_eq!(settled_reason(&backups, "no-credentials", Duration::from_secs(90)).await, "MissingStorageCredentials");
 
     // Deleting the resource garbage-collects what the operator created for it.
     backups.delete("orders", &DeleteParams::foreground()).await.expect("delete");
@@ -135,14 +139,7 @@ async fn a_job_that_fails_without_a_report_fails_the_resource() {
             json!({"runnerImage": "no-such-image:1", "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}}),
         )
         .await;
-    let reason = eventually("job failure reported", Duration::from_secs(150), || async {
-        match outcome(&backups, "bad-image").await {
-            Some((status, reason, _)) if status == "False" => Some(reason),
-            _ => None,
-        }
-    })
-    .await;
-    assert_eq!(reason, "JobBackoffLimitExceeded");
+    assert_eq!(settled_reason(&backups, "bad-image", Duration::from_secs(150)).await, "JobBackoffLimitExceeded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,14 +190,7 @@ async fn plugins_from_configmaps_are_pinned_by_digest() {
     let wrong = "0".repeat(64);
     cluster.create("mispinned", json!({"plugin": source(&wrong), "manualTrigger": manual})).await;
     for (name, expected) in [("pinned", "BackupSucceeded"), ("mispinned", "PluginDigestMismatch")] {
-        let reason = eventually(name, Duration::from_secs(90), || async {
-            match outcome(&backups, name).await {
-                Some((status, reason, _)) if status != "Unknown" => Some(reason),
-                _ => None,
-            }
-        })
-        .await;
-        assert_eq!(reason, expected, "{name}");
+        assert_eq!(settled_reason(&backups, name, Duration::from_secs(90)).await, expected, "{name}");
     }
     let manifest = cluster
         .s3
