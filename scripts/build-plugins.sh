@@ -10,18 +10,13 @@ out_dir=$STOWAGE_GUEST_TARGET/wasm32-wasip2/release
 export STOWAGE_PLUGIN_DIR=${STOWAGE_PLUGIN_DIR:-$out_dir}
 
 guest_cargo() {
-  # rustup's cargo comes first on PATH; plugins need Debian's 1.96 with std sources,
-  # and its clippy and rustfmt.
-  (cd "$STOWAGE_ROOT/plugins" && \
-    RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc CARGO_TARGET_DIR="$STOWAGE_GUEST_TARGET" \
-    CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-L native=$STOWAGE_CACHE/wasi-libc/usr/lib/wasm32-wasip2 -C link-arg=--wasm-ld-path=/usr/lib/llvm-22/bin/wasm-ld" \
-    PATH=/usr/bin:$PATH CARGO=/usr/bin/cargo RUSTFMT=/usr/bin/rustfmt "$@")
+  (cd "$STOWAGE_ROOT/plugins" && CARGO_TARGET_DIR="$STOWAGE_GUEST_TARGET" "$STOWAGE_ROOT/scripts/guest-cargo" "$@")
 }
 
 case "${1:-build}" in
   build)
     log "building plugins (wasm32-wasip2)"
-    guest_cargo cargo build --release --locked
+    guest_cargo build --release --locked
     mkdir -p "$STOWAGE_PLUGIN_DIR"
     for wasm in "$out_dir"/stowage_plugin_*.wasm; do
       name=$(basename "$wasm" .wasm); name=${name#stowage_plugin_}; name=${name//_/-}
@@ -30,8 +25,8 @@ case "${1:-build}" in
     done
     ;;
   lint)
-    guest_cargo cargo-fmt --all -- --check
-    guest_cargo cargo-clippy clippy --release --locked -- -D warnings
+    guest_cargo fmt --all -- --check
+    guest_cargo clippy --release --locked -- -D warnings
     ;;
   *) die "usage: build-plugins.sh [build|lint]" ;;
 esac
