@@ -28,5 +28,6 @@ for line in open(sys.argv[1]):
 PY
 log "following $guide in $work"
 cd "$work"
-STOWAGE_SRC="$STOWAGE_ROOT" PATH="$STOWAGE_HOST_TARGET/debug:$PATH" bash "$work/guide.sh"
+# A reader's fresh shell: no cargo target directory of ours leaks in.
+env -u CARGO_TARGET_DIR STOWAGE_SRC="$STOWAGE_ROOT" PATH="$STOWAGE_HOST_TARGET/debug:$PATH" bash "$work/guide.sh"
 log "the guide produced a working plugin"
