@@ -499,40 +499,27 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
         None => None,
     };
     let repository = args.repo.open().await?;
-    let manifests = repository.list(only).await?;
-    let incomplete: Vec<_> =
-        repository.scan(only).await?.into_iter().filter(|dir| dir.manifest_key().is_none()).collect();
-    writeln!(
-        out,
-        "{:<24} {:<26} {:<20} {:>12} {:>12}  {:<10} PLUGIN",
-        "CONFIG", "BACKUP", "STARTED", "SIZE", "STORED", "STATUS"
-    )?;
-    for manifest in &manifests {
-        writeln!(
-            out,
-            "{:<24} {:<26} {:<20} {:>12} {:>12}  {:<10} {} {}",
-            format!("{}/{}", manifest.namespace, manifest.name),
-            manifest.backup_id,
-            manifest.started_at.format("%Y-%m-%d %H:%M:%S"),
-            manifest.raw_size(),
-            manifest.stored_size(),
-            "complete",
-            manifest.plugin.name,
-            manifest.plugin.version,
-        )?;
-    }
-    // Directories without a manifest: running now, or leftovers the next backup removes.
-    for dir in &incomplete {
-        writeln!(
-            out,
-            "{:<24} {:<26} {:<20} {:>12} {:>12}  {:<10} -",
-            format!("{}/{}", dir.namespace, dir.name),
-            dir.id,
-            "-",
-            "-",
-            dir.stored_size(),
-            "incomplete",
-        )?;
+    let row = |config: &str, id: &str, started: &str, size: &str, stored: &str, status: &str, plugin: &str| {
+        format!("{config:<24} {id:<26} {started:<20} {size:>12} {stored:>12}  {status:<10} {plugin}")
+    };
+    writeln!(out, "{}", row("CONFIG", "BACKUP", "STARTED", "SIZE", "STORED", "STATUS", "PLUGIN"))?;
+    // One listing of the objects; directories without a manifest are running now or are
+    // leftovers that the next backup of their configuration removes.
+    for dir in repository.scan(only).await? {
+        let config = format!("{}/{}", dir.namespace, dir.name);
+        let line = match repository.manifest(&dir).await? {
+            Some(manifest) => row(
+                &config,
+                &manifest.backup_id,
+                &manifest.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                &manifest.raw_size().to_string(),
+                &manifest.stored_size().to_string(),
+                "complete",
+                &format!("{} {}", manifest.plugin.name, manifest.plugin.version),
+            ),
+            None => row(&config, &dir.id, "-", "-", &dir.stored_size().to_string(), "incomplete", "-"),
+        };
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

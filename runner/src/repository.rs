@@ -154,13 +154,19 @@ impl Repository {
             .collect())
     }
 
+    /// The manifest of a backup directory; `None` if it was never committed.
+    pub async fn manifest(&self, directory: &BackupDir) -> Result<Option<Manifest>, RepositoryError> {
+        match directory.manifest_key() {
+            Some(key) => Ok(Some(self.read_manifest(key).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// Every committed backup, optionally only those of one configuration, oldest first.
     pub async fn list(&self, config: Option<(&str, &str)>) -> Result<Vec<Manifest>, RepositoryError> {
         let mut manifests = Vec::new();
         for directory in self.scan(config).await? {
-            if let Some(key) = directory.manifest_key() {
-                manifests.push(self.read_manifest(key).await?);
-            }
+            manifests.extend(self.manifest(&directory).await?);
         }
         manifests.sort_by(|a, b| (a.started_at, &a.backup_id).cmp(&(b.started_at, &b.backup_id)));
         Ok(manifests)
