@@ -356,10 +356,17 @@ async fn backup(
 
     status.apply("Unknown", "BackupRunning", &format!("Backing up to repository {}", plan.repo.name), None).await?;
     let started = Instant::now();
-    let reporter =
-        tokio::spawn(report_progress(status.clone(), Arc::clone(&plan.request.written), plan.repo.name.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let reporter = tokio::spawn(report_progress(
+        status.clone(),
+        Arc::clone(&plan.request.written),
+        plan.repo.name.clone(),
+        stopped,
+    ));
     let result = run_backup(&plugin, &repository, &plan.request).await;
-    reporter.abort();
+    // Let a progress write in flight finish first, so that it cannot land after the outcome.
+    let _ = stop.send(());
+    let _ = reporter.await;
     let report = result?;
     let manifest = &report.manifest;
     status.last_backup = Some(LastBackup {
@@ -388,12 +395,21 @@ async fn config_map_plugin(client: &Client, namespace: &str, name: &str, key: &s
         .ok_or_else(|| JobError::invalid("PluginNotFound", format!("ConfigMap {name} has no key {key}")))
 }
 
-/// Write the bytes backed up so far every [`PROGRESS_INTERVAL`] until aborted.
-async fn report_progress(mut status: StatusWriter, written: Arc<AtomicU64>, repo: String) {
+/// Write the bytes backed up so far every [`PROGRESS_INTERVAL`] until `stop` fires; a
+/// write in progress is completed, never cut off.
+async fn report_progress(
+    mut status: StatusWriter,
+    written: Arc<AtomicU64>,
+    repo: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut interval = tokio::time::interval(PROGRESS_INTERVAL);
     interval.tick().await;
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = &mut stop => return,
+        }
         let progress = Progress { bytes: written.load(Ordering::Relaxed), updated: now_rfc3339() };
         let message = format!("Backing up to repository {repo}: {} bytes so far", progress.bytes);
         if let Err(error) = status.apply("Unknown", "BackupRunning", &message, Some(progress)).await {
