@@ -46,7 +46,6 @@ impl From<StoreError> for DownloadError {
 pub struct ArtifactDownload {
     chunks: mpsc::Receiver<Result<Bytes, DownloadError>>,
     current: Bytes,
-    name: String,
     ended: bool,
 }
 
@@ -62,13 +61,12 @@ impl ArtifactDownload {
         let source = SyncIoBridge::new(reader);
         let (tx, rx) = mpsc::channel(CHUNKS_QUEUED);
         let entry = entry.clone();
-        let name = entry.name.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(error) = decode(source, &entry, &identities, &tx) {
                 let _ = tx.blocking_send(Err(error));
             }
         });
-        Ok(ArtifactDownload { chunks: rx, current: Bytes::new(), name, ended: false })
+        Ok(ArtifactDownload { chunks: rx, current: Bytes::new(), ended: false })
     }
 
     /// Up to `max` plain bytes; empty at the verified end of the artifact.
@@ -94,11 +92,6 @@ impl ArtifactDownload {
             }
             total += chunk.len() as u64;
         }
-    }
-
-    /// The artifact's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 
