@@ -8,6 +8,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use serde_json::json;
 use stowage_api::DatabaseBackup;
+use stowage_operator::workloads::{role, role_binding, runner_identity, service_account};
 use stowage_tests::kube::ControlPlane;
 use stowage_tests::seaweedfs::SeaweedFs;
 use stowage_tests::stowage::{Run, run};
@@ -22,38 +23,13 @@ where
     api.create(&PostParams::default(), &object).await.expect("create")
 }
 
-/// The namespace, the CRD and what the operator gives each resource's runner.
+/// The namespace and the CRD.
 async fn install(plane: &ControlPlane) -> kube::Client {
     let client = plane.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &DatabaseBackup::crd()).await.expect("create CRD");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": NAMESPACE}})).await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
-    create(&accounts, json!({"metadata": {"name": "orders-runner"}})).await;
-    let roles: Api<Role> = Api::namespaced(client.clone(), NAMESPACE);
-    create(
-        &roles,
-        json!({
-            "metadata": {"name": "orders-runner"},
-            "rules": [
-                {"apiGroups": ["stowage.dev"], "resources": ["databasebackups"], "resourceNames": ["orders"], "verbs": ["get"]},
-                {"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["orders"], "verbs": ["patch"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
-            ]
-        }),
-    )
-    .await;
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), NAMESPACE);
-    create(
-        &bindings,
-        json!({
-            "metadata": {"name": "orders-runner"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "orders-runner"},
-            "subjects": [{"kind": "ServiceAccount", "name": "orders-runner", "namespace": NAMESPACE}]
-        }),
-    )
-    .await;
     // The CRD is served once it is established.
     let backups: Api<DatabaseBackup> = Api::namespaced(client.clone(), NAMESPACE);
     for _ in 0..100 {
@@ -94,8 +70,18 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     let backups: Api<DatabaseBackup> = Api::namespaced(client.clone(), NAMESPACE);
     create(&backups, resource("orders", &s3.endpoint)).await;
     create(&backups, resource("other", &s3.endpoint)).await;
+    // The runner's identity exactly as the operator creates it, for "orders" only.
+    let orders = backups.get("orders").await.expect("get");
+    let apply = PatchParams::apply("stowage-operator");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    let roles: Api<Role> = Api::namespaced(client.clone(), NAMESPACE);
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), NAMESPACE);
+    let identity = runner_identity(&orders);
+    accounts.patch(&identity, &apply, &Patch::Apply(service_account(&orders))).await.expect("service account");
+    roles.patch(&identity, &apply, &Patch::Apply(role(&orders))).await.expect("role");
+    bindings.patch(&identity, &apply, &Patch::Apply(role_binding(&orders))).await.expect("role binding");
 
-    let token = plane.access().service_account_token(NAMESPACE, "orders-runner").await.expect("token");
+    let token = plane.access().service_account_token(NAMESPACE, &identity).await.expect("token");
     let kubeconfig = plane.access().write_kubeconfig("runner", &token).expect("kubeconfig");
     // The storage credentials under the original sample's variable names.
     let env = |name: &str, credentials: bool| {
