@@ -1,0 +1,101 @@
+//! A backup: one snapshot, three sections (see [`crate::script`]).
+
+use std::io;
+
+use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
+use stowage_plugin_sdk::{PluginError, Summary, report};
+
+use crate::catalog::{self, Statement};
+use crate::protocol::{CopyOutError, quote_literal};
+use crate::script::{MEDIA_TYPE, SECTIONS, ScriptWriter};
+use crate::{Config, failure};
+
+/// Rows between two progress reports within a table.
+const PROGRESS_ROWS: u64 = 10_000;
+
+fn artifact_error(error: io::Error) -> PluginError {
+    PluginError::Artifact(error.to_string())
+}
+
+fn start_section(name: &str, database: &str) -> Result<ScriptWriter<ArtifactWriter>, PluginError> {
+    ScriptWriter::new(artifacts::create(name, MEDIA_TYPE)?, name, database).map_err(artifact_error)
+}
+
+fn statements_section(name: &str, database: &str, statements: &[Statement]) -> Result<(), PluginError> {
+    let mut section = start_section(name, database)?;
+    for statement in statements {
+        section.statement(&statement.description, &statement.sql).map_err(artifact_error)?;
+    }
+    section.into_inner().finish()?;
+    Ok(())
+}
+
+pub fn run(config: &Config) -> Result<Summary, PluginError> {
+    let database = config.connect.database.as_str();
+    let mut connection = config.connect()?;
+    // One snapshot for the catalog and every table; read-only, so it never blocks writers.
+    connection
+        .execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL search_path = ''; \
+             SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {}",
+            quote_literal(&config.lock_timeout)
+        ))
+        .map_err(|e| failure("starting the snapshot", e))?;
+    let catalog = catalog::read(&mut connection, &config.selection).map_err(|e| failure("reading the catalog", e))?;
+    for object in &catalog.cyclic {
+        report::warn(&format!("{object} is part of a dependency cycle; it is created in catalog order"));
+    }
+    report::info(&format!(
+        "PostgreSQL {}: {} schema objects, {} tables",
+        connection.server_version,
+        catalog.pre_data.len(),
+        catalog.tables.len()
+    ));
+    statements_section(SECTIONS[0], database, &catalog.pre_data)?;
+
+    let mut data = start_section(SECTIONS[1], database)?;
+    let total_tables = catalog.tables.len() as u64;
+    let (mut rows, mut bytes) = (0u64, 0u64);
+    for (done, table) in catalog.tables.iter().enumerate() {
+        data.copy(&format!("TABLE DATA {}", table.name), &table.copy_in()).map_err(artifact_error)?;
+        let (table_rows_before, table_bytes_before) = (rows, bytes);
+        connection
+            .copy_out(&table.copy_out(), |row| {
+                data.rows(row)?;
+                rows += 1;
+                bytes += row.len() as u64;
+                if rows % PROGRESS_ROWS == 0 {
+                    report::progress(&table.name, done as u64, Some(total_tables), rows);
+                }
+                Ok(())
+            })
+            .map_err(|error| match error {
+                CopyOutError::Database(error) => failure(&format!("copying table {}", table.name), error),
+                CopyOutError::Sink(error) => artifact_error(error),
+            })?;
+        data.end_rows().map_err(artifact_error)?;
+        report::progress(&table.name, done as u64 + 1, Some(total_tables), rows);
+        report::debug(&format!(
+            "table {}: {} rows, {} bytes",
+            table.name,
+            rows - table_rows_before,
+            bytes - table_bytes_before
+        ));
+    }
+    data.into_inner().finish()?;
+
+    statements_section(SECTIONS[2], database, &catalog.post_data)?;
+    connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
+    let server_version = connection.server_version.clone();
+    connection.close();
+    Ok(Summary {
+        description: format!("database {database}: {total_tables} tables, {rows} rows"),
+        attributes: vec![
+            ("server_version".into(), server_version),
+            ("tables".into(), total_tables.to_string()),
+            ("rows".into(), rows.to_string()),
+            ("data_bytes".into(), bytes.to_string()),
+            ("schema_objects".into(), catalog.pre_data.len().to_string()),
+        ],
+    })
+}

@@ -1,0 +1,227 @@
+//! What a backup contains, read from the system catalogs inside the backup's snapshot:
+//! the statements that create the schema objects (in dependency order), the tables whose
+//! rows are copied, and the statements that run after the data.
+//!
+//! The server renders the SQL itself (`pg_get_viewdef`, `pg_get_constraintdef`,
+//! `format('%I')`, ...) with an empty `search_path`, so every name comes out quoted where
+//! needed and schema-qualified, exactly as PostgreSQL would parse it back.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use crate::protocol::{Connection, Error, Row, quote_identifier, quote_literal};
+
+/// Which parts of the database a backup covers.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only these schemas (all user schemas when empty).
+    pub schemas: Vec<String>,
+    /// Never these schemas.
+    pub exclude_schemas: Vec<String>,
+    /// Tables (`schema.table`) whose definition is kept but whose rows are not.
+    pub exclude_table_data: Vec<String>,
+}
+
+impl Selection {
+    /// Prefix `query` (which filters on `schemas`) with the selected schemas.
+    fn scoped(&self, query: &str) -> String {
+        let array = |names: &[String]| {
+            let items: Vec<String> = names.iter().map(|name| quote_literal(name)).collect();
+            format!("ARRAY[{}]::text[]", items.join(", "))
+        };
+        let schemas = include_str!("sql/schemas.sql")
+            .replace("$INCLUDE", &array(&self.schemas))
+            .replace("$EXCLUDE", &array(&self.exclude_schemas));
+        format!("WITH schemas AS (\n{schemas}\n)\n{query}")
+    }
+}
+
+/// One statement of the script, with what it is for error messages and logs.
+#[derive(Debug, Clone)]
+pub struct Statement {
+    pub description: String,
+    pub sql: String,
+}
+
+/// A table whose rows are copied.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// `schema.table`, unquoted, for people.
+    pub name: String,
+    /// Quoted and qualified, for SQL.
+    pub quoted: String,
+    /// The quoted columns COPY reads and writes.
+    pub columns: String,
+}
+
+impl Table {
+    /// The statement that reads the rows.
+    pub fn copy_out(&self) -> String {
+        format!("COPY {} ({}) TO STDOUT", self.quoted, self.columns)
+    }
+
+    /// The statement that loads them again.
+    pub fn copy_in(&self) -> String {
+        format!("COPY {} ({}) FROM stdin;", self.quoted, self.columns)
+    }
+}
+
+/// Everything a backup writes, but the rows.
+#[derive(Debug)]
+pub struct Catalog {
+    pub pre_data: Vec<Statement>,
+    pub tables: Vec<Table>,
+    pub post_data: Vec<Statement>,
+    /// Objects whose dependencies form a cycle, created in a fixed order instead.
+    pub cyclic: Vec<String>,
+}
+
+fn text(row: &Row, column: usize) -> String {
+    row.get(column).cloned().flatten().unwrap_or_default()
+}
+
+/// Lock the selected tables against schema changes and read the catalog. Must run in
+/// the backup's transaction, before anything else reads data.
+pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalog, Error> {
+    let mut tables: Vec<Table> = connection
+        .query(&selection.scoped(include_str!("sql/tables.sql")))?
+        .iter()
+        .map(|row| Table { name: text(row, 0), quoted: text(row, 1), columns: text(row, 2) })
+        .collect();
+    // As pg_dump does: nobody may drop or alter a table while its rows are read.
+    for batch in tables.chunks(500) {
+        let names: Vec<&str> = batch.iter().map(|table| table.quoted.as_str()).collect();
+        connection.execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))?;
+    }
+    tables.retain(|table| !selection.exclude_table_data.contains(&table.name));
+
+    let objects = connection.query(&selection.scoped(include_str!("sql/objects.sql")))?;
+    let dependencies = connection.query(include_str!("sql/dependencies.sql"))?;
+    let aliases = connection.query(include_str!("sql/aliases.sql"))?;
+    let post = connection.query(&selection.scoped(include_str!("sql/post_data.sql")))?;
+
+    let nodes: Vec<Node> = objects
+        .iter()
+        .map(|row| Node {
+            key: text(row, 0),
+            statement: Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) },
+            refresh: row.get(5).cloned().flatten(),
+        })
+        .collect();
+    let edges: Vec<(String, String)> = dependencies.iter().map(|row| (text(row, 0), text(row, 1))).collect();
+    let aliases: Vec<(String, String)> = aliases.iter().map(|row| (text(row, 0), text(row, 1))).collect();
+    let (order, cyclic) = dependency_order(&nodes, &edges, &aliases);
+
+    let mut pre_data = Vec::new();
+    let mut refreshes = Vec::new();
+    for index in order {
+        let node = &nodes[index];
+        if !node.statement.sql.is_empty() {
+            pre_data.push(node.statement.clone());
+        }
+        if let Some(refresh) = &node.refresh {
+            refreshes.push(Statement {
+                description: format!("REFRESH {}", node.statement.description),
+                sql: refresh.clone(),
+            });
+        }
+    }
+    let statement =
+        |row: &Row| Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) };
+    // Materialized views are filled after the indexes and triggers, before comments.
+    let (before_comments, comments): (Vec<&Row>, Vec<&Row>) = post.iter().partition(|row| text(row, 0) != "9");
+    let post_data =
+        before_comments.into_iter().map(statement).chain(refreshes).chain(comments.into_iter().map(statement));
+    let cyclic = cyclic.into_iter().map(|index| nodes[index].statement.description.clone()).collect();
+    Ok(Catalog { pre_data, tables, post_data: post_data.collect(), cyclic })
+}
+
+/// A schema object created before the data.
+struct Node {
+    /// `catalog oid:object oid`, the identity pg_depend uses.
+    key: String,
+    statement: Statement,
+    refresh: Option<String>,
+}
+
+/// Order `nodes` so every object comes after what it depends on; among objects free to
+/// go, the catalog's order (kind, then name) decides. Returns the order and the objects
+/// caught in dependency cycles (appended in catalog order).
+fn dependency_order(
+    nodes: &[Node],
+    dependencies: &[(String, String)],
+    aliases: &[(String, String)],
+) -> (Vec<usize>, Vec<usize>) {
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, node)| (node.key.as_str(), i)).collect();
+    let mut alias: HashMap<&str, &str> = HashMap::new();
+    for (part, whole) in aliases {
+        alias.entry(part.as_str()).or_insert(whole.as_str());
+    }
+    // Follow part-of links (an array type -> its element -> its extension) to a node.
+    let resolve = |key: &str| {
+        let mut key = key;
+        for _ in 0..8 {
+            if let Some(&node) = index.get(key) {
+                return Some(node);
+            }
+            key = alias.get(key)?;
+        }
+        None
+    };
+    let mut edges = HashSet::new();
+    for (dependent, dependency) in dependencies {
+        if let (Some(after), Some(before)) = (resolve(dependent), resolve(dependency))
+            && after != before
+        {
+            edges.insert((before, after));
+        }
+    }
+    let mut waiting_for = vec![0usize; nodes.len()];
+    let mut followers = vec![Vec::new(); nodes.len()];
+    for &(before, after) in &edges {
+        waiting_for[after] += 1;
+        followers[before].push(after);
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        (0..nodes.len()).filter(|&i| waiting_for[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(Reverse(node)) = ready.pop() {
+        order.push(node);
+        for &follower in &followers[node] {
+            waiting_for[follower] -= 1;
+            if waiting_for[follower] == 0 {
+                ready.push(Reverse(follower));
+            }
+        }
+    }
+    let cyclic: Vec<usize> = (0..nodes.len()).filter(|&i| waiting_for[i] > 0).collect();
+    order.extend(&cyclic);
+    (order, cyclic)
+}
+
+/// Statements that make a database empty again: every user schema and extension goes,
+/// then `public` comes back as a new database has it.
+pub fn clear_statements(connection: &mut Connection) -> Result<Vec<String>, Error> {
+    let mut statements: Vec<String> = connection
+        .query("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1")?
+        .iter()
+        .map(|row| format!("DROP EXTENSION IF EXISTS {} CASCADE", quote_identifier(&text(row, 0))))
+        .collect();
+    let schemas = connection.query(
+        "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1",
+    )?;
+    statements
+        .extend(schemas.iter().map(|row| format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_identifier(&text(row, 0)))));
+    statements.extend([
+        "CREATE SCHEMA public AUTHORIZATION pg_database_owner".to_owned(),
+        "GRANT USAGE ON SCHEMA public TO PUBLIC".to_owned(),
+        "COMMENT ON SCHEMA public IS 'standard public schema'".to_owned(),
+    ]);
+    Ok(statements)
+}
+
+/// How many user objects a database holds (a new database holds none).
+pub fn user_objects(connection: &mut Connection) -> Result<u64, Error> {
+    let rows = connection.query(include_str!("sql/user_objects.sql"))?;
+    Ok(rows.first().map(|row| text(row, 0)).and_then(|n| n.parse().ok()).unwrap_or(0))
+}

@@ -1,0 +1,141 @@
+//! The PostgreSQL plugin: a consistent logical backup of one database, taken in a single
+//! REPEATABLE READ, READ ONLY transaction, written as SQL scripts that `psql` can replay
+//! (see [`script`]), and restored through the same sandboxed connection.
+//!
+//! Options: `sslmode`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`
+//! (see [`Config`] and `docs/postgres.md`).
+
+mod backup;
+mod catalog;
+mod protocol;
+mod restore;
+mod script;
+
+use stowage_plugin_sdk::{
+    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
+    export,
+};
+
+use crate::catalog::Selection;
+use crate::protocol::{ConnectOptions, Connection, Error, TlsMode};
+
+/// The user when the resource names none, as in libpq.
+const DEFAULT_USER: &str = "postgres";
+
+/// What the options ask for.
+struct Config {
+    connect: ConnectOptions,
+    selection: Selection,
+    /// How long the backup waits for a table lock (a PostgreSQL interval).
+    lock_timeout: String,
+}
+
+/// A comma-separated option as a list.
+fn list(options: &Options<'_>, name: &str) -> Vec<String> {
+    options
+        .get(name)
+        .map(|value| value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+impl Config {
+    fn from(settings: &DatabaseSettings) -> Result<Self, PluginError> {
+        let options = Options::new(settings);
+        let sslmode = options.get("sslmode").unwrap_or("disable");
+        let tls = TlsMode::parse(sslmode).ok_or_else(|| {
+            PluginError::InvalidSettings(format!(
+                "option sslmode: {sslmode:?} is not one of disable, require, verify-ca, verify-full"
+            ))
+        })?;
+        if settings.database.is_empty() {
+            return Err(PluginError::InvalidSettings("the database name is missing".into()));
+        }
+        Ok(Config {
+            connect: ConnectOptions {
+                addresses: settings.addresses.clone(),
+                database: settings.database.clone(),
+                user: settings.user.clone().unwrap_or_else(|| DEFAULT_USER.into()),
+                password: settings.password.clone(),
+                tls,
+            },
+            selection: Selection {
+                schemas: list(&options, "schemas"),
+                exclude_schemas: list(&options, "exclude-schemas"),
+                exclude_table_data: list(&options, "exclude-table-data"),
+            },
+            lock_timeout: options.get("lock-timeout").unwrap_or("5min").to_owned(),
+        })
+    }
+
+    /// Log in, or say precisely why not.
+    fn connect(&self) -> Result<Connection, PluginError> {
+        Connection::connect(&self.connect).map_err(|error| self.connect_error(error))
+    }
+
+    fn connect_error(&self, error: Error) -> PluginError {
+        let ConnectOptions { user, database, addresses, .. } = &self.connect;
+        let at = addresses.join(", ");
+        match &error {
+            Error::Io(_) | Error::Tls(_) => PluginError::Connection(format!("PostgreSQL at {at}: {error}")),
+            Error::Authentication(_) => PluginError::Authentication(format!("user {user:?} at {at}: {error}")),
+            Error::Server(server) if server.code.starts_with("28") => PluginError::Authentication(format!(
+                "PostgreSQL refused user {user:?} for database {database:?}: {error}"
+            )),
+            _ => failure(&format!("connecting to database {database:?}"), error),
+        }
+    }
+}
+
+/// A failure while working on the database, with what was being done.
+fn failure(doing: &str, error: Error) -> PluginError {
+    let lost = |error: &Error| format!("{doing}: the connection to the database was lost: {error}");
+    match &error {
+        Error::Io(_) => PluginError::Connection(lost(&error)),
+        // Operator intervention (the server shuts down, the database is dropped, the
+        // session is terminated) and connection exceptions.
+        Error::Server(server) if server.code.starts_with("57") || server.code.starts_with("08") => {
+            PluginError::Connection(lost(&error))
+        }
+        _ => PluginError::Database(format!("{doing}: {error}")),
+    }
+}
+
+struct PostgresPlugin;
+
+impl Plugin for PostgresPlugin {
+    fn metadata() -> PluginMetadata {
+        let option = |name: &str, description: &str, default: Option<&str>| SettingSpec {
+            name: name.into(),
+            description: description.into(),
+            required: false,
+            default_value: default.map(Into::into),
+        };
+        PluginMetadata {
+            name: "postgres".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "PostgreSQL: consistent logical backup and restore as psql-replayable SQL".into(),
+            operations: vec![Operation::Backup, Operation::Restore],
+            settings: vec![
+                option(
+                    "sslmode",
+                    "disable, or require / verify-ca / verify-full (refused until TLS is supported)",
+                    Some("disable"),
+                ),
+                option("schemas", "Comma-separated schemas to back up (default: all user schemas)", None),
+                option("exclude-schemas", "Comma-separated schemas to leave out", None),
+                option("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),
+                option("lock-timeout", "How long to wait for a table lock (PostgreSQL interval)", Some("5min")),
+            ],
+        }
+    }
+
+    fn backup(settings: DatabaseSettings) -> Result<Summary, PluginError> {
+        backup::run(&Config::from(&settings)?)
+    }
+
+    fn restore(settings: DatabaseSettings, options: RestoreOptions) -> Result<Summary, PluginError> {
+        restore::run(&Config::from(&settings)?, options.replace_existing)
+    }
+}
+
+export!(PostgresPlugin);

@@ -1,0 +1,112 @@
+//! A restore: the three sections replayed in one transaction, so a failure leaves the
+//! target database as it was.
+
+use std::io::{self, BufReader};
+
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+
+use crate::protocol::{ConnectOptions, Connection, Error, quote_identifier};
+use crate::script::{Entry, SECTIONS, ScriptReader};
+use crate::{Config, catalog, failure};
+
+/// Bytes read from an artifact at a time.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Characters of a failing statement quoted in the error.
+const EXCERPT: usize = 300;
+
+/// Why loading rows stopped.
+enum RowsError {
+    Artifact(io::Error),
+    Database(Error),
+}
+
+impl From<io::Error> for RowsError {
+    fn from(error: io::Error) -> Self {
+        RowsError::Artifact(error)
+    }
+}
+
+fn artifact_error(error: io::Error) -> PluginError {
+    PluginError::Artifact(error.to_string())
+}
+
+fn statement_failure(what: &str, sql: &str, error: Error) -> PluginError {
+    let mut excerpt: String = sql.chars().take(EXCERPT).collect();
+    if excerpt.len() < sql.len() {
+        excerpt.push_str("...");
+    }
+    failure(&format!("restoring {what} (statement: {excerpt})"), error)
+}
+
+/// Connect to the target database, creating it first when it does not exist and the
+/// user may create databases.
+fn connect_or_create(config: &Config) -> Result<Connection, PluginError> {
+    let database = &config.connect.database;
+    match Connection::connect(&config.connect) {
+        Ok(connection) => Ok(connection),
+        Err(error) if error.code() == Some("3D000") => {
+            let maintenance = ConnectOptions { database: "postgres".into(), ..config.connect.clone() };
+            let mut admin = Connection::connect(&maintenance).map_err(|e| config.connect_error(e))?;
+            admin
+                .execute(&format!("CREATE DATABASE {}", quote_identifier(database)))
+                .map_err(|e| failure(&format!("database {database:?} does not exist, and creating it failed"), e))?;
+            admin.close();
+            report::info(&format!("created database {database}"));
+            config.connect()
+        }
+        Err(error) => Err(config.connect_error(error)),
+    }
+}
+
+pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginError> {
+    let database = config.connect.database.as_str();
+    let mut connection = connect_or_create(config)?;
+    let existing = catalog::user_objects(&mut connection).map_err(|e| failure("inspecting the target database", e))?;
+    connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;
+    if existing > 0 {
+        if !replace_existing {
+            return Err(PluginError::Database(format!(
+                "database {database:?} is not empty ({existing} user objects); restore into an empty database, \
+                 or ask to replace its contents (stowage restore --replace)"
+            )));
+        }
+        report::warn(&format!("replacing the {existing} user objects of database {database}"));
+        let clear = catalog::clear_statements(&mut connection).map_err(|e| failure("listing what to replace", e))?;
+        for statement in clear {
+            connection.execute(&statement).map_err(|e| statement_failure("clearing the database", &statement, e))?;
+        }
+    }
+
+    let (mut tables, mut rows) = (0u64, 0u64);
+    for section in SECTIONS {
+        let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(section)?);
+        let mut script = ScriptReader::new(reader);
+        while let Some(entry) = script.next_entry().map_err(artifact_error)? {
+            match entry {
+                Entry::Sql { what, sql } => {
+                    connection.execute(&sql).map_err(|e| statement_failure(&what, &sql, e))?;
+                }
+                Entry::Copy { what, sql } => {
+                    connection.copy_in(&sql).map_err(|e| statement_failure(&what, &sql, e))?;
+                    let loaded = script
+                        .rows(|batch| connection.copy_data(batch).map_err(RowsError::Database))
+                        .map_err(|error| match error {
+                            RowsError::Artifact(error) => artifact_error(error),
+                            RowsError::Database(error) => failure(&format!("loading {what}"), error),
+                        })?;
+                    connection.copy_done().map_err(|e| failure(&format!("loading {what}"), e))?;
+                    tables += 1;
+                    rows += loaded;
+                    report::progress(&what, tables, None, rows);
+                }
+            }
+        }
+    }
+    connection.execute("COMMIT").map_err(|e| failure("committing the restore", e))?;
+    connection.close();
+    Ok(Summary {
+        description: format!("database {database}: {tables} tables, {rows} rows restored"),
+        attributes: vec![("tables".into(), tables.to_string()), ("rows".into(), rows.to_string())],
+    })
+}

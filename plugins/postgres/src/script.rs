@@ -1,0 +1,177 @@
+//! The artifact format: three SQL scripts that `psql` replays on its own, in this order:
+//! `pre-data.sql` (schema objects), `data.sql` (one `COPY ... FROM stdin` block per
+//! table), `post-data.sql` (sequence values, constraints, indexes, triggers, comments).
+//!
+//! Every statement is preceded by a header comment, `-- stowage:sql <bytes> <what>` or
+//! `-- stowage:copy <bytes> <what>`, giving the exact length of the statement that follows
+//! so the restore finds statement boundaries without parsing SQL (function bodies contain
+//! semicolons). After a `copy` statement come the rows in COPY text format and a line
+//! `\.`, which a row can never be (COPY escapes backslashes). psql ignores the headers.
+//! The format is described for people in `docs/postgres.md`.
+
+use std::io::{self, BufRead, Write};
+
+/// The artifacts of a backup, in replay order.
+pub const SECTIONS: [&str; 3] = ["pre-data.sql", "data.sql", "post-data.sql"];
+
+/// Media type of every artifact.
+pub const MEDIA_TYPE: &str = "application/sql";
+
+/// Session settings at the top of every section, so each replays on its own.
+const SETTINGS: [&str; 5] = [
+    "SET client_encoding = 'UTF8';",
+    "SET standard_conforming_strings = on;",
+    "SET check_function_bodies = false;",
+    "SET client_min_messages = warning;",
+    "SELECT pg_catalog.set_config('search_path', '', false);",
+];
+
+const HEADER: &str = "-- stowage:";
+const END_OF_ROWS: &[u8] = b"\\.\n";
+
+/// Rows sent to the server in one message when restoring.
+const ROW_BATCH: usize = 256 * 1024;
+
+/// Writes one section.
+pub struct ScriptWriter<W: Write> {
+    out: W,
+}
+
+/// Make `what` fit on the header line.
+fn one_line(what: &str) -> String {
+    what.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+impl<W: Write> ScriptWriter<W> {
+    /// Start section `name` of a backup of `database`.
+    pub fn new(mut out: W, name: &str, database: &str) -> io::Result<Self> {
+        writeln!(out, "-- Stowage backup of PostgreSQL database {}: {name}", one_line(database))?;
+        writeln!(out, "-- Replay the sections in order with psql: {}", SECTIONS.join(", then "))?;
+        writeln!(out, "--   psql --single-transaction -v ON_ERROR_STOP=1 -d TARGET -f SECTION")?;
+        writeln!(out)?;
+        let mut writer = ScriptWriter { out };
+        for setting in SETTINGS {
+            writer.statement("SETTING", setting)?;
+        }
+        Ok(writer)
+    }
+
+    /// One SQL statement (or several that belong together).
+    pub fn statement(&mut self, what: &str, sql: &str) -> io::Result<()> {
+        writeln!(self.out, "{HEADER}sql {} {}", sql.len(), one_line(what))?;
+        self.out.write_all(sql.as_bytes())?;
+        self.out.write_all(b"\n\n")
+    }
+
+    /// A `COPY ... FROM stdin;` statement; rows follow with [`ScriptWriter::rows`].
+    pub fn copy(&mut self, what: &str, sql: &str) -> io::Result<()> {
+        writeln!(self.out, "{HEADER}copy {} {}", sql.len(), one_line(what))?;
+        self.out.write_all(sql.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Rows in COPY text format, each ending in a newline.
+    pub fn rows(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)
+    }
+
+    /// End the rows of the current COPY.
+    pub fn end_rows(&mut self) -> io::Result<()> {
+        self.out.write_all(END_OF_ROWS)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// The underlying writer, to finish it.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+/// What a section holds, one at a time.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    Sql {
+        what: String,
+        sql: String,
+    },
+    /// Rows follow; read them with [`ScriptReader::rows`].
+    Copy {
+        what: String,
+        sql: String,
+    },
+}
+
+/// Reads one section.
+pub struct ScriptReader<R: BufRead> {
+    input: R,
+    line: Vec<u8>,
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+impl<R: BufRead> ScriptReader<R> {
+    pub fn new(input: R) -> Self {
+        ScriptReader { input, line: Vec::new() }
+    }
+
+    /// The next entry, skipping comments and blank lines; `None` at the end.
+    pub fn next_entry(&mut self) -> io::Result<Option<Entry>> {
+        loop {
+            self.line.clear();
+            if self.input.read_until(b'\n', &mut self.line)? == 0 {
+                return Ok(None);
+            }
+            let line = String::from_utf8_lossy(&self.line);
+            let Some(header) = line.trim_end().strip_prefix(HEADER) else {
+                continue;
+            };
+            let mut fields = header.splitn(3, ' ');
+            let kind = fields.next().unwrap_or_default().to_owned();
+            let length: usize = fields
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| invalid(format!("malformed entry header {:?}", line.trim_end())))?;
+            let what = fields.next().unwrap_or_default().to_owned();
+            let mut sql = vec![0u8; length];
+            self.input.read_exact(&mut sql)?;
+            let sql = String::from_utf8(sql).map_err(|_| invalid(format!("{what}: the statement is not UTF-8")))?;
+            return match kind.as_str() {
+                "sql" => Ok(Some(Entry::Sql { what, sql })),
+                "copy" => {
+                    self.line.clear();
+                    self.input.read_until(b'\n', &mut self.line)?;
+                    Ok(Some(Entry::Copy { what, sql }))
+                }
+                other => Err(invalid(format!("unknown entry kind {other:?}"))),
+            };
+        }
+    }
+
+    /// Hand the rows of the current COPY to `send` in batches of whole rows; returns the
+    /// number of rows.
+    pub fn rows<E: From<io::Error>>(&mut self, mut send: impl FnMut(&[u8]) -> Result<(), E>) -> Result<u64, E> {
+        let mut batch = Vec::with_capacity(ROW_BATCH);
+        let mut rows = 0;
+        loop {
+            self.line.clear();
+            if self.input.read_until(b'\n', &mut self.line)? == 0 {
+                return Err(invalid("the rows end without \\.".into()).into());
+            }
+            if self.line == END_OF_ROWS {
+                break;
+            }
+            rows += 1;
+            batch.extend_from_slice(&self.line);
+            if batch.len() >= ROW_BATCH {
+                send(&batch)?;
+                batch.clear();
+            }
+        }
+        if !batch.is_empty() {
+            send(&batch)?;
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,128 @@
+-- Schema objects created before the data, one row each:
+-- key (catalog oid:object oid, matching pg_depend), kind, name, statement, rank (the
+-- order when dependencies allow any), and for populated materialized views the REFRESH
+-- statement that runs after the data.
+SELECT n.tableoid || ':' || n.oid, 'SCHEMA', quote_ident(n.nspname),
+       CASE WHEN n.nspname = 'public' THEN '' ELSE format('CREATE SCHEMA %I;', n.nspname) END, 1, NULL
+FROM pg_namespace n
+WHERE n.oid IN (SELECT oid FROM schemas)
+UNION ALL
+SELECT x.tableoid || ':' || x.oid, 'EXTENSION', quote_ident(x.extname),
+       format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I VERSION %L;', x.extname, n.nspname, x.extversion), 2, NULL
+FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
+WHERE n.oid IN (SELECT oid FROM schemas)
+UNION ALL
+SELECT CASE WHEN t.typtype = 'c' THEN c.tableoid || ':' || c.oid ELSE t.tableoid || ':' || t.oid END,
+       CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, format('%I.%I', n.nspname, t.typname),
+       CASE t.typtype
+           WHEN 'e' THEN format('CREATE TYPE %I.%I AS ENUM (%s);', n.nspname, t.typname,
+               (SELECT string_agg(quote_literal(e.enumlabel), ', ' ORDER BY e.enumsortorder)
+                FROM pg_enum e WHERE e.enumtypid = t.oid))
+           WHEN 'c' THEN format(E'CREATE TYPE %I.%I AS (\n    %s\n);', n.nspname, t.typname,
+               (SELECT string_agg(format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod))
+                       || CASE WHEN a.attcollation <> 0 AND a.attcollation <> at.typcollation
+                               THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END,
+                       E',\n    ' ORDER BY a.attnum)
+                FROM pg_attribute a JOIN pg_type at ON at.oid = a.atttypid
+                WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped))
+           WHEN 'd' THEN format('CREATE DOMAIN %I.%I AS %s%s%s%s%s;', n.nspname, t.typname,
+               format_type(t.typbasetype, t.typtypmod),
+               CASE WHEN t.typcollation <> 0 AND t.typcollation <> bt.typcollation
+                    THEN ' COLLATE ' || t.typcollation::regcollation::text ELSE '' END,
+               CASE WHEN t.typdefaultbin IS NOT NULL
+                    THEN ' DEFAULT ' || pg_get_expr(t.typdefaultbin, 0) ELSE '' END,
+               CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END,
+               (SELECT coalesce(string_agg(format(' CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), ''
+                                           ORDER BY k.conname), '')
+                FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'))
+           ELSE format('CREATE TYPE %I.%I AS RANGE (SUBTYPE = %s%s%s, MULTIRANGE_TYPE_NAME = %s);', n.nspname, t.typname,
+               format_type(r.rngsubtype, NULL),
+               CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation
+                    THEN ', COLLATION = ' || r.rngcollation::regcollation::text ELSE '' END,
+               CASE WHEN r.rngsubdiff <> 0 THEN ', SUBTYPE_DIFF = ' || r.rngsubdiff::regproc::text ELSE '' END,
+               r.rngmultitypid::regtype::text)
+       END, 3, NULL
+FROM pg_type t
+JOIN pg_namespace n ON n.oid = t.typnamespace
+LEFT JOIN pg_class c ON c.oid = t.typrelid
+LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+LEFT JOIN pg_range r ON r.rngtypid = t.oid
+LEFT JOIN pg_type st ON st.oid = r.rngsubtype
+WHERE n.oid IN (SELECT oid FROM schemas)
+  AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND c.relkind = 'c'))
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = t.tableoid AND e.objid = t.oid AND e.deptype = 'e')
+UNION ALL
+SELECT p.tableoid || ':' || p.oid, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+       p.oid::regprocedure::text, pg_get_functiondef(p.oid) || ';', 4, NULL
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND p.prokind IN ('f', 'p')
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = p.tableoid AND e.objid = p.oid AND e.deptype IN ('e', 'i'))
+UNION ALL
+SELECT c.tableoid || ':' || c.oid, 'SEQUENCE', format('%I.%I', n.nspname, c.relname),
+       format('CREATE %sSEQUENCE %I.%I AS %s INCREMENT BY %s MINVALUE %s MAXVALUE %s START WITH %s CACHE %s%s;',
+              CASE WHEN c.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END, n.nspname, c.relname,
+              format_type(s.seqtypid, NULL), s.seqincrement, s.seqmin, s.seqmax, s.seqstart, s.seqcache,
+              CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END), 5, NULL
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
+WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind = 'S'
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype IN ('e', 'i'))
+UNION ALL
+SELECT c.tableoid || ':' || c.oid, 'TABLE', format('%I.%I', n.nspname, c.relname),
+       format('CREATE %sTABLE %I.%I %s%s%s;',
+              CASE WHEN c.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END, n.nspname, c.relname,
+              CASE WHEN c.relispartition
+                   THEN format('PARTITION OF %s%s %s',
+                               (SELECT h.inhparent::regclass::text FROM pg_inherits h WHERE h.inhrelid = c.oid),
+                               CASE WHEN checks.list IS NULL THEN '' ELSE E' (\n    ' || checks.list || E'\n)' END,
+                               pg_get_expr(c.relpartbound, c.oid))
+                   ELSE E'(\n    ' || concat_ws(E',\n    ', columns.list, checks.list) || E'\n)' END,
+              CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END,
+              CASE WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')' ELSE '' END),
+       6, NULL
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN LATERAL (
+    SELECT string_agg(
+               format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod))
+               || CASE WHEN a.attcollation <> 0 AND a.attcollation <> at.typcollation
+                       THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END
+               || CASE WHEN a.attgenerated = 's' THEN ' GENERATED ALWAYS AS (' || pg_get_expr(d.adbin, d.adrelid) || ') STORED'
+                       WHEN d.adbin IS NOT NULL THEN ' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid)
+                       ELSE '' END
+               || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
+               || coalesce((
+                      SELECT format(' GENERATED %s AS IDENTITY (SEQUENCE NAME %I.%I START WITH %s INCREMENT BY %s MINVALUE %s MAXVALUE %s CACHE %s%s)',
+                                    CASE a.attidentity WHEN 'a' THEN 'ALWAYS' ELSE 'BY DEFAULT' END, sn.nspname, sc.relname,
+                                    s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache,
+                                    CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END)
+                      FROM pg_depend sd
+                      JOIN pg_class sc ON sc.oid = sd.objid AND sc.relkind = 'S'
+                      JOIN pg_namespace sn ON sn.oid = sc.relnamespace
+                      JOIN pg_sequence s ON s.seqrelid = sc.oid
+                      WHERE a.attidentity <> '' AND sd.classid = c.tableoid AND sd.refclassid = c.tableoid
+                        AND sd.refobjid = c.oid AND sd.refobjsubid = a.attnum AND sd.deptype = 'i'), ''),
+               E',\n    ' ORDER BY a.attnum) AS list
+    FROM pg_attribute a
+    JOIN pg_type at ON at.oid = a.atttypid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+) columns
+CROSS JOIN LATERAL (
+    SELECT string_agg(format('CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), E',\n    ' ORDER BY k.conname) AS list
+    FROM pg_constraint k
+    WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.conislocal
+) checks
+WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p')
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT c.tableoid || ':' || c.oid, CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'MATERIALIZED VIEW' END,
+       format('%I.%I', n.nspname, c.relname),
+       format(CASE c.relkind WHEN 'v' THEN E'CREATE VIEW %I.%I%s AS\n%s;' ELSE E'CREATE MATERIALIZED VIEW %I.%I%s AS\n%s\n  WITH NO DATA;' END,
+              n.nspname, c.relname,
+              CASE WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')' ELSE '' END,
+              rtrim(pg_get_viewdef(c.oid), ';')),
+       7, CASE WHEN c.relkind = 'm' AND c.relispopulated THEN format('REFRESH MATERIALIZED VIEW %I.%I;', n.nspname, c.relname) END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('v', 'm')
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+ORDER BY 5, 3

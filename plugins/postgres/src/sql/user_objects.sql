@@ -1,0 +1,9 @@
+-- User objects in the connected database; a database fresh from template1 has none.
+WITH user_schemas AS (
+    SELECT oid, nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'
+)
+SELECT (SELECT count(*) FROM user_schemas WHERE nspname <> 'public')
+     + (SELECT count(*) FROM pg_class WHERE relnamespace IN (SELECT oid FROM user_schemas))
+     + (SELECT count(*) FROM pg_type WHERE typnamespace IN (SELECT oid FROM user_schemas))
+     + (SELECT count(*) FROM pg_proc WHERE pronamespace IN (SELECT oid FROM user_schemas))
+     + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
