@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod kube;
 pub mod kubelet;
+pub mod postgres;
 pub mod seaweedfs;
 pub mod stowage;
 

@@ -1,0 +1,205 @@
+//! Throwaway PostgreSQL 15 clusters on loopback ports, with users for every
+//! authentication method the plugin supports.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use tempfile::TempDir;
+
+use crate::{Result, free_port, wait_until};
+
+/// Where Debian installs PostgreSQL 15 (scripts/setup/services.sh).
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The password of every user with one.
+pub const PASSWORD: &str = "stowage-secret";
+
+/// Users and how they log in over TCP (see `pg_hba.conf` below).
+pub const SCRAM_USER: &str = "postgres";
+pub const MD5_USER: &str = "md5_user";
+pub const CLEARTEXT_USER: &str = "cleartext_user";
+pub const TRUST_USER: &str = "trust_user";
+
+const HBA: &str = "\
+local all all trust
+host all trust_user 127.0.0.1/32 trust
+host all cleartext_user 127.0.0.1/32 password
+# md5 lets users whose password is stored as SCRAM use SCRAM.
+host all all 127.0.0.1/32 md5
+";
+
+/// A running cluster; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct Postgres {
+    server: Child,
+    _dir: TempDir,
+    pub port: u16,
+}
+
+/// PostgreSQL refuses to run as root; tests running as root run it as `postgres`.
+fn as_server_user(program: &str) -> Result<Command> {
+    let root = std::fs::metadata("/proc/self")?.uid() == 0;
+    Ok(if root {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    })
+}
+
+fn give_to_server_user(path: &Path) -> Result<()> {
+    if std::fs::metadata("/proc/self")?.uid() == 0 {
+        let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(path).status()?;
+        anyhow::ensure!(status.success(), "chown {} failed", path.display());
+    }
+    Ok(())
+}
+
+fn checked(output: Output, what: &str) -> Result<String> {
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+impl Postgres {
+    /// initdb, start, and create the test users.
+    pub fn start() -> Result<Self> {
+        anyhow::ensure!(Path::new(BIN).join("postgres").is_file(), "PostgreSQL 15 is missing: run ./dev setup");
+        let dir = tempfile::tempdir()?;
+        let data = dir.path().join("data");
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, PASSWORD)?;
+        give_to_server_user(dir.path())?;
+        let output = as_server_user(&format!("{BIN}/initdb"))?
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", SCRAM_USER, "-E", "UTF8", "--locale=C.UTF-8", "--no-sync", "--auth=scram-sha-256"])
+            .arg(format!("--pwfile={}", password_file.display()))
+            .output()?;
+        checked(output, "initdb")?;
+        std::fs::write(data.join("pg_hba.conf"), HBA)?;
+        give_to_server_user(&data)?;
+
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let server = as_server_user(&format!("{BIN}/postgres"))?
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(["-c", "synchronous_commit=off"])
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.path().display()))
+            .arg("-p")
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting postgres")?;
+        let postgres = Postgres { server, _dir: dir, port };
+        wait_until("PostgreSQL accepts connections", Duration::from_secs(30), || {
+            postgres.psql("postgres", "SELECT 1").is_ok()
+        })?;
+        postgres.psql(
+            "postgres",
+            &format!(
+                "SET password_encryption = 'md5';
+                 CREATE ROLE {MD5_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}';
+                 RESET password_encryption;
+                 CREATE ROLE {CLEARTEXT_USER} LOGIN SUPERUSER PASSWORD '{PASSWORD}';
+                 CREATE ROLE {TRUST_USER} LOGIN SUPERUSER;"
+            ),
+        )?;
+        Ok(postgres)
+    }
+
+    /// The URL the runner takes (the password goes separately).
+    pub fn url(&self, user: &str, database: &str) -> String {
+        format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A client command of this cluster, as the superuser over TCP.
+    pub fn client(&self, program: &str, database: &str) -> Command {
+        let mut command = Command::new(format!("{BIN}/{program}"));
+        command
+            .env("PGPASSWORD", PASSWORD)
+            .args(["-h", "127.0.0.1", "-U", SCRAM_USER, "-p"])
+            .arg(self.port.to_string())
+            .args(["-d", database]);
+        command
+    }
+
+    /// Run SQL with psql; returns unaligned, tuples-only output.
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
+        // Through stdin, so that every statement's rows are printed (not only the last).
+        let mut child = self
+            .client("psql", database)
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
+        checked(child.wait_with_output()?, "psql")
+    }
+
+    /// Run a SQL file with psql.
+    pub fn psql_file(&self, database: &str, file: &Path) -> Result<String> {
+        let output =
+            self.client("psql", database).args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"]).arg(file).output()?;
+        checked(output, "psql")
+    }
+
+    /// `pg_dump --schema-only`, without what legitimately differs between two copies:
+    /// comment lines, ownership, and the random `\restrict` key of pg_dump's output.
+    pub fn schema(&self, database: &str) -> Result<String> {
+        let dump = checked(self.client("pg_dump", database).arg("--schema-only").output()?, "pg_dump")?;
+        Ok(dump
+            .lines()
+            .filter(|line| {
+                !line.starts_with("--")
+                    && !line.contains(" OWNER TO ")
+                    && !line.starts_with("\\restrict")
+                    && !line.starts_with("\\unrestrict")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    /// Per table and materialized view in user schemas: row count and a checksum of the
+    /// sorted rows' text, one line each.
+    pub fn contents(&self, database: &str) -> Result<String> {
+        let queries = self.psql(
+            database,
+            "SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, E''\\n'' ORDER BY t::text), '''')) \
+                            FROM %s t;', c.oid::regclass, c.oid::regclass)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r', 'm') AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+             ORDER BY 1",
+        )?;
+        self.psql(database, &queries)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A fast shutdown; SIGKILL only if it hangs.
+        let _ = Command::new("kill").arg("-INT").arg(self.server.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.server.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

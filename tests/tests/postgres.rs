@@ -1,0 +1,194 @@
+//! The PostgreSQL plugin against a real PostgreSQL 15 and a real S3 server: a schema
+//! with every object kind round-trips exactly, the sections replay with psql alone, every
+//! authentication method logs in, and each failure ends precisely without a backup.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use stowage_tests::postgres::{CLEARTEXT_USER, MD5_USER, PASSWORD, Postgres, SCRAM_USER, TRUST_USER};
+use stowage_tests::seaweedfs::SeaweedFs;
+use stowage_tests::stowage::{Run, command, run};
+use stowage_tests::wait_until;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postgres/rich.sql")
+}
+
+fn password_env() -> Vec<(String, String)> {
+    vec![("STOWAGE_DATABASE_PASSWORD".into(), PASSWORD.into())]
+}
+
+fn stowage(args: &[&str], env: &[(String, String)]) -> Run {
+    run(args, env).expect("run stowage")
+}
+
+/// The backups `stowage list` shows as complete.
+fn complete_backups(repo: &str, env: &[(String, String)]) -> usize {
+    let listed = stowage(&["list", "--repo", repo], env).ok().expect("list");
+    listed.stdout.lines().filter(|line| line.contains(" complete ")).count()
+}
+
+#[test]
+fn rich_database_round_trips_through_s3() {
+    let postgres = Postgres::start().expect("postgres");
+    let s3 = SeaweedFs::start().expect("seaweedfs");
+    tokio::runtime::Runtime::new().expect("runtime").block_on(s3.create_bucket("backups")).expect("bucket");
+    let mut env = s3.env();
+    env.extend(password_env());
+    postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
+    postgres.psql_file("source", &fixture()).expect("load the rich schema");
+
+    let repo = "s3://backups/postgres";
+    let source = postgres.url(SCRAM_USER, "source");
+    let backup = stowage(&["backup", "--plugin", "postgres", "--database", &source, "--repo", repo], &env);
+    let backup = backup.ok().expect("backup");
+    assert!(backup.stderr.contains("8 tables"), "{}", backup.stderr);
+
+    // The target does not exist yet: the plugin creates it.
+    let target = postgres.url(SCRAM_USER, "target");
+    stowage(&["restore", "--plugin", "postgres", "--database", &target, "--repo", repo], &env).ok().expect("restore");
+    assert_eq!(postgres.schema("target").expect("target schema"), postgres.schema("source").expect("source schema"));
+    let contents = postgres.contents("source").expect("source contents");
+    assert_eq!(postgres.contents("target").expect("target contents"), contents);
+    assert!(contents.contains("shop.events_2025|5135|") && contents.contains("shop.order_stats|4|"), "{contents}");
+    let next = postgres.psql("target", "SELECT nextval('shop.invoice_numbers'), nextval('shop.orders_id_seq')");
+    assert_eq!(next.expect("sequences").trim(), "4249|3001", "sequences continue where the source was");
+
+    // A second restore into the now non-empty target is refused and changes nothing...
+    let refused = stowage(&["restore", "--plugin", "postgres", "--database", &target, "--repo", repo], &env);
+    let refused = refused.failed().expect("restore into a non-empty database");
+    assert!(refused.stderr.contains("\"target\" is not empty"), "{}", refused.stderr);
+    // ...unless the user asks to replace it.
+    postgres.psql("target", "CREATE TABLE shop.extra (x int); DELETE FROM shop.orders").expect("change target");
+    let replace = ["restore", "--replace", "--plugin", "postgres", "--database", &target, "--repo", repo];
+    stowage(&replace, &env).ok().expect("restore --replace");
+    assert_eq!(postgres.schema("target").expect("target schema"), postgres.schema("source").expect("source schema"));
+    assert_eq!(postgres.contents("target").expect("target contents"), contents);
+}
+
+#[test]
+fn sections_replay_with_psql_alone() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE source; CREATE DATABASE replayed").expect("databases");
+    postgres.psql_file("source", &fixture()).expect("load the rich schema");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let source = postgres.url(SCRAM_USER, "source");
+    let args = ["backup", "--plugin", "postgres", "--database", &source, "--repo", &repo, "--compression", "none"];
+    let id = stowage(&args, &password_env()).ok().expect("backup").stdout.trim().to_owned();
+
+    // The emergency path of docs/postgres.md: no Stowage, only psql.
+    let data = repo_dir.path().join("local/default").join(&id).join("data");
+    for section in ["pre-data.sql", "data.sql", "post-data.sql"] {
+        let output = postgres
+            .client("psql", "replayed")
+            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(data.join(section))
+            .output()
+            .expect("psql");
+        assert!(output.status.success(), "{section}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert_eq!(postgres.schema("replayed").expect("schema"), postgres.schema("source").expect("schema"));
+    assert_eq!(postgres.contents("replayed").expect("contents"), postgres.contents("source").expect("contents"));
+}
+
+#[test]
+fn every_authentication_method_logs_in_and_a_wrong_password_is_named() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE small").expect("database");
+    postgres.psql("small", "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)").expect("table");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    for user in [SCRAM_USER, MD5_USER, CLEARTEXT_USER, TRUST_USER] {
+        let url = postgres.url(user, "small");
+        let backup = stowage(&["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo], &password_env());
+        backup.ok().unwrap_or_else(|e| panic!("backup as {user}: {e}"));
+    }
+    assert_eq!(complete_backups(&repo, &[]), 4);
+
+    for user in [SCRAM_USER, MD5_USER, CLEARTEXT_USER] {
+        let url = postgres.url(user, "small");
+        let wrong = [("STOWAGE_DATABASE_PASSWORD".to_owned(), "not-the-password".to_owned())];
+        let failed = stowage(&["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo], &wrong);
+        let failed = failed.failed().expect("backup with a wrong password");
+        assert!(
+            failed.stderr.contains("authentication failed")
+                && failed.stderr.contains(&format!("password authentication failed for user \"{user}\"")),
+            "{}",
+            failed.stderr
+        );
+    }
+    assert_eq!(complete_backups(&repo, &[]), 4, "failed runs commit nothing");
+}
+
+#[test]
+fn unreachable_server_and_missing_tls_end_precisely_without_a_backup() {
+    let postgres = Postgres::start().expect("postgres");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let closed = format!("postgres://postgres@127.0.0.1:{}/postgres", stowage_tests::free_port().expect("port"));
+    let failed = stowage(&["backup", "--plugin", "postgres", "--database", &closed, "--repo", &repo], &password_env());
+    let failed = failed.failed().expect("backup of an unreachable server");
+    assert!(
+        failed.stderr.contains("cannot connect to the database") && failed.stderr.contains("refused"),
+        "{}",
+        failed.stderr
+    );
+
+    let tls = format!("{}?sslmode=require", postgres.url(SCRAM_USER, "postgres"));
+    let failed = stowage(&["backup", "--plugin", "postgres", "--database", &tls, "--repo", &repo], &password_env());
+    let failed = failed.failed().expect("backup requiring TLS from a server without it");
+    assert!(
+        failed.stderr.contains("TLS is required (sslmode) but the server does not accept TLS"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(complete_backups(&repo, &[]), 0);
+}
+
+#[test]
+fn a_database_dropped_mid_backup_fails_the_backup_and_commits_nothing() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE doomed").expect("database");
+    postgres.psql("doomed", "CREATE TABLE t AS SELECT generate_series(1, 1000) AS x").expect("table");
+    // Another session holds a lock the backup needs, so the backup is reliably mid-way
+    // (connected, in its snapshot) when the database goes.
+    let mut locker = postgres
+        .client("psql", "doomed")
+        .args(["-X", "-q", "-c", "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("locker");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let url = postgres.url(SCRAM_USER, "doomed");
+    let backup = command(["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo], &password_env())
+        .expect("command")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("backup");
+    wait_until("the backup waits for its lock", Duration::from_secs(60), || {
+        postgres
+            .psql(
+                "postgres",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stowage' AND wait_event_type = 'Lock'",
+            )
+            .is_ok_and(|n| n.trim() == "1")
+    })
+    .expect("backup blocked");
+    postgres.psql("postgres", "DROP DATABASE doomed WITH (FORCE)").expect("drop database");
+    let failed =
+        Run::from(backup.wait_with_output().expect("backup exit")).failed().expect("backup of a dropped database");
+    assert!(
+        failed.stderr.contains("the connection to the database was lost")
+            && failed.stderr.contains("terminating connection due to administrator command"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(complete_backups(&repo, &[]), 0);
+    let _ = locker.kill();
+    let _ = locker.wait();
+}
