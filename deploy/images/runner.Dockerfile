@@ -5,6 +5,7 @@
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=target host/release/stowage /usr/bin/stowage
-COPY --from=target plugins/wasm32-wasip2/release/generator.wasm /usr/lib/stowage/plugins/
+COPY --from=target plugins/wasm32-wasip2/release/postgres.wasm plugins/wasm32-wasip2/release/generator.wasm \
+     /usr/lib/stowage/plugins/
 USER 65532:65532
 ENTRYPOINT ["/usr/bin/stowage"]

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -14,6 +14,7 @@ use serde_json::json;
 use stowage_api::DatabaseBackup;
 use stowage_tests::cluster::{Cluster, NAMESPACE, Operator};
 use stowage_tests::kube::kubectl;
+use stowage_tests::postgres::{PASSWORD, Postgres};
 
 /// Poll `check` until it returns a value or `timeout` passes.
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -213,4 +214,43 @@ async fn plugins_from_configmaps_are_pinned_by_digest() {
 fn base64_encode(data: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_backups_succeed_and_a_wrong_password_is_the_reason() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
+    postgres.psql("shop", "CREATE TABLE orders AS SELECT generate_series(1, 1000) AS id").expect("table");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    for (name, password) in [("db", PASSWORD), ("db-wrong", "not-the-password")] {
+        let secret = json!({"metadata": {"name": name}, "stringData": {"password": password}});
+        secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
+    }
+    let spec = |secret: &str| {
+        json!({
+            "plugin": {"builtin": "postgres"},
+            "database": {
+                "endpoint": format!("127.0.0.1:{}", postgres.port),
+                "name": "shop",
+                "user": "postgres",
+                "passwordSecret": {"name": secret, "key": "password"}
+            },
+            "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}
+        })
+    };
+    cluster.create("shop", spec("db")).await;
+    cluster.create("shop-wrong", spec("db-wrong")).await;
+
+    let backups = cluster.backups();
+    assert_eq!(settled_reason(&backups, "shop", Duration::from_secs(90)).await, "BackupSucceeded");
+    assert_eq!(settled_reason(&backups, "shop-wrong", Duration::from_secs(90)).await, "DatabaseAuthenticationFailed");
+    let status = backups.get("shop-wrong").await.expect("get").status.expect("status");
+    let condition = status.conditions.iter().find(|c| c.type_ == "Succeeded").expect("condition");
+    assert!(
+        condition.message.contains("password authentication failed for user \"postgres\""),
+        "{}",
+        condition.message
+    );
+    assert!(status.last_backup.is_none(), "a failed backup is never the last backup");
 }

@@ -10,6 +10,9 @@ use crate::protocol::{CopyOutError, quote_literal};
 use crate::script::{MEDIA_TYPE, SECTIONS, ScriptWriter};
 use crate::{Config, failure};
 
+/// `server_version_num` of PostgreSQL 14.
+const MINIMUM_SERVER_VERSION: u32 = 140_000;
+
 /// Rows between two progress reports within a table.
 const PROGRESS_ROWS: u64 = 10_000;
 
@@ -33,6 +36,16 @@ fn statements_section(name: &str, database: &str, statements: &[Statement]) -> R
 pub fn run(config: &Config) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
     let mut connection = config.connect()?;
+    // The catalog queries use columns that PostgreSQL 14 introduced.
+    let version = connection.query("SHOW server_version_num").map_err(|e| failure("reading the server version", e))?;
+    let version: u32 =
+        version.first().and_then(|row| row.first().cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    if version < MINIMUM_SERVER_VERSION {
+        return Err(PluginError::Unsupported(format!(
+            "PostgreSQL {} is older than 14, the oldest version this plugin backs up",
+            connection.server_version
+        )));
+    }
     // One snapshot for the catalog and every table; read-only, so it never blocks writers.
     connection
         .execute(&format!(
