@@ -13,7 +13,7 @@ use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
 
 /// Bytes read from the socket at a time.
-const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 256 * 1024;
 
 /// How to reach and log in to one database.
 #[derive(Debug, Clone)]
