@@ -32,12 +32,87 @@ host all cleartext_user 127.0.0.1/32 password
 host all all 127.0.0.1/32 md5
 ";
 
+/// With TLS, every TCP connection must be encrypted.
+const HBA_TLS_ONLY: &str = "\
+local all all trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+";
+
 /// A running cluster; stopped and deleted on drop.
 #[derive(Debug)]
 pub struct Postgres {
     server: Child,
     _dir: TempDir,
     pub port: u16,
+    /// With TLS: the CA (PEM) that signed the server's certificate, which names `localhost`.
+    pub ca: Option<String>,
+}
+
+/// A CA and a server certificate for `localhost` signed by it, made with openssl in `dir`;
+/// returns the CA's PEM.
+fn make_certificates(dir: &Path) -> Result<String> {
+    let openssl = |args: &[&str]| -> Result<()> {
+        let output = Command::new("openssl").current_dir(dir).args(args).output().context("running openssl")?;
+        checked(output, "openssl").map(drop)
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Stowage test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    Ok(std::fs::read_to_string(dir.join("ca.crt"))?)
+}
+
+/// A CA that signed nothing here, for tests that expect verification to fail.
+pub fn unrelated_ca() -> Result<String> {
+    let dir = tempfile::tempdir()?;
+    let output = Command::new("openssl")
+        .current_dir(dir.path())
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Unrelated CA"])
+        .args(["-keyout", "other.key", "-out", "other.crt"])
+        .output()?;
+    checked(output, "openssl")?;
+    Ok(std::fs::read_to_string(dir.path().join("other.crt"))?)
 }
 
 /// PostgreSQL refuses to run as root; tests running as root run it as `postgres`.
@@ -73,6 +148,15 @@ fn checked(output: Output, what: &str) -> Result<String> {
 impl Postgres {
     /// initdb, start, and create the test users.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// A cluster that accepts TCP connections only over TLS (see [`Postgres::ca`]).
+    pub fn start_tls_only() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Self> {
         anyhow::ensure!(Path::new(BIN).join("postgres").is_file(), "PostgreSQL 15 is missing: run ./dev setup");
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
@@ -86,8 +170,9 @@ impl Postgres {
             .arg(format!("--pwfile={}", password_file.display()))
             .output()?;
         checked(output, "initdb")?;
-        std::fs::write(data.join("pg_hba.conf"), HBA)?;
-        give_to_server_user(&data)?;
+        std::fs::write(data.join("pg_hba.conf"), if tls { HBA_TLS_ONLY } else { HBA })?;
+        let ca = if tls { Some(make_certificates(dir.path())?) } else { None };
+        give_to_server_user(dir.path())?;
 
         let port = free_port()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
@@ -98,13 +183,25 @@ impl Postgres {
             .args(["-c", "synchronous_commit=off"])
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.path().display()))
+            .args(if tls { vec!["-c".to_owned(), "ssl=on".to_owned()] } else { Vec::new() })
+            .args(if tls {
+                let file = |name: &str| dir.path().join(name).display().to_string();
+                vec![
+                    "-c".to_owned(),
+                    format!("ssl_cert_file={}", file("server.crt")),
+                    "-c".to_owned(),
+                    format!("ssl_key_file={}", file("server.key")),
+                ]
+            } else {
+                Vec::new()
+            })
             .arg("-p")
             .arg(port.to_string())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .context("starting postgres")?;
-        let postgres = Postgres { server, _dir: dir, port };
+        let postgres = Postgres { server, _dir: dir, port, ca };
         wait_until("PostgreSQL accepts connections", Duration::from_secs(30), || {
             postgres.psql("postgres", "SELECT 1").is_ok()
         })?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use stowage_tests::postgres::{CLEARTEXT_USER, MD5_USER, PASSWORD, Postgres, SCRAM_USER, TRUST_USER};
+use stowage_tests::postgres::{CLEARTEXT_USER, MD5_USER, PASSWORD, Postgres, SCRAM_USER, TRUST_USER, unrelated_ca};
 use stowage_tests::seaweedfs::SeaweedFs;
 use stowage_tests::stowage::{Run, command, run};
 use stowage_tests::wait_until;
@@ -191,4 +191,51 @@ fn a_database_dropped_mid_backup_fails_the_backup_and_commits_nothing() {
     assert_eq!(complete_backups(&repo, &[]), 0);
     let _ = locker.kill();
     let _ = locker.wait();
+}
+
+#[test]
+fn tls_modes_encrypt_and_verify_what_they_promise() {
+    let postgres = Postgres::start_tls_only().expect("postgres with TLS");
+    let ca = postgres.ca.clone().expect("CA");
+    postgres.psql("postgres", "CREATE DATABASE secure").expect("database");
+    postgres.psql("secure", "CREATE TABLE t AS SELECT generate_series(1, 5000) AS x").expect("table");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let backup = |host: &str, mode: &str, ca: Option<&str>| {
+        let url = format!("postgres://postgres@{host}:{}/secure?sslmode={mode}", postgres.port);
+        let ca_option = ca.map(|pem| format!("tls-ca={pem}"));
+        let mut args = vec!["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo];
+        if let Some(option) = &ca_option {
+            args.extend(["--option", option]);
+        }
+        stowage(&args, &password_env())
+    };
+    // The server refuses unencrypted TCP, so every success below went over TLS.
+    for (host, mode, ca) in [
+        ("localhost", "verify-full", Some(ca.as_str())),
+        ("127.0.0.1", "verify-ca", Some(ca.as_str())),
+        ("127.0.0.1", "require", None),
+        ("127.0.0.1", "prefer", None),
+    ] {
+        backup(host, mode, ca).ok().unwrap_or_else(|e| panic!("sslmode={mode} via {host}: {e}"));
+    }
+    assert_eq!(complete_backups(&repo, &[]), 4);
+
+    let wrong_name = backup("127.0.0.1", "verify-full", Some(&ca)).failed().expect("verify-full by IP");
+    assert!(wrong_name.stderr.contains("certificate not valid for name \"127.0.0.1\""), "{}", wrong_name.stderr);
+    let other_ca = unrelated_ca().expect("other CA");
+    let untrusted = backup("localhost", "verify-ca", Some(&other_ca)).failed().expect("verify-ca, other CA");
+    assert!(untrusted.stderr.contains("invalid peer certificate: UnknownIssuer"), "{}", untrusted.stderr);
+    let no_ca = backup("localhost", "verify-full", None).failed().expect("verify-full without a CA");
+    assert!(no_ca.stderr.contains("need the server's CA in option tls-ca"), "{}", no_ca.stderr);
+    let plain = backup("127.0.0.1", "disable", None).failed().expect("plaintext to a TLS-only server");
+    assert!(plain.stderr.contains("no encryption"), "{}", plain.stderr);
+    assert_eq!(complete_backups(&repo, &[]), 4, "failed runs commit nothing");
+
+    // A restore over verified TLS too.
+    let target = format!("postgres://postgres@localhost:{}/restored?sslmode=verify-full", postgres.port);
+    let option = format!("tls-ca={ca}");
+    let restore = ["restore", "--plugin", "postgres", "--database", &target, "--option", &option, "--repo", &repo];
+    stowage(&restore, &password_env()).ok().expect("restore over TLS");
+    assert_eq!(postgres.contents("restored").expect("restored"), postgres.contents("secure").expect("source"));
 }

@@ -2,7 +2,7 @@
 //! REPEATABLE READ, READ ONLY transaction, written as SQL scripts that `psql` can replay
 //! (see [`script`]), and restored through the same sandboxed connection.
 //!
-//! Options: `sslmode`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`
+//! Options: `sslmode`, `tls-ca`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`
 //! (see [`Config`] and `docs/postgres.md`).
 
 mod backup;
@@ -10,6 +10,7 @@ mod catalog;
 mod protocol;
 mod restore;
 mod script;
+mod tls;
 
 use stowage_plugin_sdk::{
     DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
@@ -17,7 +18,8 @@ use stowage_plugin_sdk::{
 };
 
 use crate::catalog::Selection;
-use crate::protocol::{ConnectOptions, Connection, Error, TlsMode};
+use crate::protocol::{ConnectOptions, Connection, Error};
+use crate::tls::TlsMode;
 
 /// The user when the resource names none, as in libpq.
 const DEFAULT_USER: &str = "postgres";
@@ -41,12 +43,14 @@ fn list(options: &Options<'_>, name: &str) -> Vec<String> {
 impl Config {
     fn from(settings: &DatabaseSettings) -> Result<Self, PluginError> {
         let options = Options::new(settings);
-        let sslmode = options.get("sslmode").unwrap_or("disable");
+        let sslmode = options.get("sslmode").unwrap_or("prefer");
         let tls = TlsMode::parse(sslmode).ok_or_else(|| {
             PluginError::InvalidSettings(format!(
-                "option sslmode: {sslmode:?} is not one of disable, require, verify-ca, verify-full"
+                "option sslmode: {sslmode:?} is not one of disable, prefer, require, verify-ca, verify-full"
             ))
         })?;
+        let tls_settings =
+            tls::settings(tls, options.get("tls-ca"), &settings.host).map_err(PluginError::InvalidSettings)?;
         if settings.database.is_empty() {
             return Err(PluginError::InvalidSettings("the database name is missing".into()));
         }
@@ -57,6 +61,7 @@ impl Config {
                 user: settings.user.clone().unwrap_or_else(|| DEFAULT_USER.into()),
                 password: settings.password.clone(),
                 tls,
+                tls_settings,
             },
             selection: Selection {
                 schemas: list(&options, "schemas"),
@@ -76,7 +81,9 @@ impl Config {
         let ConnectOptions { user, database, addresses, .. } = &self.connect;
         let at = addresses.join(", ");
         match &error {
-            Error::Io(_) | Error::Tls(_) => PluginError::Connection(format!("PostgreSQL at {at}: {error}")),
+            Error::Io(_) | Error::Tls(_) | Error::CipherRefused => {
+                PluginError::Connection(format!("PostgreSQL at {at}: {error}"))
+            }
             Error::Authentication(_) => PluginError::Authentication(format!("user {user:?} at {at}: {error}")),
             Error::Server(server) if server.code.starts_with("28") => PluginError::Authentication(format!(
                 "PostgreSQL refused user {user:?} for database {database:?}: {error}"
@@ -118,9 +125,10 @@ impl Plugin for PostgresPlugin {
             settings: vec![
                 option(
                     "sslmode",
-                    "disable, or require / verify-ca / verify-full (refused until TLS is supported)",
-                    Some("disable"),
+                    "disable, prefer (TLS when the server offers it), require, verify-ca or verify-full, as in libpq",
+                    Some("prefer"),
                 ),
+                option("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
                 option("schemas", "Comma-separated schemas to back up (default: all user schemas)", None),
                 option("exclude-schemas", "Comma-separated schemas to leave out", None),
                 option("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),

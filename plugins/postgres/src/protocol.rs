@@ -11,6 +11,9 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::tls::{self, TlsMode, TlsSettings};
 
 /// Bytes read from the socket at a time.
 const READ_SIZE: usize = 256 * 1024;
@@ -24,27 +27,8 @@ pub struct ConnectOptions {
     pub user: String,
     pub password: Option<String>,
     pub tls: TlsMode,
-}
-
-/// The `sslmode` values this plugin understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    Disable,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl TlsMode {
-    pub fn parse(value: &str) -> Option<Self> {
-        Some(match value {
-            "disable" => TlsMode::Disable,
-            "require" => TlsMode::Require,
-            "verify-ca" => TlsMode::VerifyCa,
-            "verify-full" => TlsMode::VerifyFull,
-            _ => return None,
-        })
-    }
+    /// Prepared unless `tls` is `Disable`.
+    pub tls_settings: Option<TlsSettings>,
 }
 
 /// An error the server reported, with the fields people need to act on it.
@@ -102,6 +86,8 @@ pub enum Error {
     Tls(String),
     /// The server sent something this client does not expect.
     Protocol(String),
+    /// The server accepts none of the cipher suites offered (retried with all of them).
+    CipherRefused,
 }
 
 impl Error {
@@ -129,6 +115,7 @@ impl fmt::Display for Error {
             Error::Io(error) => write!(f, "{error}"),
             Error::Server(error) => error.fmt(f),
             Error::Authentication(message) | Error::Tls(message) | Error::Protocol(message) => f.write_str(message),
+            Error::CipherRefused => f.write_str("the server accepts none of the offered TLS cipher suites"),
         }
     }
 }
@@ -136,9 +123,84 @@ impl fmt::Display for Error {
 /// One text-format result row; `None` is SQL NULL.
 pub type Row = Vec<Option<String>>;
 
+/// The socket, encrypted or not.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Transport {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.read(buffer),
+            Transport::Tls(stream) => stream.read(buffer),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => stream.write(data),
+            Transport::Tls(stream) => stream.write(data),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(stream) => stream.flush(),
+            Transport::Tls(stream) => stream.flush(),
+        }
+    }
+}
+
+/// Ask for TLS when the options want it (the SSLRequest precedes the startup message).
+/// `any_cipher` offers every cipher suite rather than the fast one alone.
+fn negotiate_tls(mut socket: TcpStream, options: &ConnectOptions, any_cipher: bool) -> Result<Transport, Error> {
+    let Some(settings) = &options.tls_settings else {
+        return Ok(Transport::Plain(socket));
+    };
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    socket.write_all(&request)?;
+    let mut answer = [0u8; 1];
+    socket.read_exact(&mut answer)?;
+    match answer[0] {
+        b'S' => {
+            let config = if any_cipher { &settings.any } else { &settings.fast };
+            let client = ClientConnection::new(config.clone(), settings.server_name.clone())
+                .map_err(|e| Error::Tls(format!("TLS: {e}")))?;
+            let mut tls = StreamOwned::new(client, socket);
+            // Finish the handshake now, so that certificate problems are reported as such.
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                    if !any_cipher && tls::cipher_refused(&e) {
+                        Error::CipherRefused
+                    } else {
+                        Error::Tls(format!("TLS handshake with the server failed: {e}"))
+                    }
+                })?;
+            }
+            Ok(Transport::Tls(Box::new(tls)))
+        }
+        b'N' if options.tls == TlsMode::Prefer => Ok(Transport::Plain(socket)),
+        b'N' => Err(Error::Tls("TLS is required (sslmode) but the server does not accept TLS connections".into())),
+        other => Err(Error::Protocol(format!("unexpected answer {other:#x} to the TLS request"))),
+    }
+}
+
+/// Connect to `address` and settle TLS, retrying with every cipher suite when the server
+/// refuses the fast one.
+fn open(address: &str, options: &ConnectOptions) -> Result<Transport, Error> {
+    match negotiate_tls(TcpStream::connect(address)?, options, false) {
+        Err(Error::CipherRefused) => negotiate_tls(TcpStream::connect(address)?, options, true),
+        outcome => outcome,
+    }
+}
+
 /// A logged-in session.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Transport,
     input: BytesMut,
     output: BytesMut,
     /// `server_version` as reported at startup.
@@ -150,7 +212,7 @@ impl Connection {
     pub fn connect(options: &ConnectOptions) -> Result<Self, Error> {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no database address to connect to");
         for address in &options.addresses {
-            match TcpStream::connect(address.as_str()) {
+            match open(address, options) {
                 Ok(stream) => {
                     let mut connection = Connection {
                         stream,
@@ -158,33 +220,14 @@ impl Connection {
                         output: BytesMut::new(),
                         server_version: String::new(),
                     };
-                    connection.negotiate_tls(options.tls)?;
                     connection.startup(options)?;
                     return Ok(connection);
                 }
-                Err(error) => last = error,
+                Err(Error::Io(error)) => last = error,
+                Err(error) => return Err(error),
             }
         }
         Err(Error::Io(last))
-    }
-
-    fn negotiate_tls(&mut self, mode: TlsMode) -> Result<(), Error> {
-        if mode == TlsMode::Disable {
-            return Ok(());
-        }
-        frontend::ssl_request(&mut self.output);
-        self.send()?;
-        let mut answer = [0u8; 1];
-        self.stream.read_exact(&mut answer)?;
-        match answer[0] {
-            b'N' => Err(Error::Tls("TLS is required (sslmode) but the server does not accept TLS connections".into())),
-            b'S' => Err(Error::Tls(
-                "the server accepts TLS, but this plugin version cannot encrypt connections yet; use sslmode=disable \
-                 only on a trusted network"
-                    .into(),
-            )),
-            other => Err(Error::Protocol(format!("unexpected answer {other:#x} to the TLS request"))),
-        }
     }
 
     fn startup(&mut self, options: &ConnectOptions) -> Result<(), Error> {
