@@ -175,7 +175,8 @@ pub struct Database {
     /// The password, from a Secret in this namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_secret: Option<SecretKey>,
-    /// A PEM CA bundle that signs the database's TLS certificate, from a Secret.
+    /// A PEM CA bundle that signs the database's TLS certificate, from a Secret; given to the
+    /// plugin as option `tls-ca` (the PostgreSQL plugin verifies with it for sslmode verify-ca/verify-full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_ca_secret: Option<SecretKey>,
     /// Plugin-specific options, as declared by the plugin's metadata.

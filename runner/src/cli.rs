@@ -83,6 +83,9 @@ pub struct JobArgs {
     /// The database password, from the Secret the resource names.
     #[arg(long, env = "STOWAGE_DATABASE_PASSWORD", hide_env_values = true)]
     pub database_password: Option<String>,
+    /// The CA (PEM) of the database's TLS certificate, from the Secret the resource names.
+    #[arg(long, env = "STOWAGE_DATABASE_TLS_CA", hide_env_values = true)]
+    pub database_tls_ca: Option<String>,
     /// Directories searched for builtin plugins, `:`-separated.
     #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
@@ -102,6 +105,7 @@ impl JobArgs {
             region: self.region.or(self.cos_region),
             endpoint: self.endpoint.or(self.cos_endpoint),
             database_password: self.database_password,
+            database_tls_ca: self.database_tls_ca,
             plugin_path: self.plugin_path,
             cache_dir: self.cache_dir,
         }

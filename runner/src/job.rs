@@ -43,6 +43,8 @@ pub struct JobInputs {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub database_password: Option<String>,
+    /// PEM; handed to the plugin as option `tls-ca`.
+    pub database_tls_ca: Option<String>,
     pub plugin_path: String,
     pub cache_dir: Option<PathBuf>,
 }
@@ -57,6 +59,9 @@ impl std::fmt::Debug for JobInputs {
             .finish_non_exhaustive()
     }
 }
+
+/// The plugin option that carries `spec.database.tlsCaSecret`.
+const TLS_CA_OPTION: &str = "tls-ca";
 
 /// Why a Job did not back up.
 #[derive(Debug, thiserror::Error)]
@@ -197,14 +202,20 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
         })?),
         None => None,
     };
-    let target = DatabaseTarget {
-        host,
-        port,
-        database: database.name.clone(),
-        user: database.user.clone(),
-        password,
-        options: database.options.clone().into_iter().collect(),
-    };
+    let mut options: Vec<(String, String)> = database.options.clone().into_iter().collect();
+    if let Some(secret) = &database.tls_ca_secret {
+        // The convention for every plugin that speaks TLS: the CA arrives as option `tls-ca`.
+        let ca = inputs.database_tls_ca.clone().ok_or_else(|| {
+            JobError::invalid(
+                "MissingDatabaseCredentials",
+                format!("STOWAGE_DATABASE_TLS_CA must come from key {:?} of Secret {:?}", secret.key, secret.name),
+            )
+        })?;
+        options.retain(|(name, _)| name != TLS_CA_OPTION);
+        options.push((TLS_CA_OPTION.into(), ca));
+    }
+    let target =
+        DatabaseTarget { host, port, database: database.name.clone(), user: database.user.clone(), password, options };
 
     let compression: Compression = spec
         .compression

@@ -217,7 +217,7 @@ fn base64_encode(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn postgres_backups_succeed_and_a_wrong_password_is_the_reason() {
+async fn postgres_backups_succeed_over_verified_tls_and_a_wrong_password_is_the_reason() {
     let cluster = Cluster::start().await.expect("cluster");
     let postgres = Postgres::start().expect("postgres");
     postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
@@ -242,7 +242,19 @@ async fn postgres_backups_succeed_and_a_wrong_password_is_the_reason() {
     cluster.create("shop", spec("db")).await;
     cluster.create("shop-wrong", spec("db-wrong")).await;
 
+    // A TLS-only server, verified with the CA from spec.database.tlsCaSecret.
+    let secure = Postgres::start_tls_only().expect("postgres with TLS");
+    secure.psql("postgres", "CREATE DATABASE shop").expect("database");
+    let ca = json!({"metadata": {"name": "db-ca"}, "stringData": {"ca.crt": secure.ca.clone().expect("CA")}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(ca).expect("secret")).await.expect("create");
+    let mut tls = spec("db");
+    tls["database"]["endpoint"] = json!(format!("localhost:{}", secure.port));
+    tls["database"]["tlsCaSecret"] = json!({"name": "db-ca", "key": "ca.crt"});
+    tls["database"]["options"] = json!({"sslmode": "verify-full"});
+    cluster.create("shop-tls", tls).await;
+
     let backups = cluster.backups();
+    assert_eq!(settled_reason(&backups, "shop-tls", Duration::from_secs(90)).await, "BackupSucceeded");
     assert_eq!(settled_reason(&backups, "shop", Duration::from_secs(90)).await, "BackupSucceeded");
     assert_eq!(settled_reason(&backups, "shop-wrong", Duration::from_secs(90)).await, "DatabaseAuthenticationFailed");
     let status = backups.get("shop-wrong").await.expect("get").status.expect("status");
