@@ -49,6 +49,11 @@ impl Operator {
         Ok(Operator { child, telemetry: format!("127.0.0.1:{port}") })
     }
 
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// GET a telemetry path; returns the status line and the body.
     pub async fn get(&self, path: &str) -> Option<(String, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,6 +129,13 @@ impl Cluster {
     /// Create a DatabaseBackup of the generator plugin into the bucket, with `spec_changes`
     /// merged into its spec.
     pub async fn create(&self, name: &str, spec_changes: serde_json::Value) {
+        let resource = self.resource(name, spec_changes);
+        self.backups().create(&PostParams::default(), &resource).await.expect("create DatabaseBackup");
+    }
+
+    /// A DatabaseBackup of the generator plugin into the bucket, with `spec_changes` merged
+    /// into its spec.
+    pub fn resource(&self, name: &str, spec_changes: serde_json::Value) -> DatabaseBackup {
         let mut resource = json!({
             "apiVersion": "stowage.dev/v1alpha1",
             "kind": "DatabaseBackup",
@@ -137,8 +149,7 @@ impl Cluster {
         if let (Some(spec), Some(changes)) = (resource["spec"].as_object_mut(), spec_changes.as_object()) {
             spec.extend(changes.clone());
         }
-        let resource: DatabaseBackup = serde_json::from_value(resource).expect("resource");
-        self.backups().create(&PostParams::default(), &resource).await.expect("create DatabaseBackup");
+        serde_json::from_value(resource).expect("resource")
     }
 
     /// The Jobs of one resource and trigger.
