@@ -188,14 +188,18 @@ impl PluginArgs {
         Limits { memory_bytes: self.memory_limit_mib << 20, deadline: self.timeout }
     }
 
-    fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
+    async fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
         let cache_dir = self
             .cache_dir
             .clone()
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/stowage/plugins")));
         let engine = PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))?;
-        let plugin =
-            engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path), self.plugin_sha256.as_deref())?;
+        let pin = self.plugin_sha256.as_deref();
+        let plugin = if self.plugin.contains("://") {
+            engine.load_url(&self.plugin, pin).await?
+        } else {
+            engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path), pin)?
+        };
         Ok((engine, plugin))
     }
 }
@@ -449,7 +453,7 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
         leftover_age: args.leftover_age,
         written: Arc::default(),
     };
-    let (_engine, plugin) = args.plugin.load()?;
+    let (_engine, plugin) = args.plugin.load().await?;
     let repository = args.repo.open().await?;
     let started = std::time::Instant::now();
     let progress = std::io::stderr().is_terminal().then(|| show_progress(Arc::clone(&request.written)));
@@ -486,7 +490,7 @@ async fn restore(args: RestoreArgs, out: &mut impl Write) -> Result<(), CliError
         replace_existing: args.replace,
         allow_other_plugin: args.allow_other_plugin,
     };
-    let (_engine, plugin) = args.plugin.load()?;
+    let (_engine, plugin) = args.plugin.load().await?;
     let repository = selection.repo.open().await?;
     let (manifest, summary) = run_restore(&plugin, &repository, &request).await?;
     writeln!(out, "restored backup {}: {}", manifest.backup_id, summary.description)?;
@@ -529,7 +533,7 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
 }
 
 async fn inspect(args: InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
-    let (_engine, plugin) = args.plugin.load()?;
+    let (_engine, plugin) = args.plugin.load().await?;
     let metadata = plugin.metadata().await?;
     writeln!(out, "name:        {}", metadata.name)?;
     writeln!(out, "version:     {}", metadata.version)?;

@@ -103,6 +103,8 @@ enum PluginChoice {
     Builtin(String),
     /// A `binaryData` (or `data`) key of a ConfigMap in the resource's namespace.
     ConfigMap { name: String, key: String },
+    /// An `https://` URL, pinned by `spec.plugin.sha256`.
+    Url(String),
 }
 
 /// Everything a backup needs, checked.
@@ -170,6 +172,7 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
     let plugin = match (&spec.plugin.builtin, &spec.plugin.config_map, &spec.plugin.url, &spec.plugin.oci) {
         (Some(builtin), None, None, None) => PluginChoice::Builtin(builtin.clone()),
         (None, Some(map), None, None) => PluginChoice::ConfigMap { name: map.name.clone(), key: map.key.clone() },
+        (None, None, Some(url), None) => PluginChoice::Url(url.clone()),
         (None, None, None, None) => return Err(JobError::invalid("InvalidSpec", "spec.plugin names no source")),
         (Some(_), _, _, _) | (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
             return Err(JobError::invalid("InvalidSpec", "spec.plugin must name exactly one source"));
@@ -177,7 +180,7 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
         _ => {
             return Err(JobError::invalid(
                 "PluginSourceUnsupported",
-                "this runner loads builtin and configMap plugins; url and oci sources are not supported yet",
+                "this runner loads builtin, configMap and url plugins; oci sources are not supported yet",
             ));
         }
     };
@@ -361,6 +364,7 @@ async fn backup(
             let bytes = config_map_plugin(client, namespace, name, key).await?;
             engine.load_bytes(&format!("configMap:{name}/{key}"), &bytes, pin)
         }
+        PluginChoice::Url(url) => engine.load_url(url, pin).await,
     }
     .map_err(BackupError::from)?;
     let repository = Repository::open(&plan.location, &plan.s3).await;

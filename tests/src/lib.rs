@@ -11,6 +11,7 @@ pub mod kubelet;
 pub mod postgres;
 pub mod seaweedfs;
 pub mod stowage;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

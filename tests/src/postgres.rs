@@ -4,12 +4,13 @@
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use tempfile::TempDir;
 
+use crate::tls::checked;
 use crate::{Result, free_port, wait_until};
 
 /// Where Debian installs PostgreSQL 15 (scripts/setup/services.sh).
@@ -48,61 +49,6 @@ pub struct Postgres {
     pub ca: Option<String>,
 }
 
-/// A CA and a server certificate for `localhost` signed by it, made with openssl in `dir`;
-/// returns the CA's PEM.
-fn make_certificates(dir: &Path) -> Result<String> {
-    let openssl = |args: &[&str]| -> Result<()> {
-        let output = Command::new("openssl").current_dir(dir).args(args).output().context("running openssl")?;
-        checked(output, "openssl").map(drop)
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Stowage test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-    ])?;
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ])?;
-    std::fs::write(dir.join("server.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")?;
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-    ])?;
-    Ok(std::fs::read_to_string(dir.join("ca.crt"))?)
-}
-
 /// A CA that signed nothing here, for tests that expect verification to fail.
 pub fn unrelated_ca() -> Result<String> {
     let dir = tempfile::tempdir()?;
@@ -135,16 +81,6 @@ fn give_to_server_user(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn checked(output: Output, what: &str) -> Result<String> {
-    anyhow::ensure!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
 impl Postgres {
     /// initdb, start, and create the test users.
     pub fn start() -> Result<Self> {
@@ -171,7 +107,7 @@ impl Postgres {
             .output()?;
         checked(output, "initdb")?;
         std::fs::write(data.join("pg_hba.conf"), if tls { HBA_TLS_ONLY } else { HBA })?;
-        let ca = if tls { Some(make_certificates(dir.path())?) } else { None };
+        let ca = if tls { Some(crate::tls::certificates(dir.path())?) } else { None };
         give_to_server_user(dir.path())?;
 
         let port = free_port()?;

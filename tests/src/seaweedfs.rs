@@ -105,18 +105,32 @@ impl SeaweedFs {
         aws_sdk_s3::Client::from_conf(config)
     }
 
-    /// Create a bucket, retrying while the server finishes starting.
+    /// Create a bucket and wait until objects can be stored in it: a bucket is only
+    /// metadata, and under load the volume server may register with the master later.
     pub async fn create_bucket(&self, name: &str) -> Result<()> {
         let client = self.client();
         let mut last_error = None;
-        for _ in 0..100 {
-            match client.create_bucket().bucket(name).send().await {
-                Ok(_) => return Ok(()),
-                Err(error) => last_error = Some(aws_sdk_s3::error::DisplayErrorContext(error).to_string()),
+        let mut created = false;
+        for _ in 0..300 {
+            if !created {
+                match client.create_bucket().bucket(name).send().await {
+                    Ok(_) => created = true,
+                    Err(error) => last_error = Some(aws_sdk_s3::error::DisplayErrorContext(error).to_string()),
+                }
+            }
+            if created {
+                let probe = client.put_object().bucket(name).key(".stowage-probe").body(b"ready".to_vec().into());
+                match probe.send().await {
+                    Ok(_) => {
+                        client.delete_object().bucket(name).key(".stowage-probe").send().await?;
+                        return Ok(());
+                    }
+                    Err(error) => last_error = Some(aws_sdk_s3::error::DisplayErrorContext(error).to_string()),
+                }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        anyhow::bail!("cannot create bucket {name}: {last_error:?}\n{}", self.log_tail())
+        anyhow::bail!("bucket {name} is not usable: {last_error:?}\n{}", self.log_tail())
     }
 
     /// The environment that lets `stowage` reach this server.

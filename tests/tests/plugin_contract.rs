@@ -1,7 +1,10 @@
 //! The plugin contract: the built generator component exports the `stowage:plugin`
-//! world of `wit/`, and files that are not plugins are refused with a precise error.
+//! world of `wit/`, files that are not plugins are refused with a precise error, and
+//! plugins referenced by URL are downloaded only over verified HTTPS, pinned and bounded.
 
+use sha2::{Digest, Sha256};
 use stowage_tests::stowage::{plugin, run};
+use stowage_tests::tls::HttpsServer;
 
 /// The version in `wit/plugin.wit`'s package declaration.
 fn wit_package_version() -> String {
@@ -88,4 +91,76 @@ fn pins_and_size_limits_are_checked_before_compiling() {
         .and_then(|r| r.failed())
         .expect("refused");
     assert!(oversized.stderr.contains("bytes; the limit is 67108864"), "{}", oversized.stderr);
+}
+
+#[test]
+fn plugins_by_url_come_over_verified_https_pinned_and_size_limited() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let component = std::fs::read(plugin("generator").expect("generator")).expect("read generator");
+    std::fs::write(root.path().join("generator.wasm"), &component).expect("publish");
+    std::fs::File::create(root.path().join("huge.wasm")).and_then(|f| f.set_len(65 << 20)).expect("sparse file");
+    let server = HttpsServer::serve(root.path()).expect("https server");
+    let trusted = [("SSL_CERT_FILE".to_owned(), server.ca_file().display().to_string())];
+    let sha256 = hex::encode(Sha256::digest(&component));
+    let inspect = |url: &str, pin: Option<&str>, env: &[(String, String)]| {
+        let mut args = vec!["plugin", "inspect", "--plugin", url];
+        if let Some(pin) = pin {
+            args.extend(["--plugin-sha256", pin]);
+        }
+        run(args, env).expect("run stowage")
+    };
+
+    let url = server.url("generator.wasm");
+    let inspected = inspect(&url, Some(&sha256), &trusted).ok().expect("a pinned download");
+    assert!(inspected.stdout.contains("generator") && inspected.stdout.contains(&sha256), "{}", inspected.stdout);
+
+    let failures = [
+        (inspect(&url, None, &trusted), "so its sha256 must be pinned".to_owned()),
+        (inspect(&url, Some(&"0".repeat(64)), &trusted), format!("has sha256 {sha256}, but")),
+        (inspect(&url, Some(&sha256), &[]), "invalid peer certificate: UnknownIssuer".to_owned()),
+        (inspect(&server.url("huge.wasm"), Some(&sha256), &trusted), "bytes; the limit is 67108864".to_owned()),
+        (inspect(&server.url("missing.wasm"), Some(&sha256), &trusted), "the server answered 404 Not Found".to_owned()),
+        (
+            inspect(&format!("http://localhost:{}/generator.wasm", server.port), Some(&sha256), &trusted),
+            "plugins are downloaded over HTTPS only".to_owned(),
+        ),
+    ];
+    for (outcome, expected) in failures {
+        let failed = outcome.failed().expect("refused");
+        assert!(failed.stderr.contains(&expected), "expected {expected:?} in:\n{}", failed.stderr);
+    }
+}
+
+/// `haystack` with every `from` replaced by `to` (of the same length); returns how many.
+fn replace_all(haystack: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    assert_eq!(from.len(), to.len(), "a same-length replacement keeps the component's layout");
+    let mut count = 0;
+    let mut at = 0;
+    while let Some(found) = haystack[at..].windows(from.len()).position(|window| window == from) {
+        haystack[at + found..at + found + to.len()].copy_from_slice(to);
+        at += found + to.len();
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn a_plugin_built_for_another_wit_version_is_refused() {
+    // The generator, re-labelled as exporting a future major version of the contract: a
+    // valid component whose `stowage:plugin/plugin` export this runner must not trust.
+    let version = wit_package_version();
+    let future = format!("{}{}", if version.starts_with('9') { '8' } else { '9' }, &version[1..]);
+    let mut component = std::fs::read(plugin("generator").expect("generator")).expect("read generator");
+    let export = |version: &str| format!("stowage:plugin/plugin@{version}");
+    let replaced = replace_all(&mut component, export(&version).as_bytes(), export(&future).as_bytes());
+    assert!(replaced > 0, "the generator names its export {}", export(&version));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("future.wasm");
+    std::fs::write(&path, &component).expect("write fixture");
+
+    let refused = run(["plugin", "inspect", "--plugin", path.to_str().expect("path")], &[])
+        .and_then(|r| r.failed())
+        .expect("refused");
+    let expected = format!("is built for stowage:plugin@{future}; this runner supports stowage:plugin@{version}");
+    assert!(refused.stderr.contains(&expected), "{}", refused.stderr);
 }

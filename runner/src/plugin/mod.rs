@@ -6,6 +6,7 @@
 //! gets a fresh store with its own limits.
 
 mod bindings;
+mod fetch;
 mod host;
 mod output;
 mod sandbox;
@@ -46,6 +47,10 @@ const METADATA_DEADLINE: Duration = Duration::from_secs(10);
 pub enum PluginError {
     #[error("cannot read plugin {path}: {source}")]
     Read { path: String, source: std::io::Error },
+    #[error("cannot download plugin {url}: {message}")]
+    Download { url: String, message: String },
+    #[error("plugin {url} is referenced by URL, so its sha256 must be pinned")]
+    Unpinned { url: String },
     #[error("plugin {path} is {size} bytes; the limit is {limit}")]
     TooLarge { path: String, size: u64, limit: u64 },
     #[error("plugin {path} has sha256 {actual}, but {expected} is pinned")]
@@ -77,6 +82,8 @@ impl PluginError {
     pub fn reason(&self) -> &'static str {
         match self {
             PluginError::Read { .. } => "PluginUnreadable",
+            PluginError::Download { .. } => "PluginDownloadFailed",
+            PluginError::Unpinned { .. } => "PluginNotPinned",
             PluginError::TooLarge { .. } => "PluginTooLarge",
             PluginError::DigestMismatch { .. } => "PluginDigestMismatch",
             PluginError::NotAComponent { .. } | PluginError::NotAPlugin { .. } => "PluginInvalid",
@@ -177,6 +184,14 @@ impl PluginEngine {
         }
         let bytes = std::fs::read(path).map_err(read_error)?;
         self.load_bytes(&label, &bytes, expected_sha256)
+    }
+
+    /// Download, check and prepare the plugin at an `https://` URL; `expected_sha256` is
+    /// required, and checked before anything is compiled.
+    pub async fn load_url(&self, url: &str, expected_sha256: Option<&str>) -> Result<Plugin, PluginError> {
+        let expected = expected_sha256.ok_or_else(|| PluginError::Unpinned { url: url.to_owned() })?;
+        let bytes = fetch::fetch(url).await?;
+        self.load_bytes(url, &bytes, Some(expected))
     }
 
     /// Check and prepare a plugin component given as bytes; `label` names it in errors
