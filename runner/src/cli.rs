@@ -195,7 +195,9 @@ impl PluginArgs {
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/stowage/plugins")));
         let engine = PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))?;
         let pin = self.plugin_sha256.as_deref();
-        let plugin = if self.plugin.contains("://") {
+        let plugin = if let Some(reference) = self.plugin.strip_prefix("oci://") {
+            engine.load_oci(reference, pin).await?
+        } else if self.plugin.contains("://") {
             engine.load_url(&self.plugin, pin).await?
         } else {
             engine.load(&crate::plugin::locate(&self.plugin, &self.plugin_path), pin)?

@@ -105,6 +105,8 @@ enum PluginChoice {
     ConfigMap { name: String, key: String },
     /// An `https://` URL, pinned by `spec.plugin.sha256`.
     Url(String),
+    /// An OCI artifact, pinned by its manifest digest or `spec.plugin.sha256`.
+    Oci(String),
 }
 
 /// Everything a backup needs, checked.
@@ -173,15 +175,10 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
         (Some(builtin), None, None, None) => PluginChoice::Builtin(builtin.clone()),
         (None, Some(map), None, None) => PluginChoice::ConfigMap { name: map.name.clone(), key: map.key.clone() },
         (None, None, Some(url), None) => PluginChoice::Url(url.clone()),
+        (None, None, None, Some(reference)) => PluginChoice::Oci(reference.clone()),
         (None, None, None, None) => return Err(JobError::invalid("InvalidSpec", "spec.plugin names no source")),
         (Some(_), _, _, _) | (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
             return Err(JobError::invalid("InvalidSpec", "spec.plugin must name exactly one source"));
-        }
-        _ => {
-            return Err(JobError::invalid(
-                "PluginSourceUnsupported",
-                "this runner loads builtin, configMap and url plugins; oci sources are not supported yet",
-            ));
         }
     };
 
@@ -365,6 +362,7 @@ async fn backup(
             engine.load_bytes(&format!("configMap:{name}/{key}"), &bytes, pin)
         }
         PluginChoice::Url(url) => engine.load_url(url, pin).await,
+        PluginChoice::Oci(reference) => engine.load_oci(reference, pin).await,
     }
     .map_err(BackupError::from)?;
     let repository = Repository::open(&plan.location, &plan.s3).await;

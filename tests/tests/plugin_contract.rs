@@ -3,6 +3,7 @@
 //! plugins referenced by URL are downloaded only over verified HTTPS, pinned and bounded.
 
 use sha2::{Digest, Sha256};
+use stowage_tests::registry::Registry;
 use stowage_tests::stowage::{plugin, run};
 use stowage_tests::tls::HttpsServer;
 
@@ -115,7 +116,7 @@ fn plugins_by_url_come_over_verified_https_pinned_and_size_limited() {
     assert!(inspected.stdout.contains("generator") && inspected.stdout.contains(&sha256), "{}", inspected.stdout);
 
     let failures = [
-        (inspect(&url, None, &trusted), "so its sha256 must be pinned".to_owned()),
+        (inspect(&url, None, &trusted), "so it must be pinned".to_owned()),
         (inspect(&url, Some(&"0".repeat(64)), &trusted), format!("has sha256 {sha256}, but")),
         (inspect(&url, Some(&sha256), &[]), "invalid peer certificate: UnknownIssuer".to_owned()),
         (inspect(&server.url("huge.wasm"), Some(&sha256), &trusted), "bytes; the limit is 67108864".to_owned()),
@@ -163,4 +164,43 @@ fn a_plugin_built_for_another_wit_version_is_refused() {
         .expect("refused");
     let expected = format!("is built for stowage:plugin@{future}; this runner supports stowage:plugin@{version}");
     assert!(refused.stderr.contains(&expected), "{}", refused.stderr);
+}
+
+#[test]
+fn plugins_from_an_oci_registry_are_pulled_verified_and_pinned() {
+    let registry = Registry::start().expect("registry");
+    let generator = plugin("generator").expect("generator");
+    let digest = registry.push("stowage/generator", "1.0", &generator).expect("push");
+    let component_sha256 = hex::encode(Sha256::digest(std::fs::read(&generator).expect("read generator")));
+    let trusted = [("SSL_CERT_FILE".to_owned(), registry.ca_file().display().to_string())];
+    let inspect = |reference: &str, pin: Option<&str>| {
+        let plugin = format!("oci://{reference}");
+        let mut args = vec!["plugin", "inspect", "--plugin", &plugin];
+        if let Some(pin) = pin {
+            args.extend(["--plugin-sha256", pin]);
+        }
+        run(args, &trusted).expect("run stowage")
+    };
+    let repository = format!("{}/stowage/generator", registry.host());
+
+    for (reference, pin) in [
+        (format!("{repository}:1.0@{digest}"), None),
+        (format!("{repository}@{digest}"), None),
+        (format!("{repository}:1.0"), Some(component_sha256.as_str())),
+    ] {
+        let inspected = inspect(&reference, pin).ok().unwrap_or_else(|e| panic!("{reference}: {e}"));
+        assert!(inspected.stdout.contains(&component_sha256), "{}", inspected.stdout);
+    }
+
+    let other_digest = format!("sha256:{}", "0".repeat(64));
+    let failures = [
+        (inspect(&format!("{repository}:1.0"), None), "so it must be pinned"),
+        (inspect(&format!("{repository}:1.0@{other_digest}"), None), "the server answered 404"),
+        (inspect(&format!("{repository}:2.0"), Some(&component_sha256)), "the server answered 404"),
+        (inspect(&format!("{repository}:1.0"), Some(&"0".repeat(64))), "is pinned"),
+    ];
+    for (outcome, expected) in failures {
+        let failed = outcome.failed().expect("refused");
+        assert!(failed.stderr.contains(expected), "expected {expected:?} in:\n{}", failed.stderr);
+    }
 }

@@ -1,19 +1,27 @@
-//! Plugins referenced by URL: downloaded over HTTPS only, trusting the system's roots
-//! (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured), never more than
-//! [`MAX_PLUGIN_BYTES`](super::MAX_PLUGIN_BYTES), and only ever used pinned by sha256.
+//! Plugins from the network: an `https://` URL, or an OCI artifact in a registry
+//! ([`super::oci`]). HTTPS only, trusting the system's roots (`SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` are honoured), never more than [`MAX_PLUGIN_BYTES`], and only ever used
+//! pinned by a digest.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use hyper::Uri;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_LENGTH, HeaderName, LOCATION};
+use hyper::{Request, Response, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::{MAX_PLUGIN_BYTES, PluginError};
 
 /// The longest a download may take.
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+pub const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Redirects followed (registries send blobs to their storage).
+const MAX_REDIRECTS: usize = 5;
 
 /// An error and its causes on one line (hyper's top-level errors say little).
 fn chain(error: &dyn std::error::Error) -> String {
@@ -27,45 +35,90 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// An HTTPS-only client.
+pub struct Https {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl Https {
+    pub fn new() -> Result<Self, String> {
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()
+            .map_err(|e| format!("no trusted root certificates: {e}"))?
+            .https_only()
+            .enable_http1()
+            .build();
+        Ok(Https { client: Client::builder(TokioExecutor::new()).build(connector) })
+    }
+
+    /// GET `url` with `headers`, following redirects (to HTTPS only).
+    pub async fn get(&self, url: &str, headers: &[(HeaderName, String)]) -> Result<Response<Incoming>, String> {
+        let mut url = url.to_owned();
+        for _ in 0..=MAX_REDIRECTS {
+            let uri: Uri = url.parse().map_err(|e| format!("{url} is not a URL: {e}"))?;
+            if uri.scheme_str() != Some("https") {
+                return Err(format!("{url}: plugins are downloaded over HTTPS only"));
+            }
+            let mut request = Request::get(uri.clone());
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+            let response = self.client.request(request).await.map_err(|e| chain(&e))?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            let next: Uri = location.parse().map_err(|e| format!("redirect to {location:?}: {e}"))?;
+            url = match next.scheme() {
+                Some(_) => next.to_string(),
+                None => format!(
+                    "{}://{}{location}",
+                    uri.scheme_str().unwrap_or("https"),
+                    uri.authority().map_or("", |a| a.as_str())
+                ),
+            };
+        }
+        Err(format!("more than {MAX_REDIRECTS} redirects"))
+    }
+}
+
+/// The body of a successful response, at most [`MAX_PLUGIN_BYTES`]; `label` names the
+/// plugin in errors.
+pub async fn read_body(response: Response<Incoming>, label: &str) -> Result<Vec<u8>, PluginError> {
+    let fail = |message: String| PluginError::Download { url: label.to_owned(), message };
+    if response.status() != StatusCode::OK {
+        return Err(fail(format!("the server answered {}", response.status())));
+    }
+    let too_large = |size| PluginError::TooLarge { path: label.to_owned(), size, limit: MAX_PLUGIN_BYTES };
+    let announced = response.headers().get(CONTENT_LENGTH);
+    if let Some(size) = announced.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && size > MAX_PLUGIN_BYTES
+    {
+        return Err(too_large(size));
+    }
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| fail(chain(&e)))?;
+        if let Ok(data) = frame.into_data() {
+            let size = (bytes.len() + data.len()) as u64;
+            if size > MAX_PLUGIN_BYTES {
+                return Err(too_large(size));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
 /// Download the plugin at `url`. The caller checks the digest before compiling.
 pub async fn fetch(url: &str) -> Result<Vec<u8>, PluginError> {
     let fail = |message: String| PluginError::Download { url: url.to_owned(), message };
-    let uri: Uri = url.parse().map_err(|e| fail(format!("not a URL: {e}")))?;
-    if uri.scheme_str() != Some("https") {
-        return Err(fail("plugins are downloaded over HTTPS only".into()));
-    }
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| fail(format!("no trusted root certificates: {e}")))?
-        .https_only()
-        .enable_http1()
-        .build();
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let download = async {
-        let response = client.get(uri).await.map_err(|e| fail(chain(&e)))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("the server answered {}", response.status())));
-        }
-        let too_large = |size| PluginError::TooLarge { path: url.to_owned(), size, limit: MAX_PLUGIN_BYTES };
-        let announced = response.headers().get(hyper::header::CONTENT_LENGTH);
-        if let Some(size) = announced.and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
-            && size > MAX_PLUGIN_BYTES
-        {
-            return Err(too_large(size));
-        }
-        let mut body = response.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| fail(chain(&e)))?;
-            if let Ok(data) = frame.into_data() {
-                let size = (bytes.len() + data.len()) as u64;
-                if size > MAX_PLUGIN_BYTES {
-                    return Err(too_large(size));
-                }
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok(bytes)
+        let https = Https::new().map_err(fail)?;
+        let response = https.get(url, &[]).await.map_err(fail)?;
+        read_body(response, url).await
     };
     tokio::time::timeout(DOWNLOAD_TIMEOUT, download)
         .await

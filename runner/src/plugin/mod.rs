@@ -8,6 +8,7 @@
 mod bindings;
 mod fetch;
 mod host;
+pub mod oci;
 mod output;
 mod sandbox;
 
@@ -49,7 +50,7 @@ pub enum PluginError {
     Read { path: String, source: std::io::Error },
     #[error("cannot download plugin {url}: {message}")]
     Download { url: String, message: String },
-    #[error("plugin {url} is referenced by URL, so its sha256 must be pinned")]
+    #[error("plugin {url} comes from the network, so it must be pinned: a sha256, or an OCI reference @sha256:...")]
     Unpinned { url: String },
     #[error("plugin {path} is {size} bytes; the limit is {limit}")]
     TooLarge { path: String, size: u64, limit: u64 },
@@ -192,6 +193,21 @@ impl PluginEngine {
         let expected = expected_sha256.ok_or_else(|| PluginError::Unpinned { url: url.to_owned() })?;
         let bytes = fetch::fetch(url).await?;
         self.load_bytes(url, &bytes, Some(expected))
+    }
+
+    /// Pull, check and prepare the plugin of an OCI reference; the reference's manifest
+    /// digest or `expected_sha256` (of the component) must pin it.
+    pub async fn load_oci(&self, reference: &str, expected_sha256: Option<&str>) -> Result<Plugin, PluginError> {
+        let label = format!("oci:{reference}");
+        let parsed = oci::Reference::parse(reference)
+            .map_err(|message| PluginError::Download { url: label.clone(), message })?;
+        let pull = oci::pull(&parsed, expected_sha256.is_some());
+        let bytes =
+            tokio::time::timeout(fetch::DOWNLOAD_TIMEOUT, pull).await.map_err(|_| PluginError::Download {
+                url: label.clone(),
+                message: format!("not pulled within {}", humantime::format_duration(fetch::DOWNLOAD_TIMEOUT)),
+            })??;
+        self.load_bytes(&label, &bytes, expected_sha256)
     }
 
     /// Check and prepare a plugin component given as bytes; `label` names it in errors

@@ -1,0 +1,107 @@
+//! A real OCI registry (Debian's `docker-registry`, the CNCF distribution server) over
+//! HTTPS on a loopback port, and a client that pushes a component the way wasm tools do.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use tempfile::TempDir;
+
+use crate::tls::checked;
+use crate::{Result, free_port, wait_until};
+
+/// A running registry; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct Registry {
+    child: Child,
+    dir: TempDir,
+    pub port: u16,
+}
+
+/// Pushes a component as an OCI artifact (config `application/vnd.wasm.config.v0+json`,
+/// one `application/wasm` layer) with the distribution API; prints the manifest digest.
+const PUSH: &str = r#"
+import hashlib, json, ssl, sys, urllib.request
+base, repository, tag, path, cafile = sys.argv[1:]
+context = ssl.create_default_context(cafile=cafile)
+def send(url, data=None, method="GET", content_type="application/octet-stream"):
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+    return urllib.request.urlopen(request, context=context)
+def upload(data):
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    location = send(f"{base}/v2/{repository}/blobs/uploads/", b"", "POST").headers["Location"]
+    location = base + location if location.startswith("/") else location
+    send(location + ("&" if "?" in location else "?") + "digest=" + digest, data, "PUT")
+    return digest
+component, config = open(path, "rb").read(), b"{}"
+manifest = json.dumps({
+    "schemaVersion": 2,
+    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": upload(config), "size": len(config)},
+    "layers": [{"mediaType": "application/wasm", "digest": upload(component), "size": len(component)}],
+}).encode()
+send(f"{base}/v2/{repository}/manifests/{tag}", manifest, "PUT", "application/vnd.oci.image.manifest.v1+json")
+print("sha256:" + hashlib.sha256(manifest).hexdigest())
+"#;
+
+impl Registry {
+    /// Start a registry with a certificate for `localhost` from a fresh CA.
+    pub fn start() -> Result<Self> {
+        let binary = Path::new("/usr/bin/docker-registry");
+        anyhow::ensure!(binary.is_file(), "docker-registry is missing: run ./dev setup");
+        let dir = tempfile::tempdir()?;
+        crate::tls::certificates(dir.path())?;
+        let port = free_port()?;
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n",
+            file("data"),
+            file("server.crt"),
+            file("server.key")
+        );
+        std::fs::write(dir.path().join("config.yml"), config)?;
+        let log = std::fs::File::create(dir.path().join("registry.log"))?;
+        let child = Command::new(binary)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting docker-registry")?;
+        let registry = Registry { child, dir, port };
+        wait_until("the registry listens", Duration::from_secs(20), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })?;
+        Ok(registry)
+    }
+
+    /// The CA file that makes the registry trusted (for `SSL_CERT_FILE`).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// `localhost:PORT`, as references name it.
+    pub fn host(&self) -> String {
+        format!("localhost:{}", self.port)
+    }
+
+    /// Push `component` as `repository:tag`; returns the manifest digest (`sha256:...`).
+    pub fn push(&self, repository: &str, tag: &str, component: &Path) -> Result<String> {
+        let output = Command::new("python3")
+            .args(["-c", PUSH, &format!("https://{}", self.host()), repository, tag])
+            .arg(component)
+            .arg(self.ca_file())
+            .output()
+            .context("running the push client (python3)")?;
+        Ok(checked(output, "push")?.trim().to_owned())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
