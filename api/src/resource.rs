@@ -133,9 +133,14 @@ pub struct PluginSource {
     /// An `https://` URL of the component; requires `sha256`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// An OCI artifact reference, `registry/repository:tag@sha256:...`.
+    /// An OCI artifact reference, `registry/repository:tag@sha256:...`: an image manifest
+    /// with one `application/wasm` layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci: Option<String>,
+    /// For `oci`: a `kubernetes.io/dockerconfigjson` Secret in this namespace with the
+    /// registry's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_secret: Option<String>,
     /// The expected sha256 of the component, lowercase hex; checked before it is compiled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]

@@ -158,6 +158,9 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
     if let Some(ca) = &spec.database.tls_ca_secret {
         env.push(secret_env("STOWAGE_DATABASE_TLS_CA", &ca.name, &ca.key));
     }
+    if let Some(secret) = &spec.plugin.pull_secret {
+        env.push(secret_env("STOWAGE_REGISTRY_AUTH", secret, ".dockerconfigjson"));
+    }
     let plugin_memory = spec.limits.as_ref().and_then(|l| l.plugin_memory_mib).unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB);
     let image = spec.runner_image.clone().unwrap_or_else(|| settings.runner_image.clone());
     Ok(json!({

@@ -86,6 +86,9 @@ pub struct JobArgs {
     /// The CA (PEM) of the database's TLS certificate, from the Secret the resource names.
     #[arg(long, env = "STOWAGE_DATABASE_TLS_CA", hide_env_values = true)]
     pub database_tls_ca: Option<String>,
+    /// Registry credentials for an `oci` plugin: a Docker config JSON (`.dockerconfigjson`).
+    #[arg(long, env = "STOWAGE_REGISTRY_AUTH", hide_env_values = true)]
+    pub registry_auth: Option<String>,
     /// Directories searched for builtin plugins, `:`-separated.
     #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
@@ -106,6 +109,7 @@ impl JobArgs {
             endpoint: self.endpoint.or(self.cos_endpoint),
             database_password: self.database_password,
             database_tls_ca: self.database_tls_ca,
+            registry_auth: self.registry_auth,
             plugin_path: self.plugin_path,
             cache_dir: self.cache_dir,
         }
@@ -168,6 +172,9 @@ pub struct PluginArgs {
     /// The plugin's expected sha256 (hex); checked before anything is compiled.
     #[arg(long, env = "STOWAGE_PLUGIN_SHA256")]
     pub plugin_sha256: Option<String>,
+    /// Registry credentials for an `oci://` plugin: a Docker config JSON.
+    #[arg(long, env = "STOWAGE_REGISTRY_AUTH", hide_env_values = true)]
+    pub registry_auth: Option<String>,
     /// Directories searched for builtin plugins, `:`-separated.
     #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
@@ -196,7 +203,7 @@ impl PluginArgs {
         let engine = PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))?;
         let pin = self.plugin_sha256.as_deref();
         let plugin = if let Some(reference) = self.plugin.strip_prefix("oci://") {
-            engine.load_oci(reference, pin).await?
+            engine.load_oci(reference, pin, self.registry_auth.as_deref()).await?
         } else if self.plugin.contains("://") {
             engine.load_url(&self.plugin, pin).await?
         } else {

@@ -45,6 +45,8 @@ pub struct JobInputs {
     pub database_password: Option<String>,
     /// PEM; handed to the plugin as option `tls-ca`.
     pub database_tls_ca: Option<String>,
+    /// Docker config JSON with the credentials of an `oci` plugin's registry.
+    pub registry_auth: Option<String>,
     pub plugin_path: String,
     pub cache_dir: Option<PathBuf>,
 }
@@ -362,7 +364,15 @@ async fn backup(
             engine.load_bytes(&format!("configMap:{name}/{key}"), &bytes, pin)
         }
         PluginChoice::Url(url) => engine.load_url(url, pin).await,
-        PluginChoice::Oci(reference) => engine.load_oci(reference, pin).await,
+        PluginChoice::Oci(reference) => {
+            if let (Some(secret), None) = (&resource.spec.plugin.pull_secret, &inputs.registry_auth) {
+                return Err(JobError::invalid(
+                    "MissingRegistryCredentials",
+                    format!("STOWAGE_REGISTRY_AUTH must come from key .dockerconfigjson of Secret {secret:?}"),
+                ));
+            }
+            engine.load_oci(reference, pin, inputs.registry_auth.as_deref()).await
+        }
     }
     .map_err(BackupError::from)?;
     let repository = Repository::open(&plan.location, &plan.s3).await;

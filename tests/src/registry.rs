@@ -18,16 +18,21 @@ pub struct Registry {
     child: Child,
     dir: TempDir,
     pub port: u16,
+    /// `user:password` when the registry is private.
+    login: Option<String>,
 }
 
 /// Pushes a component as an OCI artifact (config `application/vnd.wasm.config.v0+json`,
 /// one `application/wasm` layer) with the distribution API; prints the manifest digest.
 const PUSH: &str = r#"
-import hashlib, json, ssl, sys, urllib.request
-base, repository, tag, path, cafile = sys.argv[1:]
+import base64, hashlib, json, ssl, sys, urllib.request
+base, repository, tag, path, cafile, login = sys.argv[1:]
 context = ssl.create_default_context(cafile=cafile)
 def send(url, data=None, method="GET", content_type="application/octet-stream"):
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": content_type})
+    headers = {"Content-Type": content_type}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     return urllib.request.urlopen(request, context=context)
 def upload(data):
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -46,9 +51,25 @@ send(f"{base}/v2/{repository}/manifests/{tag}", manifest, "PUT", "application/vn
 print("sha256:" + hashlib.sha256(manifest).hexdigest())
 "#;
 
+/// Writes an htpasswd file with one bcrypt entry (the registry accepts only bcrypt).
+const HTPASSWD: &str = r#"
+import crypt, sys
+path, user, password = sys.argv[1:]
+open(path, "w").write(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+"#;
+
 impl Registry {
     /// Start a registry with a certificate for `localhost` from a fresh CA.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// A registry that wants HTTP Basic credentials for everything.
+    pub fn start_private(user: &str, password: &str) -> Result<Self> {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Result<Self> {
         let binary = Path::new("/usr/bin/docker-registry");
         anyhow::ensure!(binary.is_file(), "docker-registry is missing: run ./dev setup");
         let dir = tempfile::tempdir()?;
@@ -61,6 +82,13 @@ impl Registry {
             file("server.crt"),
             file("server.key")
         );
+        let mut config = config;
+        if let Some((user, password)) = login {
+            let path = dir.path().join("htpasswd");
+            let output = Command::new("python3").args(["-c", HTPASSWD]).arg(&path).args([user, password]).output()?;
+            checked(output, "htpasswd")?;
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: stowage-test\n    path: {}\n", path.display()));
+        }
         std::fs::write(dir.path().join("config.yml"), config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
         let child = Command::new(binary)
@@ -70,7 +98,8 @@ impl Registry {
             .stderr(log)
             .spawn()
             .context("starting docker-registry")?;
-        let registry = Registry { child, dir, port };
+        let login = login.map(|(user, password)| format!("{user}:{password}"));
+        let registry = Registry { child, dir, port, login };
         wait_until("the registry listens", Duration::from_secs(20), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         })?;
@@ -93,6 +122,7 @@ impl Registry {
             .args(["-c", PUSH, &format!("https://{}", self.host()), repository, tag])
             .arg(component)
             .arg(self.ca_file())
+            .arg(self.login.as_deref().unwrap_or_default())
             .output()
             .context("running the push client (python3)")?;
         Ok(checked(output, "push")?.trim().to_owned())

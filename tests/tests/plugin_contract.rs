@@ -204,3 +204,26 @@ fn plugins_from_an_oci_registry_are_pulled_verified_and_pinned() {
         assert!(failed.stderr.contains(expected), "expected {expected:?} in:\n{}", failed.stderr);
     }
 }
+
+#[test]
+fn private_registries_take_the_credentials_of_a_docker_config() {
+    let registry = Registry::start_private("robot", "s3cret").expect("registry");
+    let generator = plugin("generator").expect("generator");
+    let digest = registry.push("private/generator", "1.0", &generator).expect("push");
+    let plugin = format!("oci://{}/private/generator:1.0@{digest}", registry.host());
+    let inspect = |login: Option<&str>| {
+        let mut env = vec![("SSL_CERT_FILE".to_owned(), registry.ca_file().display().to_string())];
+        if let Some(login) = login {
+            let (user, password) = login.split_once(':').expect("user:password");
+            let config = serde_json::json!({"auths": {registry.host(): {"username": user, "password": password}}});
+            env.push(("STOWAGE_REGISTRY_AUTH".to_owned(), config.to_string()));
+        }
+        run(["plugin", "inspect", "--plugin", &plugin], &env).expect("run stowage")
+    };
+    let inspected = inspect(Some("robot:s3cret")).ok().expect("pull with credentials");
+    assert!(inspected.stdout.contains("generator"), "{}", inspected.stdout);
+    let anonymous = inspect(None).failed().expect("pull without credentials");
+    assert!(anonymous.stderr.contains("the registry requires credentials"), "{}", anonymous.stderr);
+    let wrong = inspect(Some("robot:wrong")).failed().expect("pull with wrong credentials");
+    assert!(wrong.stderr.contains("the registry refused the credentials"), "{}", wrong.stderr);
+}

@@ -196,17 +196,25 @@ impl PluginEngine {
     }
 
     /// Pull, check and prepare the plugin of an OCI reference; the reference's manifest
-    /// digest or `expected_sha256` (of the component) must pin it.
-    pub async fn load_oci(&self, reference: &str, expected_sha256: Option<&str>) -> Result<Plugin, PluginError> {
+    /// digest or `expected_sha256` (of the component) must pin it. `registry_auth` is a
+    /// Docker config JSON (`.dockerconfigjson`) with the registry's credentials.
+    pub async fn load_oci(
+        &self,
+        reference: &str,
+        expected_sha256: Option<&str>,
+        registry_auth: Option<&str>,
+    ) -> Result<Plugin, PluginError> {
         let label = format!("oci:{reference}");
-        let parsed = oci::Reference::parse(reference)
-            .map_err(|message| PluginError::Download { url: label.clone(), message })?;
-        let pull = oci::pull(&parsed, expected_sha256.is_some());
-        let bytes =
-            tokio::time::timeout(fetch::DOWNLOAD_TIMEOUT, pull).await.map_err(|_| PluginError::Download {
-                url: label.clone(),
-                message: format!("not pulled within {}", humantime::format_duration(fetch::DOWNLOAD_TIMEOUT)),
-            })??;
+        let fail = |message: String| PluginError::Download { url: label.clone(), message };
+        let parsed = oci::Reference::parse(reference).map_err(fail)?;
+        let credentials = match registry_auth {
+            Some(json) => oci::Credentials::find(json, &parsed.registry).map_err(fail)?,
+            None => None,
+        };
+        let pull = oci::pull(&parsed, expected_sha256.is_some(), credentials);
+        let bytes = tokio::time::timeout(fetch::DOWNLOAD_TIMEOUT, pull).await.map_err(|_| {
+            fail(format!("not pulled within {}", humantime::format_duration(fetch::DOWNLOAD_TIMEOUT)))
+        })??;
         self.load_bytes(&label, &bytes, expected_sha256)
     }
 

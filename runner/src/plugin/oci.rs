@@ -2,7 +2,8 @@
 //! manifest whose one `application/wasm` layer is the component (config media type
 //! `application/vnd.wasm.config.v0+json`). Pulled with the OCI distribution API over HTTPS;
 //! the manifest is checked against the reference's digest, the layer against the
-//! manifest's. Registries that demand a token get the anonymous bearer-token flow.
+//! manifest's. Registries that ask for credentials get HTTP Basic or the bearer-token flow,
+//! with the login from a Docker config JSON (a pull secret) when one is given.
 
 use hyper::header::{ACCEPT, AUTHORIZATION, HeaderName, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
@@ -76,6 +77,57 @@ impl std::fmt::Display for Reference {
     }
 }
 
+/// A registry login, from a Docker config JSON (a `kubernetes.io/dockerconfigjson` Secret).
+#[derive(Clone)]
+pub struct Credentials {
+    /// `base64(user:password)`, as HTTP Basic and the token endpoints take it.
+    basic: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+#[derive(Deserialize)]
+struct DockerConfig {
+    #[serde(default)]
+    auths: std::collections::HashMap<String, DockerAuth>,
+}
+
+#[derive(Deserialize)]
+struct DockerAuth {
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+}
+
+impl Credentials {
+    /// The login for `registry` in Docker config JSON `json`, if it has one. Keys may be
+    /// a bare `host[:port]` or a URL of it.
+    pub fn find(json: &str, registry: &str) -> Result<Option<Self>, String> {
+        use base64::Engine;
+        let config: DockerConfig = serde_json::from_str(json)
+            .map_err(|e| format!("registry credentials are not a Docker config JSON: {e}"))?;
+        let host = |key: &str| {
+            let key = key.trim_start_matches("https://").trim_start_matches("http://");
+            key.split('/').next().unwrap_or_default().to_owned()
+        };
+        let Some(auth) = config.auths.iter().find(|(key, _)| host(key) == registry).map(|(_, auth)| auth) else {
+            return Ok(None);
+        };
+        let basic = match (&auth.auth, &auth.username, &auth.password) {
+            (Some(auth), _, _) => auth.clone(),
+            (None, Some(user), Some(password)) => {
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            }
+            _ => return Err(format!("the credentials for {registry} have neither auth nor username and password")),
+        };
+        Ok(Some(Credentials { basic }))
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Descriptor {
@@ -100,61 +152,86 @@ fn challenge_parameter(challenge: &str, key: &str) -> Option<String> {
     Some(challenge[start..end].to_owned())
 }
 
-/// A registry session: anonymous, or with the token a bearer challenge asked for.
+/// A registry session: anonymous, or answering the registry's challenge: HTTP Basic with
+/// the credentials, or a bearer token from the realm it names (with the credentials, when
+/// there are some).
 struct Session {
     https: Https,
-    token: Option<String>,
+    credentials: Option<Credentials>,
+    authorization: Option<String>,
 }
 
 impl Session {
     async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Response<hyper::body::Incoming>, String> {
-        let headers = |token: &Option<String>| {
+        let headers = |authorization: &Option<String>| {
             let mut headers: Vec<(HeaderName, String)> = Vec::new();
             if let Some(accept) = accept {
                 headers.push((ACCEPT, accept.to_owned()));
             }
-            if let Some(token) = token {
-                headers.push((AUTHORIZATION, format!("Bearer {token}")));
+            if let Some(authorization) = authorization {
+                headers.push((AUTHORIZATION, authorization.clone()));
             }
             headers
         };
-        let response = self.https.get(url, &headers(&self.token)).await?;
-        if response.status() != StatusCode::UNAUTHORIZED || self.token.is_some() {
+        let refused = || "the registry refused the credentials (401 Unauthorized)".to_owned();
+        let response = self.https.get(url, &headers(&self.authorization)).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
+        if self.authorization.is_some() {
+            return Err(refused());
+        }
         let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        if !challenge.starts_with("Bearer ") {
-            return Err("the registry requires credentials; pull secrets are not supported yet".into());
+        let basic = self.credentials.as_ref().map(|c| format!("Basic {}", c.basic));
+        self.authorization = Some(if challenge.starts_with("Bearer ") {
+            self.token(challenge, basic).await?
+        } else {
+            basic.ok_or("the registry requires credentials: give a pull secret (STOWAGE_REGISTRY_AUTH)")?
+        });
+        let response = self.https.get(url, &headers(&self.authorization)).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(refused());
         }
+        Ok(response)
+    }
+
+    /// A bearer token for `challenge`.
+    async fn token(&self, challenge: &str, basic: Option<String>) -> Result<String, String> {
         let realm = challenge_parameter(challenge, "realm").ok_or("the registry's challenge names no realm")?;
-        let mut token_url = format!("{realm}?");
-        for key in ["service", "scope"] {
-            if let Some(value) = challenge_parameter(challenge, key) {
-                token_url.push_str(&format!(
-                    "{key}={}&",
+        let query: Vec<String> = ["service", "scope"]
+            .into_iter()
+            .filter_map(|key| {
+                let value = challenge_parameter(challenge, key)?;
+                Some(format!(
+                    "{key}={}",
                     percent_encoding::utf8_percent_encode(&value, percent_encoding::NON_ALPHANUMERIC)
-                ));
-            }
-        }
-        let answer = self.https.get(token_url.trim_end_matches(['?', '&']), &[]).await?;
+                ))
+            })
+            .collect();
+        let url = if query.is_empty() { realm.clone() } else { format!("{realm}?{}", query.join("&")) };
+        let headers: Vec<(HeaderName, String)> = basic.into_iter().map(|basic| (AUTHORIZATION, basic)).collect();
+        let answer = self.https.get(&url, &headers).await?;
         let body = read_body(answer, &realm).await.map_err(|e| e.to_string())?;
         let token: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("token answer: {e}"))?;
         let token =
             token["token"].as_str().or(token["access_token"].as_str()).ok_or("the token answer has no token")?;
-        self.token = Some(token.to_owned());
-        self.https.get(url, &headers(&self.token)).await
+        Ok(format!("Bearer {token}"))
     }
 }
 
 /// Pull the component of `reference`; returns its bytes. `pinned` says whether the caller
 /// pins the component's sha256 (otherwise the reference must carry a manifest digest).
-pub async fn pull(reference: &Reference, pinned: bool) -> Result<Vec<u8>, PluginError> {
+pub async fn pull(
+    reference: &Reference,
+    pinned: bool,
+    credentials: Option<Credentials>,
+) -> Result<Vec<u8>, PluginError> {
     let label = format!("oci:{reference}");
     let fail = |message: String| PluginError::Download { url: label.clone(), message };
     if !pinned && reference.digest.is_none() {
         return Err(PluginError::Unpinned { url: label.clone() });
     }
-    let mut session = Session { https: Https::new().map_err(fail)?, token: None };
+    let mut session = Session { https: Https::new().map_err(fail)?, credentials, authorization: None };
     let manifest_ref = reference.digest.clone().or_else(|| reference.tag.clone()).unwrap_or_default();
     let response = session.get(&reference.url("manifests", &manifest_ref), Some(MANIFEST_TYPES)).await.map_err(fail)?;
     let manifest_bytes = read_body(response, &label).await?;
@@ -204,6 +281,16 @@ mod tests {
         assert!(Reference::parse("ghcr.io/acme/plugin").is_err(), "neither tag nor digest");
         assert!(Reference::parse("plugin:1").is_err(), "no registry");
         assert!(Reference::parse("ghcr.io/acme/plugin@sha256:1234").is_err(), "short digest");
+    }
+
+    #[test]
+    fn credentials_come_from_docker_config_json_by_registry() {
+        let json =
+            r#"{"auths": {"https://localhost:5000": {"auth": "dTpw"}, "ghcr.io": {"username": "u", "password": "p"}}}"#;
+        assert_eq!(Credentials::find(json, "localhost:5000").expect("valid").map(|c| c.basic).as_deref(), Some("dTpw"));
+        assert_eq!(Credentials::find(json, "ghcr.io").expect("valid").map(|c| c.basic).as_deref(), Some("dTpw"));
+        assert!(Credentials::find(json, "quay.io").expect("valid").is_none());
+        assert!(Credentials::find("not json", "ghcr.io").is_err());
     }
 
     #[test]
