@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupRequest, run_backup};
 use crate::job::{JobError, JobInputs, run_job};
-use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, operation_name};
+use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, oci, operation_name};
 use crate::repository::{RepoLocation, Repository, RepositoryError};
 use crate::restore::{RestoreError, RestoreRequest, run_restore, verify_backup};
 use crate::retention::Retention;
@@ -120,6 +120,9 @@ impl JobArgs {
 pub enum PluginCommand {
     /// Show a plugin's metadata, WIT version and sha256.
     Inspect(InspectArgs),
+    /// Push a plugin component to an OCI registry in the layout `oci` references read
+    /// (one `application/wasm` layer); prints the reference pinned by digest.
+    Push(PushArgs),
 }
 
 /// Where backups are stored.
@@ -190,17 +193,20 @@ pub struct PluginArgs {
     pub timeout: Duration,
 }
 
+/// The plugin engine with its compilation cache (default `$HOME/.cache/stowage/plugins`).
+fn engine(cache_dir: Option<PathBuf>) -> Result<PluginEngine, CliError> {
+    let cache_dir =
+        cache_dir.or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/stowage/plugins")));
+    PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))
+}
+
 impl PluginArgs {
     fn limits(&self) -> Limits {
         Limits { memory_bytes: self.memory_limit_mib << 20, deadline: self.timeout }
     }
 
     async fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
-        let cache_dir = self
-            .cache_dir
-            .clone()
-            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/stowage/plugins")));
-        let engine = PluginEngine::new(cache_dir).map_err(|e| CliError::Engine(format!("{e:#}")))?;
+        let engine = engine(self.cache_dir.clone())?;
         let pin = self.plugin_sha256.as_deref();
         let plugin = if let Some(reference) = self.plugin.strip_prefix("oci://") {
             engine.load_oci(reference, pin, self.registry_auth.as_deref()).await?
@@ -346,6 +352,20 @@ pub struct InspectArgs {
     pub plugin: PluginArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The plugin component (.wasm file); it is checked like any plugin before it is pushed.
+    pub component: PathBuf,
+    /// Where to: `oci://registry/repository:tag`.
+    pub destination: String,
+    /// Registry credentials: a Docker config JSON.
+    #[arg(long, env = "STOWAGE_REGISTRY_AUTH", hide_env_values = true)]
+    pub registry_auth: Option<String>,
+    /// Directory for precompiled plugins [default: $HOME/.cache/stowage/plugins].
+    #[arg(long, env = "STOWAGE_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -367,6 +387,8 @@ pub enum CliError {
     Engine(String),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("cannot push to {destination}: {message}")]
+    Push { destination: String, message: String },
 }
 
 /// A progress bar of the bytes written so far, redrawn until the task is aborted.
@@ -441,6 +463,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             Ok(())
         }
         Command::Plugin(PluginCommand::Inspect(args)) => inspect(args, out).await,
+        Command::Plugin(PluginCommand::Push(args)) => push(args, out).await,
         Command::Job(args) => {
             let report = run_job(args.into_inputs()).await?;
             writeln!(out, "{}", report.manifest.backup_id)?;
@@ -538,6 +561,27 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
         };
         writeln!(out, "{line}")?;
     }
+    Ok(())
+}
+
+async fn push(args: PushArgs, out: &mut impl Write) -> Result<(), CliError> {
+    let fail = |message: String| CliError::Push { destination: args.destination.clone(), message };
+    let reference = args
+        .destination
+        .strip_prefix("oci://")
+        .ok_or_else(|| fail("the destination is oci://registry/repository:tag".into()))?;
+    let reference = oci::Reference::parse(reference).map_err(fail)?;
+    let credentials = match &args.registry_auth {
+        Some(json) => oci::Credentials::find(json, &reference.registry).map_err(fail)?,
+        None => None,
+    };
+    // Only what would load is pushed.
+    let plugin = engine(args.cache_dir.clone())?.load(&args.component, None)?;
+    let component = std::fs::read(&args.component)?;
+    let digest = oci::push(&reference, component, credentials).await.map_err(fail)?;
+    let pinned = oci::Reference { digest: Some(digest), ..reference };
+    writeln!(out, "oci://{pinned}")?;
+    tracing::info!(sha256 = %plugin.sha256, "pushed; reference it as spec.plugin.oci: {pinned}");
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! A real OCI registry (Debian's `docker-registry`, the CNCF distribution server) over
-//! HTTPS on a loopback port, and a client that pushes a component the way wasm tools do.
+//! HTTPS on a loopback port; components are pushed with `stowage plugin push`.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,35 +21,6 @@ pub struct Registry {
     /// `user:password` when the registry is private.
     login: Option<String>,
 }
-
-/// Pushes a component as an OCI artifact (config `application/vnd.wasm.config.v0+json`,
-/// one `application/wasm` layer) with the distribution API; prints the manifest digest.
-const PUSH: &str = r#"
-import base64, hashlib, json, ssl, sys, urllib.request
-base, repository, tag, path, cafile, login = sys.argv[1:]
-context = ssl.create_default_context(cafile=cafile)
-def send(url, data=None, method="GET", content_type="application/octet-stream"):
-    headers = {"Content-Type": content_type}
-    if login:
-        headers["Authorization"] = "Basic " + base64.b64encode(login.encode()).decode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    return urllib.request.urlopen(request, context=context)
-def upload(data):
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    location = send(f"{base}/v2/{repository}/blobs/uploads/", b"", "POST").headers["Location"]
-    location = base + location if location.startswith("/") else location
-    send(location + ("&" if "?" in location else "?") + "digest=" + digest, data, "PUT")
-    return digest
-component, config = open(path, "rb").read(), b"{}"
-manifest = json.dumps({
-    "schemaVersion": 2,
-    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-    "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": upload(config), "size": len(config)},
-    "layers": [{"mediaType": "application/wasm", "digest": upload(component), "size": len(component)}],
-}).encode()
-send(f"{base}/v2/{repository}/manifests/{tag}", manifest, "PUT", "application/vnd.oci.image.manifest.v1+json")
-print("sha256:" + hashlib.sha256(manifest).hexdigest())
-"#;
 
 /// Writes an htpasswd file with one bcrypt entry (the registry accepts only bcrypt).
 const HTPASSWD: &str = r#"
@@ -116,16 +87,26 @@ impl Registry {
         format!("localhost:{}", self.port)
     }
 
-    /// Push `component` as `repository:tag`; returns the manifest digest (`sha256:...`).
+    /// The environment that makes `stowage` trust this registry (and log in to it).
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("SSL_CERT_FILE".to_owned(), self.ca_file().display().to_string())];
+        if let Some(login) = &self.login {
+            let (user, password) = login.split_once(':').unwrap_or_default();
+            let config = serde_json::json!({"auths": {self.host(): {"username": user, "password": password}}});
+            env.push(("STOWAGE_REGISTRY_AUTH".to_owned(), config.to_string()));
+        }
+        env
+    }
+
+    /// Push `component` as `repository:tag` with `stowage plugin push`; returns the
+    /// manifest digest (`sha256:...`).
     pub fn push(&self, repository: &str, tag: &str, component: &Path) -> Result<String> {
-        let output = Command::new("python3")
-            .args(["-c", PUSH, &format!("https://{}", self.host()), repository, tag])
-            .arg(component)
-            .arg(self.ca_file())
-            .arg(self.login.as_deref().unwrap_or_default())
-            .output()
-            .context("running the push client (python3)")?;
-        Ok(checked(output, "push")?.trim().to_owned())
+        let destination = format!("oci://{}/{repository}:{tag}", self.host());
+        let component = component.to_str().context("component path")?;
+        let pushed = crate::stowage::run(["plugin", "push", component, &destination], &self.env())?.ok()?;
+        let pinned = pushed.stdout.trim();
+        let digest = pinned.rsplit_once('@').map(|(_, digest)| digest.to_owned());
+        digest.with_context(|| format!("stowage plugin push printed {pinned:?}"))
     }
 }
 

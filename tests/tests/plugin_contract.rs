@@ -172,7 +172,7 @@ fn plugins_from_an_oci_registry_are_pulled_verified_and_pinned() {
     let generator = plugin("generator").expect("generator");
     let digest = registry.push("stowage/generator", "1.0", &generator).expect("push");
     let component_sha256 = hex::encode(Sha256::digest(std::fs::read(&generator).expect("read generator")));
-    let trusted = [("SSL_CERT_FILE".to_owned(), registry.ca_file().display().to_string())];
+    let trusted = registry.env();
     let inspect = |reference: &str, pin: Option<&str>| {
         let plugin = format!("oci://{reference}");
         let mut args = vec!["plugin", "inspect", "--plugin", &plugin];
@@ -211,19 +211,19 @@ fn private_registries_take_the_credentials_of_a_docker_config() {
     let generator = plugin("generator").expect("generator");
     let digest = registry.push("private/generator", "1.0", &generator).expect("push");
     let plugin = format!("oci://{}/private/generator:1.0@{digest}", registry.host());
-    let inspect = |login: Option<&str>| {
-        let mut env = vec![("SSL_CERT_FILE".to_owned(), registry.ca_file().display().to_string())];
-        if let Some(login) = login {
-            let (user, password) = login.split_once(':').expect("user:password");
-            let config = serde_json::json!({"auths": {registry.host(): {"username": user, "password": password}}});
-            env.push(("STOWAGE_REGISTRY_AUTH".to_owned(), config.to_string()));
-        }
-        run(["plugin", "inspect", "--plugin", &plugin], &env).expect("run stowage")
-    };
-    let inspected = inspect(Some("robot:s3cret")).ok().expect("pull with credentials");
+    let inspect = |env: &[(String, String)]| run(["plugin", "inspect", "--plugin", &plugin], env).expect("run stowage");
+    let inspected = inspect(&registry.env()).ok().expect("pull with credentials");
     assert!(inspected.stdout.contains("generator"), "{}", inspected.stdout);
-    let anonymous = inspect(None).failed().expect("pull without credentials");
+    let trusted: Vec<_> = registry.env().into_iter().filter(|(name, _)| name == "SSL_CERT_FILE").collect();
+    let anonymous = inspect(&trusted).failed().expect("pull without credentials");
     assert!(anonymous.stderr.contains("the registry requires credentials"), "{}", anonymous.stderr);
-    let wrong = inspect(Some("robot:wrong")).failed().expect("pull with wrong credentials");
+    let wrong_login = serde_json::json!({"auths": {registry.host(): {"username": "robot", "password": "wrong"}}});
+    let wrong = [trusted.clone(), vec![("STOWAGE_REGISTRY_AUTH".to_owned(), wrong_login.to_string())]].concat();
+    let wrong = inspect(&wrong).failed().expect("pull with wrong credentials");
     assert!(wrong.stderr.contains("the registry refused the credentials"), "{}", wrong.stderr);
+    // Pushing needs the credentials too.
+    let component = generator.to_str().expect("path");
+    let destination = format!("oci://{}/private/other:1.0", registry.host());
+    let refused = run(["plugin", "push", component, &destination], &trusted).and_then(|r| r.failed()).expect("push");
+    assert!(refused.stderr.contains("the registry requires credentials"), "{}", refused.stderr);
 }

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_LENGTH, HeaderName, LOCATION};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -37,7 +37,7 @@ fn chain(error: &dyn std::error::Error) -> String {
 
 /// An HTTPS-only client.
 pub struct Https {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Https {
@@ -55,32 +55,46 @@ impl Https {
     pub async fn get(&self, url: &str, headers: &[(HeaderName, String)]) -> Result<Response<Incoming>, String> {
         let mut url = url.to_owned();
         for _ in 0..=MAX_REDIRECTS {
-            let uri: Uri = url.parse().map_err(|e| format!("{url} is not a URL: {e}"))?;
-            if uri.scheme_str() != Some("https") {
-                return Err(format!("{url}: plugins are downloaded over HTTPS only"));
-            }
-            let mut request = Request::get(uri.clone());
-            for (name, value) in headers {
-                request = request.header(name, value);
-            }
-            let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
-            let response = self.client.request(request).await.map_err(|e| chain(&e))?;
+            let response = self.send(Method::GET, &url, headers, Bytes::new()).await?;
             if !response.status().is_redirection() {
                 return Ok(response);
             }
             let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            let next: Uri = location.parse().map_err(|e| format!("redirect to {location:?}: {e}"))?;
-            url = match next.scheme() {
-                Some(_) => next.to_string(),
-                None => format!(
-                    "{}://{}{location}",
-                    uri.scheme_str().unwrap_or("https"),
-                    uri.authority().map_or("", |a| a.as_str())
-                ),
-            };
+            url = resolve(&url, location)?;
         }
         Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
+
+    /// One request, no redirects.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, String> {
+        let uri: Uri = url.parse().map_err(|e| format!("{url} is not a URL: {e}"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(format!("{url}: plugins are downloaded over HTTPS only"));
+        }
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+        self.client.request(request).await.map_err(|e| chain(&e))
+    }
+}
+
+/// `location` (absolute, or a path on the same server) relative to `base`.
+pub fn resolve(base: &str, location: &str) -> Result<String, String> {
+    let next: Uri = location.parse().map_err(|e| format!("location {location:?}: {e}"))?;
+    if next.scheme().is_some() {
+        return Ok(location.to_owned());
+    }
+    let base: Uri = base.parse().map_err(|e| format!("{base} is not a URL: {e}"))?;
+    let authority = base.authority().map_or("", |a| a.as_str());
+    Ok(format!("{}://{authority}{location}", base.scheme_str().unwrap_or("https")))
 }
 
 /// The body of a successful response, at most [`MAX_PLUGIN_BYTES`]; `label` names the

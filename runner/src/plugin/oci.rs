@@ -5,16 +5,19 @@
 //! manifest's. Registries that ask for credentials get HTTP Basic or the bearer-token flow,
 //! with the login from a Docker config JSON (a pull secret) when one is given.
 
-use hyper::header::{ACCEPT, AUTHORIZATION, HeaderName, WWW_AUTHENTICATE};
-use hyper::{Response, StatusCode};
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName, LOCATION, WWW_AUTHENTICATE};
+use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::fetch::{Https, read_body};
+use super::fetch::{Https, read_body, resolve};
 use super::{MAX_PLUGIN_BYTES, PluginError};
 
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.manifest.v1+json";
 const WASM_LAYER: &str = "application/wasm";
+const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
 
 /// `registry/repository[:tag][@sha256:digest]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,19 +165,26 @@ struct Session {
 }
 
 impl Session {
-    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Response<hyper::body::Incoming>, String> {
-        let headers = |authorization: &Option<String>| {
-            let mut headers: Vec<(HeaderName, String)> = Vec::new();
-            if let Some(accept) = accept {
-                headers.push((ACCEPT, accept.to_owned()));
-            }
-            if let Some(authorization) = authorization {
-                headers.push((AUTHORIZATION, authorization.clone()));
-            }
-            headers
-        };
+    fn new(credentials: Option<Credentials>) -> Result<Self, String> {
+        Ok(Session { https: Https::new()?, credentials, authorization: None })
+    }
+
+    /// GET `url`, following redirects.
+    async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Response<Incoming>, String> {
+        let accept: Vec<(HeaderName, String)> = accept.map(|a| (ACCEPT, a.to_owned())).into_iter().collect();
+        self.request(Method::GET, url, &accept, Bytes::new()).await
+    }
+
+    /// A request, answering an authentication challenge once.
+    async fn request(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, String> {
         let refused = || "the registry refused the credentials (401 Unauthorized)".to_owned();
-        let response = self.https.get(url, &headers(&self.authorization)).await?;
+        let response = self.send(method.clone(), url, headers, body.clone()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -188,11 +198,48 @@ impl Session {
         } else {
             basic.ok_or("the registry requires credentials: give a pull secret (STOWAGE_REGISTRY_AUTH)")?
         });
-        let response = self.https.get(url, &headers(&self.authorization)).await?;
+        let response = self.send(method, url, headers, body).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(refused());
         }
         Ok(response)
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Response<Incoming>, String> {
+        let mut all = headers.to_vec();
+        if let Some(authorization) = &self.authorization {
+            all.push((AUTHORIZATION, authorization.clone()));
+        }
+        if method == Method::GET {
+            self.https.get(url, &all).await
+        } else {
+            self.https.send(method, url, &all, body).await
+        }
+    }
+
+    /// Upload a blob (POST, then a monolithic PUT); returns its digest.
+    async fn upload(&mut self, reference: &Reference, blob: Bytes) -> Result<String, String> {
+        let digest = sha256_digest(&blob);
+        let start = format!("https://{}/v2/{}/blobs/uploads/", reference.registry, reference.repository);
+        let started = self.request(Method::POST, &start, &[], Bytes::new()).await?;
+        if started.status() != StatusCode::ACCEPTED {
+            return Err(format!("starting a blob upload: the registry answered {}", started.status()));
+        }
+        let location = started.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or("no upload location")?;
+        let location = resolve(&start, location)?;
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let octets = [(CONTENT_TYPE, "application/octet-stream".to_owned())];
+        let done = self.request(Method::PUT, &format!("{location}{separator}digest={digest}"), &octets, blob).await?;
+        if done.status() != StatusCode::CREATED {
+            return Err(format!("uploading blob {digest}: the registry answered {}", done.status()));
+        }
+        Ok(digest)
     }
 
     /// A bearer token for `challenge`.
@@ -231,7 +278,7 @@ pub async fn pull(
     if !pinned && reference.digest.is_none() {
         return Err(PluginError::Unpinned { url: label.clone() });
     }
-    let mut session = Session { https: Https::new().map_err(fail)?, credentials, authorization: None };
+    let mut session = Session::new(credentials).map_err(fail)?;
     let manifest_ref = reference.digest.clone().or_else(|| reference.tag.clone()).unwrap_or_default();
     let response = session.get(&reference.url("manifests", &manifest_ref), Some(MANIFEST_TYPES)).await.map_err(fail)?;
     let manifest_bytes = read_body(response, &label).await?;
@@ -261,6 +308,34 @@ pub async fn pull(
         return Err(fail(format!("the layer has digest {actual}, but the manifest says {}", layer.digest)));
     }
     Ok(component)
+}
+
+/// Push `component` as `reference` (which needs a tag) in the layout [`pull`] reads;
+/// returns the manifest's digest, which pins it.
+pub async fn push(
+    reference: &Reference,
+    component: Vec<u8>,
+    credentials: Option<Credentials>,
+) -> Result<String, String> {
+    let tag = reference.tag.as_deref().ok_or("pushing needs a tag: registry/repository:tag")?;
+    let mut session = Session::new(credentials)?;
+    let config = Bytes::from_static(b"{}");
+    let size = component.len();
+    let descriptor = |media_type: &str, digest: String, size: usize| serde_json::json!({"mediaType": media_type, "digest": digest, "size": size});
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPES,
+        "config": descriptor(WASM_CONFIG, session.upload(reference, config.clone()).await?, config.len()),
+        "layers": [descriptor(WASM_LAYER, session.upload(reference, Bytes::from(component)).await?, size)],
+    });
+    let manifest = Bytes::from(manifest.to_string());
+    let digest = sha256_digest(&manifest);
+    let headers = [(CONTENT_TYPE, MANIFEST_TYPES.to_owned())];
+    let stored = session.request(Method::PUT, &reference.url("manifests", tag), &headers, manifest).await?;
+    if stored.status() != StatusCode::CREATED {
+        return Err(format!("storing the manifest: the registry answered {}", stored.status()));
+    }
+    Ok(digest)
 }
 
 #[cfg(test)]
