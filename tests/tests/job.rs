@@ -10,8 +10,9 @@ use serde_json::json;
 use stowage_api::DatabaseBackup;
 use stowage_operator::workloads::{role, role_binding, runner_identity, service_account};
 use stowage_tests::kube::ControlPlane;
+use stowage_tests::registry::Registry;
 use stowage_tests::seaweedfs::SeaweedFs;
-use stowage_tests::stowage::{Run, run};
+use stowage_tests::stowage::{Run, plugin, run};
 
 const NAMESPACE: &str = "team";
 
@@ -144,6 +145,35 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     job("orders", true).await.expect("join").ok().expect("second job");
     let resource = backups.get("orders").await.expect("get");
     assert_eq!(resource.status.and_then(|s| s.observed_generation), resource.metadata.generation);
+
+    // A plugin from a private OCI registry: the pull secret's credentials arrive as
+    // STOWAGE_REGISTRY_AUTH (the operator maps `pullSecret` to it); without them the run
+    // names what is missing.
+    let registry = Registry::start_private("robot", "s3cret").expect("registry");
+    let digest = registry.push("team/generator", "1.0", &plugin("generator").expect("generator")).expect("push");
+    let reference = format!("{}/team/generator:1.0@{digest}", registry.host());
+    let oci = json!({"spec": {"plugin": {"builtin": null, "oci": reference, "pullSecret": "registry"}}});
+    backups.patch("orders", &PatchParams::default(), &Patch::Merge(&oci)).await.expect("patch plugin");
+    let oci_job = |credentials: bool| {
+        let mut env = env("orders", true);
+        env.extend(registry.env().into_iter().filter(|(name, _)| credentials || name == "SSL_CERT_FILE"));
+        tokio::task::spawn_blocking(move || run(["job"], &env).expect("run stowage job"))
+    };
+    oci_job(false).await.expect("join").failed().expect("job without registry credentials");
+    let status = backups.get("orders").await.expect("get").status.expect("status");
+    assert_eq!(status.conditions[0].reason, "MissingRegistryCredentials", "{:?}", status.conditions);
+    let pulled = oci_job(true).await.expect("join").ok().expect("job with an oci plugin");
+    let manifest = s3
+        .client()
+        .get_object()
+        .bucket("stowage-team")
+        .key(format!("{NAMESPACE}/orders/{}/manifest.json", pulled.stdout.trim()))
+        .send()
+        .await
+        .expect("manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest.body.collect().await.expect("read").into_bytes()).expect("json");
+    assert_eq!(manifest["plugin"]["source"], format!("oci:{reference}"), "{manifest}");
 
     // The runner's ServiceAccount may touch its own resource only.
     let forbidden = job("other", true).await.expect("join").failed().expect("job for another resource");
