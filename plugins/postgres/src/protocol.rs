@@ -1,6 +1,7 @@
-//! A small PostgreSQL frontend over the one TCP connection the sandbox allows: startup,
-//! authentication (trust, cleartext, md5, SCRAM-SHA-256), simple queries with text results,
-//! and COPY in both directions. Message encoding and SCRAM come from `postgres-protocol`.
+//! A small PostgreSQL frontend over the one TCP connection the sandbox allows: TLS
+//! negotiation (see [`crate::tls`]), startup, authentication (trust, cleartext, md5,
+//! SCRAM-SHA-256), simple queries with text results, and COPY in both directions. Message
+//! encoding and SCRAM come from `postgres-protocol`.
 
 use std::fmt;
 use std::io::{self, Read, Write};
