@@ -239,3 +239,31 @@ fn tls_modes_encrypt_and_verify_what_they_promise() {
     stowage(&restore, &password_env()).ok().expect("restore over TLS");
     assert_eq!(postgres.contents("restored").expect("restored"), postgres.contents("secure").expect("source"));
 }
+
+#[test]
+fn schema_and_table_data_selection_is_honoured() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
+    postgres.psql_file("source", &fixture()).expect("load the rich schema");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let source = postgres.url(SCRAM_USER, "source");
+    let selection =
+        ["--option", "exclude-schemas=Weird \"Schema\" ñ", "--option", "exclude-table-data=shop.events_2025"];
+    let backup =
+        [&["backup", "--plugin", "postgres", "--database", &source, "--repo", &repo][..], &selection[..]].concat();
+    stowage(&backup, &password_env()).ok().expect("backup");
+    let target = postgres.url(SCRAM_USER, "target");
+    stowage(&["restore", "--plugin", "postgres", "--database", &target, "--repo", &repo], &password_env())
+        .ok()
+        .expect("restore");
+
+    let schemas = postgres.psql("target", "SELECT string_agg(nspname, ',' ORDER BY nspname) FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'");
+    assert_eq!(schemas.expect("schemas").trim(), "public,shop", "the excluded schema is left out");
+    let counts = "SELECT (SELECT count(*) FROM shop.events_2025), (SELECT count(*) FROM shop.events_2026), (SELECT count(*) FROM shop.orders)";
+    assert_eq!(
+        postgres.psql("target", counts).expect("counts").trim(),
+        "0|8760|3000",
+        "only the excluded table's rows are left out"
+    );
+}
