@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupRequest, run_backup};
 use crate::job::{JobError, JobInputs, run_job};
 use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, oci, operation_name};
-use crate::repository::{RepoLocation, Repository, RepositoryError};
+use crate::repository::{DirState, RepoLocation, Repository, RepositoryError};
 use crate::restore::{RestoreError, RestoreRequest, run_restore, verify_backup};
 use crate::retention::Retention;
 use crate::settings::{DatabaseTarget, SettingsError};
@@ -95,6 +96,10 @@ pub struct JobArgs {
     /// Directory for precompiled plugins; must be writable only by this user.
     #[arg(long, env = "STOWAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// If another backup of the resource is running (a scheduled one while a manual one
+    /// runs, say), wait this long for it before failing with BackupAlreadyRunning.
+    #[arg(long, env = "STOWAGE_LOCK_WAIT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub lock_wait: Duration,
 }
 
 impl JobArgs {
@@ -112,6 +117,7 @@ impl JobArgs {
             registry_auth: self.registry_auth,
             plugin_path: self.plugin_path,
             cache_dir: self.cache_dir,
+            lock_wait: self.lock_wait,
         }
     }
 }
@@ -201,8 +207,8 @@ fn engine(cache_dir: Option<PathBuf>) -> Result<PluginEngine, CliError> {
 }
 
 impl PluginArgs {
-    fn limits(&self) -> Limits {
-        Limits { memory_bytes: self.memory_limit_mib << 20, deadline: self.timeout }
+    fn limits(&self, interrupt: &CancellationToken) -> Limits {
+        Limits { memory_bytes: self.memory_limit_mib << 20, deadline: self.timeout, interrupt: interrupt.clone() }
     }
 
     async fn load(&self) -> Result<(PluginEngine, Plugin), CliError> {
@@ -270,13 +276,21 @@ pub struct BackupArgs {
     /// After a successful backup, remove backups older than this (e.g. 30d).
     #[arg(long, env = "STOWAGE_MAX_AGE", value_parser = humantime::parse_duration)]
     pub max_age: Option<Duration>,
-    /// Size of uploaded parts in MiB (at least 5).
+    /// Size of the first uploaded parts in MiB (at least 5); parts grow as an artifact
+    /// grows, so that --max-parts parts hold 5 TiB.
     #[arg(long, env = "STOWAGE_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
     pub part_size_mib: u16,
+    /// Parts per object the store accepts (S3: 10000; some compatible stores allow fewer).
+    #[arg(long, env = "STOWAGE_MAX_PARTS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_parts: u32,
     /// Backups without a manifest older than this are leftovers of killed runs and are
-    /// removed before the next backup.
+    /// removed before the next backup; never younger than --timeout plus 30 minutes.
     #[arg(long, env = "STOWAGE_LEFTOVER_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
     pub leftover_age: Duration,
+    /// If another backup of this configuration is running, wait this long for it to
+    /// finish (0: fail at once with BackupAlreadyRunning).
+    #[arg(long, env = "STOWAGE_LOCK_WAIT", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub lock_wait: Duration,
 }
 
 /// Decryption keys for encrypted backups.
@@ -441,11 +455,13 @@ fn key_value(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{value:?} is not NAME=VALUE"))
 }
 
-/// Run one command; what it prints goes to `out`.
+/// Run one command; what it prints goes to `out`. SIGTERM or SIGINT stops a backup or
+/// restore cleanly (see [`crate::interrupt`]).
 pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
+    let interrupt = crate::interrupt::on_signals();
     match cli.command {
-        Command::Backup(args) => backup(args, out).await,
-        Command::Restore(args) => restore(args, out).await,
+        Command::Backup(args) => backup(args, out, &interrupt).await,
+        Command::Restore(args) => restore(args, out, &interrupt).await,
         Command::List(args) => list(args, out).await,
         Command::Verify(VerifyArgs { selection }) => {
             let repository = selection.repo.open().await?;
@@ -462,27 +478,32 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
             )?;
             Ok(())
         }
-        Command::Plugin(PluginCommand::Inspect(args)) => inspect(args, out).await,
+        Command::Plugin(PluginCommand::Inspect(args)) => inspect(args, out, &interrupt).await,
         Command::Plugin(PluginCommand::Push(args)) => push(args, out).await,
         Command::Job(args) => {
-            let report = run_job(args.into_inputs()).await?;
+            let report = run_job(args.into_inputs(), interrupt).await?;
             writeln!(out, "{}", report.manifest.backup_id)?;
             Ok(())
         }
     }
 }
 
-async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> {
+async fn backup(args: BackupArgs, out: &mut impl Write, interrupt: &CancellationToken) -> Result<(), CliError> {
     let recipients = Recipients::parse(&args.age_recipients).map_err(CliError::InvalidArgument)?;
     let request = BackupRequest {
         namespace: args.config.namespace,
         name: args.config.name,
         database: args.database.target()?,
         codec: Codec { compression: args.compression, recipients },
-        transfer: TransferLimits { part_size: usize::from(args.part_size_mib) << 20, ..TransferLimits::default() },
-        limits: args.plugin.limits(),
+        transfer: TransferLimits {
+            part_size: usize::from(args.part_size_mib) << 20,
+            max_parts: args.max_parts,
+            ..TransferLimits::default()
+        },
+        limits: args.plugin.limits(interrupt),
         retention: Retention { keep_last: args.keep_last, max_age: args.max_age },
         leftover_age: args.leftover_age,
+        lock_wait: args.lock_wait,
         written: Arc::default(),
     };
     let (_engine, plugin) = args.plugin.load().await?;
@@ -506,18 +527,21 @@ async fn backup(args: BackupArgs, out: &mut impl Write) -> Result<(), CliError> 
         expired = report.expired.len(),
         "backup complete"
     );
+    for warning in &report.warnings {
+        tracing::warn!("after the commit: {warning}");
+    }
     writeln!(out, "{}", manifest.backup_id)?;
     Ok(())
 }
 
-async fn restore(args: RestoreArgs, out: &mut impl Write) -> Result<(), CliError> {
+async fn restore(args: RestoreArgs, out: &mut impl Write, interrupt: &CancellationToken) -> Result<(), CliError> {
     let selection = args.selection;
     let request = RestoreRequest {
         namespace: selection.config.namespace,
         name: selection.config.name,
         backup: selection.backup,
         database: args.database.target()?,
-        limits: args.plugin.limits(),
+        limits: args.plugin.limits(interrupt),
         identities: selection.identity.identities()?,
         replace_existing: args.replace,
         allow_other_plugin: args.allow_other_plugin,
@@ -547,8 +571,8 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
     // leftovers that the next backup of their configuration removes.
     for dir in repository.scan(only).await? {
         let config = format!("{}/{}", dir.namespace, dir.name);
-        let line = match repository.manifest(&dir).await? {
-            Some(manifest) => row(
+        let line = match repository.inspect(&dir).await? {
+            DirState::Complete(manifest) => row(
                 &config,
                 &manifest.backup_id,
                 &manifest.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -557,7 +581,11 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
                 "complete",
                 &format!("{} {}", manifest.plugin.name, manifest.plugin.version),
             ),
-            None => row(&config, &dir.id, "-", "-", &dir.stored_size().to_string(), "incomplete", "-"),
+            DirState::Incomplete => row(&config, &dir.id, "-", "-", &dir.stored_size().to_string(), "incomplete", "-"),
+            DirState::Invalid { key, why } => {
+                tracing::warn!(%key, %why, "a manifest that is not valid");
+                row(&config, &dir.id, "-", "-", &dir.stored_size().to_string(), "invalid", "-")
+            }
         };
         writeln!(out, "{line}")?;
     }
@@ -585,9 +613,9 @@ async fn push(args: PushArgs, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn inspect(args: InspectArgs, out: &mut impl Write) -> Result<(), CliError> {
+async fn inspect(args: InspectArgs, out: &mut impl Write, interrupt: &CancellationToken) -> Result<(), CliError> {
     let (_engine, plugin) = args.plugin.load().await?;
-    let metadata = plugin.metadata().await?;
+    let metadata = plugin.metadata(&args.plugin.limits(interrupt)).await?;
     writeln!(out, "name:        {}", metadata.name)?;
     writeln!(out, "version:     {}", metadata.version)?;
     writeln!(out, "description: {}", metadata.description)?;

@@ -14,6 +14,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use stowage_api::{CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup, LastBackup, Progress, Repo, set_condition};
+use tokio_util::sync::CancellationToken;
 
 use crate::archive::{Codec, Compression, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupReport, BackupRequest, run_backup};
@@ -27,8 +28,12 @@ use crate::store::{S3Options, StaticCredentials};
 const FIELD_MANAGER: &str = "stowage-runner";
 /// How often progress is written to the status while a backup runs.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
-/// Leftovers of killed runs older than this are removed before a backup.
+/// Leftovers of killed runs older than this are removed before a backup (and never
+/// younger than the deadline plus grace, see [`crate::backup::LEFTOVER_GRACE`]).
 const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
+/// Attempts of a status write, with doubling pauses from one second: the outcome of a
+/// run must reach the resource through API server restarts and conflicts.
+const STATUS_ATTEMPTS: u32 = 5;
 
 /// The inputs of a Job, from its environment (see `stowage job --help`).
 #[derive(Clone, Default)]
@@ -49,6 +54,8 @@ pub struct JobInputs {
     pub registry_auth: Option<String>,
     pub plugin_path: String,
     pub cache_dir: Option<PathBuf>,
+    /// How long to wait for another run of the same resource.
+    pub lock_wait: Duration,
 }
 
 impl std::fmt::Debug for JobInputs {
@@ -129,7 +136,13 @@ fn parse_duration(field: &str, value: &str) -> Result<Duration, JobError> {
 }
 
 /// Check the resource and the environment; every problem has its own reason.
-fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInputs) -> Result<Plan, JobError> {
+fn plan(
+    resource: &DatabaseBackup,
+    namespace: &str,
+    name: &str,
+    inputs: &JobInputs,
+    interrupt: &CancellationToken,
+) -> Result<Plan, JobError> {
     let spec = &resource.spec;
     let repo_name =
         inputs.repo.clone().or_else(|| spec.manual_trigger.as_ref().map(|t| t.repo.clone())).ok_or_else(|| {
@@ -234,7 +247,7 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
         },
         None => Retention::default(),
     };
-    let mut limits = Limits::default();
+    let mut limits = Limits { interrupt: interrupt.clone(), ..Limits::default() };
     if let Some(spec_limits) = &spec.limits {
         if let Some(mib) = spec_limits.plugin_memory_mib {
             limits.memory_bytes = (mib as usize) << 20;
@@ -257,6 +270,7 @@ fn plan(resource: &DatabaseBackup, namespace: &str, name: &str, inputs: &JobInpu
             limits,
             retention,
             leftover_age: LEFTOVER_AGE,
+            lock_wait: inputs.lock_wait,
             written: Arc::default(),
         },
         repo,
@@ -315,8 +329,24 @@ impl StatusWriter {
         Ok(())
     }
 
+    /// [`apply`](Self::apply), retried with backoff.
+    async fn apply_retrying(&mut self, status: &str, reason: &str, message: &str) -> Result<(), kube::Error> {
+        let mut pause = Duration::from_secs(1);
+        let mut attempt = 1;
+        loop {
+            match self.apply(status, reason, message, None).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= STATUS_ATTEMPTS => return Err(error),
+                Err(error) => tracing::warn!(%error, attempt, "cannot write the status; trying again"),
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            attempt += 1;
+        }
+    }
+
     async fn failed(&mut self, error: &JobError) {
-        if let Err(status_error) = self.apply("False", error.reason(), &error.to_string(), None).await {
+        if let Err(status_error) = self.apply_retrying("False", error.reason(), &error.to_string()).await {
             tracing::error!(%status_error, "cannot write the failure to the status");
         }
     }
@@ -328,7 +358,7 @@ fn now_rfc3339() -> String {
 
 /// Run the Job: back up and report. Errors are also written to the status where the
 /// resource can be read.
-pub async fn run_job(inputs: JobInputs) -> Result<BackupReport, JobError> {
+pub async fn run_job(inputs: JobInputs, interrupt: CancellationToken) -> Result<BackupReport, JobError> {
     let name = inputs.resource_name.clone().ok_or(JobError::MissingEnvironment("BACKUP_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
@@ -338,7 +368,7 @@ pub async fn run_job(inputs: JobInputs) -> Result<BackupReport, JobError> {
         .await?
         .ok_or_else(|| JobError::ResourceNotFound { namespace: namespace.clone(), name: name.clone() })?;
     let mut status = StatusWriter::new(api, &resource, &name);
-    let result = backup(&client, &resource, &namespace, &name, &inputs, &mut status).await;
+    let result = backup(&client, &resource, &namespace, &name, &inputs, &interrupt, &mut status).await;
     if let Err(error) = &result {
         status.failed(error).await;
     }
@@ -351,9 +381,10 @@ async fn backup(
     namespace: &str,
     name: &str,
     inputs: &JobInputs,
+    interrupt: &CancellationToken,
     status: &mut StatusWriter,
 ) -> Result<BackupReport, JobError> {
-    let plan = plan(resource, namespace, name, inputs)?;
+    let plan = plan(resource, namespace, name, inputs, interrupt)?;
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
     let pin = plan.plugin_sha256.as_deref();
@@ -400,7 +431,15 @@ async fn backup(
         stored_bytes: manifest.stored_size(),
         duration_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     });
-    status.apply("True", "BackupSucceeded", "Database has been archived", None).await?;
+    // The backup is committed: from here nothing may fail the Job, or its retry would
+    // make a second backup.
+    let mut message = "Database has been archived".to_owned();
+    for warning in &report.warnings {
+        message.push_str(&format!("; after the commit, {warning}"));
+    }
+    if let Err(error) = status.apply_retrying("True", "BackupSucceeded", &message).await {
+        tracing::error!(%error, backup_id = %manifest.backup_id, "the backup is committed, but its status could not be written");
+    }
     Ok(report)
 }
 

@@ -6,7 +6,9 @@
 pub mod archive;
 pub mod backup;
 pub mod cli;
+pub mod interrupt;
 pub mod job;
+pub mod lock;
 pub mod manifest;
 pub mod plugin;
 pub mod repository;

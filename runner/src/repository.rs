@@ -3,9 +3,13 @@
 //! ```text
 //! <prefix>/<namespace>/<name>/<backup-id>/<artifact objects...>
 //! <prefix>/<namespace>/<name>/<backup-id>/manifest.json   (written last)
+//! <prefix>/<namespace>/<name>/lock.json                   (while a run is active)
 //! ```
-//! A backup exists only once its manifest does; directories without one are leftovers
-//! of failed or killed runs and are removed by later runs of the same configuration.
+//! A backup exists only once its manifest does, and only if that manifest describes its
+//! own directory and every artifact it lists is there; directories without one are
+//! leftovers of failed or killed runs and are removed by later runs of the same
+//! configuration. A manifest that does not check out is skipped with a warning and never
+//! deleted: it may be a newer format, or evidence.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +19,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use crate::lock::LOCK_OBJECT;
 use crate::manifest::Manifest;
 use crate::store::{FsStore, ObjectInfo, ObjectStore, S3Options, S3Store, StoreError};
 
@@ -58,8 +63,10 @@ pub enum RepositoryError {
     InvalidLocation { location: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("manifest {key} is not valid: {source}")]
+    #[error("manifest {key} cannot be written: {source}")]
     CorruptManifest { key: String, source: serde_json::Error },
+    #[error("manifest {key} is not a valid backup: {why}")]
+    InvalidManifest { key: String, why: String },
     #[error("no backup {id} of {namespace}/{name}")]
     BackupNotFound { namespace: String, name: String, id: String },
     #[error("{namespace}/{name} has no backups yet")]
@@ -75,10 +82,23 @@ pub struct BackupDir {
     pub objects: Vec<ObjectInfo>,
 }
 
+/// What a backup directory holds.
+#[derive(Debug, Clone)]
+pub enum DirState {
+    /// A committed backup whose manifest checks out.
+    Complete(Box<Manifest>),
+    /// No manifest: a run in progress, or the leftovers of a failed one.
+    Incomplete,
+    /// A manifest that cannot be trusted (unreadable, foreign, newer, or pointing at
+    /// missing objects); never used and never deleted.
+    Invalid { key: String, why: String },
+}
+
 impl BackupDir {
-    /// The manifest's key, if the backup was committed.
-    pub fn manifest_key(&self) -> Option<&str> {
-        self.objects.iter().map(|object| object.key.as_str()).find(|key| key.ends_with(&format!("/{MANIFEST}")))
+    /// The object that commits this backup: exactly `<dir>/manifest.json`.
+    fn manifest_object(&self, repository: &Repository) -> Option<&ObjectInfo> {
+        let key = format!("{}{MANIFEST}", repository.backup_prefix(&self.namespace, &self.name, &self.id));
+        self.objects.iter().find(|object| object.key == key)
     }
 
     /// Bytes stored in the directory.
@@ -125,11 +145,6 @@ impl Repository {
         Ok(self.store.put(&key, Bytes::from(json)).await?)
     }
 
-    async fn read_manifest(&self, key: &str) -> Result<Manifest, RepositoryError> {
-        let data = self.store.get(key).await?;
-        serde_json::from_slice(&data).map_err(|source| RepositoryError::CorruptManifest { key: key.to_owned(), source })
-    }
-
     /// Every backup directory, committed or not, optionally of one configuration only,
     /// in key order.
     pub async fn scan(&self, config: Option<(&str, &str)>) -> Result<Vec<BackupDir>, RepositoryError> {
@@ -154,19 +169,59 @@ impl Repository {
             .collect())
     }
 
-    /// The manifest of a backup directory; `None` if it was never committed.
-    pub async fn manifest(&self, directory: &BackupDir) -> Result<Option<Manifest>, RepositoryError> {
-        match directory.manifest_key() {
-            Some(key) => Ok(Some(self.read_manifest(key).await?)),
-            None => Ok(None),
+    /// The key of the lock that allows one run at a time per configuration.
+    pub fn lock_key(&self, namespace: &str, name: &str) -> String {
+        format!("{}{LOCK_OBJECT}", self.config_prefix(namespace, name))
+    }
+
+    /// Whether a directory holds a backup, and which. Only a storage failure is an error;
+    /// a manifest that does not check out is [`DirState::Invalid`].
+    pub async fn inspect(&self, directory: &BackupDir) -> Result<DirState, RepositoryError> {
+        let Some(object) = directory.manifest_object(self) else {
+            return Ok(DirState::Incomplete);
+        };
+        let key = object.key.clone();
+        let invalid = |why: String| Ok(DirState::Invalid { key: key.clone(), why });
+        let data = match self.store.get(&key).await {
+            Ok(data) => data,
+            // Removed since the listing (retention of another run): nothing there now.
+            Err(StoreError::NotFound { .. }) => return Ok(DirState::Incomplete),
+            Err(error) => return Err(error.into()),
+        };
+        let manifest: Manifest = match serde_json::from_slice(&data) {
+            Ok(manifest) => manifest,
+            Err(error) => return invalid(format!("not a manifest: {error}")),
+        };
+        if let Err(problem) = manifest.check_belongs_to(&directory.namespace, &directory.name, &directory.id) {
+            return invalid(problem.to_string());
         }
+        let prefix = self.backup_prefix(&directory.namespace, &directory.name, &directory.id);
+        for artifact in &manifest.artifacts {
+            let object_key = format!("{prefix}{}", artifact.object);
+            match directory.objects.iter().find(|object| object.key == object_key) {
+                None => return invalid(format!("artifact object {object_key} does not exist")),
+                Some(object) if object.size != artifact.stored_size => {
+                    return invalid(format!(
+                        "artifact object {object_key} has {} bytes, the manifest says {}",
+                        object.size, artifact.stored_size
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(DirState::Complete(Box::new(manifest)))
     }
 
     /// Every committed backup, optionally only those of one configuration, oldest first.
+    /// Manifests that do not check out are skipped with a warning naming them.
     pub async fn list(&self, config: Option<(&str, &str)>) -> Result<Vec<Manifest>, RepositoryError> {
         let mut manifests = Vec::new();
         for directory in self.scan(config).await? {
-            manifests.extend(self.manifest(&directory).await?);
+            match self.inspect(&directory).await? {
+                DirState::Complete(manifest) => manifests.push(*manifest),
+                DirState::Incomplete => {}
+                DirState::Invalid { key, why } => tracing::warn!(%key, %why, "skipping a manifest that is not valid"),
+            }
         }
         manifests.sort_by(|a, b| (a.started_at, &a.backup_id).cmp(&(b.started_at, &b.backup_id)));
         Ok(manifests)
@@ -181,15 +236,22 @@ impl Repository {
                 .pop()
                 .ok_or_else(|| RepositoryError::NoBackups { namespace: namespace.to_owned(), name: name.to_owned() });
         }
-        let key = format!("{}{MANIFEST}", self.backup_prefix(namespace, name, id));
-        self.read_manifest(&key).await.map_err(|error| match error {
-            RepositoryError::Store(StoreError::NotFound { .. }) => RepositoryError::BackupNotFound {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                id: id.to_owned(),
-            },
-            other => other,
-        })
+        let not_found = || RepositoryError::BackupNotFound {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            id: id.to_owned(),
+        };
+        if !crate::manifest::valid_artifact_name(id) {
+            return Err(not_found());
+        }
+        let objects = self.store.list(&self.backup_prefix(namespace, name, id)).await?;
+        let directory =
+            BackupDir { namespace: namespace.to_owned(), name: name.to_owned(), id: id.to_owned(), objects };
+        match self.inspect(&directory).await? {
+            DirState::Complete(manifest) => Ok(*manifest),
+            DirState::Incomplete => Err(not_found()),
+            DirState::Invalid { key, why } => Err(RepositoryError::InvalidManifest { key, why }),
+        }
     }
 
     /// Delete a backup: the manifest first, so that it stops existing at once.
@@ -204,17 +266,21 @@ impl Repository {
 
     /// Remove what failed or killed runs of one configuration left behind: directories
     /// without a manifest whose newest object is older than `older_than`, and unfinished
-    /// uploads started before it. Returns how many objects and uploads were removed.
+    /// uploads started before it; and at any age those of `dead_run`, a run known to be
+    /// gone. Returns how many objects and uploads were removed.
     pub async fn remove_leftovers(
         &self,
         namespace: &str,
         name: &str,
         older_than: DateTime<Utc>,
+        dead_run: Option<&str>,
     ) -> Result<usize, RepositoryError> {
         let mut removed = 0;
         for directory in self.scan(Some((namespace, name))).await? {
             let newest = directory.objects.iter().filter_map(|object| object.last_modified).max();
-            if directory.manifest_key().is_some() || newest.is_none_or(|newest| newest >= older_than) {
+            let dead = dead_run == Some(directory.id.as_str());
+            if directory.manifest_object(self).is_some() || (!dead && newest.is_none_or(|newest| newest >= older_than))
+            {
                 continue;
             }
             for object in &directory.objects {
@@ -224,6 +290,10 @@ impl Repository {
         }
         let prefix = self.config_prefix(namespace, name);
         removed += self.store.abort_stale_uploads(&prefix, older_than).await?;
+        if let Some(dead_run) = dead_run.filter(|id| crate::manifest::valid_artifact_name(id)) {
+            let prefix = self.backup_prefix(namespace, name, dead_run);
+            removed += self.store.abort_stale_uploads(&prefix, Utc::now()).await?;
+        }
         Ok(removed)
     }
 }

@@ -54,7 +54,7 @@ pub async fn run_restore(
     request: &RestoreRequest,
 ) -> Result<(Manifest, Summary), RestoreError> {
     let manifest = repository.find(&request.namespace, &request.name, &request.backup).await?;
-    let metadata = plugin.metadata().await?;
+    let metadata = plugin.metadata(&request.limits).await?;
     if !metadata.operations.contains(&Operation::Restore) {
         return Err(
             PluginError::Unsupported { plugin: metadata.name, operation: operation_name(Operation::Restore) }.into()

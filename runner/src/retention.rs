@@ -45,28 +45,9 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{DatabaseEntry, PluginEntry, SummaryEntry};
 
     fn backup(id: &str, hours_ago: i64, now: DateTime<Utc>) -> Manifest {
-        let started_at = now - chrono::Duration::hours(hours_ago);
-        Manifest {
-            format_version: 1,
-            backup_id: id.into(),
-            namespace: "ns".into(),
-            name: "db".into(),
-            started_at,
-            finished_at: started_at,
-            plugin: PluginEntry {
-                source: "builtin:p".into(),
-                name: "p".into(),
-                version: "1".into(),
-                sha256: "00".into(),
-                wit_version: "0.1.0".into(),
-            },
-            database: DatabaseEntry { host: "h".into(), port: 1, database: "d".into() },
-            artifacts: Vec::new(),
-            summary: SummaryEntry::default(),
-        }
+        crate::manifest::sample(id, now - chrono::Duration::hours(hours_ago))
     }
 
     fn ids(expired: Vec<&Manifest>) -> Vec<&str> {

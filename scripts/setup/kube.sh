@@ -5,9 +5,12 @@
 # about 10 minutes once; the binaries are cached in $STOWAGE_CACHE/kube/bin.
 source "$(dirname "$0")/../lib.sh"
 
+# usage: kube.sh [packages]   (packages: only the Debian packages, so that the build can
+# run in the background without racing other apt-get runs)
 apt_install golang-1.19-go rsync dpkg-dev golang-github-modern-go-reflect2-dev etcd-server openssl
 # kubectl (with kustomize) applies deploy/ in the tests; the machine image usually has one.
 command -v kubectl >/dev/null || apt_install kubernetes-client
+[ "${1:-}" = packages ] && exit 0
 
 bin="$STOWAGE_CACHE/kube/bin"
 if [ -x "$bin/kube-apiserver" ] && [ -x "$bin/kube-controller-manager" ]; then

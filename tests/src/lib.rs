@@ -6,6 +6,7 @@
 //! with a message saying which set-up step to run, never a silent skip.
 
 pub mod cluster;
+pub mod faults;
 pub mod kube;
 pub mod kubelet;
 pub mod postgres;

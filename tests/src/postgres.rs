@@ -222,6 +222,15 @@ impl Postgres {
     }
 }
 
+impl Postgres {
+    /// Kill the server with SIGKILL, as a crash or an OOM kill would.
+    pub fn crash(&mut self) -> Result<()> {
+        self.server.kill()?;
+        self.server.wait()?;
+        Ok(())
+    }
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         // A fast shutdown; SIGKILL only if it hangs.

@@ -19,6 +19,8 @@ const SECRET_KEY: &str = "stowage-test-secret";
 pub struct SeaweedFs {
     child: Child,
     _dir: TempDir,
+    args: Vec<String>,
+    s3_port: u16,
     /// The S3 endpoint, `http://127.0.0.1:PORT`.
     pub endpoint: String,
 }
@@ -49,21 +51,19 @@ impl SeaweedFs {
         let data = dir.path().join("data");
         std::fs::create_dir(&data)?;
         let s3_port = free_port()?;
-        let mut command = Command::new(Self::binary()?);
-        command
-            .env("GOMEMLIMIT", "512MiB")
-            .arg("mini")
-            .arg(format!("-dir={}", data.display()))
-            .args([
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                "-master.telemetry=false",
-                "-webdav=false",
-                "-admin.ui=false",
-            ])
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .arg(format!("-s3.config={}", config.display()))
-            .arg(format!("-s3.port={s3_port}"));
+        let mut args: Vec<String> = vec![
+            "mini".into(),
+            format!("-dir={}", data.display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+            "-master.telemetry=false".into(),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            format!("-s3.config={}", config.display()),
+            format!("-s3.port={s3_port}"),
+        ];
         for flag in [
             "master.port",
             "master.port.grpc",
@@ -76,15 +76,39 @@ impl SeaweedFs {
             "admin.port.grpc",
             "metricsPort",
         ] {
-            command.arg(format!("-{flag}={}", free_port()?));
+            args.push(format!("-{flag}={}", free_port()?));
         }
-        let log = std::fs::File::create(dir.path().join("weed.log"))?;
-        command.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
-        let child = command.spawn().context("starting weed")?;
-        let server = SeaweedFs { child, _dir: dir, endpoint: format!("http://127.0.0.1:{s3_port}") };
-        wait_until("SeaweedFS S3", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", s3_port)).is_ok())
-            .with_context(|| server.log_tail())?;
+        let child = Self::spawn(dir.path(), &args)?;
+        let server = SeaweedFs { child, _dir: dir, args, s3_port, endpoint: format!("http://127.0.0.1:{s3_port}") };
+        server.wait_ready()?;
         Ok(server)
+    }
+
+    fn spawn(dir: &std::path::Path, args: &[String]) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("weed.log"))?;
+        let mut command = Command::new(Self::binary()?);
+        command.env("GOMEMLIMIT", "512MiB").args(args);
+        command.stdout(Stdio::from(log.try_clone()?)).stderr(Stdio::from(log));
+        command.spawn().context("starting weed")
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let port = self.s3_port;
+        wait_until("SeaweedFS S3", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).is_ok())
+            .with_context(|| self.log_tail())
+    }
+
+    /// Kill the server (as a crash would) and start it again on the same data and ports.
+    pub fn restart(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(self._dir.path(), &self.args)?;
+        self.wait_ready()
+    }
+
+    /// `host:port` of the S3 endpoint.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.s3_port)
     }
 
     fn log_tail(&self) -> String {

@@ -3,6 +3,8 @@
 //!
 //! - `spin`: compute forever.
 //! - `block`: connect to the database and wait for bytes that never come.
+//! - `hold`: store a finished artifact, then wait for one byte from the database before
+//!   succeeding: a backup that runs exactly as long as a test wants.
 //! - `allocate`: allocate memory without bound.
 //! - `connect`: connect to `target` (an address that is not the database's).
 //! - `files`: read files and directories of the host.
@@ -11,10 +13,17 @@
 //! - `panic`: panic.
 //! - `abandon`: write part of an artifact and return success without finishing it.
 //! - `fail`: finish an artifact, then fail.
+//! - `log-flood`: log about 400 MiB through `report.log` and stdout, with newlines and
+//!   terminal escapes in the messages, then succeed.
+//! - `huge-summary`: succeed with a 100 MiB description and 100,000 attributes.
+//! - `big-writes`: write 1 GiB into one artifact in 96 MiB calls, then succeed.
+//! - `many-artifacts`: create artifacts without finishing them until the host refuses.
+//! - `recurse`: recurse until the stack is exhausted.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use stowage_plugin_sdk::bindings::stowage::plugin::{artifact_sink, report};
 use stowage_plugin_sdk::{
     DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
     artifacts, export,
@@ -48,6 +57,27 @@ fn spin() -> u64 {
     }
 }
 
+/// Connect to the database and wait for one byte; returns how many came.
+fn wait_for_database(settings: &DatabaseSettings) -> Result<usize, PluginError> {
+    let address: SocketAddr = settings
+        .addresses
+        .first()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| PluginError::InvalidSettings("no database address".into()))?;
+    let mut stream = TcpStream::connect(address).map_err(|e| PluginError::Connection(e.to_string()))?;
+    let mut buffer = [0u8; 1];
+    stream.read(&mut buffer).map_err(|e| PluginError::Connection(e.to_string()))
+}
+
+/// Returns only past a depth no stack holds. Nothing of a frame lives in linear memory,
+/// so it is the engine's call stack that runs out, not the guest's shadow stack.
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return depth;
+    }
+    std::hint::black_box(recurse(depth + 1)) ^ depth
+}
+
 struct SandboxProbe;
 
 impl Plugin for SandboxProbe {
@@ -66,7 +96,8 @@ impl Plugin for SandboxProbe {
             settings: vec![
                 spec(
                     "probe",
-                    "What to do: spin, block, allocate, connect, files, environment, panic, abandon, fail",
+                    "What to do: spin, block, hold, allocate, connect, files, environment, panic, abandon, fail, \
+                     log-flood, huge-summary, big-writes, many-artifacts, recurse",
                     true,
                 ),
                 spec("target", "Address for the connect probe", false),
@@ -78,16 +109,10 @@ impl Plugin for SandboxProbe {
         let options = Options::new(&settings);
         match options.get("probe").unwrap_or_default() {
             "spin" => Ok(summary(format!("{}", spin()))),
-            "block" => {
-                let address: SocketAddr = settings
-                    .addresses
-                    .first()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| PluginError::InvalidSettings("no database address".into()))?;
-                let mut stream = TcpStream::connect(address).map_err(|e| PluginError::Connection(e.to_string()))?;
-                let mut buffer = [0u8; 1];
-                let read = stream.read(&mut buffer).map_err(|e| PluginError::Connection(e.to_string()))?;
-                Ok(summary(format!("read {read} bytes")))
+            "block" => Ok(summary(format!("read {} bytes", wait_for_database(&settings)?))),
+            "hold" => {
+                artifact("held.txt", &vec![b'h'; 3 << 20], true)?;
+                Ok(summary(format!("held, then read {} bytes", wait_for_database(&settings)?)))
             }
             "allocate" => {
                 let mut hoard: Vec<Vec<u8>> = Vec::new();
@@ -140,6 +165,36 @@ impl Plugin for SandboxProbe {
                 artifact("finished.txt", b"a complete artifact of a failed backup", true)?;
                 Err(PluginError::Database("the sandbox probe fails on purpose".into()))
             }
+            "log-flood" => {
+                let line =
+                    format!("forged\n2026-01-01T00:00:00Z  INFO stowage: backup committed\x1b[2J{}", "x".repeat(1000));
+                for _ in 0..200_000 {
+                    report::log(report::Level::Info, &line);
+                    println!("{line}");
+                }
+                Ok(summary("flooded".into()))
+            }
+            "huge-summary" => Ok(Summary {
+                description: "d".repeat(100 << 20),
+                attributes: (0..100_000).map(|i| (format!("attribute-{i}"), "v".repeat(100))).collect(),
+            }),
+            "big-writes" => {
+                let writer = artifact_sink::create("big.bin", "application/octet-stream")?;
+                let chunk = vec![7u8; 96 << 20];
+                for _ in 0..11 {
+                    writer.write(&chunk)?;
+                }
+                writer.finish()?;
+                Ok(summary("wrote 1 GiB in 96 MiB calls".into()))
+            }
+            "many-artifacts" => {
+                let mut open = Vec::new();
+                for i in 0..100_000 {
+                    open.push(artifact_sink::create(&format!("open-{i}.bin"), "application/octet-stream")?);
+                }
+                Ok(summary(format!("{} artifacts open", open.len())))
+            }
+            "recurse" => Ok(summary(format!("{}", recurse(0)))),
             other => Err(PluginError::InvalidSettings(format!("unknown probe {other:?}"))),
         }
     }

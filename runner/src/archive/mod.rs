@@ -11,4 +11,4 @@ mod upload;
 
 pub use codec::{Codec, Compression, Encryption, Identities, Recipients};
 pub use download::{ArtifactDownload, DownloadError, check_stored, verify_object};
-pub use upload::{ArtifactUpload, TransferLimits, UploadError, UploadOutcome, UploadTask};
+pub use upload::{ArtifactUpload, TransferBudget, TransferLimits, UploadError, UploadOutcome, UploadTask};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, HeaderName, LOCATION};
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, HeaderName, LOCATION};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -51,16 +51,23 @@ impl Https {
         Ok(Https { client: Client::builder(TokioExecutor::new()).build(connector) })
     }
 
-    /// GET `url` with `headers`, following redirects (to HTTPS only).
+    /// GET `url` with `headers`, following redirects (to HTTPS only). Credentials
+    /// (`Authorization`) go to the first origin only: registries redirect blob downloads to
+    /// CDNs and object stores, which must never see them.
     pub async fn get(&self, url: &str, headers: &[(HeaderName, String)]) -> Result<Response<Incoming>, String> {
+        let first = origin(url);
         let mut url = url.to_owned();
+        let mut headers = headers.to_vec();
         for _ in 0..=MAX_REDIRECTS {
-            let response = self.send(Method::GET, &url, headers, Bytes::new()).await?;
+            let response = self.send(Method::GET, &url, &headers, Bytes::new()).await?;
             if !response.status().is_redirection() {
                 return Ok(response);
             }
             let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
             url = resolve(&url, location)?;
+            if origin(&url) != first {
+                headers.retain(|(name, _)| *name != AUTHORIZATION);
+            }
         }
         Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
@@ -84,6 +91,12 @@ impl Https {
         let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
         self.client.request(request).await.map_err(|e| chain(&e))
     }
+}
+
+/// The scheme and authority of a URL, lowercased; `None` if it has none.
+fn origin(url: &str) -> Option<(String, String)> {
+    let uri: Uri = url.parse().ok()?;
+    Some((uri.scheme_str()?.to_ascii_lowercase(), uri.authority()?.as_str().to_ascii_lowercase()))
 }
 
 /// `location` (absolute, or a path on the same server) relative to `base`.
@@ -137,4 +150,19 @@ pub async fn fetch(url: &str) -> Result<Vec<u8>, PluginError> {
     tokio::time::timeout(DOWNLOAD_TIMEOUT, download)
         .await
         .map_err(|_| fail(format!("not downloaded within {}", humantime::format_duration(DOWNLOAD_TIMEOUT))))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{origin, resolve};
+
+    #[test]
+    fn redirects_to_another_origin_are_recognised() {
+        let registry = origin("https://registry.example:5000/v2/a/blobs/sha256:00");
+        assert_eq!(origin("https://REGISTRY.example:5000/other"), registry);
+        assert_ne!(origin("https://registry.example/v2"), registry, "another port is another origin");
+        assert_ne!(origin("https://cdn.example/blob"), registry);
+        let relative = resolve("https://registry.example:5000/v2/x", "/blob?sig=1").expect("resolve");
+        assert_eq!(origin(&relative), registry);
+    }
 }

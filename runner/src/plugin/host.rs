@@ -12,32 +12,41 @@ use super::bindings::stowage::plugin::artifact_sink::{self, HostArtifactWriter};
 use super::bindings::stowage::plugin::artifact_source::{self, ArtifactInfo, HostArtifactReader};
 use super::bindings::stowage::plugin::report::{self, Level, Progress};
 use super::bindings::stowage::plugin::types::{self, ArtifactError};
-use crate::archive::{ArtifactDownload, ArtifactUpload, Codec, Identities, TransferLimits, UploadError, UploadOutcome};
-use crate::manifest::ArtifactEntry;
+use super::guest_text::{GuestLevel, GuestLog, sanitize};
+use crate::archive::{
+    ArtifactDownload, ArtifactUpload, Codec, Identities, TransferBudget, TransferLimits, UploadError, UploadOutcome,
+};
+use crate::manifest::{ArtifactEntry, DATA_DIR, valid_artifact_name};
 use crate::store::ObjectStore;
 
 /// Progress is logged at most this often.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// Artifacts a backup may have open at once, and in all. Each open artifact holds
+/// encoder and part buffers, so the first bounds host memory.
+pub const MAX_OPEN_ARTIFACTS: usize = 8;
+pub const MAX_ARTIFACTS: usize = 10_000;
+/// Longest media type accepted.
+const MAX_MEDIA_TYPE: usize = 127;
 
 /// Everything a plugin's store holds.
 pub struct PluginState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     pub(super) limits: StoreLimits,
-    pub(super) plugin: String,
+    pub(super) log: GuestLog,
     pub(super) job: Job,
     last_progress: Option<Instant>,
 }
 
 impl std::fmt::Debug for PluginState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PluginState").field("plugin", &self.plugin).finish_non_exhaustive()
+        f.debug_struct("PluginState").field("log", &self.log).finish_non_exhaustive()
     }
 }
 
 impl PluginState {
-    pub(super) fn new(wasi: WasiCtx, limits: StoreLimits, plugin: String, job: Job) -> Self {
-        PluginState { wasi, table: ResourceTable::new(), limits, plugin, job, last_progress: None }
+    pub(super) fn new(wasi: WasiCtx, limits: StoreLimits, log: GuestLog, job: Job) -> Self {
+        PluginState { wasi, table: ResourceTable::new(), limits, log, job, last_progress: None }
     }
 }
 
@@ -58,6 +67,10 @@ pub struct BackupJob {
     pub prefix: String,
     pub codec: Codec,
     pub transfer: TransferLimits,
+    /// Host memory shared by all artifacts of the backup.
+    pub budget: TransferBudget,
+    /// Artifacts created and neither finished nor dropped yet.
+    pub open: usize,
     /// Artifacts in creation order.
     pub artifacts: Vec<CreatedArtifact>,
     /// Background uploads; each resolves once its object is committed or cleaned up.
@@ -89,19 +102,21 @@ pub struct RestoreJob {
 pub struct ArtifactWriter {
     index: usize,
     upload: ArtifactUpload,
+    /// Whether it still counts as open.
+    open: bool,
+}
+
+/// A media type as RFC 6838 spells one (`type/subtype`, parameters allowed), short.
+fn valid_media_type(media_type: &str) -> bool {
+    (3..=MAX_MEDIA_TYPE).contains(&media_type.len())
+        && media_type.split_once('/').is_some_and(|(kind, _)| !kind.is_empty())
+        && media_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-/;= \"".contains(&b))
 }
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
-}
-
-/// Artifact names are plain file names: no paths, no hidden files, nothing to escape.
-fn valid_artifact_name(name: &str) -> bool {
-    (1..=200).contains(&name.len())
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 fn upload_error(error: UploadError) -> ArtifactError {
@@ -123,21 +138,37 @@ impl artifact_sink::Host for PluginState {
             return Ok(Err(ArtifactError::NotAllowed("artifacts can only be created during a backup".into())));
         };
         if !valid_artifact_name(&name) {
-            return Ok(Err(ArtifactError::InvalidName(name)));
+            return Ok(Err(ArtifactError::InvalidName(sanitize(&name, 256))));
+        }
+        if !valid_media_type(&media_type) {
+            return Ok(Err(ArtifactError::NotAllowed(format!(
+                "media type {:?} of artifact {name} is not type/subtype of at most {MAX_MEDIA_TYPE} characters",
+                sanitize(&media_type, 256)
+            ))));
+        }
+        if job.open >= MAX_OPEN_ARTIFACTS {
+            return Ok(Err(ArtifactError::NotAllowed(format!(
+                "{MAX_OPEN_ARTIFACTS} artifacts are open already; finish one before creating {name}"
+            ))));
+        }
+        if job.artifacts.len() >= MAX_ARTIFACTS {
+            return Ok(Err(ArtifactError::NotAllowed(format!("a backup has at most {MAX_ARTIFACTS} artifacts"))));
         }
         if job.artifacts.iter().any(|artifact| artifact.name == name) {
             return Ok(Err(ArtifactError::AlreadyExists(name)));
         }
-        let object = format!("data/{name}{}", job.codec.extension());
+        let object = format!("{DATA_DIR}{name}{}", job.codec.extension());
         let (upload, task) = ArtifactUpload::start(
             Arc::clone(&job.store),
             format!("{}{object}", job.prefix),
             job.codec.clone(),
             job.transfer,
+            job.budget.clone(),
         );
         job.uploads.push(task);
+        job.open += 1;
         job.artifacts.push(CreatedArtifact { name, media_type, object, outcome: None });
-        let writer = ArtifactWriter { index: job.artifacts.len() - 1, upload };
+        let writer = ArtifactWriter { index: job.artifacts.len() - 1, upload, open: true };
         Ok(Ok(self.table.push(writer)?))
     }
 }
@@ -158,20 +189,29 @@ impl HostArtifactWriter for PluginState {
     async fn finish(&mut self, writer: Resource<ArtifactWriter>) -> wasmtime::Result<Result<u64, ArtifactError>> {
         let writer = self.table.get_mut(&writer)?;
         let index = writer.index;
-        let outcome = match writer.upload.finish().await {
+        let result = writer.upload.finish().await;
+        let was_open = std::mem::replace(&mut writer.open, false);
+        let Job::Backup(job) = &mut self.job else {
+            return Ok(Err(ArtifactError::NotAllowed("artifacts can only be written during a backup".into())));
+        };
+        if was_open {
+            job.open -= 1;
+        }
+        let outcome = match result {
             Ok(outcome) => outcome,
             Err(error) => return Ok(Err(upload_error(error))),
         };
         let raw_size = outcome.raw_size;
-        if let Job::Backup(job) = &mut self.job {
-            job.artifacts[index].outcome = Some(outcome);
-        }
+        job.artifacts[index].outcome = Some(outcome);
         Ok(Ok(raw_size))
     }
 
     async fn drop(&mut self, writer: Resource<ArtifactWriter>) -> wasmtime::Result<()> {
         // An unfinished upload aborts itself once its handle is gone.
-        self.table.delete(writer)?;
+        let writer = self.table.delete(writer)?;
+        if let (true, Job::Backup(job)) = (writer.open, &mut self.job) {
+            job.open -= 1;
+        }
         Ok(())
     }
 }
@@ -224,14 +264,14 @@ impl HostArtifactReader for PluginState {
 
 impl report::Host for PluginState {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        let plugin = &self.plugin;
-        match level {
-            Level::Trace => tracing::trace!(target: "stowage::plugin", %plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "stowage::plugin", %plugin, "{message}"),
-            Level::Info => tracing::info!(target: "stowage::plugin", %plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "stowage::plugin", %plugin, "{message}"),
-            Level::Error => tracing::error!(target: "stowage::plugin", %plugin, "{message}"),
-        }
+        let level = match level {
+            Level::Trace => GuestLevel::Trace,
+            Level::Debug => GuestLevel::Debug,
+            Level::Info => GuestLevel::Info,
+            Level::Warn => GuestLevel::Warn,
+            Level::Error => GuestLevel::Error,
+        };
+        self.log.log(level, None, &message);
         Ok(())
     }
 
@@ -244,8 +284,8 @@ impl report::Host for PluginState {
         let total = progress.items_total.map(|t| format!("/{t}")).unwrap_or_default();
         tracing::info!(
             target: "stowage::plugin",
-            plugin = %self.plugin,
-            current = %progress.current,
+            plugin = %self.log.plugin(),
+            current = %sanitize(&progress.current, 256),
             records = progress.records_done,
             "progress: {}{total} items",
             progress.items_done,
@@ -256,15 +296,15 @@ impl report::Host for PluginState {
 
 #[cfg(test)]
 mod tests {
-    use super::valid_artifact_name;
+    use super::valid_media_type;
 
     #[test]
-    fn artifact_names_are_plain_file_names() {
-        for good in ["schema.sql", "table-0001.copy", "a", "public.users_2024"] {
-            assert!(valid_artifact_name(good), "{good}");
+    fn media_types_are_short_and_plain() {
+        for good in ["application/sql", "text/plain; charset=utf-8", "application/vnd.stowage.copy+text"] {
+            assert!(valid_media_type(good), "{good}");
         }
-        for bad in ["", ".hidden", "../escape", "dir/file", "space name", "ü", &"x".repeat(201)] {
-            assert!(!valid_artifact_name(bad), "{bad}");
+        for bad in ["", "plain", "/x", "text/\nforged", &format!("text/{}", "x".repeat(200))] {
+            assert!(!valid_media_type(bad), "{bad}");
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod bindings;
 mod fetch;
+mod guest_text;
 mod host;
 pub mod oci;
 mod output;
@@ -29,7 +30,9 @@ pub use bindings::stowage::plugin::types::{
     DatabaseSettings, Operation, PluginError as GuestError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
 };
 use bindings::{DatabasePlugin, DatabasePluginPre};
-pub use host::{BackupJob, CreatedArtifact, Job, PluginState, RestoreJob};
+pub use guest_text::sanitize;
+use guest_text::{GuestLog, MAX_ERROR};
+pub use host::{BackupJob, CreatedArtifact, Job, MAX_ARTIFACTS, MAX_OPEN_ARTIFACTS, PluginState, RestoreJob};
 pub use sandbox::Limits;
 
 /// The WIT package plugins implement.
@@ -42,6 +45,11 @@ pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Time allowed for `metadata`, which must not touch the network.
 const METADATA_DEADLINE: Duration = Duration::from_secs(10);
+/// Bounds of what a plugin's summary may put into a manifest.
+const MAX_DESCRIPTION: usize = 4096;
+const MAX_ATTRIBUTES: usize = 64;
+const MAX_ATTRIBUTE_NAME: usize = 128;
+const MAX_ATTRIBUTE_VALUE: usize = 4096;
 
 /// Why a plugin could not be loaded or did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +76,10 @@ pub enum PluginError {
     Incompatible { path: String, message: String },
     #[error("plugin {plugin} trapped: {message}")]
     Trap { plugin: String, message: String },
+    #[error("plugin {plugin} panicked: {message}")]
+    Panic { plugin: String, message: String },
+    #[error("the run was interrupted (SIGTERM or SIGINT) while plugin {plugin} was working")]
+    Interrupted { plugin: String },
     #[error("plugin {plugin} exceeded its memory limit of {limit_mib} MiB")]
     MemoryLimit { plugin: String, limit_mib: usize },
     #[error("plugin {plugin} did not finish within {}", humantime::format_duration(*.deadline))]
@@ -91,7 +103,8 @@ impl PluginError {
             PluginError::Compile { .. } => "PluginCompileFailed",
             PluginError::UnsupportedWitVersion { .. } => "PluginWitVersionUnsupported",
             PluginError::Incompatible { .. } => "PluginIncompatible",
-            PluginError::Trap { .. } => "PluginTrapped",
+            PluginError::Trap { .. } | PluginError::Panic { .. } => "PluginTrapped",
+            PluginError::Interrupted { .. } => "BackupInterrupted",
             PluginError::MemoryLimit { .. } => "PluginMemoryLimitExceeded",
             PluginError::Deadline { .. } => "DeadlineExceeded",
             PluginError::Unsupported { .. } => "OperationUnsupported",
@@ -336,9 +349,9 @@ impl std::fmt::Debug for Plugin {
 }
 
 impl Plugin {
-    fn store(&self, job: Job, allowed: Vec<SocketAddr>, limits: &Limits, name: &str) -> Store<PluginState> {
-        let wasi = sandbox::wasi_context(name, allowed);
-        let state = PluginState::new(wasi, limits.store_limits(), name.to_owned(), job);
+    fn store(&self, job: Job, allowed: Vec<SocketAddr>, limits: &Limits, log: &GuestLog) -> Store<PluginState> {
+        let wasi = sandbox::wasi_context(log, allowed);
+        let state = PluginState::new(wasi, limits.store_limits(), log.clone(), job);
         let mut store = Store::new(self.pre.engine(), state);
         store.limiter(|state| &mut state.limits);
         // Yield to the runtime at every epoch tick so that the deadline can cancel a
@@ -349,7 +362,8 @@ impl Plugin {
     }
 
     /// Run `call` against a fresh instance under the limits, and map every failure to a
-    /// [`PluginError`]. Returns the store's state for cleanup, also on failure.
+    /// [`PluginError`]. The run stops at the deadline, or when `limits.interrupt` fires.
+    /// Returns the store's state for cleanup, also on failure.
     async fn run<R, F>(
         &self,
         job: Job,
@@ -361,28 +375,36 @@ impl Plugin {
     where
         F: AsyncFnOnce(&DatabasePlugin, &mut Store<PluginState>) -> wasmtime::Result<R>,
     {
-        let mut store = self.store(job, allowed, limits, name);
+        let log = GuestLog::new(name);
+        let plugin = log.plugin().to_owned();
+        let mut store = self.store(job, allowed, limits, &log);
         let work = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             call(&instance, &mut store).await
         };
-        let result = match tokio::time::timeout(limits.deadline, work).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(trap)) => Err(classify_trap(name, limits, trap)),
-            Err(_) => Err(PluginError::Deadline { plugin: name.to_owned(), deadline: limits.deadline }),
+        let interrupted = limits.interrupt.cancelled();
+        let result = tokio::select! {
+            outcome = tokio::time::timeout(limits.deadline, work) => match outcome {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(trap)) => Err(classify_trap(&plugin, limits, &log, trap)),
+                Err(_) => Err(PluginError::Deadline { plugin: plugin.clone(), deadline: limits.deadline }),
+            },
+            () = interrupted => Err(PluginError::Interrupted { plugin: plugin.clone() }),
         };
+        log.finish();
         (result, store.into_data())
     }
 
-    /// What the plugin says about itself.
-    pub async fn metadata(&self) -> Result<PluginMetadata, PluginError> {
-        let limits = Limits { deadline: METADATA_DEADLINE, ..Limits::default() };
+    /// What the plugin says about itself, under the run's memory limit and at most
+    /// [`METADATA_DEADLINE`], with every text bounded.
+    pub async fn metadata(&self, limits: &Limits) -> Result<PluginMetadata, PluginError> {
+        let limits = Limits { deadline: METADATA_DEADLINE.min(limits.deadline), ..limits.clone() };
         let (result, _) = self
             .run(Job::Describe, Vec::new(), &limits, &self.source, async |instance, store| {
                 instance.stowage_plugin_plugin().call_metadata(store).await
             })
             .await;
-        result
+        result.map(bound_metadata)
     }
 
     /// Run a backup. The job comes back with the artifacts created, whatever happened.
@@ -400,7 +422,7 @@ impl Plugin {
             })
             .await;
         let Job::Backup(job) = state.job else { unreachable!("the job kind does not change") };
-        (flatten(&metadata.name, result), job)
+        (flatten(result, &state.log), job)
     }
 
     /// Run a restore.
@@ -413,26 +435,95 @@ impl Plugin {
         job: RestoreJob,
         limits: &Limits,
     ) -> Result<Summary, PluginError> {
-        let (result, _) = self
+        let (result, state) = self
             .run(Job::Restore(job), allowed, limits, &metadata.name, async |instance, store| {
                 instance.stowage_plugin_plugin().call_restore(store, settings, options).await
             })
             .await;
-        flatten(&metadata.name, result)
+        flatten(result, &state.log)
     }
 }
 
-fn flatten(plugin: &str, result: Result<Result<Summary, GuestError>, PluginError>) -> Result<Summary, PluginError> {
-    result?.map_err(|error| PluginError::Guest { plugin: plugin.to_owned(), error })
+/// The plugin's answer with its error message or summary bounded and escaped.
+fn flatten(result: Result<Result<Summary, GuestError>, PluginError>, log: &GuestLog) -> Result<Summary, PluginError> {
+    let plugin = log.plugin().to_owned();
+    match result? {
+        Ok(summary) => Ok(bound_summary(summary, &plugin)),
+        Err(error) => Err(PluginError::Guest { plugin, error: bound_error(error) }),
+    }
 }
 
-/// Turn a wasmtime error from a plugin call into the precise reason.
-fn classify_trap(plugin: &str, limits: &Limits, error: wasmtime::Error) -> PluginError {
-    let message = format!("{error:#}");
-    if message.contains("forcing trap when growing memory") {
+fn bound_error(error: GuestError) -> GuestError {
+    let bound = |message: String| sanitize(&message, MAX_ERROR);
+    match error {
+        GuestError::InvalidSettings(m) => GuestError::InvalidSettings(bound(m)),
+        GuestError::Connection(m) => GuestError::Connection(bound(m)),
+        GuestError::Authentication(m) => GuestError::Authentication(bound(m)),
+        GuestError::Database(m) => GuestError::Database(bound(m)),
+        GuestError::Artifact(m) => GuestError::Artifact(bound(m)),
+        GuestError::Unsupported(m) => GuestError::Unsupported(bound(m)),
+        GuestError::Other(m) => GuestError::Other(bound(m)),
+    }
+}
+
+/// A summary that fits a manifest: description and attributes cut to their bounds, with
+/// a warning saying what was cut.
+fn bound_summary(summary: Summary, plugin: &str) -> Summary {
+    if summary.description.len() > MAX_DESCRIPTION {
+        tracing::warn!(%plugin, bytes = summary.description.len(), "the plugin's summary description was cut to {MAX_DESCRIPTION} bytes");
+    }
+    if summary.attributes.len() > MAX_ATTRIBUTES {
+        tracing::warn!(%plugin, count = summary.attributes.len(), "only the first {MAX_ATTRIBUTES} summary attributes are kept");
+    }
+    Summary {
+        description: sanitize(&summary.description, MAX_DESCRIPTION),
+        attributes: summary
+            .attributes
+            .into_iter()
+            .take(MAX_ATTRIBUTES)
+            .map(|(name, value)| (sanitize(&name, MAX_ATTRIBUTE_NAME), sanitize(&value, MAX_ATTRIBUTE_VALUE)))
+            .collect(),
+    }
+}
+
+/// Metadata with its texts bounded: names end up in logs, errors and manifests.
+fn bound_metadata(metadata: PluginMetadata) -> PluginMetadata {
+    PluginMetadata {
+        name: sanitize(&metadata.name, 64),
+        version: sanitize(&metadata.version, 64),
+        description: sanitize(&metadata.description, MAX_DESCRIPTION),
+        settings: metadata
+            .settings
+            .into_iter()
+            .take(MAX_ATTRIBUTES)
+            .map(|spec| SettingSpec {
+                name: sanitize(&spec.name, MAX_ATTRIBUTE_NAME),
+                description: sanitize(&spec.description, MAX_ATTRIBUTE_VALUE),
+                default_value: spec.default_value.map(|value| sanitize(&value, MAX_ATTRIBUTE_VALUE)),
+                ..spec
+            })
+            .collect(),
+        ..metadata
+    }
+}
+
+/// Turn a wasmtime error from a plugin call into the precise reason, leading with the
+/// cause; the wasm backtrace goes to the debug log.
+fn classify_trap(plugin: &str, limits: &Limits, log: &GuestLog, error: wasmtime::Error) -> PluginError {
+    tracing::debug!(%plugin, "plugin trap: {error:?}");
+    let full = format!("{error:#}");
+    if full.contains("forcing trap when growing memory") {
         return PluginError::MemoryLimit { plugin: plugin.to_owned(), limit_mib: limits.memory_bytes >> 20 };
     }
-    PluginError::Trap { plugin: plugin.to_owned(), message }
+    if let Some(message) = log.panic_message() {
+        return PluginError::Panic { plugin: plugin.to_owned(), message };
+    }
+    let cause = match error.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::StackOverflow) => "stack overflow (the plugin recursed too deeply)".to_owned(),
+        Some(trap) => trap.to_string(),
+        None => error.root_cause().to_string(),
+    };
+    PluginError::Trap { plugin: plugin.to_owned(), message: sanitize(&cause, MAX_ERROR) }
 }
 
 #[cfg(test)]

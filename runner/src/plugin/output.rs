@@ -6,19 +6,23 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-/// Longest line kept; longer lines are cut so a plugin cannot grow host memory.
-const MAX_LINE: usize = 4096;
+use super::guest_text::{GuestLevel, GuestLog, MAX_MESSAGE};
 
-/// A WASI output stream that logs each line with the plugin's name.
+/// A WASI output stream that logs each line into the plugin's log (bounded and escaped
+/// there); stderr is also watched for panic messages.
 #[derive(Debug, Clone)]
 pub struct LogOutput {
-    plugin: String,
+    log: GuestLog,
     stream: &'static str,
 }
 
 impl LogOutput {
-    pub fn new(plugin: &str, stream: &'static str) -> Self {
-        LogOutput { plugin: plugin.to_owned(), stream }
+    pub fn stdout(log: &GuestLog) -> Self {
+        LogOutput { log: log.clone(), stream: "stdout" }
+    }
+
+    pub fn stderr(log: &GuestLog) -> Self {
+        LogOutput { log: log.clone(), stream: "stderr" }
     }
 }
 
@@ -42,7 +46,11 @@ struct LineLogger {
 impl LineLogger {
     fn emit(&mut self) {
         let text = String::from_utf8_lossy(&self.line);
-        tracing::info!(target: "stowage::plugin", plugin = %self.output.plugin, stream = self.output.stream, "{}", text.trim_end());
+        if self.output.stream == "stderr" {
+            self.output.log.stderr_line(&text);
+        } else {
+            self.output.log.log(GuestLevel::Info, Some(self.output.stream), &text);
+        }
         self.line.clear();
     }
 }
@@ -52,7 +60,7 @@ impl AsyncWrite for LineLogger {
         for &byte in data {
             if byte == b'\n' {
                 self.emit();
-            } else if self.line.len() < MAX_LINE {
+            } else if self.line.len() < MAX_MESSAGE {
                 self.line.push(byte);
             }
         }

@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use tokio::fs;
 use tokio::io::AsyncWriteExt;
 
-use super::{CompletedPart, MultipartUpload, ObjectInfo, ObjectReader, ObjectStore, StoreError};
+use super::{
+    CompletedPart, MultipartUpload, ObjectInfo, ObjectReader, ObjectStore, Precondition, StoreError, Versioned,
+};
 
 const UPLOADS: &str = ".uploads";
 
@@ -26,8 +28,36 @@ impl FsStore {
         FsStore { root: root.into() }
     }
 
-    fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// The file of `key`. Keys are relative paths of plain components: nothing a key
+    /// says can reach outside the root.
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        let plain = !key.is_empty()
+            && key.split('/').all(|part| !part.is_empty() && part != "." && part != ".." && !part.contains('\0'));
+        if !plain {
+            return Err(StoreError::InvalidKey { key: key.to_owned() });
+        }
+        Ok(self.root.join(key))
+    }
+
+    /// Run `operation` holding an exclusive flock on the root directory, which every
+    /// conditional write of every process takes, so that check and write are one step.
+    async fn guarded<T: Send + 'static>(
+        &self,
+        operation: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let root = self.root.clone();
+        let locked = move || -> Result<T, StoreError> {
+            std::fs::create_dir_all(&root).map_err(io("create", &root))?;
+            let guard = std::fs::File::open(&root).map_err(io("open", &root))?;
+            guard.lock().map_err(io("lock", &root))?;
+            operation()
+        };
+        let label = self.root.display().to_string();
+        tokio::task::spawn_blocking(locked).await.map_err(|e| StoreError::Io {
+            operation: "lock",
+            path: label,
+            source: std::io::Error::other(e),
+        })?
     }
 
     /// A name no other upload or temporary file of this process or another uses.
@@ -39,7 +69,7 @@ impl FsStore {
 
     /// Write `data` to `key` through a temporary file, so readers never see half an object.
     async fn write_atomically(&self, key: &str, parts: &[PathBuf], data: Option<&[u8]>) -> Result<(), StoreError> {
-        let target = self.path(key);
+        let target = self.path(key)?;
         let parent = target.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&parent).await.map_err(io("create", &parent))?;
         let temp = parent.join(format!(".tmp-{}", Self::unique_name()));
@@ -53,6 +83,38 @@ impl FsStore {
         }
         file.sync_all().await.map_err(io("sync", &temp))?;
         fs::rename(&temp, &target).await.map_err(io("rename", &temp))
+    }
+}
+
+/// The version tag of a file's content.
+fn etag(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
+}
+
+impl FsStore {
+    /// Directories exist only as key prefixes: remove the ones `removed` left empty.
+    fn prune_empty_dirs(&self, removed: &Path) {
+        let mut dir = removed.parent();
+        while let Some(current) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if std::fs::remove_dir(current).is_err() {
+                break;
+            }
+            dir = current.parent();
+        }
+    }
+
+    /// [`write_atomically`](Self::write_atomically) for small objects, on a blocking thread.
+    fn write_atomically_blocking(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let target = self.path(key)?;
+        let parent = target.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(io("create", &parent))?;
+        let temp = parent.join(format!(".tmp-{}", Self::unique_name()));
+        let mut file = std::fs::File::create(&temp).map_err(io("create", &temp))?;
+        file.write_all(data).map_err(io("write", &temp))?;
+        file.sync_all().map_err(io("sync", &temp))?;
+        std::fs::rename(&temp, &target).map_err(io("rename", &temp))
     }
 }
 
@@ -75,7 +137,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         match fs::read(&path).await {
             Ok(data) => Ok(data.into()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { key: key.to_owned() }),
@@ -84,7 +146,7 @@ impl ObjectStore for FsStore {
     }
 
     async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         match fs::File::open(&path).await {
             Ok(file) => Ok(Box::pin(file)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound { key: key.to_owned() }),
@@ -130,22 +192,78 @@ impl ObjectStore for FsStore {
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let path = self.path(key);
+        let path = self.path(key)?;
         match fs::remove_file(&path).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(io("delete", &path)(e));
             }
             _ => {}
         }
-        // Directories exist only as key prefixes: remove the ones left empty.
-        let mut dir = path.parent();
-        while let Some(current) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
-            if fs::remove_dir(current).await.is_err() {
-                break;
-            }
-            dir = current.parent();
-        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.prune_empty_dirs(&path)).await.ok();
         Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        let path = self.path(key)?;
+        match fs::metadata(&path).await {
+            Ok(metadata) if metadata.is_file() => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: metadata.len(),
+                last_modified: metadata.modified().ok().map(DateTime::<Utc>::from),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("stat", &path)(e)),
+        }
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        match self.get(key).await {
+            Ok(body) => Ok(Some(Versioned { etag: etag(&body), body })),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn put_if(&self, key: &str, body: Bytes, precondition: Precondition) -> Result<Option<String>, StoreError> {
+        let path = self.path(key)?;
+        let store = self.clone();
+        let key = key.to_owned();
+        self.guarded(move || {
+            let current = match std::fs::read(&path) {
+                Ok(data) => Some(etag(&data)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(io("read", &path)(e)),
+            };
+            let holds = match &precondition {
+                Precondition::Absent => current.is_none(),
+                Precondition::Matches(expected) => current.as_ref() == Some(expected),
+            };
+            if !holds {
+                return Ok(None);
+            }
+            store.write_atomically_blocking(&key, &body)?;
+            Ok(Some(etag(&body)))
+        })
+        .await
+    }
+
+    async fn delete_if(&self, key: &str, expected: &str) -> Result<bool, StoreError> {
+        let path = self.path(key)?;
+        let expected = expected.to_owned();
+        let store = self.clone();
+        self.guarded(move || match std::fs::read(&path) {
+            Ok(data) if etag(&data) == expected => {
+                std::fs::remove_file(&path).map_err(io("delete", &path))?;
+                store.prune_empty_dirs(&path);
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io("read", &path)(e)),
+        })
+        .await
     }
 
     async fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize, StoreError> {

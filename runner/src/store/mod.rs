@@ -33,6 +33,22 @@ pub struct CompletedPart {
     pub etag: Option<String>,
 }
 
+/// An object's bytes and the version tag (ETag) that conditional writes compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+/// When a conditional write may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if no object has the key (S3 `If-None-Match: *`).
+    Absent,
+    /// Only if the object is still this version (S3 `If-Match`).
+    Matches(String),
+}
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -40,6 +56,8 @@ pub enum StoreError {
     NotFound { key: String },
     #[error("{operation} {key}: {message}")]
     Request { operation: &'static str, key: String, message: String },
+    #[error("{key:?} is not a valid object key")]
+    InvalidKey { key: String },
     #[error("{operation} {path}: {source}")]
     Io { operation: &'static str, path: String, source: std::io::Error },
 }
@@ -65,6 +83,15 @@ pub trait ObjectStore: Send + Sync + Debug {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StoreError>;
     /// Delete an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
+    /// Size and time of one object, `None` if it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError>;
+    /// A small object with its version tag, `None` if it does not exist.
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>, StoreError>;
+    /// Store a small object if `precondition` holds, atomically; returns the new version
+    /// tag, or `None` when the precondition failed.
+    async fn put_if(&self, key: &str, body: Bytes, precondition: Precondition) -> Result<Option<String>, StoreError>;
+    /// Delete an object if it is still version `etag`; returns whether it was deleted.
+    async fn delete_if(&self, key: &str, etag: &str) -> Result<bool, StoreError>;
     /// Abort unfinished multipart uploads under `prefix` started before `older_than`,
     /// returning how many were aborted.
     async fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize, StoreError>;

@@ -8,13 +8,17 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3Part};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
-use super::{CompletedPart, MultipartUpload, ObjectInfo, ObjectReader, ObjectStore, StoreError};
+use super::{
+    CompletedPart, MultipartUpload, ObjectInfo, ObjectReader, ObjectStore, Precondition, StoreError, Versioned,
+};
 
 /// An access key pair given explicitly instead of through the AWS credential chain.
 #[derive(Clone)]
@@ -156,6 +160,55 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(head) => Ok(Some(ObjectInfo {
+                key: key.to_owned(),
+                size: head.content_length().unwrap_or(0).max(0) as u64,
+                last_modified: head.last_modified().and_then(to_chrono),
+            })),
+            Err(error) if status(&error) == Some(404) => Ok(None),
+            Err(error) => Err(StoreError::request("stat", key, describe(error))),
+        }
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<Versioned>, StoreError> {
+        let object = match self.get_object(key).await {
+            Ok(object) => object,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let etag = object
+            .e_tag()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::request("read", key, "the server returned no ETag"))?;
+        let body = object.body.collect().await.map_err(|e| StoreError::request("read", key, e))?.into_bytes();
+        Ok(Some(Versioned { body, etag }))
+    }
+
+    async fn put_if(&self, key: &str, body: Bytes, precondition: Precondition) -> Result<Option<String>, StoreError> {
+        let request = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
+        let request = match precondition {
+            Precondition::Absent => request.if_none_match("*"),
+            Precondition::Matches(etag) => request.if_match(etag),
+        };
+        match request.send().await {
+            Ok(put) => Ok(Some(put.e_tag().map(str::to_owned).ok_or_else(|| {
+                StoreError::request("put", key, "the server returned no ETag, so it cannot do conditional writes")
+            })?)),
+            Err(error) if precondition_failed(&error) => Ok(None),
+            Err(error) => Err(StoreError::request("put", key, conditional_hint(describe(error)))),
+        }
+    }
+
+    async fn delete_if(&self, key: &str, etag: &str) -> Result<bool, StoreError> {
+        match self.client.delete_object().bucket(&self.bucket).key(key).if_match(etag).send().await {
+            Ok(_) => Ok(true),
+            Err(error) if precondition_failed(&error) || status(&error) == Some(404) => Ok(false),
+            Err(error) => Err(StoreError::request("delete", key, conditional_hint(describe(error)))),
+        }
+    }
+
     async fn abort_stale_uploads(&self, prefix: &str, older_than: DateTime<Utc>) -> Result<usize, StoreError> {
         let listed = self
             .client
@@ -247,6 +300,25 @@ impl MultipartUpload for S3Upload {
             .await
             .map_err(|e| StoreError::request("abort upload of", &self.key, describe(e)))?;
         Ok(())
+    }
+}
+
+/// The HTTP status of a failed request, if the server answered.
+fn status<E>(error: &SdkError<E, HttpResponse>) -> Option<u16> {
+    error.raw_response().map(|response| response.status().as_u16())
+}
+
+/// 412, or 409 when another conditional write to the key was in progress (AWS).
+fn precondition_failed<E>(error: &SdkError<E, HttpResponse>) -> bool {
+    matches!(status(error), Some(412 | 409))
+}
+
+/// Stores that do not know conditional headers answer 501 or reject them.
+fn conditional_hint(message: String) -> String {
+    if message.contains("NotImplemented") || message.contains("501") {
+        format!("{message} (the store does not support conditional writes, which Stowage needs for its lock)")
+    } else {
+        message
     }
 }
 

@@ -77,8 +77,22 @@ spec:
     keepLast: 7
 "#;
 
+/// One line saying what failed and how to fix it; the backtrace only with RUST_BACKTRACE.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match demo().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if std::env::var_os("RUST_BACKTRACE").is_some() {
+                eprintln!("{}", error.backtrace());
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo() -> anyhow::Result<()> {
     println!(
         "==> starting PostgreSQL 15, SeaweedFS (S3), etcd, kube-apiserver and kube-controller-manager on loopback"
     );

@@ -88,11 +88,66 @@ fn the_host_filesystem_is_invisible() {
 }
 
 #[test]
-fn a_panic_becomes_a_trap_with_the_panic_message_in_the_log() {
+fn a_panic_is_reported_by_its_message_not_by_a_wasm_backtrace() {
     let repo = tempfile::tempdir().expect("tempdir");
     let result = probe(repo.path(), "panic", &[], &[]);
-    assert!(result.stderr.contains("the sandbox probe panics on purpose"), "{}", result.stderr);
-    assert_refused(repo.path(), result, "plugin sandbox-probe trapped");
+    let result = assert_refused(
+        repo.path(),
+        result,
+        "error: plugin sandbox-probe panicked: the sandbox probe panics on purpose (at sandbox-probe/src/lib.rs:",
+    );
+    assert!(!result.stderr.contains("wasm backtrace"), "{}", result.stderr);
+}
+
+#[test]
+fn a_stack_overflow_is_named() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let result = probe(repo.path(), "recurse", &[], &[]);
+    assert_refused(repo.path(), result, "error: plugin sandbox-probe trapped: stack overflow");
+}
+
+/// The runner's peak memory, from its `backup complete` log line.
+fn peak_rss_mib(stderr: &str) -> u64 {
+    let field = stderr.split("peak_rss_mib=").nth(1).expect("peak_rss_mib in the log");
+    field.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).expect("a number")
+}
+
+#[test]
+fn a_log_flood_is_bounded_escaped_and_counted() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let result = probe(repo.path(), "log-flood", &[], &[]).ok().expect("the backup itself succeeds");
+    // About 400 MiB of messages came in; a few hundred KiB go out.
+    assert!(result.stderr.len() < 4 << 20, "{} bytes of log", result.stderr.len());
+    assert!(result.stderr.contains("plugin log messages dropped"), "{}", &result.stderr[..2000]);
+    assert!(!result.stderr.contains('\x1b'), "a terminal escape reached the log");
+    assert!(result.stderr.contains("forged\\n2026-01-01T00:00:00Z  INFO stowage: backup committed\\u{1b}[2J"));
+    assert!(!result.stderr.lines().any(|line| line.starts_with("2026-01-01T00:00:00Z")), "a plugin forged a log line");
+}
+
+#[test]
+fn a_huge_summary_is_cut_before_it_reaches_the_manifest() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let result = probe(repo.path(), "huge-summary", &[], &[]).ok().expect("the backup succeeds, cut");
+    assert!(result.stderr.contains("the plugin's summary description was cut to 4096 bytes"), "{}", result.stderr);
+    assert!(result.stderr.contains("only the first 64 summary attributes are kept"), "{}", result.stderr);
+    let manifest = files(repo.path()).into_iter().find(|f| f.ends_with("manifest.json")).expect("manifest");
+    let size = std::fs::metadata(repo.path().join(manifest)).expect("stat").len();
+    assert!(size < 64 << 10, "manifest of {size} bytes");
+}
+
+#[test]
+fn huge_writes_stay_within_the_hosts_memory_budget() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let result = probe(repo.path(), "big-writes", &[], &[]).ok().expect("1 GiB in 96 MiB writes");
+    let peak = peak_rss_mib(&result.stderr);
+    assert!(peak < 300, "runner peak RSS {peak} MiB");
+}
+
+#[test]
+fn artifacts_left_open_are_capped() {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let result = probe(repo.path(), "many-artifacts", &[], &[]);
+    assert_refused(repo.path(), result, "8 artifacts are open already; finish one before creating open-8.bin");
 }
 
 #[test]

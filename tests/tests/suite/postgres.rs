@@ -149,11 +149,31 @@ fn unreachable_server_and_missing_tls_end_precisely_without_a_backup() {
 
 #[test]
 fn a_database_dropped_mid_backup_fails_the_backup_and_commits_nothing() {
-    let postgres = Postgres::start().expect("postgres");
+    let failed = interrupted_backup(|postgres| {
+        postgres.psql("postgres", "DROP DATABASE doomed WITH (FORCE)").expect("drop database");
+    });
+    assert!(
+        failed.stderr.contains("the connection to the database was lost")
+            && failed.stderr.contains("terminating connection due to administrator command"),
+        "{}",
+        failed.stderr
+    );
+}
+
+#[test]
+fn a_database_server_killed_mid_backup_fails_the_backup_with_a_database_reason() {
+    let failed = interrupted_backup(|postgres| postgres.crash().expect("kill the server"));
+    assert!(failed.stderr.contains("error: plugin postgres: "), "{}", failed.stderr);
+    assert!(failed.stderr.contains("the connection to the database was lost"), "{}", failed.stderr);
+}
+
+/// A backup of database `doomed` that is reliably mid-way (connected, in its snapshot,
+/// waiting for a lock another session holds) when `end` happens to the server; returns
+/// the failed run after checking that nothing was committed.
+fn interrupted_backup(end: impl FnOnce(&mut Postgres)) -> Run {
+    let mut postgres = Postgres::start().expect("postgres");
     postgres.psql("postgres", "CREATE DATABASE doomed").expect("database");
     postgres.psql("doomed", "CREATE TABLE t AS SELECT generate_series(1, 1000) AS x").expect("table");
-    // Another session holds a lock the backup needs, so the backup is reliably mid-way
-    // (connected, in its snapshot) when the database goes.
     let mut locker = postgres
         .client("psql", "doomed")
         .args(["-X", "-q", "-c", "BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)"])
@@ -179,18 +199,12 @@ fn a_database_dropped_mid_backup_fails_the_backup_and_commits_nothing() {
             .is_ok_and(|n| n.trim() == "1")
     })
     .expect("backup blocked");
-    postgres.psql("postgres", "DROP DATABASE doomed WITH (FORCE)").expect("drop database");
-    let failed =
-        Run::from(backup.wait_with_output().expect("backup exit")).failed().expect("backup of a dropped database");
-    assert!(
-        failed.stderr.contains("the connection to the database was lost")
-            && failed.stderr.contains("terminating connection due to administrator command"),
-        "{}",
-        failed.stderr
-    );
+    end(&mut postgres);
+    let failed = Run::from(backup.wait_with_output().expect("backup exit")).failed().expect("the backup fails");
     assert_eq!(complete_backups(&repo, &[]), 0);
     let _ = locker.kill();
     let _ = locker.wait();
+    failed
 }
 
 #[test]

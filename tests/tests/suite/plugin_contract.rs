@@ -3,7 +3,7 @@
 //! plugins referenced by URL are downloaded only over verified HTTPS, pinned and bounded.
 
 use sha2::{Digest, Sha256};
-use stowage_tests::registry::Registry;
+use stowage_tests::registry::{RedirectingRegistry, Registry};
 use stowage_tests::stowage::{plugin, run};
 use stowage_tests::tls::HttpsServer;
 
@@ -226,4 +226,20 @@ fn private_registries_take_the_credentials_of_a_docker_config() {
     let destination = format!("oci://{}/private/other:1.0", registry.host());
     let refused = run(["plugin", "push", component, &destination], &trusted).and_then(|r| r.failed()).expect("push");
     assert!(refused.stderr.contains("the registry requires credentials"), "{}", refused.stderr);
+}
+
+#[test]
+fn registry_credentials_never_follow_a_redirect_to_another_origin() {
+    let front = RedirectingRegistry::start("robot", "s3cret").expect("registry behind a redirecting front door");
+    let generator = plugin("generator").expect("generator");
+    let digest = front.registry.push("private/generator", "1.0", &generator).expect("push");
+    let reference = format!("oci://{}/private/generator:1.0@{digest}", front.host());
+    let inspected = run(["plugin", "inspect", "--plugin", &reference], &front.env()).expect("run stowage");
+    let inspected = inspected.ok().expect("the pull follows the redirect");
+    assert!(inspected.stdout.contains("generator"), "{}", inspected.stdout);
+    let redirected = front.redirected_requests();
+    assert!(!redirected.is_empty(), "the blob download was not redirected");
+    for request in &redirected {
+        assert!(request.ends_with("authorization=False"), "credentials reached the other origin: {request}");
+    }
 }

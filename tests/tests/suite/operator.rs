@@ -130,6 +130,71 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     .await;
 }
 
+/// Accept the next connection of a held sandbox-probe backup (its artifact is stored).
+async fn held_connection(database: &std::net::TcpListener) -> std::net::TcpStream {
+    let listener = database.try_clone().expect("listener");
+    tokio::task::spawn_blocking(move || {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let start = Instant::now();
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => return stream,
+                Err(_) if start.elapsed() < Duration::from_secs(120) => std::thread::sleep(Duration::from_millis(50)),
+                Err(error) => panic!("the held backup never connected: {error}"),
+            }
+        }
+    })
+    .await
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_jobs_of_one_resource_take_turns_and_both_backups_stand() {
+    use std::io::Write;
+    let cluster = Cluster::start().await.expect("cluster");
+    let backups = cluster.backups();
+    let database = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let endpoint = database.local_addr().expect("address").to_string();
+    let held = json!({
+        "plugin": {"builtin": "sandbox-probe"},
+        "database": {"endpoint": endpoint, "name": "db", "options": {"probe": "hold"}},
+        "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}
+    });
+    cluster.create("held", held).await;
+    let mut first = held_connection(&database).await;
+    // A second time while the first Job is still running: a second Job starts at once.
+    let patch = json!({"spec": {"manualTrigger": {"enabled": true, "time": "t2", "repo": "s3"}}});
+    backups.patch("held", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch time");
+    eventually("a second Job", Duration::from_secs(60), || async {
+        (cluster.jobs("held", "manual").await.len() == 2).then_some(())
+    })
+    .await;
+    // Its runner waits for the lock instead of overlapping: it never reaches the database.
+    database.set_nonblocking(true).expect("nonblocking");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert!(database.accept().is_err(), "the second backup ran while the first held the lock");
+    first.write_all(b"!").expect("release the first backup");
+    let mut second = held_connection(&database).await;
+    second.write_all(b"!").expect("release the second backup");
+    let listed = eventually("two committed backups", Duration::from_secs(90), || async {
+        let env = cluster.s3.env();
+        let listed = tokio::task::spawn_blocking(move || {
+            stowage_tests::stowage::run(["list", "--repo", "s3://backups", "--only", "shop/held"], &env)
+        })
+        .await
+        .expect("join")
+        .ok()?;
+        (listed.stdout.matches(" complete ").count() == 2).then_some(listed.stdout)
+    })
+    .await;
+    assert!(!listed.contains("incomplete"), "{listed}");
+    eventually("the last outcome is the second backup", Duration::from_secs(30), || async {
+        let (status, reason, id) = outcome(&backups, "held").await?;
+        (status == "True" && reason == "BackupSucceeded" && id.is_some_and(|id| listed.contains(&id))).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_that_fails_without_a_report_fails_the_resource() {
     let cluster = Cluster::start().await.expect("cluster");
