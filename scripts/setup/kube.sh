@@ -50,4 +50,6 @@ for b in kube-apiserver kube-controller-manager; do
   cp "$(find "$tree/_output" -type f -name "$b" -perm -u+x | head -1)" "$bin.tmp/$b"
 done
 rm -rf "$bin" && mv "$bin.tmp" "$bin"
+# The unpacked tree and Go's build cache are 2 GB that only a rebuild would use.
+rm -rf "$tree" "$STOWAGE_CACHE/kube/gocache"
 log "kube: $("$bin/kube-apiserver" --version)"

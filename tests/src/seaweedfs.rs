@@ -35,6 +35,19 @@ impl SeaweedFs {
 
     /// Start a server with one identity allowed everything, and wait until S3 answers.
     pub fn start() -> Result<Self> {
+        // Ports are picked free and bound by weed a moment later; a parallel test may take
+        // one in between, so a start that loses that race is tried again on new ports.
+        let mut attempt = 1;
+        loop {
+            match Self::start_once() {
+                Ok(server) => return Ok(server),
+                Err(error) if attempt < 3 && format!("{error:#}").contains("address already in use") => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn start_once() -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("s3.json");
         std::fs::write(

