@@ -192,16 +192,13 @@ impl Postgres {
     }
 
     /// `pg_dump --schema-only`, without what legitimately differs between two copies:
-    /// comment lines, ownership, and the random `\restrict` key of pg_dump's output.
+    /// comment lines and the random `\restrict` key of pg_dump's output.
     pub fn schema(&self, database: &str) -> Result<String> {
         let dump = checked(self.client("pg_dump", database).arg("--schema-only").output()?, "pg_dump")?;
         Ok(dump
             .lines()
             .filter(|line| {
-                !line.starts_with("--")
-                    && !line.contains(" OWNER TO ")
-                    && !line.starts_with("\\restrict")
-                    && !line.starts_with("\\unrestrict")
+                !line.starts_with("--") && !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict")
             })
             .collect::<Vec<_>>()
             .join("\n"))

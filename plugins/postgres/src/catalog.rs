@@ -34,6 +34,90 @@ impl Selection {
             .replace("$EXCLUDE", &array(&self.exclude_schemas));
         format!("WITH schemas AS (\n{schemas}\n)\n{query}")
     }
+
+    /// [`Selection::scoped`], with the selected objects that have owners and privileges
+    /// as `objects`, and the privileges a restore changes as `changes`.
+    fn scoped_with_privileges(&self, query: &str) -> String {
+        self.scoped(&format!(
+            ", objects AS (\n{}\n), changes AS (\n{}\n)\n{query}",
+            include_str!("sql/owned_objects.sql"),
+            include_str!("sql/acl_changes.sql")
+        ))
+    }
+}
+
+/// What a restore may leave out on request, as `pg_restore --no-owner` and
+/// `--no-privileges` do: the target then need not have the source's roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optional {
+    Ownership,
+    Privileges,
+}
+
+/// Kinds of statement (the first words of [`Statement::description`]).
+const OWNER: &str = "OWNER";
+const ACL: &str = "ACL";
+const DEFAULT_ACL: &str = "DEFAULT ACL";
+
+impl Optional {
+    /// Which optional part the statement described as `what` belongs to, if any.
+    pub fn of(what: &str) -> Option<Self> {
+        let kind = |kind: &str| what.strip_prefix(kind).is_some_and(|rest| rest.starts_with(' '));
+        if kind(OWNER) || what == Optional::Ownership.role_check() {
+            Some(Optional::Ownership)
+        } else if kind(ACL) || kind(DEFAULT_ACL) || what == Optional::Privileges.role_check() {
+            Some(Optional::Privileges)
+        } else {
+            None
+        }
+    }
+
+    /// The description of the statement that checks this part's roles exist.
+    fn role_check(self) -> &'static str {
+        match self {
+            Optional::Ownership => "ROLES owner",
+            Optional::Privileges => "ROLES privileges",
+        }
+    }
+
+    /// The restore option that leaves this part out.
+    pub fn option(self) -> &'static str {
+        match self {
+            Optional::Ownership => "no-owner",
+            Optional::Privileges => "no-privileges",
+        }
+    }
+}
+
+/// Whether the statement described as `what` checks that roles exist.
+pub fn is_role_check(what: &str) -> bool {
+    [Optional::Ownership, Optional::Privileges].iter().any(|part| part.role_check() == what)
+}
+
+/// A statement that fails at once, naming them, when roles in `roles` are missing, so
+/// that a restore stops before loading any data rather than at the end.
+fn role_check(part: Optional, roles: &[String]) -> Statement {
+    let literals: Vec<String> = roles.iter().map(|role| quote_literal(role)).collect();
+    let literals = literals.join(", ");
+    // A dollar-quote tag that no role name contains.
+    let mut tag = "$stowage$".to_owned();
+    while literals.contains(&tag) {
+        tag.insert(tag.len() - 1, '_');
+    }
+    let needed = match part {
+        Optional::Ownership => "as owners",
+        Optional::Privileges => "in privileges and policies",
+    };
+    Statement {
+        description: part.role_check().to_owned(),
+        sql: format!(
+            "DO {tag}\nDECLARE missing text;\nBEGIN\n  SELECT string_agg(quote_ident(r), ', ') INTO missing\n  \
+             FROM unnest(ARRAY[{literals}]::text[]) r WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r);\n  \
+             IF missing IS NOT NULL THEN\n    RAISE EXCEPTION 'roles the backup uses {needed} do not exist here: %', missing\n      \
+             USING HINT = 'create them first, or restore with option {}=true';\n  END IF;\nEND {tag};",
+            part.option()
+        ),
+    }
 }
 
 /// One statement of the script, with what it is for error messages and logs.
@@ -50,19 +134,26 @@ pub struct Table {
     pub name: String,
     /// Quoted and qualified, for SQL.
     pub quoted: String,
-    /// The quoted columns COPY reads and writes.
+    /// The quoted columns COPY reads and writes; empty for a table without columns or
+    /// with generated columns only.
     pub columns: String,
 }
 
 impl Table {
     /// The statement that reads the rows.
     pub fn copy_out(&self) -> String {
-        format!("COPY {} ({}) TO STDOUT", self.quoted, self.columns)
+        format!("COPY {}{} TO STDOUT", self.quoted, self.column_list())
     }
 
     /// The statement that loads them again.
     pub fn copy_in(&self) -> String {
-        format!("COPY {} ({}) FROM stdin;", self.quoted, self.columns)
+        format!("COPY {}{} FROM stdin;", self.quoted, self.column_list())
+    }
+
+    /// `COPY t ()` is a syntax error; without a list, COPY takes every column that is not
+    /// generated, which is none here, and still counts the rows.
+    fn column_list(&self) -> String {
+        if self.columns.is_empty() { String::new() } else { format!(" ({})", self.columns) }
     }
 }
 
@@ -99,6 +190,8 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     let dependencies = connection.query(include_str!("sql/dependencies.sql"))?;
     let aliases = connection.query(include_str!("sql/aliases.sql"))?;
     let post = connection.query(&selection.scoped(include_str!("sql/post_data.sql")))?;
+    let privileges = connection.query(&selection.scoped_with_privileges(include_str!("sql/privileges.sql")))?;
+    let roles = connection.query(&selection.scoped_with_privileges(include_str!("sql/roles.sql")))?;
 
     let nodes: Vec<Node> = objects
         .iter()
@@ -113,6 +206,16 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     let (order, cyclic) = dependency_order(&nodes, &edges, &aliases);
 
     let mut pre_data = Vec::new();
+    for part in [Optional::Ownership, Optional::Privileges] {
+        let needed: Vec<String> = roles
+            .iter()
+            .filter(|row| text(row, 0) == if part == Optional::Ownership { "owner" } else { "privileges" })
+            .map(|row| text(row, 1))
+            .collect();
+        if !needed.is_empty() {
+            pre_data.push(role_check(part, &needed));
+        }
+    }
     let mut refreshes = Vec::new();
     for index in order {
         let node = &nodes[index];
@@ -128,10 +231,15 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     }
     let statement =
         |row: &Row| Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) };
-    // Materialized views are filled after the indexes and triggers, before comments.
+    // Materialized views are filled after the indexes and triggers, before comments;
+    // owners and privileges come last.
     let (before_comments, comments): (Vec<&Row>, Vec<&Row>) = post.iter().partition(|row| text(row, 0) != "9");
-    let post_data =
-        before_comments.into_iter().map(statement).chain(refreshes).chain(comments.into_iter().map(statement));
+    let post_data = before_comments
+        .into_iter()
+        .map(statement)
+        .chain(refreshes)
+        .chain(comments.into_iter().map(statement))
+        .chain(privileges.iter().map(statement));
     let cyclic = cyclic.into_iter().map(|index| nodes[index].statement.description.clone()).collect();
     Ok(Catalog { pre_data, tables, post_data: post_data.collect(), cyclic })
 }

@@ -2,8 +2,8 @@
 //! REPEATABLE READ, READ ONLY transaction, written as SQL scripts that `psql` can replay
 //! (see [`script`]), and restored through the same sandboxed connection.
 //!
-//! Options: `sslmode`, `tls-ca`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`
-//! (see [`Config`] and `docs/postgres.md`).
+//! Options: `sslmode`, `tls-ca`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`,
+//! and for restores `no-owner` and `no-privileges` (see [`Config`] and `docs/postgres.md`).
 
 mod backup;
 mod catalog;
@@ -17,7 +17,7 @@ use stowage_plugin_sdk::{
     export,
 };
 
-use crate::catalog::Selection;
+use crate::catalog::{Optional, Selection};
 use crate::protocol::{ConnectOptions, Connection, Error};
 use crate::tls::TlsMode;
 
@@ -30,6 +30,8 @@ struct Config {
     selection: Selection,
     /// How long the backup waits for a table lock (a PostgreSQL interval).
     lock_timeout: String,
+    /// What a restore leaves out.
+    restore_without: Vec<Optional>,
 }
 
 /// A comma-separated option as a list.
@@ -69,6 +71,14 @@ impl Config {
                 exclude_table_data: list(&options, "exclude-table-data"),
             },
             lock_timeout: options.get("lock-timeout").unwrap_or("5min").to_owned(),
+            restore_without: [Optional::Ownership, Optional::Privileges]
+                .into_iter()
+                .filter_map(|part| match options.parse_or(part.option(), false) {
+                    Ok(true) => Some(Ok(part)),
+                    Ok(false) => None,
+                    Err(error) => Some(Err(error)),
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -133,6 +143,16 @@ impl Plugin for PostgresPlugin {
                 option("exclude-schemas", "Comma-separated schemas to leave out", None),
                 option("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),
                 option("lock-timeout", "How long to wait for a table lock (PostgreSQL interval)", Some("5min")),
+                option(
+                    "no-owner",
+                    "Restore: true leaves objects owned by the restoring user (the source's roles need not exist)",
+                    Some("false"),
+                ),
+                option(
+                    "no-privileges",
+                    "Restore: true leaves out GRANT/REVOKE and default privileges (as pg_restore --no-privileges)",
+                    Some("false"),
+                ),
             ],
         }
     }

@@ -236,8 +236,15 @@ impl Connection {
             ("user", options.user.as_str()),
             ("database", options.database.as_str()),
             ("client_encoding", "UTF8"),
+            // Every setting that changes how values are written or read, pinned as
+            // pg_dump pins them, whatever the database or role sets.
             ("DateStyle", "ISO"),
+            ("IntervalStyle", "postgres"),
             ("extra_float_digits", "3"),
+            ("standard_conforming_strings", "on"),
+            // A policy must never hide rows from a backup: with row security on, a
+            // user subject to a policy fails instead of backing up fewer rows.
+            ("row_security", "off"),
             ("application_name", "stowage"),
         ];
         frontend::startup_message(parameters.iter().copied(), &mut self.output)?;

@@ -18,9 +18,17 @@ pub const SECTIONS: [&str; 3] = ["pre-data.sql", "data.sql", "post-data.sql"];
 pub const MEDIA_TYPE: &str = "application/sql";
 
 /// Session settings at the top of every section, so each replays on its own.
-const SETTINGS: [&str; 5] = [
+/// Those that change how values are read are the ones the backup wrote them with.
+const SETTINGS: [&str; 12] = [
+    "SET statement_timeout = 0;",
+    "SET lock_timeout = 0;",
+    "SET idle_in_transaction_session_timeout = 0;",
     "SET client_encoding = 'UTF8';",
     "SET standard_conforming_strings = on;",
+    "SET datestyle = 'ISO';",
+    "SET intervalstyle = 'postgres';",
+    "SET xmloption = content;",
+    "SET row_security = off;",
     "SET check_function_bodies = false;",
     "SET client_min_messages = warning;",
     "SELECT pg_catalog.set_config('search_path', '', false);",

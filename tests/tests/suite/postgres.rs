@@ -15,12 +15,33 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postgres/rich.sql")
 }
 
+fn production_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postgres/production.sql")
+}
+
+/// The cluster-wide roles that production.sql uses.
+const PRODUCTION_ROLES: &str =
+    "CREATE ROLE app_owner NOLOGIN; CREATE ROLE app_user LOGIN; CREATE ROLE reporting NOLOGIN";
+
 fn password_env() -> Vec<(String, String)> {
     vec![("STOWAGE_DATABASE_PASSWORD".into(), PASSWORD.into())]
 }
 
 fn stowage(args: &[&str], env: &[(String, String)]) -> Run {
     run(args, env).expect("run stowage")
+}
+
+/// Asserts that database `copy` has the schema (`pg_dump --schema-only`, owners and
+/// privileges included) and the rows of `original`; returns the rows' summary.
+fn assert_same_database(postgres: &Postgres, copy: &str, original: &str) -> String {
+    assert_eq!(
+        postgres.schema(copy).expect("schema of the copy"),
+        postgres.schema(original).expect("schema"),
+        "{copy}"
+    );
+    let contents = postgres.contents(original).expect("contents");
+    assert_eq!(postgres.contents(copy).expect("contents of the copy"), contents, "{copy}");
+    contents
 }
 
 /// The backups `stowage list` shows as complete.
@@ -48,9 +69,7 @@ fn rich_database_round_trips_through_s3() {
     // The target does not exist yet: the plugin creates it.
     let target = postgres.url(SCRAM_USER, "target");
     stowage(&["restore", "--plugin", "postgres", "--database", &target, "--repo", repo], &env).ok().expect("restore");
-    assert_eq!(postgres.schema("target").expect("target schema"), postgres.schema("source").expect("source schema"));
-    let contents = postgres.contents("source").expect("source contents");
-    assert_eq!(postgres.contents("target").expect("target contents"), contents);
+    let contents = assert_same_database(&postgres, "target", "source");
     assert!(contents.contains("shop.events_2025|5135|") && contents.contains("shop.order_stats|4|"), "{contents}");
     let next = postgres.psql("target", "SELECT nextval('shop.invoice_numbers'), nextval('shop.orders_id_seq')");
     assert_eq!(next.expect("sequences").trim(), "4249|3001", "sequences continue where the source was");
@@ -63,34 +82,106 @@ fn rich_database_round_trips_through_s3() {
     postgres.psql("target", "CREATE TABLE shop.extra (x int); DELETE FROM shop.orders").expect("change target");
     let replace = ["restore", "--replace", "--plugin", "postgres", "--database", &target, "--repo", repo];
     stowage(&replace, &env).ok().expect("restore --replace");
-    assert_eq!(postgres.schema("target").expect("target schema"), postgres.schema("source").expect("source schema"));
-    assert_eq!(postgres.contents("target").expect("target contents"), contents);
+    assert_same_database(&postgres, "target", "source");
+}
+
+#[test]
+fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and_values() {
+    let postgres = Postgres::start().expect("postgres");
+    let s3 = SeaweedFs::start().expect("seaweedfs");
+    tokio::runtime::Runtime::new().expect("runtime").block_on(s3.create_bucket("backups")).expect("bucket");
+    let mut env = s3.env();
+    env.extend(password_env());
+    postgres.psql("postgres", PRODUCTION_ROLES).expect("roles");
+    postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
+    postgres.psql_file("source", &production_fixture()).expect("load the production-shaped schema");
+    // The target prints values as the source does, so that their text compares; the
+    // backup and the restore must not depend on it.
+    postgres.psql("postgres", "CREATE DATABASE target").expect("create target");
+    postgres.psql("postgres", "ALTER DATABASE target SET intervalstyle = sql_standard").expect("intervalstyle");
+
+    let repo = "s3://backups/production";
+    let source = postgres.url(SCRAM_USER, "source");
+    stowage(&["backup", "--plugin", "postgres", "--database", &source, "--repo", repo], &env).ok().expect("backup");
+    let target = postgres.url(SCRAM_USER, "target");
+    stowage(&["restore", "--plugin", "postgres", "--database", &target, "--repo", repo], &env).ok().expect("restore");
+
+    let contents = assert_same_database(&postgres, "target", "source");
+    assert!(contents.contains("legacy.no_columns|2|") && contents.contains("legacy.only_generated|1|"), "{contents}");
+    let values = "SET intervalstyle = postgres; SELECT string_agg(coalesce(overdue::text, '-'), ',' ORDER BY id) FROM app.accounts";
+    assert_eq!(
+        postgres.psql("target", values).expect("intervals").trim(),
+        "-1 days -02:00:00,1 year 2 mons -3 days +04:05:06.789,-3 days,-",
+        "intervals keep their signs"
+    );
+    // Inheritance and the policies work as in the source.
+    let parent_alone = "SELECT count(*) FROM ONLY legacy.events";
+    assert_eq!(postgres.psql("target", parent_alone).expect("parent").trim(), "1");
+    assert_eq!(postgres.psql("target", "SELECT count(*) FROM legacy.events").expect("parent").trim(), "3");
+    let as_app_user = "SET ROLE app_user; SET app.region = 'eu'; SELECT count(*) FROM app.accounts";
+    assert_eq!(postgres.psql("target", as_app_user).expect("policy").trim(), "2", "row security filters by region");
+
+    // A cluster without the roles: the restore stops before any data and names them.
+    let bare = Postgres::start().expect("second postgres");
+    let elsewhere = bare.url(SCRAM_USER, "copy");
+    let restore = ["restore", "--plugin", "postgres", "--database", &elsewhere, "--repo", repo];
+    let refused = stowage(&restore, &env).failed().expect("restore without the roles");
+    assert!(
+        refused.stderr.contains("roles the backup uses as owners do not exist here: app_owner"),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("no-owner=true"), "{}", refused.stderr);
+    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'";
+    assert_eq!(bare.psql("copy", tables).expect("nothing restored").trim(), "0");
+    // Without owners and privileges it restores (the policies still name their roles).
+    bare.psql("postgres", "CREATE ROLE app_user; CREATE ROLE reporting").expect("policy roles");
+    bare.psql("postgres", "ALTER DATABASE copy SET intervalstyle = sql_standard").expect("intervalstyle");
+    let mut without = restore.to_vec();
+    without.extend(["--option", "no-owner=true", "--option", "no-privileges=true"]);
+    stowage(&without, &env).ok().expect("restore with no-owner and no-privileges");
+    assert_eq!(bare.contents("copy").expect("copy contents"), contents);
+    let owners = "SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname IN ('app', 'legacy')";
+    assert_eq!(bare.psql("copy", owners).expect("owners").trim(), SCRAM_USER);
+    let granted =
+        "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee IN ('app_user', 'reporting')";
+    assert_eq!(bare.psql("copy", granted).expect("grants").trim(), "0");
 }
 
 #[test]
 fn sections_replay_with_psql_alone() {
     let postgres = Postgres::start().expect("postgres");
-    postgres.psql("postgres", "CREATE DATABASE source; CREATE DATABASE replayed").expect("databases");
-    postgres.psql_file("source", &fixture()).expect("load the rich schema");
-    let repo_dir = tempfile::tempdir().expect("repo");
-    let repo = format!("file://{}", repo_dir.path().display());
-    let source = postgres.url(SCRAM_USER, "source");
-    let args = ["backup", "--plugin", "postgres", "--database", &source, "--repo", &repo, "--compression", "none"];
-    let id = stowage(&args, &password_env()).ok().expect("backup").stdout.trim().to_owned();
+    postgres.psql("postgres", PRODUCTION_ROLES).expect("roles");
+    for (name, fixture) in [("rich", fixture()), ("production", production_fixture())] {
+        let (source, replayed) = (format!("{name}_source"), format!("{name}_replayed"));
+        postgres.psql("postgres", &format!("CREATE DATABASE {source}; CREATE DATABASE {replayed}")).expect("databases");
+        postgres.psql_file(&source, &fixture).expect("load the fixture");
+        let repo_dir = tempfile::tempdir().expect("repo");
+        let repo = format!("file://{}", repo_dir.path().display());
+        let url = postgres.url(SCRAM_USER, &source);
+        let args = ["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo, "--compression", "none"];
+        let id = stowage(&args, &password_env()).ok().expect("backup").stdout.trim().to_owned();
 
-    // The emergency path of docs/postgres.md: no Stowage, only psql.
-    let data = repo_dir.path().join("local/default").join(&id).join("data");
-    for section in ["pre-data.sql", "data.sql", "post-data.sql"] {
-        let output = postgres
-            .client("psql", "replayed")
-            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(data.join(section))
-            .output()
-            .expect("psql");
-        assert!(output.status.success(), "{section}: {}", String::from_utf8_lossy(&output.stderr));
+        // The emergency path of docs/postgres.md: no Stowage, only psql.
+        let data = repo_dir.path().join("local/default").join(&id).join("data");
+        for section in ["pre-data.sql", "data.sql", "post-data.sql"] {
+            let output = postgres
+                .client("psql", &replayed)
+                .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f"])
+                .arg(data.join(section))
+                .output()
+                .expect("psql");
+            assert!(output.status.success(), "{name} {section}: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        // Values print alike under the same database settings (production.sql sets one).
+        let settings = format!(
+            "SELECT format('ALTER DATABASE {replayed} SET %s;', unnest(setconfig)) FROM pg_db_role_setting \
+             WHERE setrole = 0 AND setdatabase = (SELECT oid FROM pg_database WHERE datname = '{source}')"
+        );
+        let settings = postgres.psql("postgres", &settings).expect("source settings");
+        postgres.psql("postgres", &settings).expect("same settings");
+        assert_same_database(&postgres, &replayed, &source);
     }
-    assert_eq!(postgres.schema("replayed").expect("schema"), postgres.schema("source").expect("schema"));
-    assert_eq!(postgres.contents("replayed").expect("contents"), postgres.contents("source").expect("contents"));
 }
 
 #[test]

@@ -34,7 +34,7 @@ SELECT CASE WHEN t.typtype = 'c' THEN c.tableoid || ':' || c.oid ELSE t.tableoid
                CASE WHEN t.typnotnull THEN ' NOT NULL' ELSE '' END,
                (SELECT coalesce(string_agg(format(' CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), ''
                                            ORDER BY k.conname), '')
-                FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c'))
+                FROM pg_constraint k WHERE k.contypid = t.oid AND k.contype = 'c' AND k.convalidated))
            ELSE format('CREATE TYPE %I.%I AS RANGE (SUBTYPE = %s%s%s, MULTIRANGE_TYPE_NAME = %s);', n.nspname, t.typname,
                format_type(r.rngsubtype, NULL),
                CASE WHEN r.rngcollation <> 0 AND r.rngcollation <> st.typcollation
@@ -68,7 +68,7 @@ WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind = 'S'
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype IN ('e', 'i'))
 UNION ALL
 SELECT c.tableoid || ':' || c.oid, 'TABLE', format('%I.%I', n.nspname, c.relname),
-       format('CREATE %sTABLE %I.%I %s%s%s;',
+       format('CREATE %sTABLE %I.%I %s%s%s%s;%s',
               CASE WHEN c.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END, n.nspname, c.relname,
               CASE WHEN c.relispartition
                    THEN format('PARTITION OF %s%s %s',
@@ -76,8 +76,12 @@ SELECT c.tableoid || ':' || c.oid, 'TABLE', format('%I.%I', n.nspname, c.relname
                                CASE WHEN checks.list IS NULL THEN '' ELSE E' (\n    ' || checks.list || E'\n)' END,
                                pg_get_expr(c.relpartbound, c.oid))
                    ELSE E'(\n    ' || concat_ws(E',\n    ', columns.list, checks.list) || E'\n)' END,
+              CASE WHEN c.relispartition THEN ''
+                   ELSE coalesce((SELECT ' INHERITS (' || string_agg(h.inhparent::regclass::text, ', ' ORDER BY h.inhseqno) || ')'
+                                  FROM pg_inherits h WHERE h.inhrelid = c.oid), '') END,
               CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END,
-              CASE WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')' ELSE '' END),
+              CASE WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')' ELSE '' END,
+              coalesce(toast.options, '') || coalesce(column_settings.list, '')),
        6, NULL
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -105,22 +109,72 @@ CROSS JOIN LATERAL (
     FROM pg_attribute a
     JOIN pg_type at ON at.oid = a.atttypid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    -- Inherited columns come from the parents (a partition's from PARTITION OF).
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attislocal
 ) columns
 CROSS JOIN LATERAL (
+    -- NOT VALID checks are added after the data, which may break them.
     SELECT string_agg(format('CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), E',\n    ' ORDER BY k.conname) AS list
     FROM pg_constraint k
-    WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.conislocal
+    WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.conislocal AND k.convalidated
 ) checks
+LEFT JOIN LATERAL (
+    SELECT format(E'\nALTER TABLE ONLY %I.%I SET (%s);', n.nspname, c.relname,
+                  (SELECT string_agg('toast.' || o, ', ') FROM unnest(tc.reloptions) o)) AS options
+    FROM pg_class tc WHERE tc.oid = c.reltoastrelid AND tc.reloptions IS NOT NULL
+) toast ON true
+CROSS JOIN LATERAL (
+    -- What CREATE TABLE cannot say per column: an inherited column's own default and
+    -- NOT NULL, and storage, compression, statistics target and options.
+    SELECT string_agg(
+               CASE WHEN NOT a.attislocal AND d.adbin IS NOT NULL AND a.attgenerated = ''
+                    THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET DEFAULT %s;', n.nspname, c.relname, a.attname,
+                                pg_get_expr(d.adbin, d.adrelid)) ELSE '' END
+               || CASE WHEN NOT a.attislocal AND a.attnotnull
+                       THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET NOT NULL;', n.nspname, c.relname, a.attname)
+                       ELSE '' END
+               || CASE WHEN a.attstorage <> at.typstorage
+                       THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET STORAGE %s;', n.nspname, c.relname, a.attname,
+                                   CASE a.attstorage WHEN 'p' THEN 'PLAIN' WHEN 'e' THEN 'EXTERNAL' WHEN 'm' THEN 'MAIN'
+                                                     ELSE 'EXTENDED' END) ELSE '' END
+               || CASE WHEN a.attcompression <> ''
+                       THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET COMPRESSION %s;', n.nspname, c.relname, a.attname,
+                                   CASE a.attcompression WHEN 'l' THEN 'lz4' ELSE 'pglz' END) ELSE '' END
+               || CASE WHEN a.attstattarget >= 0
+                       THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET STATISTICS %s;', n.nspname, c.relname, a.attname,
+                                   a.attstattarget) ELSE '' END
+               || CASE WHEN a.attoptions IS NOT NULL
+                       THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET (%s);', n.nspname, c.relname, a.attname,
+                                   array_to_string(a.attoptions, ', ')) ELSE '' END,
+               '' ORDER BY a.attnum) AS list
+    FROM pg_attribute a
+    JOIN pg_type at ON at.oid = a.atttypid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+) column_settings
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+-- A key that a view relies on (GROUP BY the primary key, a functional dependency) is
+-- created before the view instead of after the data.
+SELECT k.tableoid || ':' || k.oid, 'CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
+       format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)),
+       7, NULL
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype IN ('p', 'u', 'x')
+  AND EXISTS (SELECT FROM pg_depend d WHERE d.refclassid = k.tableoid AND d.refobjid = k.oid AND d.classid = 'pg_rewrite'::regclass)
 UNION ALL
 SELECT c.tableoid || ':' || c.oid, CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'MATERIALIZED VIEW' END,
        format('%I.%I', n.nspname, c.relname),
        format(CASE c.relkind WHEN 'v' THEN E'CREATE VIEW %I.%I%s AS\n%s;' ELSE E'CREATE MATERIALIZED VIEW %I.%I%s AS\n%s\n  WITH NO DATA;' END,
               n.nspname, c.relname,
               CASE WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')' ELSE '' END,
-              rtrim(pg_get_viewdef(c.oid), ';')),
+              rtrim(pg_get_viewdef(c.oid), ';'))
+       -- A view's column defaults apply to inserts through the view.
+       || coalesce((SELECT string_agg(format(E'\nALTER VIEW %I.%I ALTER COLUMN %I SET DEFAULT %s;', n.nspname, c.relname,
+                                             a.attname, pg_get_expr(d.adbin, d.adrelid)), '' ORDER BY a.attnum)
+                    FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                    WHERE d.adrelid = c.oid), ''),
        7, CASE WHEN c.relkind = 'm' AND c.relispopulated THEN format('REFRESH MATERIALIZED VIEW %I.%I;', n.nspname, c.relname) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('v', 'm')

@@ -1,6 +1,8 @@
 -- Statements that run after the data, in this order: sequence values, sequence
--- ownership, primary key / unique / exclusion constraints, other indexes, index
--- partitions, foreign keys, triggers, comments. Columns: rank, kind, name, statement.
+-- ownership, primary key / unique / exclusion / NOT VALID constraints, other indexes,
+-- index partitions, foreign keys, triggers, table settings (row security, policies,
+-- replica identity, clustering, rules, extended statistics), comments.
+-- Columns: rank, kind, name, statement.
 SELECT 1, 'SEQUENCE SET', format('%I.%I', n.nspname, c.relname),
        format('SELECT pg_catalog.setval(%L, %s, %s);', format('%I.%I', n.nspname, c.relname),
               coalesce(pg_sequence_last_value(c.oid), s.seqstart),
@@ -23,6 +25,22 @@ SELECT 3, 'CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype IN ('p', 'u', 'x')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+  -- Keys that views rely on are created with the views (objects.sql).
+  AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.refclassid = k.tableoid AND d.refobjid = k.oid
+                                            AND d.classid = 'pg_rewrite'::regclass)
+UNION ALL
+-- A NOT VALID check holds for new rows only: the data may break it.
+SELECT 3, 'CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
+       format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid))
+FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype = 'c' AND NOT k.convalidated AND k.conislocal
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 3, 'DOMAIN CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, t.typname),
+       format('ALTER DOMAIN %I.%I ADD CONSTRAINT %I %s;', n.nspname, t.typname, k.conname, pg_get_constraintdef(k.oid))
+FROM pg_constraint k JOIN pg_type t ON t.oid = k.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype = 'c' AND NOT k.convalidated
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = t.tableoid AND e.objid = t.oid AND e.deptype = 'e')
 UNION ALL
 SELECT 4, 'INDEX', format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid) || ';'
 FROM pg_index i
@@ -55,7 +73,69 @@ FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.
 WHERE n.oid IN (SELECT oid FROM schemas) AND NOT t.tgisinternal AND t.tgparentid = 0
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
 UNION ALL
-SELECT 9, 'COMMENT', o.identity, format('COMMENT ON %s %s IS %L;', keyword, o.identity, d.description)
+SELECT 8, 'ROW SECURITY', format('%I.%I', n.nspname, c.relname),
+       format('ALTER TABLE ONLY %I.%I ENABLE ROW LEVEL SECURITY;', n.nspname, c.relname)
+       || CASE WHEN c.relforcerowsecurity THEN format(E'\nALTER TABLE ONLY %I.%I FORCE ROW LEVEL SECURITY;', n.nspname, c.relname)
+               ELSE '' END
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity)
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 8, 'POLICY', format('%I ON %I.%I', p.polname, n.nspname, c.relname),
+       format('CREATE POLICY %I ON %I.%I AS %s FOR %s TO %s%s%s;', p.polname, n.nspname, c.relname,
+              CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+              CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE'
+                            ELSE 'ALL' END,
+              (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END, ', ' ORDER BY r)
+               FROM unnest(p.polroles) r),
+              CASE WHEN p.polqual IS NOT NULL THEN ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')' ELSE '' END,
+              CASE WHEN p.polwithcheck IS NOT NULL THEN ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')'
+                   ELSE '' END)
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas)
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 8, 'REPLICA IDENTITY', format('%I.%I', n.nspname, c.relname),
+       format('ALTER TABLE ONLY %I.%I REPLICA IDENTITY %s;', n.nspname, c.relname,
+              CASE c.relreplident WHEN 'n' THEN 'NOTHING' WHEN 'f' THEN 'FULL'
+                   ELSE 'USING INDEX ' || (SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                                           WHERE i.indrelid = c.oid AND i.indisreplident) END)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p') AND c.relreplident <> 'd'
+  AND (c.relreplident <> 'i' OR EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 8, 'CLUSTER ON', format('%I.%I', n.nspname, c.relname),
+       format('ALTER TABLE ONLY %I.%I CLUSTER ON %I;', n.nspname, c.relname, ic.relname)
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND i.indisclustered
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 8, 'RULE', format('%I ON %I.%I', r.rulename, n.nspname, c.relname),
+       pg_get_ruledef(r.oid)
+       || CASE r.ev_enabled WHEN 'D' THEN format(E'\nALTER TABLE %I.%I DISABLE RULE %I;', n.nspname, c.relname, r.rulename)
+                            WHEN 'R' THEN format(E'\nALTER TABLE %I.%I ENABLE REPLICA RULE %I;', n.nspname, c.relname, r.rulename)
+                            WHEN 'A' THEN format(E'\nALTER TABLE %I.%I ENABLE ALWAYS RULE %I;', n.nspname, c.relname, r.rulename)
+                            ELSE '' END
+FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.oid IN (SELECT oid FROM schemas) AND r.rulename <> '_RETURN'
+  AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+SELECT 8, 'STATISTICS', format('%I.%I', n.nspname, s.stxname),
+       pg_get_statisticsobjdef(s.oid) || ';'
+       || CASE WHEN s.stxstattarget >= 0
+               THEN format(E'\nALTER STATISTICS %I.%I SET STATISTICS %s;', n.nspname, s.stxname, s.stxstattarget) ELSE '' END
+FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
+WHERE n.oid IN (SELECT oid FROM schemas)
+UNION ALL
+SELECT 9, 'COMMENT', o.identity,
+       format('COMMENT ON %s IS %L;',
+              CASE WHEN o.type = 'domain constraint'
+                   THEN (SELECT format('CONSTRAINT %I ON DOMAIN %s', k.conname, format_type(k.contypid, NULL))
+                         FROM pg_constraint k WHERE k.oid = d.objoid)
+                   ELSE keyword || ' ' || o.identity END,
+              d.description)
 FROM pg_description d
 CROSS JOIN LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o
 CROSS JOIN LATERAL (
@@ -64,7 +144,8 @@ CROSS JOIN LATERAL (
                WHEN 'sequence' THEN 'SEQUENCE' WHEN 'index' THEN 'INDEX' WHEN 'type' THEN 'TYPE'
                WHEN 'composite type' THEN 'TYPE' WHEN 'domain' THEN 'DOMAIN' WHEN 'function' THEN 'FUNCTION'
                WHEN 'procedure' THEN 'PROCEDURE' WHEN 'schema' THEN 'SCHEMA' WHEN 'trigger' THEN 'TRIGGER'
-               WHEN 'table constraint' THEN 'CONSTRAINT' WHEN 'domain constraint' THEN 'CONSTRAINT'
+               WHEN 'table constraint' THEN 'CONSTRAINT' WHEN 'domain constraint' THEN 'CONSTRAINT' WHEN 'policy' THEN 'POLICY' WHEN 'rule' THEN 'RULE'
+               WHEN 'statistics object' THEN 'STATISTICS'
                ELSE CASE WHEN o.type LIKE '% column' THEN 'COLUMN' END
            END AS keyword
 ) k
@@ -77,6 +158,11 @@ WHERE k.keyword IS NOT NULL
           WHEN 'pg_constraint'::regclass THEN (SELECT connamespace FROM pg_constraint WHERE oid = d.objoid)
           WHEN 'pg_trigger'::regclass THEN (SELECT c.relnamespace FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
                                             WHERE t.oid = d.objoid)
+          WHEN 'pg_policy'::regclass THEN (SELECT c.relnamespace FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+                                           WHERE p.oid = d.objoid)
+          WHEN 'pg_rewrite'::regclass THEN (SELECT c.relnamespace FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+                                            WHERE r.oid = d.objoid AND r.rulename <> '_RETURN')
+          WHEN 'pg_statistic_ext'::regclass THEN (SELECT stxnamespace FROM pg_statistic_ext WHERE oid = d.objoid)
       END IN (SELECT oid FROM schemas)
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')
 ORDER BY 1, 3

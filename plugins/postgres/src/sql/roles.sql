@@ -1,0 +1,12 @@
+-- The roles a restore needs, as (what for, role): 'owner' for OWNER TO, 'privileges'
+-- for the GRANT/REVOKE statements (acl_changes.sql) and row security policies.
+SELECT 'owner', pg_get_userbyid(o.owner) FROM objects o WHERE o.own_owner
+UNION
+SELECT 'privileges', pg_get_userbyid(r)
+FROM changes CROSS JOIN LATERAL (VALUES (grantee), (granted_by), (for_role)) v (r)
+WHERE r IS NOT NULL AND r <> 0
+UNION
+SELECT 'privileges', pg_get_userbyid(r)
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid CROSS JOIN LATERAL unnest(p.polroles) r
+WHERE c.relnamespace IN (SELECT oid FROM schemas) AND r <> 0
+ORDER BY 1, 2
