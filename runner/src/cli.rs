@@ -457,7 +457,7 @@ fn key_value(value: &str) -> Result<(String, String), String> {
 
 /// Run one command; what it prints goes to `out`. SIGTERM or SIGINT stops a backup or
 /// restore cleanly (see [`crate::interrupt`]).
-pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let interrupt = crate::interrupt::on_signals();
     match cli.command {
         Command::Backup(args) => backup(args, out, &interrupt).await,
@@ -488,7 +488,7 @@ pub async fn run(cli: Cli, out: &mut impl Write) -> Result<(), CliError> {
     }
 }
 
-async fn backup(args: BackupArgs, out: &mut impl Write, interrupt: &CancellationToken) -> Result<(), CliError> {
+async fn backup(args: BackupArgs, out: &mut dyn Write, interrupt: &CancellationToken) -> Result<(), CliError> {
     let recipients = Recipients::parse(&args.age_recipients).map_err(CliError::InvalidArgument)?;
     let request = BackupRequest {
         namespace: args.config.namespace,
@@ -534,7 +534,7 @@ async fn backup(args: BackupArgs, out: &mut impl Write, interrupt: &Cancellation
     Ok(())
 }
 
-async fn restore(args: RestoreArgs, out: &mut impl Write, interrupt: &CancellationToken) -> Result<(), CliError> {
+async fn restore(args: RestoreArgs, out: &mut dyn Write, interrupt: &CancellationToken) -> Result<(), CliError> {
     let selection = args.selection;
     let request = RestoreRequest {
         namespace: selection.config.namespace,
@@ -553,7 +553,7 @@ async fn restore(args: RestoreArgs, out: &mut impl Write, interrupt: &Cancellati
     Ok(())
 }
 
-async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
+async fn list(args: ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let only = match &args.only {
         Some(config) => Some(
             config
@@ -592,7 +592,7 @@ async fn list(args: ListArgs, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn push(args: PushArgs, out: &mut impl Write) -> Result<(), CliError> {
+async fn push(args: PushArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let fail = |message: String| CliError::Push { destination: args.destination.clone(), message };
     let reference = args
         .destination
@@ -613,7 +613,7 @@ async fn push(args: PushArgs, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn inspect(args: InspectArgs, out: &mut impl Write, interrupt: &CancellationToken) -> Result<(), CliError> {
+async fn inspect(args: InspectArgs, out: &mut dyn Write, interrupt: &CancellationToken) -> Result<(), CliError> {
     let (_engine, plugin) = args.plugin.load().await?;
     let metadata = plugin.metadata(&args.plugin.limits(interrupt)).await?;
     writeln!(out, "name:        {}", metadata.name)?;

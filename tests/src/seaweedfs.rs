@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_smithy_http_client::Builder;
+use aws_smithy_http_client::tls::Provider;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use tempfile::TempDir;
 
 use crate::{Result, cache_dir, free_port, wait_until};
@@ -138,6 +141,7 @@ impl SeaweedFs {
             .endpoint_url(&self.endpoint)
             .force_path_style(true)
             .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "stowage-tests"))
+            .http_client(Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https())
             .build();
         aws_sdk_s3::Client::from_conf(config)
     }

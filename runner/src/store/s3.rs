@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -13,6 +12,9 @@ use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation}
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart as S3Part};
+use aws_smithy_http_client::Builder;
+use aws_smithy_http_client::tls::Provider;
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
@@ -56,10 +58,14 @@ pub struct S3Store {
 
 impl S3Store {
     pub async fn connect(bucket: &str, options: &S3Options) -> Self {
-        let region = RegionProviderChain::first_try(options.region.clone().map(Region::new))
-            .or_default_provider()
-            .or_else(Region::new("us-east-1"));
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(region);
+        // The SDK's default client would bring aws-lc; ring is the workspace's one provider.
+        // Everything the loader resolves (region from IMDS, credentials from STS) uses it:
+        // a region chain built apart from the loader would have no HTTP client.
+        let https = Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
         if let Some(endpoint) = &options.endpoint {
             loader = loader.endpoint_url(endpoint);
         }
@@ -73,7 +79,9 @@ impl S3Store {
             ));
         }
         let shared = loader.load().await;
+        let region = shared.region().cloned().unwrap_or_else(|| Region::new("us-east-1"));
         let config = aws_sdk_s3::config::Builder::from(&shared)
+            .region(region)
             .force_path_style(options.path_style)
             // Stowage checks every artifact with its own sha256; the SDK's optional
             // checksums are not supported by every S3-compatible service.
