@@ -304,11 +304,5 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
         .args(args)
         .output()
         .context("running kubectl")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "kubectl {args:?}:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    crate::checked(output, &format!("kubectl {args:?}"))
 }

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod faults;
 pub mod kube;
 pub mod kubelet;
+pub mod podman;
 pub mod postgres;
 pub mod registry;
 pub mod seaweedfs;
@@ -17,6 +18,7 @@ pub mod tls;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// Errors of the harness; tests unwrap them.
@@ -42,4 +44,15 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("{what} was not ready after {timeout:?}")
+}
+
+/// The stdout of a finished command, or its output as the error.
+pub fn checked(output: Output, what: &str) -> Result<String> {
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }

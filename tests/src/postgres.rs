@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tempfile::TempDir;
 
-use crate::tls::checked;
+use crate::checked;
 use crate::{Result, free_port, wait_until};
 
 /// Where Debian installs PostgreSQL 15 (scripts/setup/services.sh).

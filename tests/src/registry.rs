@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tempfile::TempDir;
 
-use crate::tls::checked;
+use crate::checked;
 use crate::{Result, free_port, wait_until};
 
 /// A running registry; stopped and deleted on drop.

@@ -2,24 +2,13 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
 use tempfile::TempDir;
 
-use crate::{Result, free_port, wait_until};
-
-/// The stdout of a finished command, or its output as the error.
-pub fn checked(output: Output, what: &str) -> Result<String> {
-    anyhow::ensure!(
-        output.status.success(),
-        "{what} failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
+use crate::{Result, checked, free_port, wait_until};
 
 /// Make a CA (`ca.crt`) and a certificate for `localhost` signed by it (`server.crt`,
 /// `server.key`) in `dir`; returns the CA's PEM.

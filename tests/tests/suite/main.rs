@@ -4,6 +4,7 @@
 mod backup_restore;
 mod data_safety;
 mod deploy;
+mod images;
 mod job;
 mod large_streams;
 mod operator;
