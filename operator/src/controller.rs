@@ -186,7 +186,7 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
                 let job: Job = serde_json::from_value(job)
                     .map_err(|e| Error::CreateJob { name: time.clone(), source: kube::Error::SerdeError(e) })?;
                 let name = job.name_any();
-                match jobs.create(&PostParams::default(), &job).await {
+                let handled = match jobs.create(&PostParams::default(), &job).await {
                     Ok(_) => {
                         context.telemetry.jobs_created.get_or_create(&vec![("trigger".into(), "manual".into())]).inc();
                         publish(
@@ -196,13 +196,29 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
                             "BackupJobCreated",
                             format!("Created Job {name} for manual trigger time {time}"),
                         )
-                        .await
+                        .await;
+                        true
                     }
-                    // The Job of this time exists: it ran or runs already, never twice.
-                    Err(error) if is_status(&error, 409) => {}
+                    // The Job of this time exists: it ran or runs already, never twice; but
+                    // only if it is this resource's (a Job made by hand could take the name).
+                    Err(error) if is_status(&error, 409) => {
+                        let existing =
+                            jobs.get(&name).await.map_err(|source| Error::CreateJob { name: name.clone(), source })?;
+                        let ours =
+                            existing.owner_references().iter().any(|owner| Some(&owner.uid) == backup.uid().as_ref());
+                        if !ours {
+                            invalid = Some(InvalidSpec(format!(
+                                "Job {name} exists but does not belong to this DatabaseBackup: delete it, \
+                                 or change manualTrigger.time"
+                            )));
+                        }
+                        ours
+                    }
                     Err(source) => return Err(Error::CreateJob { name, source }),
+                };
+                if handled {
+                    manual_time = Some(time.clone());
                 }
-                manual_time = Some(time.clone());
             }
             Err(error) => invalid = Some(error),
         }

@@ -39,18 +39,40 @@ pub fn runner_identity(backup: &DatabaseBackup) -> String {
     format!("{}-stowage-runner", backup.name_any())
 }
 
-/// The Job of a manual trigger: named after a hash of `time`, so the same `time` can
-/// never create a second Job.
+/// Names of Jobs and CronJobs keep this much of the resource's name (a Job name has at
+/// most 63 characters, a CronJob's 52, for the suffixes the controllers add).
+const NAME_PREFIX: usize = 40;
+
+/// The Job of a manual trigger: named after a hash of the resource's UID and `time`, so
+/// the same `time` can never create a second Job, and two resources whose names share
+/// the prefix never share a Job.
 pub fn manual_job_name(backup: &DatabaseBackup, time: &str) -> String {
-    let digest = hex::encode(&Sha256::digest(time.as_bytes())[..5]);
-    format!("{}-manual-{digest}", truncate(&backup.name_any(), 40))
+    let digest = short_hash(&[backup.uid().as_deref().unwrap_or_default(), time]);
+    format!("{}-manual-{digest}", truncate(&backup.name_any(), NAME_PREFIX))
 }
 
-/// The CronJob of the scheduled trigger.
+/// The CronJob of the scheduled trigger. A name cut to the prefix gets a hash of the
+/// UID, so that two resources whose names share the prefix never share a CronJob.
 pub fn cronjob_name(backup: &DatabaseBackup) -> String {
-    format!("{}-scheduled", truncate(&backup.name_any(), 40))
+    let name = backup.name_any();
+    if name.len() <= NAME_PREFIX {
+        return format!("{name}-scheduled");
+    }
+    let digest = short_hash(&[backup.uid().as_deref().unwrap_or_default()]);
+    format!("{}-{digest}-sched", truncate(&name, NAME_PREFIX - 11))
 }
 
+/// Ten hex digits of the SHA-256 of `parts`.
+fn short_hash(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..5])
+}
+
+/// Resource names are DNS subdomains (ASCII), so a byte cut is a character cut.
 fn truncate(name: &str, max: usize) -> &str {
     &name[..name.len().min(max)]
 }
@@ -280,6 +302,28 @@ mod tests {
         assert_eq!(manual_job_name(&backup, "t1"), manual_job_name(&backup, "t1"));
         assert_ne!(manual_job_name(&backup, "t1"), manual_job_name(&backup, "t2"));
         assert!(manual_job_name(&backup, "t1").starts_with("shop-manual-"));
+        assert_eq!(cronjob_name(&backup), "shop-scheduled");
+    }
+
+    /// Two resources whose names share the first 40 characters, at the same time.
+    #[test]
+    fn resources_sharing_a_long_prefix_never_share_a_job_or_cronjob() {
+        let named = |name: &str, uid: &str| {
+            let mut backup = backup();
+            backup.metadata.name = Some(name.into());
+            backup.metadata.uid = Some(uid.into());
+            backup
+        };
+        let prefix = "orders-database-of-the-eu-west-production";
+        let (first, second) = (named(&format!("{prefix}-a"), "uid-a"), named(&format!("{prefix}-b"), "uid-b"));
+        assert_ne!(manual_job_name(&first, "t1"), manual_job_name(&second, "t1"));
+        assert_ne!(cronjob_name(&first), cronjob_name(&second));
+        // The Job controller labels Pods with the Job's name (63 characters at most); the
+        // CronJob controller appends 11 characters to the CronJob's.
+        assert!(manual_job_name(&first, "t1").len() <= 63, "{}", manual_job_name(&first, "t1"));
+        assert!(cronjob_name(&first).len() <= 52, "{}", cronjob_name(&first));
+        // The same resource recreated under the same name is another resource.
+        assert_ne!(manual_job_name(&named("shop", "uid-1"), "t1"), manual_job_name(&named("shop", "uid-2"), "t1"));
     }
 
     #[test]

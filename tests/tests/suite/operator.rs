@@ -105,6 +105,18 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(cluster.jobs("orders", "manual").await.len(), 2, "a new leader ran a time again");
 
+    // Two resources whose names share the first 40 characters, with the same time, get a
+    // Job and a backup each (their Job names used to collide: the second was skipped).
+    let prefix = "orders-database-of-the-eu-west-production";
+    let twins = [format!("{prefix}-a"), format!("{prefix}-b")];
+    for name in &twins {
+        cluster.create(name, json!({"manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}})).await;
+    }
+    for name in &twins {
+        assert_eq!(settled_reason(&backups, name, Duration::from_secs(90)).await, "BackupSucceeded", "{name}");
+        assert_eq!(cluster.jobs(name, "manual").await.len(), 1, "{name}");
+    }
+
     // A missing input is reported by the runner with its own reason.
     cluster
         .create(
