@@ -60,6 +60,8 @@ const ACL: &str = "ACL";
 const DEFAULT_ACL: &str = "DEFAULT ACL";
 
 impl Optional {
+    pub const ALL: [Optional; 2] = [Optional::Ownership, Optional::Privileges];
+
     /// Which optional part the statement described as `what` belongs to, if any.
     pub fn of(what: &str) -> Option<Self> {
         let kind = |kind: &str| what.strip_prefix(kind).is_some_and(|rest| rest.starts_with(' '));
@@ -80,6 +82,14 @@ impl Optional {
         }
     }
 
+    /// What roles.sql calls the roles this part needs.
+    fn roles_kind(self) -> &'static str {
+        match self {
+            Optional::Ownership => "owner",
+            Optional::Privileges => "privileges",
+        }
+    }
+
     /// The restore option that leaves this part out.
     pub fn option(self) -> &'static str {
         match self {
@@ -91,7 +101,7 @@ impl Optional {
 
 /// Whether the statement described as `what` checks that roles exist.
 pub fn is_role_check(what: &str) -> bool {
-    [Optional::Ownership, Optional::Privileges].iter().any(|part| part.role_check() == what)
+    Optional::ALL.iter().any(|part| part.role_check() == what)
 }
 
 /// A statement that fails at once, naming them, when roles in `roles` are missing, so
@@ -206,12 +216,9 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     let (order, cyclic) = dependency_order(&nodes, &edges, &aliases);
 
     let mut pre_data = Vec::new();
-    for part in [Optional::Ownership, Optional::Privileges] {
-        let needed: Vec<String> = roles
-            .iter()
-            .filter(|row| text(row, 0) == if part == Optional::Ownership { "owner" } else { "privileges" })
-            .map(|row| text(row, 1))
-            .collect();
+    for part in Optional::ALL {
+        let needed: Vec<String> =
+            roles.iter().filter(|row| text(row, 0) == part.roles_kind()).map(|row| text(row, 1)).collect();
         if !needed.is_empty() {
             pre_data.push(role_check(part, &needed));
         }

@@ -71,7 +71,7 @@ impl Config {
                 exclude_table_data: list(&options, "exclude-table-data"),
             },
             lock_timeout: options.get("lock-timeout").unwrap_or("5min").to_owned(),
-            restore_without: [Optional::Ownership, Optional::Privileges]
+            restore_without: Optional::ALL
                 .into_iter()
                 .filter_map(|part| match options.parse_or(part.option(), false) {
                     Ok(true) => Some(Ok(part)),
