@@ -1,10 +1,14 @@
 //! The `DatabaseBackup` custom resource (`stowage.dev/v1alpha1`), shared by the operator,
-//! which turns it into Jobs and CronJobs, and the runner, which reads it in a Job and
-//! reports the outcome in its status. Every field's doc comment becomes its description
-//! in the generated CRD schema.
+//! which validates it and turns it into Jobs and CronJobs, and the runner, which runs the
+//! spec its Job was created from and reports the attempt in the status. Every field's doc
+//! comment becomes its description in the generated CRD schema.
 
 mod conditions;
 mod resource;
+mod status;
+mod validation;
 
 pub use conditions::{ConditionUpdate, set_condition};
 pub use resource::*;
+pub use status::*;
+pub use validation::*;

@@ -3,16 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The condition type that says whether the latest backup succeeded (runner).
-pub const CONDITION_SUCCEEDED: &str = "Succeeded";
-/// The condition type that says whether the spec is valid and its Jobs and CronJob are
-/// in place (operator).
-pub const CONDITION_READY: &str = "Ready";
+use crate::status::DatabaseBackupStatus;
 
 /// What to back up, where to store it, and when.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -23,17 +18,24 @@ pub const CONDITION_READY: &str = "Ready";
     namespaced,
     status = "DatabaseBackupStatus",
     shortname = "dbbackup",
+    category = "stowage",
+    category = "all",
     doc = "A database backup configuration: the database, the plugin that reads it, where backups go and when they run.",
-    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin.builtin"}"#,
+    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".status.plugin"}"#,
     printcolumn = r#"{"name": "Schedule", "type": "string", "jsonPath": ".spec.scheduledTrigger.schedule"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"}"#,
     printcolumn = r#"{"name": "Last Backup", "type": "date", "jsonPath": ".status.lastBackup.time"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
+    printcolumn = r#"{"name": "Running", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Running\")].status", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseBackupSpec {
     /// Object-storage repositories backups can be written to; a trigger names one.
+    /// Names are unique.
     #[schemars(length(min = 1))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub repos: Vec<Repo>,
     /// The plugin that reads and restores this kind of database.
     pub plugin: PluginSource,
@@ -77,7 +79,9 @@ pub struct Repo {
     #[serde(rename = "type", default)]
     pub kind: RepoKind,
     /// Secret in this namespace with the storage credentials: `accessKeyId` and
-    /// `secretAccessKey` (or the IBM COS HMAC names `access_key_id`, `secret_access_key`).
+    /// `secretAccessKey`, or the IBM COS HMAC names (`access_key_id` and
+    /// `secret_access_key`, or `HmacAccessKeyId` and `HmacSecretAccessKey`).
+    #[schemars(length(min = 1))]
     pub secret_name: String,
     /// Endpoint URL of the service; unset for AWS S3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,8 +90,11 @@ pub struct Repo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_endpoint: Option<String>,
     /// Region of the bucket.
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "cosRegion")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The region under the IBM COS sample's name; the same as `region` (set one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cos_region: Option<String>,
     /// The bucket. When unset, the bucket is `bucketNamePrefix` followed by the namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
@@ -106,6 +113,11 @@ impl Repo {
     /// The bucket backups of a resource in `namespace` go to.
     pub fn bucket_for(&self, namespace: &str) -> Option<String> {
         self.bucket.clone().or_else(|| self.bucket_name_prefix.as_ref().map(|prefix| format!("{prefix}{namespace}")))
+    }
+
+    /// `region`, or `cosRegion`.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref().or(self.cos_region.as_deref())
     }
 }
 
@@ -193,8 +205,10 @@ pub struct Database {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManualTrigger {
-    /// Whether the trigger is active.
-    #[serde(default)]
+    /// Whether the trigger is active; a trigger section without it is (as in the
+    /// DatabaseBackup sample, which created the Job whenever a trigger named a repo).
+    #[serde(default = "enabled_by_default")]
+    #[schemars(default = "enabled_by_default")]
     pub enabled: bool,
     /// Any value, usually a timestamp; each new value runs one backup, the same value never twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,14 +221,21 @@ pub struct ManualTrigger {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledTrigger {
-    /// Whether the trigger is active.
-    #[serde(default)]
+    /// Whether the trigger is active; a trigger section without it is.
+    #[serde(default = "enabled_by_default")]
+    #[schemars(default = "enabled_by_default")]
     pub enabled: bool,
-    /// A cron schedule, e.g. `0 * * * *`.
-    #[schemars(length(min = 9))]
+    /// A schedule as the CronJob controller reads it: five fields (`0 * * * *`), a
+    /// descriptor (`@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`, `@midnight`,
+    /// `@annually`) or `@every DURATION`.
+    #[schemars(length(min = 1))]
     pub schedule: String,
     /// The name of the repository to write to.
     pub repo: String,
+}
+
+fn enabled_by_default() -> bool {
+    true
 }
 
 /// Which backups to keep; a backup is kept when any rule keeps it.
@@ -250,55 +271,4 @@ pub struct Limits {
     /// Time one run may take, e.g. `2h` (default 6h); also the Job's activeDeadlineSeconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
-}
-
-/// What is known about this resource's backups.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DatabaseBackupStatus {
-    /// The generation of the spec the status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// `Succeeded`: whether the latest backup succeeded, with a reason per failure site.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
-    pub conditions: Vec<Condition>,
-    /// The latest successful backup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_backup: Option<LastBackup>,
-    /// Progress of the backup that is running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub progress: Option<Progress>,
-    /// The `manualTrigger.time` of the latest manual backup started; a Job runs again
-    /// only when `manualTrigger.time` differs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manual_trigger_time: Option<String>,
-}
-
-/// A summary of one successful backup.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct LastBackup {
-    /// The backup id in the repository.
-    pub id: String,
-    /// When it finished (RFC 3339).
-    pub time: String,
-    /// The repository it was written to.
-    pub repo: String,
-    /// Plain bytes the plugin produced.
-    pub bytes: u64,
-    /// Bytes stored after compression and encryption.
-    pub stored_bytes: u64,
-    /// How long the run took, in seconds.
-    pub duration_seconds: f64,
-}
-
-/// How far a running backup has come.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    /// Plain bytes written so far.
-    pub bytes: u64,
-    /// When this was reported (RFC 3339).
-    pub updated: String,
 }

@@ -1,8 +1,11 @@
 //! The reconcile loop: one DatabaseBackup in, its runner identity, Jobs, CronJob and
 //! status out. Everything is applied with server-side apply under one field manager, so
-//! reconciling is idempotent and drift is corrected.
+//! reconciling is idempotent and drift is corrected. Reconciles run on a change of the
+//! spec, of a run's phase or of the resource's Jobs, not on every progress report.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,20 +13,24 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::core::GroupVersion;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{CONDITION_READY, CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup, set_condition};
+use stowage_api::{
+    CONDITION_MESSAGE_MAX, CONDITION_READY, CONDITION_RUNNING, CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup,
+    FieldError, InvalidSpec, RunOutcome, set_condition,
+};
 
+use crate::status::{JobState, Observation, observe};
 use crate::telemetry::{Telemetry, resource_labels};
 use crate::workloads::{
-    InvalidSpec, LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, manual_job, role, role_binding,
-    runner_identity, service_account,
+    LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, manual_job, role, role_binding, runner_identity,
+    service_account,
 };
 
 /// The field manager of everything the operator writes.
@@ -42,8 +49,15 @@ pub enum Error {
     CreateJob { name: String, source: kube::Error },
     #[error("deleting CronJob {name}: {source}")]
     DeleteCronJob { name: String, source: kube::Error },
-    #[error("listing Jobs: {0}")]
-    ListJobs(kube::Error),
+    #[error("stopping the retries of Job {name}: {source}")]
+    StopJob { name: String, source: kube::Error },
+    /// A validated spec always makes workloads; this names the rule the validator missed.
+    #[error("the validated spec cannot become a workload: {0}")]
+    Workload(FieldError),
+    #[error("the Job cache stopped")]
+    JobCache,
+    #[error("reading the API server's version: {0}")]
+    Version(kube::Error),
     #[error("writing status: {0}")]
     Status(kube::Error),
     #[error("the API server serves no CronJob in batch/v1 or batch/v1beta1")]
@@ -58,7 +72,10 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::CreateJob { .. } => "create_job",
             Error::DeleteCronJob { .. } => "delete_cronjob",
-            Error::ListJobs(_) => "list_jobs",
+            Error::StopJob { .. } => "stop_job",
+            Error::Version(_) => "version",
+            Error::JobCache => "job_cache",
+            Error::Workload(_) => "workload",
             Error::Status(_) => "status",
             Error::NoCronJobApi => "no_cronjob_api",
         }
@@ -73,6 +90,12 @@ pub struct Context {
     pub cronjob_api: ApiResource,
     pub recorder: Recorder,
     pub telemetry: Arc<Telemetry>,
+    /// The Jobs of all resources, by the `stowage.dev/backup` label.
+    pub jobs: Store<Job>,
+    jobs_writer: Mutex<Option<reflector::store::Writer<Job>>>,
+    /// The outcome last announced with an Event, per resource UID: a reconcile that reads
+    /// a status not yet updated by the previous one never announces an outcome twice.
+    announced: Mutex<HashMap<String, (String, String)>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -82,17 +105,44 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// Discover the CronJob version and prepare the event recorder.
+    /// Discover the CronJob version and what Jobs support, and prepare the event recorder.
     pub async fn new(
         client: Client,
-        settings: WorkloadSettings,
+        runner_image: String,
         identity: &str,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, Error> {
         let cronjob_api = discover_cronjob(&client).await?;
+        let version = client.apiserver_version().await.map_err(Error::Version)?;
+        let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or_default();
+        let pod_failure_policy = version.major == "1" && minor >= 26;
+        let settings = WorkloadSettings { runner_image, pod_failure_policy };
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let recorder = Recorder::new(client.clone(), reporter);
-        Ok(Context { client, settings, cronjob_api, recorder, telemetry })
+        let (jobs, writer) = reflector::store();
+        Ok(Context {
+            client,
+            settings,
+            cronjob_api,
+            recorder,
+            telemetry,
+            jobs,
+            jobs_writer: Mutex::new(Some(writer)),
+            announced: Mutex::default(),
+        })
+    }
+
+    /// The Jobs of `backup`, from the cache: manual ones owned by it, scheduled ones
+    /// owned by its CronJob, all labelled with its name.
+    fn jobs_of(&self, namespace: &str, backup: &DatabaseBackup) -> Vec<JobState> {
+        let (name, uid) = (backup.name_any(), backup.uid());
+        let ours = |job: &Job| {
+            job.namespace().as_deref() == Some(namespace)
+                && job.labels().get(LABEL_BACKUP) == Some(&name)
+                // A Job of a deleted resource of the same name is not this one's.
+                && job.owner_references().iter().all(|owner| owner.kind != "DatabaseBackup" || Some(&owner.uid) == uid.as_ref())
+        };
+        self.jobs.state().iter().filter(|job| ours(job)).filter_map(|job| JobState::of(job)).collect()
     }
 }
 
@@ -108,22 +158,50 @@ async fn discover_cronjob(client: &Client) -> Result<ApiResource, Error> {
     Err(Error::NoCronJobApi)
 }
 
+/// What makes a resource worth reconciling: its spec, its metadata (deletion, owner
+/// changes), and the phase of the runner's report, but not the report's progress or the
+/// operator's own status writes.
+fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
+    let mut hasher = DefaultHasher::new();
+    backup.metadata.generation.hash(&mut hasher);
+    backup.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    let attempt = backup.status.as_ref().and_then(|s| s.latest_attempt.as_ref());
+    attempt.map(|a| (&a.job_uid, &a.pod, format!("{:?}", a.phase), &a.reason)).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Run the controller until a shutdown signal.
 pub async fn run(context: Context) {
     let client = context.client.clone();
-    let backups: Api<DatabaseBackup> = Api::all(client.clone());
+    let (backups_store, backups_writer) = reflector::store();
+    let backups = watcher(Api::<DatabaseBackup>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(backups_writer)
+        .applied_objects()
+        .predicate_filter(reconcile_trigger, PredicateConfig::default());
     // Jobs of scheduled runs belong to their CronJob, so map Jobs back by label.
-    let jobs: Api<Job> = Api::all(client);
-    Controller::new(backups, watcher::Config::default())
-        .watches(jobs, watcher::Config::default().labels(LABEL_BACKUP), |job| {
-            let name = job.labels().get(LABEL_BACKUP)?.clone();
-            Some(ObjectRef::new(&name).within(&job.namespace()?))
-        })
+    let Some(jobs_writer) = context.jobs_writer.lock().ok().and_then(|mut writer| writer.take()) else {
+        tracing::error!("the controller runs once per context");
+        return;
+    };
+    let jobs = watcher(Api::<Job>::all(client), watcher::Config::default().labels(LABEL_BACKUP))
+        .default_backoff()
+        .reflect(jobs_writer)
+        .touched_objects();
+    let controller = Controller::for_stream(backups, backups_store).watches_stream(jobs, |job| {
+        let name = job.labels().get(LABEL_BACKUP)?.clone();
+        Some(ObjectRef::new(&name).within(&job.namespace()?))
+    });
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, Arc::new(context))
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                // A resource deleted while its reconcile was queued.
+                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "deleted before its reconcile")
+                }
                 Err(error) => tracing::warn!(%error, "reconcile failed"),
             }
         })
@@ -154,6 +232,8 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Result<Action, Error> {
     context.telemetry.reconciles.inc();
     let namespace = backup.namespace().ok_or(Error::NoNamespace)?;
+    // Runs are read from the Job cache: it is complete before the first reconcile.
+    context.jobs.wait_until_ready().await.map_err(|_| Error::JobCache)?;
     observe_outcome(&context.telemetry, &namespace, &backup);
     let client = &context.client;
     let identity = runner_identity(&backup);
@@ -173,194 +253,254 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     )
     .await?;
 
-    let spec = &backup.spec;
     let status = backup.status.clone().unwrap_or_default();
-    let mut invalid: Option<InvalidSpec> = None;
-    let mut manual_time = status.manual_trigger_time.clone();
-    if let Some(trigger) = spec.manual_trigger.as_ref().filter(|t| t.enabled && !spec.suspend)
-        && let Some(time) = trigger.time.as_ref().filter(|time| manual_time.as_ref() != Some(*time))
-    {
-        match manual_job(&backup, time, &trigger.repo, &context.settings) {
-            Ok(job) => {
-                let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-                let job: Job = serde_json::from_value(job)
-                    .map_err(|e| Error::CreateJob { name: time.clone(), source: kube::Error::SerdeError(e) })?;
-                let name = job.name_any();
-                let handled = match jobs.create(&PostParams::default(), &job).await {
-                    Ok(_) => {
-                        context.telemetry.jobs_created.get_or_create(&vec![("trigger".into(), "manual".into())]).inc();
-                        publish(
-                            &context,
-                            &backup,
-                            EventType::Normal,
-                            "BackupJobCreated",
-                            format!("Created Job {name} for manual trigger time {time}"),
-                        )
-                        .await;
-                        true
-                    }
-                    // The Job of this time exists: it ran or runs already, never twice; but
-                    // only if it is this resource's (a Job made by hand could take the name).
-                    Err(error) if is_status(&error, 409) => {
-                        let existing =
-                            jobs.get(&name).await.map_err(|source| Error::CreateJob { name: name.clone(), source })?;
-                        let ours =
-                            existing.owner_references().iter().any(|owner| Some(&owner.uid) == backup.uid().as_ref());
-                        if !ours {
-                            invalid = Some(InvalidSpec(format!(
-                                "Job {name} exists but does not belong to this DatabaseBackup: delete it, \
-                                 or change manualTrigger.time"
-                            )));
-                        }
-                        ours
-                    }
-                    Err(source) => return Err(Error::CreateJob { name, source }),
-                };
-                if handled {
-                    manual_time = Some(time.clone());
-                }
-            }
-            Err(error) => invalid = Some(error),
+    let observation =
+        observe(&context.jobs_of(&namespace, &backup), status.latest_attempt.as_ref(), status.last_run.as_ref());
+    if let Some(active) = observation.active.as_ref().filter(|active| active.stop_retrying) {
+        stop_retries(client, &namespace, &active.job).await?;
+    }
+    let mut workloads = Workloads { manual_time: status.manual_trigger_time.clone(), queued: None, invalid: None };
+    match backup.spec.validate() {
+        Ok(()) => {
+            manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
+            scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;
+        }
+        Err(invalid) => {
+            suspend_cronjob(&context, &backup, &namespace).await?;
+            workloads.invalid = Some(invalid);
         }
     }
-
-    let cronjobs: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &context.cronjob_api);
-    let cron_name = cronjob_name(&backup);
-    match spec.scheduled_trigger.as_ref().filter(|t| t.enabled && !spec.suspend) {
-        Some(trigger) => {
-            match cronjob(
-                &backup,
-                &trigger.schedule,
-                &trigger.repo,
-                &context.cronjob_api.api_version,
-                &context.settings,
-            ) {
-                Ok(value) => apply(&cronjobs, "CronJob", &cron_name, &value).await?,
-                Err(error) => invalid = Some(error),
-            }
-        }
-        None => match cronjobs.delete(&cron_name, &DeleteParams::background()).await {
-            Ok(_) => {
-                publish(&context, &backup, EventType::Normal, "CronJobDeleted", format!("Deleted CronJob {cron_name}"))
-                    .await
-            }
-            Err(error) if is_status(&error, 404) => {}
-            Err(source) => return Err(Error::DeleteCronJob { name: cron_name, source }),
-        },
-    }
-
-    let failure = unreported_failure(client, &namespace, &backup).await?;
-    write_status(&context, &backup, &namespace, invalid.as_ref(), failure.as_ref(), manual_time).await?;
+    write_status(&context, &backup, &namespace, &observation, workloads).await?;
     Ok(Action::requeue(RESYNC))
 }
 
-/// Export the latest backup's outcome, as the runner reported it, as metrics.
+/// What the triggers came to.
+struct Workloads {
+    /// The manual trigger time a Job was created for.
+    manual_time: Option<String>,
+    /// A manual trigger waiting for the active run.
+    queued: Option<String>,
+    invalid: Option<InvalidSpec>,
+}
+
+/// Create the manual trigger's Job for a new `time`, once no other run is active.
+async fn manual_trigger(
+    context: &Context,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    observation: &Observation,
+    workloads: &mut Workloads,
+) -> Result<(), Error> {
+    let spec = &backup.spec;
+    let Some(trigger) = spec.manual_trigger.as_ref().filter(|t| t.enabled && !spec.suspend) else { return Ok(()) };
+    let Some(time) = trigger.time.as_ref().filter(|time| workloads.manual_time.as_ref() != Some(*time)) else {
+        return Ok(());
+    };
+    if let Some(active) = &observation.active {
+        workloads.queued = Some(format!("manual trigger {time} waits for Job {}", active.job));
+        return Ok(());
+    }
+    let job = manual_job(backup, time, &trigger.repo, &context.settings).map_err(Error::Workload)?;
+    let job: Job = serde_json::from_value(job)
+        .map_err(|e| Error::CreateJob { name: time.clone(), source: kube::Error::SerdeError(e) })?;
+    let name = job.name_any();
+    let jobs: Api<Job> = Api::namespaced(context.client.clone(), namespace);
+    match jobs.create(&PostParams::default(), &job).await {
+        Ok(_) => {
+            context.telemetry.jobs_created.get_or_create(&vec![("trigger".into(), "manual".into())]).inc();
+            let note = format!("Created Job {name} for manual trigger time {time}");
+            publish(context, backup, EventType::Normal, "BackupJobCreated", note).await;
+        }
+        // The Job of this time exists: it ran or runs already, never twice; but only if it
+        // is this resource's (a Job made by hand could take the name).
+        Err(error) if is_status(&error, 409) => {
+            let existing = jobs.get(&name).await.map_err(|source| Error::CreateJob { name: name.clone(), source })?;
+            if !existing.owner_references().iter().any(|owner| Some(&owner.uid) == backup.uid().as_ref()) {
+                workloads.invalid = Some(InvalidSpec(vec![FieldError::new(
+                    "spec.manualTrigger.time",
+                    format!(
+                        "Job {name} exists but does not belong to this DatabaseBackup: delete it, or change the time"
+                    ),
+                )]));
+                return Ok(());
+            }
+        }
+        Err(source) => return Err(Error::CreateJob { name, source }),
+    }
+    workloads.manual_time = Some(time.clone());
+    Ok(())
+}
+
+/// Apply the CronJob of an enabled scheduled trigger (suspended with the resource), or
+/// remove it; its running Job finishes either way.
+async fn scheduled_trigger(
+    context: &Context,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    workloads: &mut Workloads,
+) -> Result<(), Error> {
+    let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
+    let name = cronjob_name(backup);
+    let Some(trigger) = backup.spec.scheduled_trigger.as_ref().filter(|t| t.enabled) else {
+        let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
+        return match cronjobs.delete(&name, &orphan).await {
+            Ok(_) => {
+                publish(context, backup, EventType::Normal, "CronJobDeleted", format!("Deleted CronJob {name}")).await;
+                Ok(())
+            }
+            Err(error) if is_status(&error, 404) => Ok(()),
+            Err(source) => Err(Error::DeleteCronJob { name, source }),
+        };
+    };
+    let value = cronjob(backup, &trigger.schedule, &trigger.repo, &context.cronjob_api.api_version, &context.settings)
+        .map_err(Error::Workload)?;
+    match apply(&cronjobs, "CronJob", &name, &value).await {
+        // The API server refuses what the operator's checks let pass: the spec is at fault.
+        Err(Error::Apply { source: kube::Error::Api(status), .. }) if status.code == 422 => {
+            workloads.invalid = Some(InvalidSpec(vec![FieldError::new(
+                "spec.scheduledTrigger",
+                format!("the API server refuses CronJob {name}: {}", status.message),
+            )]));
+            Ok(())
+        }
+        result => result,
+    }
+}
+
+/// An invalid spec runs nothing: its CronJob, made from the last valid spec, is suspended.
+async fn suspend_cronjob(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
+    let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
+    let name = cronjob_name(backup);
+    let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
+    match cronjobs.patch(&name, &PatchParams::default(), &patch).await {
+        Err(error) if !is_status(&error, 404) => Err(Error::Apply { kind: "CronJob", name, source: error }),
+        _ => Ok(()),
+    }
+}
+
+/// End a Job whose runner reported a failure no retry can mend. Where `podFailurePolicy`
+/// is served the Job has failed already; elsewhere the deadline is moved to now, which
+/// every Job controller honours at once.
+async fn stop_retries(client: &Client, namespace: &str, name: &str) -> Result<(), Error> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let patch = Patch::Merge(json!({"spec": {"activeDeadlineSeconds": 1}}));
+    match jobs.patch(name, &PatchParams::default(), &patch).await {
+        Err(error) if !is_status(&error, 404) => Err(Error::StopJob { name: name.to_owned(), source: error }),
+        _ => Ok(()),
+    }
+}
+
+/// Export the latest backup's outcome as metrics.
 fn observe_outcome(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
     let Some(status) = &backup.status else { return };
     let labels = resource_labels(namespace, &backup.name_any());
-    if let Some(condition) = status.conditions.iter().find(|c| c.type_ == CONDITION_SUCCEEDED && c.status != "Unknown")
-    {
-        telemetry.backup_succeeded.get_or_create(&labels).set(i64::from(condition.status == "True"));
+    if let Some(run) = &status.last_run {
+        telemetry.backup_succeeded.get_or_create(&labels).set(i64::from(run.succeeded));
     }
     if let Some(time) = status.last_backup.as_ref().and_then(|b| b.time.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
         telemetry.last_success.get_or_create(&labels).set(time.as_second());
     }
 }
 
-/// A failed Job of this resource whose runner did not report (deadline exceeded, backoff
-/// limit, a Pod that never started): the reason and message for `Succeeded`.
-async fn unreported_failure(
-    client: &Client,
-    namespace: &str,
-    backup: &DatabaseBackup,
-) -> Result<Option<(String, String)>, Error> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{LABEL_BACKUP}={}", backup.name_any());
-    let listed = jobs.list(&ListParams::default().labels(&selector)).await.map_err(Error::ListJobs)?;
-    let Some(newest) = listed.items.iter().max_by_key(|job| job.metadata.creation_timestamp.clone()) else {
-        return Ok(None);
-    };
-    let job_status = newest.status.clone().unwrap_or_default();
-    let Some(failed) =
-        job_status.conditions.unwrap_or_default().into_iter().find(|c| c.type_ == "Failed" && c.status == "True")
-    else {
-        return Ok(None);
-    };
-    let started = job_status.start_time.or(newest.metadata.creation_timestamp.clone());
-    let reported =
-        backup.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_SUCCEEDED)).is_some_and(
-            |c| c.status != "Unknown" && started.as_ref().is_none_or(|started| c.last_transition_time >= *started),
-        );
-    if reported {
-        return Ok(None);
+/// A message cut to what the schema allows, on a character boundary.
+fn bounded(message: &str) -> &str {
+    if message.len() <= CONDITION_MESSAGE_MAX {
+        return message;
     }
-    let reason = format!("Job{}", failed.reason.unwrap_or_else(|| "Failed".into()));
-    let message = format!(
-        "Job {} failed without a report from the runner: {}",
-        newest.name_any(),
-        failed.message.unwrap_or_default()
-    );
-    Ok(Some((reason, message)))
+    let mut end = CONDITION_MESSAGE_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }
 
 async fn write_status(
     context: &Context,
     backup: &DatabaseBackup,
     namespace: &str,
-    invalid: Option<&InvalidSpec>,
-    failure: Option<&(String, String)>,
-    manual_time: Option<String>,
+    observation: &Observation,
+    workloads: Workloads,
 ) -> Result<(), Error> {
     let generation = backup.metadata.generation;
-    let mut conditions: Vec<Condition> = backup.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let status = backup.status.clone().unwrap_or_default();
+    let mut conditions: Vec<Condition> = status.conditions.clone();
     let now = || Time(k8s_openapi::jiff::Timestamp::now());
-    let ready = match invalid {
-        Some(error) => ConditionUpdate {
-            type_: CONDITION_READY,
-            status: "False",
-            reason: "InvalidSpec",
-            message: &error.0,
-            observed_generation: generation,
-        },
-        None => ConditionUpdate {
-            type_: CONDITION_READY,
-            status: "True",
-            reason: "Reconciled",
-            message: "Runner identity, Jobs and CronJob are in place",
-            observed_generation: generation,
-        },
-    };
-    set_condition(&mut conditions, &ready, now());
-    let mut ours = vec![CONDITION_READY];
-    if let Some((reason, message)) = failure {
+    let mut set = |type_: &str, state: &str, reason: &str, message: &str| {
         let update = ConditionUpdate {
-            type_: CONDITION_SUCCEEDED,
-            status: "False",
+            type_,
+            status: state,
             reason,
-            message,
+            message: bounded(message),
             observed_generation: generation,
         };
         set_condition(&mut conditions, &update, now());
-        ours.push(CONDITION_SUCCEEDED);
-        publish(context, backup, EventType::Warning, reason, message.clone()).await;
+    };
+    let invalid_message = workloads.invalid.as_ref().map(ToString::to_string);
+    match &invalid_message {
+        Some(message) => set(CONDITION_READY, "False", "InvalidSpec", message),
+        None => set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place"),
     }
-    let conditions: Vec<&Condition> = conditions.iter().filter(|c| ours.contains(&c.type_.as_str())).collect();
+    if let Some(run) = &observation.last_run {
+        set(CONDITION_SUCCEEDED, if run.succeeded { "True" } else { "False" }, &run.reason, &run.message);
+    }
+    match (&observation.active, &workloads.queued) {
+        (Some(active), None) => set(CONDITION_RUNNING, "True", "BackupRunning", &active.message),
+        (Some(active), Some(queued)) => {
+            set(CONDITION_RUNNING, "True", "BackupRunning", &format!("{}; {queued}", active.message))
+        }
+        (None, _) => set(CONDITION_RUNNING, "False", "Idle", "No backup is running"),
+    }
     let patch = json!({
         "apiVersion": "stowage.dev/v1alpha1",
         "kind": "DatabaseBackup",
-        "status": {"observedGeneration": generation, "conditions": conditions, "manualTriggerTime": manual_time}
+        "status": {
+            "observedGeneration": generation,
+            "plugin": backup.spec.plugin.source().ok().map(|source| source.to_string()),
+            "conditions": conditions,
+            "lastRun": observation.last_run,
+            "manualTriggerTime": workloads.manual_time,
+        }
     });
     let api: Api<DatabaseBackup> = Api::namespaced(context.client.clone(), namespace);
     match api.patch_status(&backup.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
     {
         // Deleted meanwhile: there is no status left to write.
-        Err(error) if is_status(&error, 404) => Ok(()),
-        Err(error) => Err(Error::Status(error)),
-        Ok(_) => Ok(()),
+        Err(error) if is_status(&error, 404) => return Ok(()),
+        Err(error) => return Err(Error::Status(error)),
+        Ok(_) => {}
     }
+    let was_invalid = status.condition(CONDITION_READY).filter(|c| c.reason == "InvalidSpec").map(|c| &c.message);
+    if let Some(message) =
+        invalid_message.filter(|message| was_invalid.map(|m| bounded(message) != m.as_str()).unwrap_or(true))
+    {
+        publish(context, backup, EventType::Warning, "InvalidSpec", message).await;
+    }
+    if let Some(run) = &observation.last_run {
+        announce(context, backup, status.last_run.as_ref(), run).await;
+    }
+    Ok(())
+}
+
+/// One Event per outcome: when `lastRun` moves to another run or another reason.
+async fn announce(context: &Context, backup: &DatabaseBackup, recorded: Option<&RunOutcome>, run: &RunOutcome) {
+    let key = (run.job_uid.clone(), run.reason.clone());
+    if recorded.is_some_and(|recorded| (&recorded.job_uid, &recorded.reason) == (&key.0, &key.1)) {
+        return;
+    }
+    let uid = backup.uid().unwrap_or_default();
+    let first = match context.announced.lock() {
+        Ok(mut announced) => announced.insert(uid, key.clone()).as_ref() != Some(&key),
+        Err(_) => true,
+    };
+    if !first {
+        return;
+    }
+    let kind = if run.succeeded { EventType::Normal } else { EventType::Warning };
+    publish(context, backup, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
 }
 
 async fn publish(context: &Context, backup: &DatabaseBackup, type_: EventType, reason: &str, note: String) {
+    let note = bounded(&note).to_owned();
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(error) = context.recorder.publish(&event, &backup.object_ref(&())).await {
         tracing::warn!(%error, "cannot publish an event");

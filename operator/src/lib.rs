@@ -4,5 +4,6 @@
 
 pub mod controller;
 pub mod leader;
+pub mod status;
 pub mod telemetry;
 pub mod workloads;

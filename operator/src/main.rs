@@ -10,7 +10,6 @@ use stowage_api::DatabaseBackup;
 use stowage_operator::controller::{Context, run};
 use stowage_operator::leader::LeaderElection;
 use stowage_operator::telemetry::Telemetry;
-use stowage_operator::workloads::WorkloadSettings;
 use tracing_subscriber::EnvFilter;
 
 /// The Stowage operator.
@@ -61,8 +60,7 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(Arc::clone(&telemetry).serve(listen));
 
     let client = kube::Client::try_default().await?;
-    let context =
-        Context::new(client.clone(), WorkloadSettings { runner_image }, &identity, Arc::clone(&telemetry)).await?;
+    let context = Context::new(client.clone(), runner_image, &identity, Arc::clone(&telemetry)).await?;
     // Followers are healthy and ready too; only the leader reconciles.
     telemetry.set_ready(true);
     let election = LeaderElection::new(client, &lease_namespace, "stowage-operator", &identity);

@@ -2,20 +2,16 @@
 //! and RoleBinding, the Job of a manual trigger and the CronJob of a scheduled one. All
 //! are plain functions of the resource, so they are tested without a cluster.
 
-use std::time::Duration;
-
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use stowage_api::DatabaseBackup;
+use stowage_api::{DatabaseBackup, EXIT_PERMANENT_FAILURE, FieldError};
 
 /// Labels on everything the operator creates for a resource.
 pub const LABEL_BACKUP: &str = "stowage.dev/backup";
 pub const LABEL_TRIGGER: &str = "stowage.dev/trigger";
 const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
-/// A runner run may take this long unless the resource sets `limits.deadline`.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(6 * 3600);
 /// Finished Jobs are deleted after a day (their outcome is in the resource's status).
 const TTL_AFTER_FINISHED: u64 = 24 * 3600;
 /// Memory for the runner itself besides the plugin's limit.
@@ -27,12 +23,9 @@ const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
 pub struct WorkloadSettings {
     /// The runner image used unless a resource sets `runnerImage`.
     pub runner_image: String,
+    /// Whether the API server serves Job `podFailurePolicy` (Kubernetes 1.26+).
+    pub pod_failure_policy: bool,
 }
-
-/// Why a resource cannot be turned into workloads. Shown in the `Ready` condition.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct InvalidSpec(pub String);
 
 /// The name of the runner's ServiceAccount, Role and RoleBinding.
 pub fn runner_identity(backup: &DatabaseBackup) -> String {
@@ -104,14 +97,12 @@ pub fn service_account(backup: &DatabaseBackup) -> Value {
     })
 }
 
-/// What the runner may do: read this one resource, write its status, create Events, and
-/// read the ConfigMap holding its plugin, if any.
+/// What the runner may do: write this one resource's status (its report; the spec it
+/// runs comes in the Job), and read the ConfigMap holding its plugin, if any.
 pub fn role(backup: &DatabaseBackup) -> Value {
     let name = backup.name_any();
     let mut rules = vec![
-        json!({"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups"], "resourceNames": [name], "verbs": ["get"]}),
-        json!({"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups/status"], "resourceNames": [name], "verbs": ["get", "patch"]}),
-        json!({"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}),
+        json!({"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups/status"], "resourceNames": [name], "verbs": ["patch"]}),
     ];
     if let Some(map) = &backup.spec.plugin.config_map {
         rules.push(
@@ -144,35 +135,38 @@ fn secret_env(name: &str, secret: &str, key: &str) -> Value {
     json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}})
 }
 
-/// The deadline of one run.
-pub fn deadline(backup: &DatabaseBackup) -> Result<Duration, InvalidSpec> {
-    match backup.spec.limits.as_ref().and_then(|l| l.deadline.as_deref()) {
-        // The same parser as the runner's, so both accept the same values.
-        Some(value) => humantime::parse_duration(value)
-            .map_err(|e| InvalidSpec(format!("limits.deadline {value:?} is not a duration like 90m or 6h: {e}"))),
-        None => Ok(DEFAULT_DEADLINE),
-    }
+/// An env var from a field of the Pod.
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
 }
 
-/// The Pod template of a runner Job for `repo`.
-fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) -> Result<Value, InvalidSpec> {
+/// The Job spec of a run for `repo`: the runner runs exactly the spec written into it
+/// (`STOWAGE_RUN_SPEC`), so an edit of the resource never mixes into a created run.
+/// The spec has been validated.
+fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) -> Result<Value, FieldError> {
     let spec = &backup.spec;
-    let repository = spec
-        .repos
-        .iter()
-        .find(|r| r.name == repo)
-        .ok_or_else(|| InvalidSpec(format!("trigger names repository {repo:?}, which is not in spec.repos")))?;
-    let deadline = deadline(backup)?;
+    let repository = spec.repo("trigger repo", repo)?;
+    let deadline = spec.deadline()?;
+    let run_spec = serde_json::to_string(spec).map_err(|e| FieldError::new("spec", e.to_string()))?;
+    let secret = &repository.secret_name;
     let mut env = vec![
         json!({"name": "BACKUP_RESOURCE_NAME", "value": backup.name_any()}),
-        json!({"name": "NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        field_env("NAMESPACE", "metadata.namespace"),
         json!({"name": "BACKUP_REPO_NAME", "value": repo}),
+        json!({"name": "STOWAGE_RUN_SPEC", "value": run_spec}),
+        json!({"name": "STOWAGE_RUN_GENERATION", "value": backup.metadata.generation.unwrap_or_default().to_string()}),
+        // The Job controller labels its Pods with the Job's name and UID.
+        field_env("STOWAGE_JOB_NAME", "metadata.labels['job-name']"),
+        field_env("STOWAGE_JOB_UID", "metadata.labels['controller-uid']"),
+        field_env("STOWAGE_POD_NAME", "metadata.name"),
         json!({"name": "STOWAGE_LOG_FORMAT", "value": "json"}),
         json!({"name": "STOWAGE_CACHE_DIR", "value": "/tmp/stowage"}),
-        secret_env("AWS_ACCESS_KEY_ID", &repository.secret_name, "accessKeyId"),
-        secret_env("AWS_SECRET_ACCESS_KEY", &repository.secret_name, "secretAccessKey"),
-        secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", &repository.secret_name, "access_key_id"),
-        secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", &repository.secret_name, "secret_access_key"),
+        secret_env("AWS_ACCESS_KEY_ID", secret, "accessKeyId"),
+        secret_env("AWS_SECRET_ACCESS_KEY", secret, "secretAccessKey"),
+        secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", secret, "access_key_id"),
+        secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", secret, "secret_access_key"),
+        secret_env("STOWAGE_HMAC_ACCESS_KEY_ID", secret, "HmacAccessKeyId"),
+        secret_env("STOWAGE_HMAC_SECRET_ACCESS_KEY", secret, "HmacSecretAccessKey"),
     ];
     if let Some(password) = &spec.database.password_secret {
         env.push(secret_env("STOWAGE_DATABASE_PASSWORD", &password.name, &password.key));
@@ -185,7 +179,7 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
     }
     let plugin_memory = spec.limits.as_ref().and_then(|l| l.plugin_memory_mib).unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB);
     let image = spec.runner_image.clone().unwrap_or_else(|| settings.runner_image.clone());
-    Ok(json!({
+    let mut job = json!({
         "backoffLimit": 2,
         // The runner stops the plugin at the deadline; the Job gives it time to report.
         "activeDeadlineSeconds": deadline.as_secs() + 300,
@@ -220,7 +214,16 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
                 "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
             }
         }
-    }))
+    });
+    if settings.pod_failure_policy {
+        // A failure no retry can mend fails the Job at once (older API servers: the
+        // operator ends the Job when the runner reports such a failure).
+        job["podFailurePolicy"] = json!({"rules": [{
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "runner", "operator": "In", "values": [EXIT_PERMANENT_FAILURE]}
+        }]});
+    }
+    Ok(job)
 }
 
 /// The Job of the manual trigger for `time`.
@@ -229,7 +232,7 @@ pub fn manual_job(
     time: &str,
     repo: &str,
     settings: &WorkloadSettings,
-) -> Result<Value, InvalidSpec> {
+) -> Result<Value, FieldError> {
     let mut meta = metadata(backup, &manual_job_name(backup, time), Some("manual"));
     meta["annotations"] = json!({"stowage.dev/manual-trigger-time": time});
     Ok(json!({
@@ -241,23 +244,22 @@ pub fn manual_job(
 }
 
 /// The CronJob of the scheduled trigger, in `api_version` (`batch/v1`, or
-/// `batch/v1beta1` on API servers before 1.21).
+/// `batch/v1beta1` on API servers before 1.21). A suspended resource keeps its CronJob,
+/// suspended, so the CronJob's history and `lastScheduleTime` stay.
 pub fn cronjob(
     backup: &DatabaseBackup,
     schedule: &str,
     repo: &str,
     api_version: &str,
     settings: &WorkloadSettings,
-) -> Result<Value, InvalidSpec> {
-    if schedule.split_whitespace().count() != 5 && !schedule.starts_with('@') {
-        return Err(InvalidSpec(format!("scheduledTrigger.schedule {schedule:?} is not a five-field cron schedule")));
-    }
+) -> Result<Value, FieldError> {
     Ok(json!({
         "apiVersion": api_version,
         "kind": "CronJob",
         "metadata": metadata(backup, &cronjob_name(backup), Some("scheduled")),
         "spec": {
             "schedule": schedule,
+            "suspend": backup.spec.suspend,
             "concurrencyPolicy": "Forbid",
             "startingDeadlineSeconds": 600,
             "successfulJobsHistoryLimit": 3,
@@ -293,7 +295,7 @@ mod tests {
     }
 
     fn settings() -> WorkloadSettings {
-        WorkloadSettings { runner_image: "stowage-runner:test".into() }
+        WorkloadSettings { runner_image: "stowage-runner:test".into(), pod_failure_policy: false }
     }
 
     #[test]
@@ -359,17 +361,32 @@ mod tests {
     }
 
     #[test]
-    fn invalid_specs_are_named() {
+    fn runs_carry_the_spec_they_were_created_from() {
         let backup = backup();
-        let missing = manual_job(&backup, "t1", "nowhere", &settings()).expect_err("unknown repo");
-        assert!(missing.0.contains("\"nowhere\""), "{missing}");
-        let bad_schedule = cronjob(&backup, "hourly", "cos", "batch/v1", &settings()).expect_err("bad schedule");
-        assert!(bad_schedule.0.contains("five-field"), "{bad_schedule}");
-        let mut slow = backup.clone();
-        if let Some(limits) = slow.spec.limits.as_mut() {
-            limits.deadline = Some("forever".into());
-        }
-        assert!(deadline(&slow).is_err());
+        let job = manual_job(&backup, "t1", "cos", &settings()).expect("job");
+        let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+        let value = |name: &str| env.as_array().and_then(|e| e.iter().find(|v| v["name"] == name)).cloned();
+        let pinned = value("STOWAGE_RUN_SPEC").and_then(|v| v["value"].as_str().map(str::to_owned)).expect("spec");
+        let pinned: stowage_api::DatabaseBackupSpec = serde_json::from_str(&pinned).expect("a spec");
+        assert_eq!(pinned, backup.spec);
+        assert_eq!(value("STOWAGE_RUN_GENERATION").expect("generation")["value"], "1");
+        assert_eq!(
+            value("STOWAGE_JOB_UID").expect("uid")["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.labels['controller-uid']"
+        );
+        assert!(job["spec"].get("podFailurePolicy").is_none(), "podFailurePolicy on a server without it");
+        let served = WorkloadSettings { pod_failure_policy: true, ..settings() };
+        let job = manual_job(&backup, "t1", "cos", &served).expect("job");
+        let rule = &job["spec"]["podFailurePolicy"]["rules"][0];
+        assert_eq!((&rule["action"], &rule["onExitCodes"]["values"][0]), (&json!("FailJob"), &json!(3)));
+    }
+
+    #[test]
+    fn a_suspended_resource_keeps_its_cronjob_suspended() {
+        let mut backup = backup();
+        backup.spec.suspend = true;
+        let cron = cronjob(&backup, "@hourly", "cos", "batch/v1", &settings()).expect("cronjob");
+        assert_eq!(cron["spec"]["suspend"], true);
     }
 
     #[test]
@@ -383,11 +400,9 @@ mod tests {
     #[test]
     fn the_runner_role_reaches_only_its_own_resource() {
         let role = role(&backup());
-        for rule in role["rules"].as_array().expect("rules") {
-            if rule["apiGroups"][0] == "stowage.dev" {
-                assert_eq!(rule["resourceNames"], json!(["shop"]));
-                assert!(!rule["verbs"].as_array().expect("verbs").contains(&json!("delete")));
-            }
-        }
+        assert_eq!(
+            role["rules"],
+            json!([{"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["shop"], "verbs": ["patch"]}])
+        );
     }
 }

@@ -54,6 +54,21 @@ pub struct JobArgs {
     /// Namespace of the resource.
     #[arg(long, env = "NAMESPACE")]
     pub namespace: Option<String>,
+    /// The spec the Job was created from (JSON); the run uses it, never the live resource.
+    #[arg(long, env = "STOWAGE_RUN_SPEC", hide_env_values = true)]
+    pub run_spec: Option<String>,
+    /// The generation of that spec.
+    #[arg(long, env = "STOWAGE_RUN_GENERATION")]
+    pub run_generation: Option<i64>,
+    /// The Job this runs in (reported with the attempt).
+    #[arg(long, env = "STOWAGE_JOB_NAME")]
+    pub job_name: Option<String>,
+    /// That Job's UID.
+    #[arg(long, env = "STOWAGE_JOB_UID")]
+    pub job_uid: Option<String>,
+    /// The Pod this runs in.
+    #[arg(long, env = "STOWAGE_POD_NAME")]
+    pub pod_name: Option<String>,
     /// The repository (from spec.repos) to write to; default: the manual trigger's.
     #[arg(long, env = "BACKUP_REPO_NAME")]
     pub repo_name: Option<String>,
@@ -63,12 +78,18 @@ pub struct JobArgs {
     /// Storage access key id under the original sample's name.
     #[arg(long, env = "CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", hide_env_values = true, hide = true)]
     pub cos_access_key_id: Option<String>,
+    /// Storage access key id under the IBM COS HMAC Secret key name `HmacAccessKeyId`.
+    #[arg(long, env = "STOWAGE_HMAC_ACCESS_KEY_ID", hide_env_values = true, hide = true)]
+    pub hmac_access_key_id: Option<String>,
     /// Storage secret access key.
     #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub secret_access_key: Option<String>,
     /// Storage secret access key under the original sample's name.
     #[arg(long, env = "CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", hide_env_values = true, hide = true)]
     pub cos_secret_access_key: Option<String>,
+    /// Storage secret access key under the IBM COS HMAC Secret key name `HmacSecretAccessKey`.
+    #[arg(long, env = "STOWAGE_HMAC_SECRET_ACCESS_KEY", hide_env_values = true, hide = true)]
+    pub hmac_secret_access_key: Option<String>,
     /// Storage region, when the repository does not set one.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
@@ -107,9 +128,14 @@ impl JobArgs {
         JobInputs {
             resource_name: self.resource_name,
             namespace: self.namespace,
+            run_spec: self.run_spec,
+            generation: self.run_generation,
+            job_name: self.job_name,
+            job_uid: self.job_uid,
+            pod_name: self.pod_name,
             repo: self.repo_name,
-            access_key_id: self.access_key_id.or(self.cos_access_key_id),
-            secret_access_key: self.secret_access_key.or(self.cos_secret_access_key),
+            access_key_id: self.access_key_id.or(self.cos_access_key_id).or(self.hmac_access_key_id),
+            secret_access_key: self.secret_access_key.or(self.cos_secret_access_key).or(self.hmac_secret_access_key),
             region: self.region.or(self.cos_region),
             endpoint: self.endpoint.or(self.cos_endpoint),
             database_password: self.database_password,
@@ -403,6 +429,17 @@ pub enum CliError {
     Output(#[from] std::io::Error),
     #[error("cannot push to {destination}: {message}")]
     Push { destination: String, message: String },
+}
+
+impl CliError {
+    /// The process exit code: [`stowage_api::EXIT_PERMANENT_FAILURE`] when no retry
+    /// can succeed, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Job(error) if error.permanent() => stowage_api::EXIT_PERMANENT_FAILURE,
+            _ => 1,
+        }
+    }
 }
 
 /// A progress bar of the bytes written so far, redrawn until the task is aborted.

@@ -1,7 +1,9 @@
-//! `stowage job`: the in-cluster entry point of the operator's Jobs. Reads the
-//! DatabaseBackup, validates every input, runs the backup for the chosen repository and
-//! keeps the resource's status true: a `Succeeded` condition replaced by type, with a
-//! reason per failure site, `observedGeneration`, progress and the last backup.
+//! `stowage job`: the in-cluster entry point of the operator's Jobs. Runs exactly the
+//! spec the Job was created from (`STOWAGE_RUN_SPEC`, never the live resource, which may
+//! have changed since), for the chosen repository, and reports the attempt in the
+//! resource's status: `latestAttempt` (progress, then the outcome with a reason per
+//! failure site) and, once a backup is committed, `lastBackup`. Conditions are the
+//! operator's, derived from these reports and the Job's own state.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,14 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
-use stowage_api::{CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup, LastBackup, Progress, Repo, set_condition};
+use stowage_api::{Attempt, AttemptPhase, DatabaseBackup, DatabaseBackupSpec, LastBackup, PluginRef, Repo};
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::{Codec, Compression, Recipients, TransferLimits};
+use crate::archive::{Codec, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupReport, BackupRequest, run_backup};
 use crate::plugin::{Limits, PluginEngine, locate};
 use crate::repository::{RepoLocation, Repository};
@@ -40,6 +41,14 @@ const STATUS_ATTEMPTS: u32 = 5;
 pub struct JobInputs {
     pub resource_name: Option<String>,
     pub namespace: Option<String>,
+    /// The spec the Job was created from, as JSON.
+    pub run_spec: Option<String>,
+    /// The generation of that spec.
+    pub generation: Option<i64>,
+    /// The Job and Pod this attempt runs in, for the report.
+    pub job_name: Option<String>,
+    pub job_uid: Option<String>,
+    pub pod_name: Option<String>,
     /// The repository to write to; defaults to the manual trigger's.
     pub repo: Option<String>,
     pub access_key_id: Option<String>,
@@ -63,6 +72,7 @@ impl std::fmt::Debug for JobInputs {
         f.debug_struct("JobInputs")
             .field("resource_name", &self.resource_name)
             .field("namespace", &self.namespace)
+            .field("job_name", &self.job_name)
             .field("repo", &self.repo)
             .field("access_key_id", &self.access_key_id)
             .finish_non_exhaustive()
@@ -79,8 +89,6 @@ pub enum JobError {
     MissingEnvironment(&'static str),
     #[error("cannot use the Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("DatabaseBackup {namespace}/{name} does not exist")]
-    ResourceNotFound { namespace: String, name: String },
     /// An input that makes the backup impossible; written to the status.
     #[error("{message}")]
     Invalid { reason: &'static str, message: String },
@@ -98,63 +106,74 @@ impl JobError {
         match self {
             JobError::MissingEnvironment(_) => "InvalidEnvironment",
             JobError::Kube(_) => "KubernetesApiFailed",
-            JobError::ResourceNotFound { .. } => "ResourceNotFound",
             JobError::Invalid { reason, .. } => reason,
             JobError::Backup(error) => error.reason(),
         }
     }
+
+    /// Whether a retry would fail the same way: the inputs are wrong, not the moment.
+    pub fn permanent(&self) -> bool {
+        PERMANENT_REASONS.contains(&self.reason())
+    }
 }
 
-/// Where the plugin component comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum PluginChoice {
-    /// A plugin of the runner image, found in the plugin path.
-    Builtin(String),
-    /// A `binaryData` (or `data`) key of a ConfigMap in the resource's namespace.
-    ConfigMap { name: String, key: String },
-    /// An `https://` URL, pinned by `spec.plugin.sha256`.
-    Url(String),
-    /// An OCI artifact, pinned by its manifest digest or `spec.plugin.sha256`.
-    Oci(String),
-}
+/// Reasons no retry can mend; the runner exits with [`stowage_api::EXIT_PERMANENT_FAILURE`]
+/// and the operator stops the Job's retries.
+const PERMANENT_REASONS: &[&str] = &[
+    "InvalidEnvironment",
+    "InvalidSpec",
+    "RepoNotFound",
+    "InvalidRepo",
+    "MissingStorageCredentials",
+    "MissingDatabaseCredentials",
+    "MissingRegistryCredentials",
+    "InvalidDatabaseEndpoint",
+    "InvalidPluginOptions",
+    "InvalidPluginSettings",
+    "PluginNotFound",
+    "PluginNotPinned",
+    "PluginTooLarge",
+    "PluginDigestMismatch",
+    "PluginInvalid",
+    "PluginWitVersionUnsupported",
+    "PluginIncompatible",
+    "DatabaseAuthenticationFailed",
+    "DatabaseUnsupported",
+];
 
 /// Everything a backup needs, checked.
 #[derive(Debug)]
-struct Plan {
-    repo: Repo,
+struct Plan<'a> {
+    repo: &'a Repo,
     location: RepoLocation,
     s3: S3Options,
-    plugin: PluginChoice,
+    plugin: PluginRef<'a>,
     /// The pinned sha256 of the plugin, checked before it is compiled.
-    plugin_sha256: Option<String>,
+    plugin_sha256: Option<&'a str>,
     request: BackupRequest,
 }
 
-fn parse_duration(field: &str, value: &str) -> Result<Duration, JobError> {
-    humantime::parse_duration(value)
-        .map_err(|e| JobError::invalid("InvalidSpec", format!("{field}: {value:?} is not a duration: {e}")))
+fn invalid_spec(error: impl std::fmt::Display) -> JobError {
+    JobError::invalid("InvalidSpec", error.to_string())
 }
 
-/// Check the resource and the environment; every problem has its own reason.
-fn plan(
-    resource: &DatabaseBackup,
+/// Check the spec and the environment; every problem has its own reason.
+fn plan<'a>(
+    spec: &'a DatabaseBackupSpec,
     namespace: &str,
     name: &str,
     inputs: &JobInputs,
     interrupt: &CancellationToken,
-) -> Result<Plan, JobError> {
-    let spec = &resource.spec;
+) -> Result<Plan<'a>, JobError> {
+    // The operator refuses invalid specs before a Job exists; an older operator may not have.
+    spec.validate().map_err(invalid_spec)?;
     let repo_name =
         inputs.repo.clone().or_else(|| spec.manual_trigger.as_ref().map(|t| t.repo.clone())).ok_or_else(|| {
             JobError::invalid("RepoNotFound", "no repository chosen: set BACKUP_REPO_NAME or manualTrigger.repo")
         })?;
-    let repo = spec.repos.iter().find(|r| r.name == repo_name).cloned().ok_or_else(|| {
-        let known: Vec<&str> = spec.repos.iter().map(|r| r.name.as_str()).collect();
-        JobError::invalid(
-            "RepoNotFound",
-            format!("repository {repo_name:?} is not in spec.repos ({})", known.join(", ")),
-        )
-    })?;
+    let repo = spec
+        .repo("BACKUP_REPO_NAME", &repo_name)
+        .map_err(|error| JobError::invalid("RepoNotFound", error.to_string()))?;
     let bucket = repo.bucket_for(namespace).ok_or_else(|| {
         JobError::invalid("InvalidRepo", format!("repository {repo_name:?} sets neither bucket nor bucketNamePrefix"))
     })?;
@@ -166,8 +185,9 @@ fn plan(
         return Err(JobError::invalid(
             "MissingStorageCredentials",
             format!(
-                "storage credentials of repository {repo_name:?} are missing: AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY must come from Secret {:?}",
+                "storage credentials of repository {repo_name:?} are missing: Secret {:?} needs accessKeyId and \
+                 secretAccessKey (or access_key_id and secret_access_key, or HmacAccessKeyId and \
+                 HmacSecretAccessKey)",
                 repo.secret_name
             ),
         ));
@@ -183,31 +203,13 @@ fn plan(
         }),
         path_style: repo.path_style.unwrap_or(endpoint.is_some()),
         endpoint,
-        region: repo.region.clone().or_else(|| inputs.region.clone()),
+        region: repo.region().map(str::to_owned).or_else(|| inputs.region.clone()),
     };
 
-    let plugin = match (&spec.plugin.builtin, &spec.plugin.config_map, &spec.plugin.url, &spec.plugin.oci) {
-        (Some(builtin), None, None, None) => PluginChoice::Builtin(builtin.clone()),
-        (None, Some(map), None, None) => PluginChoice::ConfigMap { name: map.name.clone(), key: map.key.clone() },
-        (None, None, Some(url), None) => PluginChoice::Url(url.clone()),
-        (None, None, None, Some(reference)) => PluginChoice::Oci(reference.clone()),
-        (None, None, None, None) => return Err(JobError::invalid("InvalidSpec", "spec.plugin names no source")),
-        (Some(_), _, _, _) | (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
-            return Err(JobError::invalid("InvalidSpec", "spec.plugin must name exactly one source"));
-        }
-    };
-
+    let plugin = spec.plugin.source().map_err(invalid_spec)?;
     let database = &spec.database;
-    let (host, port) = database
-        .endpoint
-        .rsplit_once(':')
-        .and_then(|(host, port)| Some((host.trim_matches(['[', ']']).to_owned(), port.parse::<u16>().ok()?)))
-        .ok_or_else(|| {
-            JobError::invalid(
-                "InvalidDatabaseEndpoint",
-                format!("spec.database.endpoint {:?} is not host:port", database.endpoint),
-            )
-        })?;
+    let (host, port) =
+        database.host_port().map_err(|error| JobError::invalid("InvalidDatabaseEndpoint", error.to_string()))?;
     let password = match &database.password_secret {
         Some(secret) => Some(inputs.database_password.clone().ok_or_else(|| {
             JobError::invalid(
@@ -232,35 +234,22 @@ fn plan(
     let target =
         DatabaseTarget { host, port, database: database.name.clone(), user: database.user.clone(), password, options };
 
-    let compression: Compression = spec
-        .compression
-        .as_deref()
-        .unwrap_or("zstd")
-        .parse()
-        .map_err(|e: String| JobError::invalid("InvalidSpec", format!("spec.compression: {e}")))?;
-    let recipients = Recipients::parse(spec.encryption.as_ref().map(|e| e.age_recipients.as_slice()).unwrap_or(&[]))
-        .map_err(|e| JobError::invalid("InvalidSpec", format!("spec.encryption: {e}")))?;
-    let retention = match &spec.retention {
-        Some(retention) => Retention {
-            keep_last: retention.keep_last.map(|n| n as usize),
-            max_age: retention.max_age.as_deref().map(|v| parse_duration("spec.retention.maxAge", v)).transpose()?,
-        },
-        None => Retention::default(),
+    let compression = spec.compression().map_err(invalid_spec)?;
+    let recipients = Recipients::from(spec.age_recipients().map_err(invalid_spec)?);
+    let retention = Retention {
+        keep_last: spec.retention.as_ref().and_then(|r| r.keep_last).map(|n| n as usize),
+        max_age: spec.max_age().map_err(invalid_spec)?,
     };
-    let mut limits = Limits { interrupt: interrupt.clone(), ..Limits::default() };
-    if let Some(spec_limits) = &spec.limits {
-        if let Some(mib) = spec_limits.plugin_memory_mib {
-            limits.memory_bytes = (mib as usize) << 20;
-        }
-        if let Some(deadline) = &spec_limits.deadline {
-            limits.deadline = parse_duration("spec.limits.deadline", deadline)?;
-        }
+    let mut limits =
+        Limits { interrupt: interrupt.clone(), deadline: spec.deadline().map_err(invalid_spec)?, ..Limits::default() };
+    if let Some(mib) = spec.limits.as_ref().and_then(|l| l.plugin_memory_mib) {
+        limits.memory_bytes = (mib as usize) << 20;
     }
     Ok(Plan {
         location,
         s3,
         plugin,
-        plugin_sha256: spec.plugin.sha256.clone(),
+        plugin_sha256: spec.plugin.sha256.as_deref(),
         request: BackupRequest {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -277,64 +266,51 @@ fn plan(
     })
 }
 
-/// Writes the runner's part of the status with server-side apply.
+/// Writes the runner's part of the status, `latestAttempt` and `lastBackup`, with merge
+/// patches: the runner never reads the resource, and never touches the operator's fields.
 #[derive(Clone)]
 struct StatusWriter {
     api: Api<DatabaseBackup>,
     name: String,
-    generation: Option<i64>,
-    conditions: Vec<Condition>,
-    last_backup: Option<LastBackup>,
+    attempt: Attempt,
 }
 
 impl StatusWriter {
-    fn new(api: Api<DatabaseBackup>, resource: &DatabaseBackup, name: &str) -> Self {
-        let status = resource.status.clone().unwrap_or_default();
-        StatusWriter {
-            api,
-            name: name.to_owned(),
-            generation: resource.metadata.generation,
-            conditions: status.conditions,
-            last_backup: status.last_backup,
-        }
+    fn new(api: Api<DatabaseBackup>, name: &str, inputs: &JobInputs) -> Self {
+        let now = now_rfc3339();
+        let attempt = Attempt {
+            job: inputs.job_name.clone().unwrap_or_default(),
+            job_uid: inputs.job_uid.clone().unwrap_or_default(),
+            pod: inputs.pod_name.clone().unwrap_or_default(),
+            generation: inputs.generation,
+            phase: AttemptPhase::Running,
+            reason: "BackupStarting".into(),
+            message: "Loading the plugin".into(),
+            started_at: now.clone(),
+            finished_at: None,
+            permanent: false,
+            bytes: 0,
+            updated: now,
+        };
+        StatusWriter { api, name: name.to_owned(), attempt }
     }
 
-    async fn apply(
-        &mut self,
-        status: &str,
-        reason: &str,
-        message: &str,
-        progress: Option<Progress>,
-    ) -> Result<(), kube::Error> {
-        let update = ConditionUpdate {
-            type_: CONDITION_SUCCEEDED,
-            status,
-            reason,
-            message,
-            observed_generation: self.generation,
-        };
-        set_condition(&mut self.conditions, &update, Time(k8s_openapi::jiff::Timestamp::now()));
-        let ours: Vec<&Condition> = self.conditions.iter().filter(|c| c.type_ == CONDITION_SUCCEEDED).collect();
-        let patch = json!({
-            "apiVersion": "stowage.dev/v1alpha1",
-            "kind": "DatabaseBackup",
-            "status": {
-                "observedGeneration": self.generation,
-                "conditions": ours,
-                "lastBackup": self.last_backup,
-                "progress": progress,
-            }
-        });
-        self.api.patch_status(&self.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    async fn write(&self, last_backup: Option<&LastBackup>) -> Result<(), kube::Error> {
+        let mut status = json!({"latestAttempt": self.attempt});
+        if let Some(backup) = last_backup {
+            status["lastBackup"] = json!(backup);
+        }
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+        self.api.patch_status(&self.name, &params, &Patch::Merge(json!({"status": status}))).await?;
         Ok(())
     }
 
-    /// [`apply`](Self::apply), retried with backoff.
-    async fn apply_retrying(&mut self, status: &str, reason: &str, message: &str) -> Result<(), kube::Error> {
+    /// [`write`](Self::write), retried with backoff.
+    async fn write_retrying(&self, last_backup: Option<&LastBackup>) -> Result<(), kube::Error> {
         let mut pause = Duration::from_secs(1);
         let mut attempt = 1;
         loop {
-            match self.apply(status, reason, message, None).await {
+            match self.write(last_backup).await {
                 Ok(()) => return Ok(()),
                 Err(error) if attempt >= STATUS_ATTEMPTS => return Err(error),
                 Err(error) => tracing::warn!(%error, attempt, "cannot write the status; trying again"),
@@ -345,8 +321,33 @@ impl StatusWriter {
         }
     }
 
+    async fn running(&mut self, message: String, bytes: u64) -> Result<(), kube::Error> {
+        self.attempt.reason = "BackupRunning".into();
+        self.attempt.message = message;
+        self.attempt.bytes = bytes;
+        self.attempt.updated = now_rfc3339();
+        self.write(None).await
+    }
+
+    fn finish(&mut self, phase: AttemptPhase, reason: &str, message: String) {
+        let now = now_rfc3339();
+        self.attempt.phase = phase;
+        self.attempt.reason = reason.to_owned();
+        self.attempt.message = message;
+        self.attempt.finished_at = Some(now.clone());
+        self.attempt.updated = now;
+    }
+
+    async fn succeeded(&mut self, message: String, backup: &LastBackup) -> Result<(), kube::Error> {
+        self.finish(AttemptPhase::Succeeded, "BackupSucceeded", message);
+        self.attempt.bytes = backup.bytes;
+        self.write_retrying(Some(backup)).await
+    }
+
     async fn failed(&mut self, error: &JobError) {
-        if let Err(status_error) = self.apply_retrying("False", error.reason(), &error.to_string()).await {
+        self.finish(AttemptPhase::Failed, error.reason(), error.to_string());
+        self.attempt.permanent = error.permanent();
+        if let Err(status_error) = self.write_retrying(None).await {
             tracing::error!(%status_error, "cannot write the failure to the status");
         }
     }
@@ -357,46 +358,50 @@ fn now_rfc3339() -> String {
 }
 
 /// Run the Job: back up and report. Errors are also written to the status where the
-/// resource can be read.
+/// resource can be reached.
 pub async fn run_job(inputs: JobInputs, interrupt: CancellationToken) -> Result<BackupReport, JobError> {
     let name = inputs.resource_name.clone().ok_or(JobError::MissingEnvironment("BACKUP_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
-    let api: Api<DatabaseBackup> = Api::namespaced(client.clone(), &namespace);
-    let resource = api
-        .get_opt(&name)
-        .await?
-        .ok_or_else(|| JobError::ResourceNotFound { namespace: namespace.clone(), name: name.clone() })?;
-    let mut status = StatusWriter::new(api, &resource, &name);
-    let result = backup(&client, &resource, &namespace, &name, &inputs, &interrupt, &mut status).await;
+    let mut status = StatusWriter::new(Api::namespaced(client.clone(), &namespace), &name, &inputs);
+    let result = match run_spec(&inputs) {
+        Ok(spec) => backup(&client, &spec, &namespace, &name, &inputs, &interrupt, &mut status).await,
+        Err(error) => Err(error),
+    };
     if let Err(error) = &result {
         status.failed(error).await;
     }
     result
 }
 
+/// The spec the Job was created from.
+fn run_spec(inputs: &JobInputs) -> Result<DatabaseBackupSpec, JobError> {
+    let text = inputs.run_spec.as_deref().ok_or(JobError::MissingEnvironment("STOWAGE_RUN_SPEC"))?;
+    serde_json::from_str(text).map_err(|e| invalid_spec(format!("STOWAGE_RUN_SPEC is not a DatabaseBackup spec: {e}")))
+}
+
 async fn backup(
     client: &Client,
-    resource: &DatabaseBackup,
+    spec: &DatabaseBackupSpec,
     namespace: &str,
     name: &str,
     inputs: &JobInputs,
     interrupt: &CancellationToken,
     status: &mut StatusWriter,
 ) -> Result<BackupReport, JobError> {
-    let plan = plan(resource, namespace, name, inputs, interrupt)?;
+    let plan = plan(spec, namespace, name, inputs, interrupt)?;
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let pin = plan.plugin_sha256.as_deref();
-    let plugin = match &plan.plugin {
-        PluginChoice::Builtin(name) => engine.load(&locate(name, &inputs.plugin_path), pin),
-        PluginChoice::ConfigMap { name, key } => {
+    let pin = plan.plugin_sha256;
+    let plugin = match plan.plugin {
+        PluginRef::Builtin(name) => engine.load(&locate(name, &inputs.plugin_path), pin),
+        PluginRef::ConfigMap { name, key } => {
             let bytes = config_map_plugin(client, namespace, name, key).await?;
             engine.load_bytes(&format!("configMap:{name}/{key}"), &bytes, pin)
         }
-        PluginChoice::Url(url) => engine.load_url(url, pin).await,
-        PluginChoice::Oci(reference) => {
-            if let (Some(secret), None) = (&resource.spec.plugin.pull_secret, &inputs.registry_auth) {
+        PluginRef::Url(url) => engine.load_url(url, pin).await,
+        PluginRef::Oci(reference) => {
+            if let (Some(secret), None) = (&spec.plugin.pull_secret, &inputs.registry_auth) {
                 return Err(JobError::invalid(
                     "MissingRegistryCredentials",
                     format!("STOWAGE_REGISTRY_AUTH must come from key .dockerconfigjson of Secret {secret:?}"),
@@ -408,7 +413,7 @@ async fn backup(
     .map_err(BackupError::from)?;
     let repository = Repository::open(&plan.location, &plan.s3).await;
 
-    status.apply("Unknown", "BackupRunning", &format!("Backing up to repository {}", plan.repo.name), None).await?;
+    status.running(format!("Backing up to repository {}", plan.repo.name), 0).await?;
     let started = Instant::now();
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let reporter = tokio::spawn(report_progress(
@@ -423,21 +428,21 @@ async fn backup(
     let _ = reporter.await;
     let report = result?;
     let manifest = &report.manifest;
-    status.last_backup = Some(LastBackup {
+    let last_backup = LastBackup {
         id: manifest.backup_id.clone(),
         time: manifest.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         repo: plan.repo.name.clone(),
         bytes: manifest.raw_size(),
         stored_bytes: manifest.stored_size(),
         duration_seconds: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
-    });
+    };
     // The backup is committed: from here nothing may fail the Job, or its retry would
     // make a second backup.
     let mut message = "Database has been archived".to_owned();
     for warning in &report.warnings {
         message.push_str(&format!("; after the commit, {warning}"));
     }
-    if let Err(error) = status.apply_retrying("True", "BackupSucceeded", &message).await {
+    if let Err(error) = status.succeeded(message, &last_backup).await {
         tracing::error!(%error, backup_id = %manifest.backup_id, "the backup is committed, but its status could not be written");
     }
     Ok(report)
@@ -472,9 +477,9 @@ async fn report_progress(
             _ = interval.tick() => {}
             _ = &mut stop => return,
         }
-        let progress = Progress { bytes: written.load(Ordering::Relaxed), updated: now_rfc3339() };
-        let message = format!("Backing up to repository {repo}: {} bytes so far", progress.bytes);
-        if let Err(error) = status.apply("Unknown", "BackupRunning", &message, Some(progress)).await {
+        let bytes = written.load(Ordering::Relaxed);
+        let message = format!("Backing up to repository {repo}: {bytes} bytes so far");
+        if let Err(error) = status.running(message, bytes).await {
             tracing::warn!(%error, "cannot write progress to the status");
         }
     }

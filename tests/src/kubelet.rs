@@ -83,7 +83,10 @@ async fn resolve(client: &Client, namespace: &str, pod: &Pod, var: &EnvVar) -> R
         return Ok(match field.field_path.as_str() {
             "metadata.namespace" => Some(namespace.to_owned()),
             "metadata.name" => Some(pod.name_any()),
-            other => anyhow::bail!("field {other} is not supported by the fake kubelet"),
+            other => match other.strip_prefix("metadata.labels['").and_then(|rest| rest.strip_suffix("']")) {
+                Some(label) => Some(pod.labels().get(label).cloned().unwrap_or_default()),
+                None => anyhow::bail!("field {other} is not supported by the fake kubelet"),
+            },
         });
     }
     let key = source.secret_key_ref.as_ref().context("only values, fieldRef and secretKeyRef are supported")?;
@@ -134,4 +137,21 @@ async fn run_pod(access: &ClusterAccess, client: &Client, runtime: &PodRuntime, 
     }
     let phase = if output.status.success() { "Succeeded" } else { "Failed" };
     set_phase(client, pod, phase, None).await
+}
+
+/// SIGKILL the runner processes of resource `name` (found by their environment), as a
+/// node failure or the OOM killer would; returns how many there were.
+pub fn kill_runners_of(name: &str) -> usize {
+    let marker = format!("BACKUP_RESOURCE_NAME={name}");
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|pid| pid.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|byte| *byte == 0).any(|var| var == marker.as_bytes())
+            && std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().is_ok_and(|s| s.success())
+        {
+            killed += 1;
+        }
+    }
+    killed
 }

@@ -40,11 +40,16 @@ impl SeaweedFs {
     pub fn start() -> Result<Self> {
         // Ports are picked free and bound by weed a moment later; a parallel test may take
         // one in between, so a start that loses that race is tried again on new ports.
+        // weed does not always say so (a gRPC listener's failure is a bare fatal stack),
+        // so every failed start is tried again; a server that cannot start fails three times.
         let mut attempt = 1;
         loop {
             match Self::start_once() {
                 Ok(server) => return Ok(server),
-                Err(error) if attempt < 3 && format!("{error:#}").contains("address already in use") => attempt += 1,
+                Err(error) if attempt < 3 => {
+                    eprintln!("SeaweedFS did not start (attempt {attempt}); trying new ports: {error:#}");
+                    attempt += 1;
+                }
                 Err(error) => return Err(error),
             }
         }

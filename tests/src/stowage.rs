@@ -44,6 +44,8 @@ pub fn plugin(name: &str) -> Result<PathBuf> {
 #[derive(Debug)]
 pub struct Run {
     pub success: bool,
+    /// The exit code; unset when a signal ended the process.
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -66,6 +68,7 @@ impl From<Output> for Run {
     fn from(output: Output) -> Self {
         Run {
             success: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }

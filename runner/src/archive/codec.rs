@@ -1,36 +1,9 @@
 //! Compression and encryption of artifact streams.
 
 use std::io::{self, Read, Write};
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-/// How artifact bytes are compressed before they are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", tag = "algorithm")]
-pub enum Compression {
-    /// Stored as written.
-    None,
-    /// Zstandard at the given level (1-22; 3 is zstd's default).
-    Zstd { level: i32 },
-}
-
-impl FromStr for Compression {
-    type Err = String;
-
-    /// `none`, `zstd` (level 3) or `zstd:N`.
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.split_once(':') {
-            None if value == "none" => Ok(Compression::None),
-            None if value == "zstd" => Ok(Compression::Zstd { level: 3 }),
-            Some(("zstd", level)) => match level.parse::<i32>() {
-                Ok(level) if zstd::compression_level_range().contains(&level) => Ok(Compression::Zstd { level }),
-                _ => Err(format!("zstd level {level:?} is not between 1 and 22")),
-            },
-            _ => Err(format!("unknown compression {value:?}; use none, zstd or zstd:LEVEL")),
-        }
-    }
-}
+pub use stowage_api::Compression;
 
 /// The age X25519 recipients a backup is encrypted to.
 #[derive(Clone, Default)]
@@ -42,18 +15,16 @@ impl std::fmt::Debug for Recipients {
     }
 }
 
+impl From<Vec<age::x25519::Recipient>> for Recipients {
+    fn from(recipients: Vec<age::x25519::Recipient>) -> Self {
+        Recipients(recipients)
+    }
+}
+
 impl Recipients {
     /// Parse `age1...` public keys.
     pub fn parse<S: AsRef<str>>(keys: &[S]) -> Result<Self, String> {
-        keys.iter()
-            .map(|key| {
-                key.as_ref()
-                    .trim()
-                    .parse::<age::x25519::Recipient>()
-                    .map_err(|e| format!("age recipient {:?}: {e}", key.as_ref()))
-            })
-            .collect::<Result<_, _>>()
-            .map(Recipients)
+        keys.iter().map(|key| stowage_api::parse_age_recipient(key.as_ref())).collect::<Result<_, _>>().map(Recipients)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,15 +197,6 @@ impl<W: Write> EncodingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compression_parses_names_and_levels() {
-        assert_eq!("none".parse(), Ok(Compression::None));
-        assert_eq!("zstd".parse(), Ok(Compression::Zstd { level: 3 }));
-        assert_eq!("zstd:19".parse(), Ok(Compression::Zstd { level: 19 }));
-        assert!("zstd:99".parse::<Compression>().is_err());
-        assert!("gzip".parse::<Compression>().is_err());
-    }
 
     #[test]
     fn encoded_bytes_decode_to_the_original() {

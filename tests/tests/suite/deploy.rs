@@ -39,6 +39,13 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     kubectl(kubeconfig, &["apply", "-f", "deploy/samples/"]).expect("kubectl");
     let listed = kubectl(kubeconfig, &["get", "dbbackup", "-n", "database", "-o", "name"]).expect("kubectl");
     assert!(listed.contains("databasebackup-manual") && listed.contains("databasebackup-hourly"), "{listed}");
+    // The seed's field names survive the API server's pruning.
+    let region = kubectl(
+        kubeconfig,
+        &["get", "dbbackup", "databasebackup-manual", "-n", "database", "-o", "jsonpath={.spec.repos[0].cosRegion}"],
+    )
+    .expect("kubectl");
+    assert_eq!(region.trim(), "eu-geo", "cosRegion was pruned");
     let rejected = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
         .args(["apply", "-f", "-"])

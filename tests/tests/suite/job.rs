@@ -1,5 +1,6 @@
 //! `stowage job` against a real API server, with the runner authenticated as the Job's
-//! ServiceAccount under a namespaced Role, so RBAC is really exercised.
+//! ServiceAccount under a namespaced Role, so RBAC is really exercised, and the
+//! environment the operator writes into its Jobs.
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -7,8 +8,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use serde_json::json;
-use stowage_api::DatabaseBackup;
-use stowage_operator::workloads::{role, role_binding, runner_identity, service_account};
+use stowage_api::{AttemptPhase, DatabaseBackup};
+use stowage_operator::workloads::{WorkloadSettings, manual_job, role, role_binding, runner_identity, service_account};
 use stowage_tests::kube::ControlPlane;
 use stowage_tests::registry::Registry;
 use stowage_tests::seaweedfs::SeaweedFs;
@@ -84,14 +85,24 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
 
     let token = plane.access().service_account_token(NAMESPACE, &identity).await.expect("token");
     let kubeconfig = plane.access().write_kubeconfig("runner", &token).expect("kubeconfig");
-    // The storage credentials under the original sample's variable names.
-    let env = |name: &str, credentials: bool| {
-        let mut env = vec![
-            ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
-            ("BACKUP_RESOURCE_NAME".to_owned(), name.to_owned()),
-            ("NAMESPACE".to_owned(), NAMESPACE.to_owned()),
-            ("CLOUD_OBJECT_STORAGE_REGION".to_owned(), "us-east-1".to_owned()),
-        ];
+    let settings = WorkloadSettings { runner_image: "stowage-runner:test".into(), pod_failure_policy: false };
+    // The environment of the Job the operator would create for `resource` now (its
+    // literal values: the pinned spec and generation), with the Secrets resolved by hand
+    // under the original sample's variable names.
+    let job_env = |resource: &DatabaseBackup, credentials: bool| {
+        let job = manual_job(resource, "t1", "local-s3", &settings).expect("job");
+        let mut env: Vec<(String, String)> = job["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|var| Some((var["name"].as_str()?.to_owned(), var["value"].as_str()?.to_owned())))
+            .collect();
+        env.push(("KUBECONFIG".to_owned(), kubeconfig.display().to_string()));
+        env.push(("NAMESPACE".to_owned(), NAMESPACE.to_owned()));
+        env.push(("STOWAGE_JOB_NAME".to_owned(), "orders-job".to_owned()));
+        env.push(("STOWAGE_JOB_UID".to_owned(), "uid-of-orders-job".to_owned()));
+        env.push(("STOWAGE_POD_NAME".to_owned(), "orders-job-pod".to_owned()));
+        env.push(("CLOUD_OBJECT_STORAGE_REGION".to_owned(), "us-east-1".to_owned()));
         if credentials {
             let s3_env = s3.env();
             let get = |key: &str| s3_env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).expect("s3 env");
@@ -100,22 +111,32 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         }
         env
     };
-    let job = |name: &str, credentials: bool| {
-        let env = env(name, credentials);
-        tokio::task::spawn_blocking(move || run(["job"], &env).expect("run stowage job"))
-    };
+    let run_job =
+        |env: Vec<(String, String)>| tokio::task::spawn_blocking(move || run(["job"], &env).expect("run stowage job"));
 
-    let succeeded = job("orders", true).await.expect("join").ok().expect("job");
+    // The Job is created from generation 1; the spec is edited before its Pod starts:
+    // the run is still the one generation 1 asked for.
+    let created = job_env(&orders, true);
+    let patch = json!({"spec": {"database": {"options": {"size": "1000"}}, "repos": [{
+        "name": "local-s3", "type": "s3", "secretName": "s3-credentials", "serviceEndpoint": "http://127.0.0.1:9",
+        "bucketNamePrefix": "elsewhere-"
+    }]}});
+    backups.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch spec");
+    let succeeded = run_job(created).await.expect("join").ok().expect("job");
     let id = succeeded.stdout.trim().to_owned();
-    let resource = backups.get("orders").await.expect("get");
-    let status = resource.status.expect("status");
-    assert_eq!(status.observed_generation, resource.metadata.generation);
-    assert_eq!(status.conditions.len(), 1, "{:?}", status.conditions);
-    let condition = &status.conditions[0];
+    let status = backups.get("orders").await.expect("get").status.expect("status");
+    // The runner writes its report and the backup, never a condition or observedGeneration.
+    assert!(status.conditions.is_empty() && status.observed_generation.is_none(), "{status:?}");
+    let attempt = status.latest_attempt.expect("latestAttempt");
     assert_eq!(
-        (condition.type_.as_str(), condition.status.as_str(), condition.reason.as_str(), condition.message.as_str()),
-        ("Succeeded", "True", "BackupSucceeded", "Database has been archived")
+        (attempt.phase, attempt.reason.as_str(), attempt.message.as_str(), attempt.generation),
+        (AttemptPhase::Succeeded, "BackupSucceeded", "Database has been archived", Some(1))
     );
+    assert_eq!(
+        (attempt.job.as_str(), attempt.job_uid.as_str(), attempt.pod.as_str()),
+        ("orders-job", "uid-of-orders-job", "orders-job-pod")
+    );
+    assert!(attempt.finished_at.is_some());
     let last = status.last_backup.expect("lastBackup");
     assert_eq!((last.id.as_str(), last.repo.as_str(), last.bytes), (id.as_str(), "local-s3", 3_000_000));
     let manifest = s3
@@ -127,24 +148,25 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         .await;
     assert!(manifest.is_ok(), "no manifest in the bucket named from bucketNamePrefix + namespace");
 
-    // A missing input is reported in the status, replacing the condition and keeping
-    // the last successful backup.
-    let failed = job("orders", false).await.expect("join").failed().expect("job without credentials");
+    // Back to a working repository. A missing input is reported, replacing the attempt
+    // (its finish time included) and keeping the last successful backup.
+    let patch = json!({"spec": {"repos": [{
+        "name": "local-s3", "type": "s3", "secretName": "s3-credentials", "serviceEndpoint": s3.endpoint,
+        "bucketNamePrefix": "stowage-"
+    }]}});
+    let orders = backups.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch spec");
+    let failed = run_job(job_env(&orders, false)).await.expect("join");
+    let failed = failed.failed().expect("job without credentials");
     assert!(failed.stderr.contains("storage credentials of repository \"local-s3\" are missing"), "{}", failed.stderr);
+    assert_eq!(failed.code, Some(i32::from(stowage_api::EXIT_PERMANENT_FAILURE)), "no retry can mend it");
     let status = backups.get("orders").await.expect("get").status.expect("status");
-    assert_eq!(status.conditions.len(), 1, "{:?}", status.conditions);
+    let attempt = status.latest_attempt.expect("latestAttempt");
     assert_eq!(
-        (status.conditions[0].status.as_str(), status.conditions[0].reason.as_str()),
-        ("False", "MissingStorageCredentials")
+        (attempt.phase, attempt.reason.as_str(), attempt.permanent),
+        (AttemptPhase::Failed, "MissingStorageCredentials", true)
     );
+    assert_eq!(attempt.generation, orders.metadata.generation);
     assert_eq!(status.last_backup.map(|b| b.id), Some(id.clone()));
-
-    // A spec change shows in observedGeneration after the next run.
-    let patch = json!({"spec": {"database": {"options": {"size": "1000"}}}});
-    backups.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch spec");
-    job("orders", true).await.expect("join").ok().expect("second job");
-    let resource = backups.get("orders").await.expect("get");
-    assert_eq!(resource.status.and_then(|s| s.observed_generation), resource.metadata.generation);
 
     // A plugin from a private OCI registry: the pull secret's credentials arrive as
     // STOWAGE_REGISTRY_AUTH (the operator maps `pullSecret` to it); without them the run
@@ -153,15 +175,15 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     let digest = registry.push("team/generator", "1.0", &plugin("generator").expect("generator")).expect("push");
     let reference = format!("{}/team/generator:1.0@{digest}", registry.host());
     let oci = json!({"spec": {"plugin": {"builtin": null, "oci": reference, "pullSecret": "registry"}}});
-    backups.patch("orders", &PatchParams::default(), &Patch::Merge(&oci)).await.expect("patch plugin");
+    let orders = backups.patch("orders", &PatchParams::default(), &Patch::Merge(&oci)).await.expect("patch plugin");
     let oci_job = |credentials: bool| {
-        let mut env = env("orders", true);
+        let mut env = job_env(&orders, true);
         env.extend(registry.env().into_iter().filter(|(name, _)| credentials || name == "SSL_CERT_FILE"));
-        tokio::task::spawn_blocking(move || run(["job"], &env).expect("run stowage job"))
+        run_job(env)
     };
     oci_job(false).await.expect("join").failed().expect("job without registry credentials");
     let status = backups.get("orders").await.expect("get").status.expect("status");
-    assert_eq!(status.conditions[0].reason, "MissingRegistryCredentials", "{:?}", status.conditions);
+    assert_eq!(status.latest_attempt.map(|a| a.reason), Some("MissingRegistryCredentials".to_owned()));
     let pulled = oci_job(true).await.expect("join").ok().expect("job with an oci plugin");
     let manifest = s3
         .client()
@@ -175,8 +197,13 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         serde_json::from_slice(&manifest.body.collect().await.expect("read").into_bytes()).expect("json");
     assert_eq!(manifest["plugin"]["source"], format!("oci:{reference}"), "{manifest}");
 
-    // The runner's ServiceAccount may touch its own resource only.
-    let forbidden = job("other", true).await.expect("join").failed().expect("job for another resource");
+    // The runner's ServiceAccount may touch its own resource only; it learns so before
+    // it backs up anything.
+    let other = backups.get("other").await.expect("get");
+    let mut env = job_env(&other, true);
+    env.retain(|(name, _)| name != "BACKUP_RESOURCE_NAME");
+    env.push(("BACKUP_RESOURCE_NAME".to_owned(), "other".to_owned()));
+    let forbidden = run_job(env).await.expect("join").failed().expect("job for another resource");
     assert!(forbidden.stderr.contains("forbidden"), "{}", forbidden.stderr);
     assert!(backups.get("other").await.expect("get").status.is_none(), "the other resource's status was written");
 }

@@ -1,0 +1,535 @@
+//! The rules a `DatabaseBackup` spec follows, in one place: the operator checks them
+//! before it creates anything (an invalid spec gets `Ready=False/InvalidSpec` and no
+//! Job), and the runner reads the spec its Job was created from through the same typed
+//! accessors, so the two can never disagree about what is valid.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::resource::{Database, DatabaseBackupSpec, PluginSource, Repo};
+
+/// A run may take this long unless the resource sets `limits.deadline`.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(6 * 3600);
+
+/// One rule a field breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field's path, e.g. `spec.scheduledTrigger.schedule`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError { field: field.into(), message: message.into() }
+    }
+}
+
+/// Every rule a spec breaks, in field order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSpec(pub Vec<FieldError>);
+
+impl fmt::Display for InvalidSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidSpec {}
+
+/// Where the plugin component comes from, once `spec.plugin` is known to name one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PluginRef<'a> {
+    /// A plugin of the runner image.
+    Builtin(&'a str),
+    /// A key of a ConfigMap in the resource's namespace.
+    ConfigMap { name: &'a str, key: &'a str },
+    /// An `https://` URL, pinned by `sha256`.
+    Url(&'a str),
+    /// An OCI artifact, pinned by its digest or `sha256`.
+    Oci(&'a str),
+}
+
+impl fmt::Display for PluginRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PluginRef::Builtin(name) => write!(f, "{name}"),
+            PluginRef::ConfigMap { name, key } => write!(f, "configMap:{name}/{key}"),
+            PluginRef::Url(url) => write!(f, "{url}"),
+            PluginRef::Oci(reference) => write!(f, "oci:{reference}"),
+        }
+    }
+}
+
+impl PluginSource {
+    /// The one source this names: `builtin`, `configMap`, `url` (https, with `sha256`)
+    /// or `oci`; `pullSecret` only with `oci`.
+    pub fn source(&self) -> Result<PluginRef<'_>, FieldError> {
+        let field = |name: &str| format!("spec.plugin.{name}");
+        let source = match (&self.builtin, &self.config_map, &self.url, &self.oci) {
+            (Some(name), None, None, None) => PluginRef::Builtin(name),
+            (None, Some(map), None, None) => PluginRef::ConfigMap { name: &map.name, key: &map.key },
+            (None, None, Some(url), None) => {
+                if !url.starts_with("https://") {
+                    return Err(FieldError::new(field("url"), format!("{url:?} is not an https:// URL")));
+                }
+                if self.sha256.is_none() {
+                    return Err(FieldError::new(
+                        field("sha256"),
+                        "a plugin from a URL must be pinned: set sha256 to the component's digest",
+                    ));
+                }
+                PluginRef::Url(url)
+            }
+            (None, None, None, Some(reference)) => PluginRef::Oci(reference),
+            (None, None, None, None) => {
+                return Err(FieldError::new("spec.plugin", "names no source: set builtin, configMap, url or oci"));
+            }
+            _ => {
+                return Err(FieldError::new(
+                    "spec.plugin",
+                    "names more than one source: set exactly one of builtin, configMap, url and oci",
+                ));
+            }
+        };
+        if self.pull_secret.is_some() && !matches!(source, PluginRef::Oci(_)) {
+            return Err(FieldError::new(field("pullSecret"), "applies to oci plugins only"));
+        }
+        Ok(source)
+    }
+}
+
+/// How artifact bytes are compressed before they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase", tag = "algorithm")]
+pub enum Compression {
+    /// Stored as written.
+    None,
+    /// Zstandard at the given level (1-22; 3 is zstd's default).
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    /// The levels `zstd:LEVEL` accepts.
+    pub const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = 1..=22;
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd { level: 3 }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    /// `none`, `zstd` (level 3) or `zstd:N`.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.split_once(':') {
+            None if value == "none" => Ok(Compression::None),
+            None if value == "zstd" => Ok(Compression::default()),
+            Some(("zstd", level)) => match level.parse::<i32>() {
+                Ok(level) if Self::ZSTD_LEVELS.contains(&level) => Ok(Compression::Zstd { level }),
+                _ => Err(format!("zstd level {level:?} is not between 1 and 22")),
+            },
+            _ => Err(format!("unknown compression {value:?}; use none, zstd or zstd:LEVEL")),
+        }
+    }
+}
+
+/// An age X25519 public key (`age1...`).
+pub fn parse_age_recipient(key: &str) -> Result<age::x25519::Recipient, String> {
+    key.trim().parse::<age::x25519::Recipient>().map_err(|e| format!("age recipient {key:?}: {e}"))
+}
+
+fn parse_duration(field: &str, value: &str) -> Result<Duration, FieldError> {
+    humantime::parse_duration(value)
+        .map_err(|e| FieldError::new(field, format!("{value:?} is not a duration like 90m, 6h or 30d: {e}")))
+}
+
+impl DatabaseBackupSpec {
+    /// The repository a trigger (at `field`) names.
+    pub fn repo(&self, field: &str, name: &str) -> Result<&Repo, FieldError> {
+        self.repos.iter().find(|repo| repo.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.repos.iter().map(|r| r.name.as_str()).collect();
+            FieldError::new(
+                field,
+                format!("names repository {name:?}, which is not in spec.repos ({})", known.join(", ")),
+            )
+        })
+    }
+
+    /// `compression`, zstd level 3 when unset.
+    pub fn compression(&self) -> Result<Compression, FieldError> {
+        match &self.compression {
+            Some(value) => value.parse().map_err(|message| FieldError::new("spec.compression", message)),
+            None => Ok(Compression::default()),
+        }
+    }
+
+    /// The age recipients backups are encrypted to; none when unset.
+    pub fn age_recipients(&self) -> Result<Vec<age::x25519::Recipient>, FieldError> {
+        let keys = self.encryption.as_ref().map(|e| e.age_recipients.as_slice()).unwrap_or_default();
+        keys.iter()
+            .map(|key| {
+                parse_age_recipient(key).map_err(|message| FieldError::new("spec.encryption.ageRecipients", message))
+            })
+            .collect()
+    }
+
+    /// How long one run may take.
+    pub fn deadline(&self) -> Result<Duration, FieldError> {
+        match self.limits.as_ref().and_then(|l| l.deadline.as_deref()) {
+            Some(value) => parse_duration("spec.limits.deadline", value),
+            None => Ok(DEFAULT_DEADLINE),
+        }
+    }
+
+    /// `retention.maxAge`.
+    pub fn max_age(&self) -> Result<Option<Duration>, FieldError> {
+        let value = self.retention.as_ref().and_then(|r| r.max_age.as_deref());
+        value.map(|value| parse_duration("spec.retention.maxAge", value)).transpose()
+    }
+
+    /// Check every rule; all broken ones are named.
+    pub fn validate(&self) -> Result<(), InvalidSpec> {
+        let mut errors = Vec::new();
+        let mut names = BTreeSet::new();
+        for repo in &self.repos {
+            let field = format!("spec.repos[{}]", repo.name);
+            if !names.insert(repo.name.as_str()) {
+                errors.push(FieldError::new(&field, "the name is used by another repository"));
+            }
+            if repo.bucket.is_none() && repo.bucket_name_prefix.is_none() {
+                errors.push(FieldError::new(&field, "sets neither bucket nor bucketNamePrefix"));
+            }
+            if let (Some(region), Some(cos_region)) = (&repo.region, &repo.cos_region)
+                && region != cos_region
+            {
+                errors.push(FieldError::new(
+                    format!("{field}.cosRegion"),
+                    format!("{cos_region:?} differs from region {region:?}: set one of them"),
+                ));
+            }
+        }
+        let mut check = |result: Result<(), FieldError>| {
+            if let Err(error) = result {
+                errors.push(error);
+            }
+        };
+        check(self.plugin.source().map(drop));
+        check(self.database.host_port().map(drop));
+        if let Some(trigger) = &self.manual_trigger {
+            check(self.repo("spec.manualTrigger.repo", &trigger.repo).map(drop));
+        }
+        if let Some(trigger) = &self.scheduled_trigger {
+            check(self.repo("spec.scheduledTrigger.repo", &trigger.repo).map(drop));
+            check(check_schedule(&trigger.schedule).map_err(|m| FieldError::new("spec.scheduledTrigger.schedule", m)));
+        }
+        check(self.compression().map(drop));
+        check(self.age_recipients().map(drop));
+        check(self.deadline().map(drop));
+        check(self.max_age().map(drop));
+        if errors.is_empty() { Ok(()) } else { Err(InvalidSpec(errors)) }
+    }
+}
+
+impl Database {
+    /// `endpoint` as host and port (`[v6]:port` allowed).
+    pub fn host_port(&self) -> Result<(String, u16), FieldError> {
+        self.endpoint
+            .rsplit_once(':')
+            .and_then(|(host, port)| {
+                let host = host.trim_matches(['[', ']']);
+                (!host.is_empty()).then_some(())?;
+                Some((host.to_owned(), port.parse::<u16>().ok()?))
+            })
+            .ok_or_else(|| FieldError::new("spec.database.endpoint", format!("{:?} is not host:port", self.endpoint)))
+    }
+}
+
+/// The names `month` and `day of week` fields accept, in value order.
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+const DESCRIPTORS: [&str; 7] = ["yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly"];
+
+/// A field of a five-field schedule: its name, range and names.
+struct CronField {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    names: &'static [&'static str],
+}
+
+const CRON_FIELDS: [CronField; 5] = [
+    CronField { name: "minute", min: 0, max: 59, names: &[] },
+    CronField { name: "hour", min: 0, max: 23, names: &[] },
+    CronField { name: "day of month", min: 1, max: 31, names: &[] },
+    CronField { name: "month", min: 1, max: 12, names: &MONTHS },
+    CronField { name: "day of week", min: 0, max: 6, names: &WEEKDAYS },
+];
+
+/// Whether the CronJob controller accepts `schedule` (its parser: five fields with
+/// lists, ranges, steps and names; `@hourly` and the other descriptors; `@every 90m`).
+/// Time zones belong in a field of their own, not in the schedule.
+pub fn check_schedule(schedule: &str) -> Result<(), String> {
+    let schedule = schedule.trim();
+    if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
+        return Err("a time zone inside the schedule is not supported".into());
+    }
+    if let Some(descriptor) = schedule.strip_prefix('@') {
+        if let Some(every) = descriptor.strip_prefix("every ") {
+            return check_go_duration(every.trim()).map_err(|m| format!("@every {}: {m}", every.trim()));
+        }
+        return if DESCRIPTORS.contains(&descriptor) {
+            Ok(())
+        } else {
+            Err(format!("unknown descriptor @{descriptor}; use one of @{}", DESCRIPTORS.join(", @")))
+        };
+    }
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    if fields.len() != CRON_FIELDS.len() {
+        return Err(format!(
+            "{schedule:?} has {} fields; a cron schedule has five (minute hour day-of-month month day-of-week), \
+             or is a descriptor like @hourly",
+            fields.len()
+        ));
+    }
+    for (text, field) in fields.iter().zip(&CRON_FIELDS) {
+        check_cron_field(text, field).map_err(|m| format!("{} {text:?}: {m}", field.name))?;
+    }
+    Ok(())
+}
+
+fn check_cron_field(text: &str, field: &CronField) -> Result<(), String> {
+    let value = |part: &str| -> Result<u32, String> {
+        let lower = part.to_ascii_lowercase();
+        let number = match field.names.iter().position(|name| *name == lower) {
+            Some(index) => index as u32 + field.min,
+            None => part.parse::<u32>().map_err(|_| format!("{part:?} is not a number"))?,
+        };
+        if (field.min..=field.max).contains(&number) {
+            Ok(number)
+        } else {
+            Err(format!("{number} is outside {}-{}", field.min, field.max))
+        }
+    };
+    for item in text.split(',') {
+        let (range, step) = match item.split_once('/') {
+            Some((range, step)) => (range, Some(step)),
+            None => (item, None),
+        };
+        if let Some(step) = step
+            && !step.parse::<u32>().is_ok_and(|step| step > 0)
+        {
+            return Err(format!("step {step:?} is not a positive number"));
+        }
+        if range == "*" || range == "?" {
+            continue;
+        }
+        let (low, high) = match range.split_once('-') {
+            Some((low, high)) => (value(low)?, value(high)?),
+            None => (value(range)?, value(range)?),
+        };
+        if low > high {
+            return Err(format!("range {range} ends before it starts"));
+        }
+    }
+    Ok(())
+}
+
+/// A Go duration as `@every` takes it: `90m`, `1h30m`, `1.5h`, `45s`.
+fn check_go_duration(text: &str) -> Result<(), String> {
+    const UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err("is empty".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
+            return Err("is not a duration like 90m or 1h30m".into());
+        }
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        if !UNITS.contains(&&rest[..unit]) {
+            return Err(format!("unit {:?} is not one of {}", &rest[..unit], UNITS.join(", ")));
+        }
+        rest = &rest[unit..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::DatabaseBackup;
+
+    fn spec(patch: serde_json::Value) -> DatabaseBackupSpec {
+        let mut spec = serde_json::json!({
+            "repos": [{"name": "s3", "secretName": "keys", "bucket": "backups"}],
+            "plugin": {"builtin": "postgres"},
+            "database": {"endpoint": "db:5432", "name": "shop"},
+            "scheduledTrigger": {"schedule": "0 * * * *", "repo": "s3"}
+        });
+        json_merge(&mut spec, patch);
+        serde_json::from_value(spec).expect("spec")
+    }
+
+    fn json_merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+        match (target, patch) {
+            (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+                for (key, value) in patch {
+                    json_merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (target, patch) => *target = patch,
+        }
+    }
+
+    fn fields(spec: &DatabaseBackupSpec) -> Vec<String> {
+        spec.validate().err().map(|e| e.0.into_iter().map(|e| e.field).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_form_the_cronjob_controller_accepts_is_accepted() {
+        for schedule in [
+            "0 * * * *",
+            "*/15 * * * *",
+            "0 0-6/2 * * *",
+            "5,35 3 1,15 * *",
+            "0 3 * JAN-MAR mon-fri",
+            "0 3 ? * SUN",
+            "@hourly",
+            "@daily",
+            "@weekly",
+            "@monthly",
+            "@yearly",
+            "@annually",
+            "@midnight",
+            "@every 90m",
+            "@every 1h30m",
+        ] {
+            assert_eq!(check_schedule(schedule), Ok(()), "{schedule}");
+        }
+    }
+
+    #[test]
+    fn schedules_the_controller_rejects_are_refused_with_the_part_named() {
+        for (schedule, expected) in [
+            ("hourly", "has 1 fields"),
+            ("0 * * *", "has 4 fields"),
+            ("60 * * * *", "minute \"60\": 60 is outside 0-59"),
+            ("0 24 * * *", "hour"),
+            ("0 0 0 * *", "day of month"),
+            ("0 0 * 13 *", "month"),
+            ("0 0 * * 7", "day of week"),
+            ("*/0 * * * *", "step \"0\""),
+            ("0 5-1 * * *", "ends before it starts"),
+            ("0 0 * * funday", "is not a number"),
+            ("@fortnightly", "unknown descriptor"),
+            ("@every soon", "@every soon"),
+            ("CRON_TZ=UTC 0 * * * *", "time zone"),
+        ] {
+            let error = check_schedule(schedule).expect_err(schedule);
+            assert!(error.contains(expected), "{schedule}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_valid_spec_passes_and_its_accessors_resolve() {
+        let spec = spec(serde_json::json!({"compression": "zstd:19", "limits": {"deadline": "2h"}}));
+        assert_eq!(spec.validate(), Ok(()));
+        assert_eq!(spec.compression(), Ok(Compression::Zstd { level: 19 }));
+        assert_eq!(spec.deadline(), Ok(Duration::from_secs(7200)));
+        assert_eq!("none".parse(), Ok(Compression::None));
+        assert_eq!("zstd".parse(), Ok(Compression::Zstd { level: 3 }));
+        assert!("zstd:23".parse::<Compression>().is_err());
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert_eq!(spec.plugin.source(), Ok(PluginRef::Builtin("postgres")));
+        assert_eq!(spec.database.host_port(), Ok(("db".into(), 5432)));
+        let v6 = spec_with_endpoint("[fd00::1]:5432");
+        assert_eq!(v6.database.host_port(), Ok(("fd00::1".into(), 5432)));
+    }
+
+    fn spec_with_endpoint(endpoint: &str) -> DatabaseBackupSpec {
+        spec(serde_json::json!({"database": {"endpoint": endpoint}}))
+    }
+
+    #[test]
+    fn every_broken_rule_is_named_by_its_field() {
+        let broken = spec(serde_json::json!({
+            "repos": [
+                {"name": "s3", "secretName": "keys"},
+                {"name": "s3", "secretName": "keys", "bucket": "b", "region": "eu", "cosRegion": "us"}
+            ],
+            "plugin": {"builtin": "postgres", "url": "https://example.com/p.wasm"},
+            "database": {"endpoint": "db"},
+            "manualTrigger": {"time": "t", "repo": "elsewhere"},
+            "scheduledTrigger": {"schedule": "0 * * *", "repo": "s3"},
+            "compression": "gzip",
+            "encryption": {"ageRecipients": ["age1nope"]},
+            "limits": {"deadline": "forever"},
+            "retention": {"maxAge": "a while"}
+        }));
+        assert_eq!(
+            fields(&broken),
+            [
+                "spec.repos[s3]",
+                "spec.repos[s3]",
+                "spec.repos[s3].cosRegion",
+                "spec.plugin",
+                "spec.database.endpoint",
+                "spec.manualTrigger.repo",
+                "spec.scheduledTrigger.schedule",
+                "spec.compression",
+                "spec.encryption.ageRecipients",
+                "spec.limits.deadline",
+                "spec.retention.maxAge",
+            ]
+        );
+        let message = broken.validate().expect_err("invalid").to_string();
+        assert!(message.contains("spec.manualTrigger.repo: names repository \"elsewhere\""), "{message}");
+    }
+
+    #[test]
+    fn plugin_sources_are_one_of_and_urls_are_pinned() {
+        let source = |plugin: serde_json::Value| {
+            spec(serde_json::json!({"plugin": plugin})).plugin.source().map(|s| s.to_string())
+        };
+        let field = |plugin: serde_json::Value| source(plugin).expect_err("invalid").field;
+        assert_eq!(field(serde_json::json!({"builtin": null})), "spec.plugin");
+        assert_eq!(
+            field(serde_json::json!({"builtin": null, "url": "https://example.com/p.wasm"})),
+            "spec.plugin.sha256"
+        );
+        assert_eq!(field(serde_json::json!({"builtin": null, "url": "http://example.com/p.wasm"})), "spec.plugin.url");
+        assert_eq!(field(serde_json::json!({"pullSecret": "registry"})), "spec.plugin.pullSecret");
+        let oci = source(serde_json::json!({"builtin": null, "oci": "r.example/p:1", "pullSecret": "registry"}));
+        assert_eq!(oci, Ok("oci:r.example/p:1".to_owned()));
+    }
+
+    /// The shipped samples, with the seed's field names (`cosRegion`), are valid.
+    #[test]
+    fn the_samples_are_valid() {
+        for sample in [
+            include_str!("../../deploy/samples/databasebackup-manual.yaml"),
+            include_str!("../../deploy/samples/databasebackup-scheduled.yaml"),
+        ] {
+            let resource: DatabaseBackup = serde_yaml::from_str(sample).expect("sample");
+            assert_eq!(resource.spec.validate(), Ok(()), "{sample}");
+        }
+        let manual: DatabaseBackup =
+            serde_yaml::from_str(include_str!("../../deploy/samples/databasebackup-manual.yaml")).expect("sample");
+        assert_eq!(manual.spec.repos[0].region(), Some("eu-geo"));
+    }
+}
