@@ -109,6 +109,7 @@ impl Context {
     pub async fn new(
         client: Client,
         runner_image: String,
+        allowed_runner_images: Vec<String>,
         identity: &str,
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, Error> {
@@ -116,7 +117,7 @@ impl Context {
         let version = client.apiserver_version().await.map_err(Error::Version)?;
         let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or_default();
         let pod_failure_policy = version.major == "1" && minor >= 26;
-        let settings = WorkloadSettings { runner_image, pod_failure_policy };
+        let settings = WorkloadSettings { runner_image, allowed_runner_images, pod_failure_policy };
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let recorder = Recorder::new(client.clone(), reporter);
         let (jobs, writer) = reflector::store();
@@ -260,7 +261,7 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         stop_retries(client, &namespace, &active.job).await?;
     }
     let mut workloads = Workloads { manual_time: status.manual_trigger_time.clone(), queued: None, invalid: None };
-    match backup.spec.validate() {
+    match context.settings.check(&backup.spec) {
         Ok(()) => {
             manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
             scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;

@@ -27,6 +27,10 @@ enum Command {
         /// The runner image for backup Jobs.
         #[arg(long, env = "STOWAGE_RUNNER_IMAGE", default_value = "stowage-runner:0.1.0")]
         runner_image: String,
+        /// Further runner images resources may name in `runnerImage`, comma-separated
+        /// (default: none, only --runner-image).
+        #[arg(long, env = "STOWAGE_ALLOWED_RUNNER_IMAGES", value_delimiter = ',')]
+        allowed_runner_images: Vec<String>,
         /// Address of the /healthz, /readyz and /metrics endpoints.
         #[arg(long, env = "STOWAGE_OPERATOR_LISTEN", default_value = "0.0.0.0:8080")]
         listen: SocketAddr,
@@ -43,7 +47,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Run { runner_image, listen, lease_namespace, identity } = Cli::parse().command else {
+    let Command::Run { runner_image, allowed_runner_images, listen, lease_namespace, identity } = Cli::parse().command
+    else {
         print!("{}", serde_yaml::to_string(&DatabaseBackup::crd())?);
         return Ok(());
     };
@@ -60,7 +65,8 @@ async fn main() -> anyhow::Result<()> {
     let server = tokio::spawn(Arc::clone(&telemetry).serve(listen));
 
     let client = kube::Client::try_default().await?;
-    let context = Context::new(client.clone(), runner_image, &identity, Arc::clone(&telemetry)).await?;
+    let context =
+        Context::new(client.clone(), runner_image, allowed_runner_images, &identity, Arc::clone(&telemetry)).await?;
     // Followers are healthy and ready too; only the leader reconciles.
     telemetry.set_ready(true);
     let election = LeaderElection::new(client, &lease_namespace, "stowage-operator", &identity);

@@ -5,7 +5,7 @@
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use stowage_api::{DatabaseBackup, EXIT_PERMANENT_FAILURE, FieldError};
+use stowage_api::{DatabaseBackup, DatabaseBackupSpec, EXIT_PERMANENT_FAILURE, FieldError, InvalidSpec};
 
 /// Labels on everything the operator creates for a resource.
 pub const LABEL_BACKUP: &str = "stowage.dev/backup";
@@ -23,8 +23,40 @@ const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
 pub struct WorkloadSettings {
     /// The runner image used unless a resource sets `runnerImage`.
     pub runner_image: String,
+    /// Further images a resource may name in `runnerImage`. Whoever may create a
+    /// DatabaseBackup may not run any image with its Secrets: an administrator allows them.
+    pub allowed_runner_images: Vec<String>,
     /// Whether the API server serves Job `podFailurePolicy` (Kubernetes 1.26+).
     pub pod_failure_policy: bool,
+}
+
+impl WorkloadSettings {
+    /// The runner image of `spec`'s Jobs: the operator's, or an allowed `runnerImage`.
+    pub fn runner_image<'a>(&'a self, spec: &'a DatabaseBackupSpec) -> Result<&'a str, FieldError> {
+        match spec.runner_image.as_deref() {
+            None => Ok(&self.runner_image),
+            Some(image) if image == self.runner_image || self.allowed_runner_images.iter().any(|a| a == image) => {
+                Ok(image)
+            }
+            Some(image) => Err(FieldError::new(
+                "spec.runnerImage",
+                format!(
+                    "image {image:?} is not allowed by the operator (it runs {:?}; an administrator allows \
+                     others with --allowed-runner-images)",
+                    self.runner_image
+                ),
+            )),
+        }
+    }
+
+    /// Every rule of `spec`: the shared ones, and the operator's own (`runnerImage`).
+    pub fn check(&self, spec: &DatabaseBackupSpec) -> Result<(), InvalidSpec> {
+        let mut errors = spec.validate().err().map(|invalid| invalid.0).unwrap_or_default();
+        if let Err(error) = self.runner_image(spec) {
+            errors.push(error);
+        }
+        if errors.is_empty() { Ok(()) } else { Err(InvalidSpec(errors)) }
+    }
 }
 
 /// The name of the runner's ServiceAccount, Role and RoleBinding.
@@ -178,7 +210,7 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
         env.push(secret_env("STOWAGE_REGISTRY_AUTH", secret, ".dockerconfigjson"));
     }
     let plugin_memory = spec.limits.as_ref().and_then(|l| l.plugin_memory_mib).unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB);
-    let image = spec.runner_image.clone().unwrap_or_else(|| settings.runner_image.clone());
+    let image = settings.runner_image(spec)?;
     let mut job = json!({
         "backoffLimit": 2,
         // The runner stops the plugin at the deadline; the Job gives it time to report.
@@ -295,7 +327,11 @@ mod tests {
     }
 
     fn settings() -> WorkloadSettings {
-        WorkloadSettings { runner_image: "stowage-runner:test".into(), pod_failure_policy: false }
+        WorkloadSettings {
+            runner_image: "stowage-runner:test".into(),
+            allowed_runner_images: vec!["stowage-runner:canary".into()],
+            pod_failure_policy: false,
+        }
     }
 
     #[test]
@@ -379,6 +415,18 @@ mod tests {
         let job = manual_job(&backup, "t1", "cos", &served).expect("job");
         let rule = &job["spec"]["podFailurePolicy"]["rules"][0];
         assert_eq!((&rule["action"], &rule["onExitCodes"]["values"][0]), (&json!("FailJob"), &json!(3)));
+    }
+
+    #[test]
+    fn only_allowed_runner_images_run() {
+        let mut backup = backup();
+        assert_eq!(settings().runner_image(&backup.spec), Ok("stowage-runner:test"));
+        backup.spec.runner_image = Some("stowage-runner:canary".into());
+        assert_eq!(settings().check(&backup.spec), Ok(()));
+        backup.spec.runner_image = Some("attacker/exfiltrate:latest".into());
+        let refused = settings().check(&backup.spec).expect_err("not allowed");
+        assert_eq!(refused.0[0].field, "spec.runnerImage");
+        assert!(manual_job(&backup, "t1", "cos", &settings()).is_err(), "a Job with an image nobody allowed");
     }
 
     #[test]

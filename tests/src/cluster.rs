@@ -21,6 +21,8 @@ use crate::stowage::{binary, plugin_dir, workspace_binary};
 pub const NAMESPACE: &str = "shop";
 /// The runner image the kubelet stand-in "has".
 pub const RUNNER_IMAGE: &str = "stowage-runner:test";
+/// An image the test operator allows in `runnerImage` that no Pod can start.
+pub const ALLOWED_BROKEN_IMAGE: &str = "no-such-image:1";
 
 /// The operator as a process, authenticated as its ServiceAccount from `deploy/`.
 #[derive(Debug)]
@@ -41,6 +43,7 @@ impl Operator {
             .env_clear()
             .env("KUBECONFIG", kubeconfig)
             .env("STOWAGE_RUNNER_IMAGE", RUNNER_IMAGE)
+            .env("STOWAGE_ALLOWED_RUNNER_IMAGES", ALLOWED_BROKEN_IMAGE)
             .env("STOWAGE_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("POD_NAME", identity)
             .stdout(Stdio::null())

@@ -85,7 +85,11 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
 
     let token = plane.access().service_account_token(NAMESPACE, &identity).await.expect("token");
     let kubeconfig = plane.access().write_kubeconfig("runner", &token).expect("kubeconfig");
-    let settings = WorkloadSettings { runner_image: "stowage-runner:test".into(), pod_failure_policy: false };
+    let settings = WorkloadSettings {
+        runner_image: "stowage-runner:test".into(),
+        allowed_runner_images: Vec::new(),
+        pod_failure_policy: false,
+    };
     // The environment of the Job the operator would create for `resource` now (its
     // literal values: the pinned spec and generation), with the Secrets resolved by hand
     // under the original sample's variable names.

@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use stowage_api::DatabaseBackup;
-use stowage_tests::cluster::{Cluster, NAMESPACE, Operator};
+use stowage_tests::cluster::{ALLOWED_BROKEN_IMAGE, Cluster, NAMESPACE, Operator};
 use stowage_tests::kube::kubectl;
 use stowage_tests::postgres::{PASSWORD, Postgres};
 
@@ -270,6 +270,54 @@ async fn a_manual_trigger_during_a_run_waits_for_it_and_both_backups_stand() {
     .await;
 }
 
+/// An invalid spec runs nothing and says which fields are wrong, once; fixed, it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_specs_run_nothing_and_name_every_wrong_field() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let backups = cluster.backups();
+    cluster
+        .create(
+            "invalid",
+            json!({
+                "runnerImage": "attacker/exfiltrate:latest",
+                "plugin": {"url": "http://plugins.example/p.wasm"},
+                "manualTrigger": {"time": "t1", "repo": "s3"},
+                "scheduledTrigger": {"schedule": "0 * * *", "repo": "s3"}
+            }),
+        )
+        .await;
+    let message = eventually("Ready=False/InvalidSpec", Duration::from_secs(30), || async {
+        let status = backups.get("invalid").await.ok()?.status?;
+        let ready = status.condition("Ready")?;
+        (ready.status == "False" && ready.reason == "InvalidSpec").then(|| ready.message.clone())
+    })
+    .await;
+    for field in ["spec.plugin.url", "spec.scheduledTrigger.schedule", "spec.runnerImage"] {
+        assert!(message.contains(field), "{field} is not named: {message}");
+    }
+    reconcile_again(&backups, "invalid", 2).await;
+    assert!(cluster.jobs("invalid", "manual").await.is_empty(), "a Job of an invalid spec");
+    assert_eq!(events(&cluster, "invalid", "InvalidSpec").await, 1);
+    let access = cluster.plane.access();
+    let admin = access.write_kubeconfig("admin-invalid", access.admin_token()).expect("kubeconfig");
+    let cronjobs = kubectl(&admin, &["get", "cronjobs", "-n", NAMESPACE, "-o", "name"]).expect("kubectl");
+    assert!(cronjobs.trim().is_empty(), "{cronjobs}");
+
+    // Fixed (and with the trigger sections' `enabled` left out: they are on), it runs.
+    let fixed = json!({"spec": {
+        "runnerImage": null,
+        "plugin": {"url": null, "builtin": "generator"},
+        "scheduledTrigger": {"schedule": "@daily", "repo": "s3"}
+    }});
+    backups.patch("invalid", &PatchParams::default(), &Patch::Merge(&fixed)).await.expect("fix");
+    assert_eq!(settled_reason(&backups, "invalid", Duration::from_secs(90)).await, "BackupSucceeded");
+    let ready = backups.get("invalid").await.expect("get").status.expect("status");
+    assert_eq!(ready.condition("Ready").map(|c| c.status.as_str()), Some("True"));
+    assert_eq!(ready.plugin.as_deref(), Some("generator"));
+    let cronjobs = kubectl(&admin, &["get", "cronjobs", "-n", NAMESPACE, "-o", "name"]).expect("kubectl");
+    assert!(!cronjobs.trim().is_empty(), "no CronJob for @daily");
+}
+
 /// A Pod that never starts (a bad image): the Job fails without a report, and that is
 /// one outcome, one Event, whatever reconciles follow.
 #[tokio::test(flavor = "multi_thread")]
@@ -279,7 +327,7 @@ async fn a_job_whose_pod_never_starts_fails_the_run_once() {
     cluster
         .create(
             "bad-image",
-            json!({"runnerImage": "no-such-image:1", "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}}),
+            json!({"runnerImage": ALLOWED_BROKEN_IMAGE, "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}}),
         )
         .await;
     assert_eq!(settled_reason(&backups, "bad-image", Duration::from_secs(150)).await, "JobBackoffLimitExceeded");
