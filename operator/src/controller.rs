@@ -117,6 +117,8 @@ impl Context {
         let version = client.apiserver_version().await.map_err(Error::Version)?;
         let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or_default();
         let pod_failure_policy = version.major == "1" && minor >= 26;
+        let allowed_runner_images =
+            allowed_runner_images.into_iter().filter(|image| !image.trim().is_empty()).collect();
         let settings = WorkloadSettings { runner_image, allowed_runner_images, pod_failure_policy };
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let recorder = Recorder::new(client.clone(), reporter);
