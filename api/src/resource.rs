@@ -238,7 +238,8 @@ fn enabled_by_default() -> bool {
     true
 }
 
-/// Which backups to keep; a backup is kept when any rule keeps it.
+/// Which backups to keep, as restic and K8up keep snapshots; a backup is kept when any
+/// rule keeps it, and the backup just written always is.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
@@ -246,6 +247,26 @@ pub struct Retention {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub keep_last: Option<u32>,
+    /// Keep the newest backup of each of the newest N hours that have one (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest backup of each of the newest N days that have one (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest backup of each of the newest N ISO weeks (Monday to Sunday) that have one (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest backup of each of the newest N months that have one (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest backup of each of the newest N years that have one (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub keep_yearly: Option<u32>,
     /// Keep backups younger than this, e.g. `30d`, `12h`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,

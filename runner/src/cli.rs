@@ -296,12 +296,8 @@ pub struct BackupArgs {
     /// Encrypt to this age public key (age1...); repeatable or comma-separated.
     #[arg(long = "age-recipient", env = "STOWAGE_AGE_RECIPIENTS", value_delimiter = ',')]
     pub age_recipients: Vec<String>,
-    /// After a successful backup, keep only the newest N backups of this configuration.
-    #[arg(long, env = "STOWAGE_KEEP_LAST")]
-    pub keep_last: Option<usize>,
-    /// After a successful backup, remove backups older than this (e.g. 30d).
-    #[arg(long, env = "STOWAGE_MAX_AGE", value_parser = humantime::parse_duration)]
-    pub max_age: Option<Duration>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
     /// Size of the first uploaded parts in MiB (at least 5); parts grow as an artifact
     /// grows, so that --max-parts parts hold 5 TiB.
     #[arg(long, env = "STOWAGE_PART_SIZE_MIB", default_value_t = 8, value_parser = clap::value_parser!(u16).range(5..=1024))]
@@ -404,6 +400,47 @@ pub struct PushArgs {
     /// Directory for precompiled plugins [default: $HOME/.cache/stowage/plugins].
     #[arg(long, env = "STOWAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+}
+
+/// Which backups of the configuration to keep after a successful backup; a backup is
+/// kept when any rule keeps it (restic's rules). Without a rule, all are kept.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Keep the newest N backups.
+    #[arg(long, env = "STOWAGE_KEEP_LAST")]
+    pub keep_last: Option<usize>,
+    /// Keep the newest backup of each of the newest N hours that have one (UTC).
+    #[arg(long, env = "STOWAGE_KEEP_HOURLY")]
+    pub keep_hourly: Option<usize>,
+    /// The same per day.
+    #[arg(long, env = "STOWAGE_KEEP_DAILY")]
+    pub keep_daily: Option<usize>,
+    /// The same per ISO week.
+    #[arg(long, env = "STOWAGE_KEEP_WEEKLY")]
+    pub keep_weekly: Option<usize>,
+    /// The same per month.
+    #[arg(long, env = "STOWAGE_KEEP_MONTHLY")]
+    pub keep_monthly: Option<usize>,
+    /// The same per year.
+    #[arg(long, env = "STOWAGE_KEEP_YEARLY")]
+    pub keep_yearly: Option<usize>,
+    /// Keep backups younger than this (e.g. 30d).
+    #[arg(long, env = "STOWAGE_MAX_AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<Duration>,
+}
+
+impl From<RetentionArgs> for Retention {
+    fn from(args: RetentionArgs) -> Self {
+        Retention {
+            keep_last: args.keep_last,
+            keep_hourly: args.keep_hourly,
+            keep_daily: args.keep_daily,
+            keep_weekly: args.keep_weekly,
+            keep_monthly: args.keep_monthly,
+            keep_yearly: args.keep_yearly,
+            max_age: args.max_age,
+        }
+    }
 }
 
 /// Why a command failed.
@@ -538,7 +575,7 @@ async fn backup(args: BackupArgs, out: &mut dyn Write, interrupt: &CancellationT
             ..TransferLimits::default()
         },
         limits: args.plugin.limits(interrupt),
-        retention: Retention { keep_last: args.keep_last, max_age: args.max_age },
+        retention: args.retention.into(),
         leftover_age: args.leftover_age,
         lock_wait: args.lock_wait,
         written: Arc::default(),

@@ -236,8 +236,15 @@ fn plan<'a>(
 
     let compression = spec.compression().map_err(invalid_spec)?;
     let recipients = Recipients::from(spec.age_recipients().map_err(invalid_spec)?);
+    let rules = spec.retention.clone().unwrap_or_default();
+    let count = |rule: Option<u32>| rule.map(|n| n as usize);
     let retention = Retention {
-        keep_last: spec.retention.as_ref().and_then(|r| r.keep_last).map(|n| n as usize),
+        keep_last: count(rules.keep_last),
+        keep_hourly: count(rules.keep_hourly),
+        keep_daily: count(rules.keep_daily),
+        keep_weekly: count(rules.keep_weekly),
+        keep_monthly: count(rules.keep_monthly),
+        keep_yearly: count(rules.keep_yearly),
         max_age: spec.max_age().map_err(invalid_spec)?,
     };
     let mut limits =
