@@ -232,6 +232,15 @@ pub struct ScheduledTrigger {
     pub schedule: String,
     /// The name of the repository to write to.
     pub repo: String,
+    /// The IANA time zone the schedule is read in, e.g. `Europe/Berlin` (default: the
+    /// CronJob controller's, usually UTC). Needs Kubernetes 1.27 or newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// How late a missed run may still start, in seconds (default 600); a run missed by
+    /// more is skipped until the next scheduled time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub starting_deadline_seconds: Option<i64>,
 }
 
 fn enabled_by_default() -> bool {

@@ -234,6 +234,9 @@ impl DatabaseBackupSpec {
         if let Some(trigger) = &self.scheduled_trigger {
             check(self.repo("spec.scheduledTrigger.repo", &trigger.repo).map(drop));
             check(check_schedule(&trigger.schedule).map_err(|m| FieldError::new("spec.scheduledTrigger.schedule", m)));
+            if let Some(zone) = &trigger.time_zone {
+                check(check_time_zone(zone).map_err(|m| FieldError::new("spec.scheduledTrigger.timeZone", m)));
+            }
         }
         check(self.compression().map(drop));
         check(self.age_recipients().map(drop));
@@ -347,6 +350,17 @@ fn check_cron_field(text: &str, field: &CronField) -> Result<(), String> {
     Ok(())
 }
 
+/// The shape of an IANA time zone name (`UTC`, `Europe/Berlin`, `America/Argentina/Salta`,
+/// `Etc/GMT+5`); whether the zone exists is the API server's to say.
+fn check_time_zone(zone: &str) -> Result<(), String> {
+    let valid = !zone.is_empty()
+        && zone != "Local"
+        && zone.split('/').all(|part| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
+        });
+    if valid { Ok(()) } else { Err(format!("{zone:?} is not an IANA time zone name like Europe/Berlin")) }
+}
+
 /// A Go duration as `@every` takes it: `90m`, `1h30m`, `1.5h`, `45s`.
 fn check_go_duration(text: &str) -> Result<(), String> {
     const UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
@@ -457,6 +471,12 @@ mod tests {
         assert!("zstd:0".parse::<Compression>().is_err());
         assert_eq!(spec.plugin.source(), Ok(PluginRef::Builtin("postgres")));
         assert_eq!(spec.database.host_port(), Ok(("db".into(), 5432)));
+        for zone in ["UTC", "Europe/Berlin", "America/Argentina/Salta", "Etc/GMT+5"] {
+            assert_eq!(check_time_zone(zone), Ok(()), "{zone}");
+        }
+        for zone in ["", "Local", "Europe/", "Mars Base", "../etc/passwd"] {
+            assert!(check_time_zone(zone).is_err(), "{zone}");
+        }
         let v6 = spec_with_endpoint("[fd00::1]:5432");
         assert_eq!(v6.database.host_port(), Ok(("fd00::1".into(), 5432)));
     }

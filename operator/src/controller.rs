@@ -116,10 +116,17 @@ impl Context {
         let cronjob_api = discover_cronjob(&client).await?;
         let version = client.apiserver_version().await.map_err(Error::Version)?;
         let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap_or_default();
-        let pod_failure_policy = version.major == "1" && minor >= 26;
+        let served_from = |wanted: u32| version.major == "1" && minor >= wanted;
+        let (pod_failure_policy, cronjob_time_zone) = (served_from(26), served_from(27));
         let allowed_runner_images =
             allowed_runner_images.into_iter().filter(|image| !image.trim().is_empty()).collect();
-        let settings = WorkloadSettings { runner_image, allowed_runner_images, pod_failure_policy };
+        let settings = WorkloadSettings {
+            runner_image,
+            allowed_runner_images,
+            pod_failure_policy,
+            cronjob_time_zone,
+            server_version: version.git_version,
+        };
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let recorder = Recorder::new(client.clone(), reporter);
         let (jobs, writer) = reflector::store();
@@ -355,8 +362,8 @@ async fn scheduled_trigger(
             Err(source) => Err(Error::DeleteCronJob { name, source }),
         };
     };
-    let value = cronjob(backup, &trigger.schedule, &trigger.repo, &context.cronjob_api.api_version, &context.settings)
-        .map_err(Error::Workload)?;
+    let value =
+        cronjob(backup, trigger, &context.cronjob_api.api_version, &context.settings).map_err(Error::Workload)?;
     match apply(&cronjobs, "CronJob", &name, &value).await {
         // The API server refuses what the operator's checks let pass: the spec is at fault.
         Err(Error::Apply { source: kube::Error::Api(status), .. }) if status.code == 422 => {

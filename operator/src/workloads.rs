@@ -5,7 +5,9 @@
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use stowage_api::{DatabaseBackup, DatabaseBackupSpec, EXIT_PERMANENT_FAILURE, FieldError, InvalidSpec};
+use stowage_api::{
+    DatabaseBackup, DatabaseBackupSpec, EXIT_PERMANENT_FAILURE, FieldError, InvalidSpec, ScheduledTrigger,
+};
 
 /// Labels on everything the operator creates for a resource.
 pub const LABEL_BACKUP: &str = "stowage.dev/backup";
@@ -17,6 +19,8 @@ const TTL_AFTER_FINISHED: u64 = 24 * 3600;
 /// Memory for the runner itself besides the plugin's limit.
 const RUNNER_MEMORY_MIB: u32 = 256;
 const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
+/// How late a missed scheduled run may start unless the trigger says.
+const DEFAULT_STARTING_DEADLINE_SECONDS: i64 = 600;
 
 /// Settings of the operator that shape workloads.
 #[derive(Debug, Clone)]
@@ -28,6 +32,10 @@ pub struct WorkloadSettings {
     pub allowed_runner_images: Vec<String>,
     /// Whether the API server serves Job `podFailurePolicy` (Kubernetes 1.26+).
     pub pod_failure_policy: bool,
+    /// Whether it serves CronJob `timeZone` (Kubernetes 1.27+).
+    pub cronjob_time_zone: bool,
+    /// The API server's version, for messages.
+    pub server_version: String,
 }
 
 impl WorkloadSettings {
@@ -54,6 +62,16 @@ impl WorkloadSettings {
         let mut errors = spec.validate().err().map(|invalid| invalid.0).unwrap_or_default();
         if let Err(error) = self.runner_image(spec) {
             errors.push(error);
+        }
+        if spec.scheduled_trigger.as_ref().is_some_and(|t| t.time_zone.is_some()) && !self.cronjob_time_zone {
+            errors.push(FieldError::new(
+                "spec.scheduledTrigger.timeZone",
+                format!(
+                    "needs a CronJob timeZone, which Kubernetes serves from 1.27; this API server is {}: \
+                     remove it and write the schedule in the controller's time zone (UTC)",
+                    self.server_version
+                ),
+            ));
         }
         if errors.is_empty() { Ok(()) } else { Err(InvalidSpec(errors)) }
     }
@@ -280,28 +298,31 @@ pub fn manual_job(
 /// suspended, so the CronJob's history and `lastScheduleTime` stay.
 pub fn cronjob(
     backup: &DatabaseBackup,
-    schedule: &str,
-    repo: &str,
+    trigger: &ScheduledTrigger,
     api_version: &str,
     settings: &WorkloadSettings,
 ) -> Result<Value, FieldError> {
-    Ok(json!({
+    let mut cronjob = json!({
         "apiVersion": api_version,
         "kind": "CronJob",
         "metadata": metadata(backup, &cronjob_name(backup), Some("scheduled")),
         "spec": {
-            "schedule": schedule,
+            "schedule": trigger.schedule,
             "suspend": backup.spec.suspend,
             "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 600,
+            "startingDeadlineSeconds": trigger.starting_deadline_seconds.unwrap_or(DEFAULT_STARTING_DEADLINE_SECONDS),
             "successfulJobsHistoryLimit": 3,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 "metadata": {"labels": labels(backup, Some("scheduled"))},
-                "spec": job_spec(backup, repo, settings)?,
+                "spec": job_spec(backup, &trigger.repo, settings)?,
             }
         }
-    }))
+    });
+    if let Some(zone) = &trigger.time_zone {
+        cronjob["spec"]["timeZone"] = json!(zone);
+    }
+    Ok(cronjob)
 }
 
 #[cfg(test)]
@@ -326,11 +347,23 @@ mod tests {
         backup
     }
 
+    fn trigger(schedule: &str) -> ScheduledTrigger {
+        ScheduledTrigger {
+            enabled: true,
+            schedule: schedule.into(),
+            repo: "cos".into(),
+            time_zone: None,
+            starting_deadline_seconds: None,
+        }
+    }
+
     fn settings() -> WorkloadSettings {
         WorkloadSettings {
             runner_image: "stowage-runner:test".into(),
             allowed_runner_images: vec!["stowage-runner:canary".into()],
             pod_failure_policy: false,
+            cronjob_time_zone: false,
+            server_version: "v1.20.2".into(),
         }
     }
 
@@ -430,16 +463,39 @@ mod tests {
     }
 
     #[test]
+    fn time_zones_are_set_where_served_and_refused_elsewhere() {
+        let mut backup = backup();
+        let zoned = ScheduledTrigger {
+            time_zone: Some("Europe/Berlin".into()),
+            starting_deadline_seconds: Some(120),
+            ..trigger("0 3 * * *")
+        };
+        backup.spec.scheduled_trigger = Some(zoned.clone());
+        let refused = settings().check(&backup.spec).expect_err("no timeZone on 1.20");
+        assert_eq!(refused.0[0].field, "spec.scheduledTrigger.timeZone");
+        assert!(refused.to_string().contains("v1.20.2"), "{refused}");
+        let served = WorkloadSettings { cronjob_time_zone: true, ..settings() };
+        assert_eq!(served.check(&backup.spec), Ok(()));
+        let cron = cronjob(&backup, &zoned, "batch/v1", &served).expect("cronjob");
+        assert_eq!(
+            (&cron["spec"]["timeZone"], &cron["spec"]["startingDeadlineSeconds"]),
+            (&json!("Europe/Berlin"), &json!(120))
+        );
+        let plain = cronjob(&backup, &trigger("0 3 * * *"), "batch/v1", &served).expect("cronjob");
+        assert!(plain["spec"].get("timeZone").is_none());
+    }
+
+    #[test]
     fn a_suspended_resource_keeps_its_cronjob_suspended() {
         let mut backup = backup();
         backup.spec.suspend = true;
-        let cron = cronjob(&backup, "@hourly", "cos", "batch/v1", &settings()).expect("cronjob");
+        let cron = cronjob(&backup, &trigger("@hourly"), "batch/v1", &settings()).expect("cronjob");
         assert_eq!(cron["spec"]["suspend"], true);
     }
 
     #[test]
     fn cronjobs_forbid_overlap_and_use_the_discovered_version() {
-        let cron = cronjob(&backup(), "0 * * * *", "cos", "batch/v1beta1", &settings()).expect("cronjob");
+        let cron = cronjob(&backup(), &trigger("0 * * * *"), "batch/v1beta1", &settings()).expect("cronjob");
         assert_eq!(cron["apiVersion"], "batch/v1beta1");
         assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
         assert_eq!(cron["spec"]["jobTemplate"]["metadata"]["labels"][LABEL_BACKUP], "shop");

@@ -89,6 +89,8 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         runner_image: "stowage-runner:test".into(),
         allowed_runner_images: Vec::new(),
         pod_failure_policy: false,
+        cronjob_time_zone: false,
+        server_version: "test".into(),
     };
     // The environment of the Job the operator would create for `resource` now (its
     // literal values: the pinned spec and generation), with the Secrets resolved by hand
