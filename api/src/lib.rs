@@ -5,10 +5,12 @@
 
 mod conditions;
 mod resource;
+mod schedule;
 mod status;
 mod validation;
 
 pub use conditions::{ConditionUpdate, set_condition};
 pub use resource::*;
+pub use schedule::Schedule;
 pub use status::*;
 pub use validation::*;

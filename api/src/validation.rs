@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::resource::{Database, DatabaseBackupSpec, PluginSource, Repo};
+use crate::schedule::Schedule;
 
 /// A run may take this long unless the resource sets `limits.deadline`.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(6 * 3600);
@@ -233,7 +234,8 @@ impl DatabaseBackupSpec {
         }
         if let Some(trigger) = &self.scheduled_trigger {
             check(self.repo("spec.scheduledTrigger.repo", &trigger.repo).map(drop));
-            check(check_schedule(&trigger.schedule).map_err(|m| FieldError::new("spec.scheduledTrigger.schedule", m)));
+            let schedule = trigger.schedule.parse::<Schedule>();
+            check(schedule.map(drop).map_err(|m| FieldError::new("spec.scheduledTrigger.schedule", m)));
             if let Some(zone) = &trigger.time_zone {
                 check(check_time_zone(zone).map_err(|m| FieldError::new("spec.scheduledTrigger.timeZone", m)));
             }
@@ -260,96 +262,6 @@ impl Database {
     }
 }
 
-/// The names `month` and `day of week` fields accept, in value order.
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
-const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-const DESCRIPTORS: [&str; 7] = ["yearly", "annually", "monthly", "weekly", "daily", "midnight", "hourly"];
-
-/// A field of a five-field schedule: its name, range and names.
-struct CronField {
-    name: &'static str,
-    min: u32,
-    max: u32,
-    names: &'static [&'static str],
-}
-
-const CRON_FIELDS: [CronField; 5] = [
-    CronField { name: "minute", min: 0, max: 59, names: &[] },
-    CronField { name: "hour", min: 0, max: 23, names: &[] },
-    CronField { name: "day of month", min: 1, max: 31, names: &[] },
-    CronField { name: "month", min: 1, max: 12, names: &MONTHS },
-    CronField { name: "day of week", min: 0, max: 6, names: &WEEKDAYS },
-];
-
-/// Whether the CronJob controller accepts `schedule` (its parser: five fields with
-/// lists, ranges, steps and names; `@hourly` and the other descriptors; `@every 90m`).
-/// Time zones belong in a field of their own, not in the schedule.
-pub fn check_schedule(schedule: &str) -> Result<(), String> {
-    let schedule = schedule.trim();
-    if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
-        return Err("a time zone inside the schedule is not supported".into());
-    }
-    if let Some(descriptor) = schedule.strip_prefix('@') {
-        if let Some(every) = descriptor.strip_prefix("every ") {
-            return check_go_duration(every.trim()).map_err(|m| format!("@every {}: {m}", every.trim()));
-        }
-        return if DESCRIPTORS.contains(&descriptor) {
-            Ok(())
-        } else {
-            Err(format!("unknown descriptor @{descriptor}; use one of @{}", DESCRIPTORS.join(", @")))
-        };
-    }
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    if fields.len() != CRON_FIELDS.len() {
-        return Err(format!(
-            "{schedule:?} has {} fields; a cron schedule has five (minute hour day-of-month month day-of-week), \
-             or is a descriptor like @hourly",
-            fields.len()
-        ));
-    }
-    for (text, field) in fields.iter().zip(&CRON_FIELDS) {
-        check_cron_field(text, field).map_err(|m| format!("{} {text:?}: {m}", field.name))?;
-    }
-    Ok(())
-}
-
-fn check_cron_field(text: &str, field: &CronField) -> Result<(), String> {
-    let value = |part: &str| -> Result<u32, String> {
-        let lower = part.to_ascii_lowercase();
-        let number = match field.names.iter().position(|name| *name == lower) {
-            Some(index) => index as u32 + field.min,
-            None => part.parse::<u32>().map_err(|_| format!("{part:?} is not a number"))?,
-        };
-        if (field.min..=field.max).contains(&number) {
-            Ok(number)
-        } else {
-            Err(format!("{number} is outside {}-{}", field.min, field.max))
-        }
-    };
-    for item in text.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((range, step)) => (range, Some(step)),
-            None => (item, None),
-        };
-        if let Some(step) = step
-            && !step.parse::<u32>().is_ok_and(|step| step > 0)
-        {
-            return Err(format!("step {step:?} is not a positive number"));
-        }
-        if range == "*" || range == "?" {
-            continue;
-        }
-        let (low, high) = match range.split_once('-') {
-            Some((low, high)) => (value(low)?, value(high)?),
-            None => (value(range)?, value(range)?),
-        };
-        if low > high {
-            return Err(format!("range {range} ends before it starts"));
-        }
-    }
-    Ok(())
-}
-
 /// The shape of an IANA time zone name (`UTC`, `Europe/Berlin`, `America/Argentina/Salta`,
 /// `Etc/GMT+5`); whether the zone exists is the API server's to say.
 fn check_time_zone(zone: &str) -> Result<(), String> {
@@ -359,28 +271,6 @@ fn check_time_zone(zone: &str) -> Result<(), String> {
             !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+'))
         });
     if valid { Ok(()) } else { Err(format!("{zone:?} is not an IANA time zone name like Europe/Berlin")) }
-}
-
-/// A Go duration as `@every` takes it: `90m`, `1h30m`, `1.5h`, `45s`.
-fn check_go_duration(text: &str) -> Result<(), String> {
-    const UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
-    let mut rest = text;
-    if rest.is_empty() {
-        return Err("is empty".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
-        if digits == 0 || rest[..digits].parse::<f64>().is_err() {
-            return Err("is not a duration like 90m or 1h30m".into());
-        }
-        rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        if !UNITS.contains(&&rest[..unit]) {
-            return Err(format!("unit {:?} is not one of {}", &rest[..unit], UNITS.join(", ")));
-        }
-        rest = &rest[unit..];
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -412,51 +302,6 @@ mod tests {
 
     fn fields(spec: &DatabaseBackupSpec) -> Vec<String> {
         spec.validate().err().map(|e| e.0.into_iter().map(|e| e.field).collect()).unwrap_or_default()
-    }
-
-    #[test]
-    fn every_form_the_cronjob_controller_accepts_is_accepted() {
-        for schedule in [
-            "0 * * * *",
-            "*/15 * * * *",
-            "0 0-6/2 * * *",
-            "5,35 3 1,15 * *",
-            "0 3 * JAN-MAR mon-fri",
-            "0 3 ? * SUN",
-            "@hourly",
-            "@daily",
-            "@weekly",
-            "@monthly",
-            "@yearly",
-            "@annually",
-            "@midnight",
-            "@every 90m",
-            "@every 1h30m",
-        ] {
-            assert_eq!(check_schedule(schedule), Ok(()), "{schedule}");
-        }
-    }
-
-    #[test]
-    fn schedules_the_controller_rejects_are_refused_with_the_part_named() {
-        for (schedule, expected) in [
-            ("hourly", "has 1 fields"),
-            ("0 * * *", "has 4 fields"),
-            ("60 * * * *", "minute \"60\": 60 is outside 0-59"),
-            ("0 24 * * *", "hour"),
-            ("0 0 0 * *", "day of month"),
-            ("0 0 * 13 *", "month"),
-            ("0 0 * * 7", "day of week"),
-            ("*/0 * * * *", "step \"0\""),
-            ("0 5-1 * * *", "ends before it starts"),
-            ("0 0 * * funday", "is not a number"),
-            ("@fortnightly", "unknown descriptor"),
-            ("@every soon", "@every soon"),
-            ("CRON_TZ=UTC 0 * * * *", "time zone"),
-        ] {
-            let error = check_schedule(schedule).expect_err(schedule);
-            assert!(error.contains(expected), "{schedule}: {error}");
-        }
     }
 
     #[test]

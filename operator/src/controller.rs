@@ -8,7 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -23,7 +23,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use stowage_api::{
     CONDITION_MESSAGE_MAX, CONDITION_READY, CONDITION_RUNNING, CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup,
-    FieldError, InvalidSpec, RunOutcome, set_condition,
+    FieldError, InvalidSpec, RunOutcome, Schedule, set_condition,
 };
 
 use crate::status::{JobState, Observation, observe};
@@ -184,9 +184,15 @@ fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
 pub async fn run(context: Context) {
     let client = context.client.clone();
     let (backups_store, backups_writer) = reflector::store();
+    let telemetry = Arc::clone(&context.telemetry);
     let backups = watcher(Api::<DatabaseBackup>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(backups_writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(backup) = event {
+                telemetry.forget(&backup.namespace().unwrap_or_default(), &backup.name_any());
+            }
+        })
         .applied_objects()
         .predicate_filter(reconcile_trigger, PredicateConfig::default());
     // Jobs of scheduled runs belong to their CronJob, so map Jobs back by label.
@@ -245,6 +251,7 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     // Runs are read from the Job cache: it is complete before the first reconcile.
     context.jobs.wait_until_ready().await.map_err(|_| Error::JobCache)?;
     observe_outcome(&context.telemetry, &namespace, &backup);
+    observe_schedule(&context.telemetry, &namespace, &backup);
     let client = &context.client;
     let identity = runner_identity(&backup);
     apply(
@@ -412,6 +419,30 @@ fn observe_outcome(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBack
     }
 }
 
+/// Export the longest interval of an active schedule, which the sample alert compares the
+/// last backup's age with.
+fn observe_schedule(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
+    let labels = resource_labels(namespace, &backup.name_any());
+    let spec = &backup.spec;
+    let interval = spec
+        .scheduled_trigger
+        .as_ref()
+        .filter(|trigger| trigger.enabled && !spec.suspend)
+        .and_then(|trigger| trigger.schedule.parse::<Schedule>().ok())
+        .and_then(|schedule| schedule.longest_interval());
+    match interval {
+        Some(interval) => {
+            telemetry
+                .schedule_interval
+                .get_or_create(&labels)
+                .set(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
+        }
+        None => {
+            telemetry.schedule_interval.remove(&labels);
+        }
+    }
+}
+
 /// A message cut to what the schema allows, on a character boundary.
 fn bounded(message: &str) -> &str {
     if message.len() <= CONDITION_MESSAGE_MAX {
@@ -505,8 +536,20 @@ async fn announce(context: &Context, backup: &DatabaseBackup, recorded: Option<&
     if !first {
         return;
     }
+    observe_run(context, backup, run);
     let kind = if run.succeeded { EventType::Normal } else { EventType::Warning };
     publish(context, backup, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
+}
+
+/// Record a newly announced successful run's duration and size, where the runner's
+/// report of that run (which comes with its `lastBackup`) arrived.
+fn observe_run(context: &Context, backup: &DatabaseBackup, run: &RunOutcome) {
+    let Some(status) = backup.status.as_ref() else { return };
+    let reported = status.latest_attempt.as_ref().is_some_and(|a| a.job_uid == run.job_uid && a.finished());
+    let (true, true, Some(last)) = (run.succeeded, reported, status.last_backup.as_ref()) else { return };
+    let labels = resource_labels(&backup.namespace().unwrap_or_default(), &backup.name_any());
+    context.telemetry.backup_duration.get_or_create(&labels).observe(last.duration_seconds);
+    context.telemetry.backup_stored_bytes.get_or_create(&labels).observe(last.stored_bytes as f64);
 }
 
 async fn publish(context: &Context, backup: &DatabaseBackup, type_: EventType, reason: &str, note: String) {

@@ -15,9 +15,21 @@ use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Backup durations: ten seconds to a day.
+fn duration_histogram() -> Histogram {
+    Histogram::new([10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0])
+}
+
+/// Stored backup sizes: 1 MiB to 4 TiB, by fours.
+fn size_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1_048_576.0, 4.0, 12))
+}
 
 /// The operator's metrics and readiness.
 #[derive(Debug)]
@@ -30,13 +42,21 @@ pub struct Telemetry {
     pub backup_succeeded: Family<Labels, Gauge>,
     /// Unix time of the latest successful backup of a resource.
     pub last_success: Family<Labels, Gauge<i64, AtomicI64>>,
+    /// The longest time between two scheduled runs of a resource.
+    pub schedule_interval: Family<Labels, Gauge<i64, AtomicI64>>,
+    /// How long successful backups took, and what they stored.
+    pub backup_duration: Histograms,
+    pub backup_stored_bytes: Histograms,
     ready: AtomicBool,
 }
 
 impl Default for Telemetry {
     fn default() -> Self {
         let (reconciles, reconcile_errors, jobs_created) = (Counter::default(), Family::default(), Family::default());
-        let (backup_succeeded, last_success) = (Family::default(), Family::default());
+        let (backup_succeeded, last_success, schedule_interval) =
+            (Family::default(), Family::default(), Family::default());
+        let backup_duration: Histograms = Family::new_with_constructor(duration_histogram);
+        let backup_stored_bytes: Histograms = Family::new_with_constructor(size_histogram);
         let mut registry = Registry::with_prefix("stowage");
         registry.register("reconciles", "Reconciles of DatabaseBackup resources", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciles by error", reconcile_errors.clone());
@@ -51,6 +71,13 @@ impl Default for Telemetry {
             "Unix time of the latest successful backup of a resource",
             last_success.clone(),
         );
+        registry.register(
+            "backup_schedule_interval_seconds",
+            "The longest time between two scheduled runs of a resource",
+            schedule_interval.clone(),
+        );
+        registry.register("backup_duration_seconds", "How long successful backups took", backup_duration.clone());
+        registry.register("backup_stored_bytes", "Bytes stored by successful backups", backup_stored_bytes.clone());
         Telemetry {
             registry,
             reconciles,
@@ -58,6 +85,9 @@ impl Default for Telemetry {
             jobs_created,
             backup_succeeded,
             last_success,
+            schedule_interval,
+            backup_duration,
+            backup_stored_bytes,
             ready: AtomicBool::new(false),
         }
     }
@@ -72,6 +102,16 @@ impl Telemetry {
     /// Readiness: true once the controller runs (and, with several replicas, leads).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Remove every series of a deleted resource.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let labels = resource_labels(namespace, name);
+        self.backup_succeeded.remove(&labels);
+        self.last_success.remove(&labels);
+        self.schedule_interval.remove(&labels);
+        self.backup_duration.remove(&labels);
+        self.backup_stored_bytes.remove(&labels);
     }
 
     /// The metrics in Prometheus' text format.
@@ -135,5 +175,33 @@ mod tests {
         assert!(text.contains("stowage_reconciles_total 1"), "{text}");
         let last = r#"stowage_last_successful_backup_timestamp_seconds{namespace="shop",name="orders"} 1700000000"#;
         assert!(text.contains(last), "{text}");
+        telemetry.forget("shop", "orders");
+        let text = telemetry.metrics_text().expect("metrics");
+        assert!(!text.contains(r#"name="orders""#), "series of a deleted resource: {text}");
+    }
+
+    /// The sample alerts in deploy/ use only metrics the operator exports.
+    #[test]
+    fn the_sample_alerts_use_exported_metrics() {
+        let rules = include_str!("../../deploy/monitoring/prometheusrule.yaml");
+        let telemetry = Telemetry::default();
+        let labels = resource_labels("shop", "orders");
+        telemetry.reconcile_errors.get_or_create(&vec![("error".into(), "apply".into())]).inc();
+        telemetry.jobs_created.get_or_create(&vec![("trigger".into(), "manual".into())]).inc();
+        telemetry.backup_succeeded.get_or_create(&labels).set(1);
+        telemetry.last_success.get_or_create(&labels).set(1);
+        telemetry.schedule_interval.get_or_create(&labels).set(3600);
+        telemetry.backup_duration.get_or_create(&labels).observe(12.0);
+        telemetry.backup_stored_bytes.get_or_create(&labels).observe(1e6);
+        let exported = telemetry.metrics_text().expect("metrics");
+        let mut used = 0;
+        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("stowage_") {
+                used += 1;
+                let family = word.trim_end_matches("_total");
+                assert!(exported.contains(&format!("# TYPE {family} ")), "{word} is not exported:\n{exported}");
+            }
+        }
+        assert!(used >= 3, "{rules}");
     }
 }

@@ -134,6 +134,8 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     let (_, metrics) = leader.get("/metrics").await.expect("metrics");
     assert!(metrics.contains(r#"stowage_backup_jobs_created_total{trigger="manual"} 2"#), "{metrics}");
     assert!(metrics.contains(r#"stowage_backup_succeeded{namespace="shop",name="orders"} 1"#), "{metrics}");
+    let durations = r#"stowage_backup_duration_seconds_count{namespace="shop",name="orders"} 2"#;
+    assert!(metrics.contains(durations), "{metrics}");
 
     // A second replica waits; when the leader dies it takes over without running a time again.
     let standby = Operator::start(&cluster.plane.access(), "operator-b").await.expect("standby");
@@ -195,6 +197,13 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
             && accounts.get_opt("orders-stowage-runner").await.ok()?.is_none()
             && cluster.jobs("orders", "manual").await.is_empty();
         gone.then_some(())
+    })
+    .await;
+    // Its series go with it.
+    let leader = cluster.operator.as_ref().expect("operator");
+    eventually("series of the deleted resource removed", Duration::from_secs(30), || async {
+        let (_, metrics) = leader.get("/metrics").await?;
+        (!metrics.contains(r#"name="orders""#)).then_some(())
     })
     .await;
 }
