@@ -63,6 +63,10 @@ pub struct DatabaseBackupSpec {
     /// Stop creating new backup runs; running ones finish.
     #[serde(default)]
     pub suspend: bool,
+    /// Metadata for the runner's ServiceAccount, e.g. the annotation
+    /// `eks.amazonaws.com/role-arn` that gives it a cloud identity (workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_template: Option<ServiceAccountTemplate>,
     /// Runner image for the backup Jobs, overriding the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_image: Option<String>,
@@ -80,9 +84,13 @@ pub struct Repo {
     pub kind: RepoKind,
     /// Secret in this namespace with the storage credentials: `accessKeyId` and
     /// `secretAccessKey`, or the IBM COS HMAC names (`access_key_id` and
-    /// `secret_access_key`, or `HmacAccessKeyId` and `HmacSecretAccessKey`).
+    /// `secret_access_key`, or `HmacAccessKeyId` and `HmacSecretAccessKey`). Unset: no
+    /// static keys; the runner uses the AWS SDK's default chain (IRSA web identity, EKS Pod
+    /// Identity, instance profile), with the runner ServiceAccount's annotations from
+    /// `serviceAccountTemplate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
     /// Endpoint URL of the service; unset for AWS S3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_endpoint: Option<String>,
@@ -119,6 +127,22 @@ impl Repo {
     pub fn region(&self) -> Option<&str> {
         self.region.as_deref().or(self.cos_region.as_deref())
     }
+}
+
+/// Metadata the operator gives the runner's ServiceAccount.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct ServiceAccountTemplate {
+    #[serde(default)]
+    pub metadata: TemplateMetadata,
+}
+
+/// Labels and annotations of a generated object.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct TemplateMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Kinds of object storage.

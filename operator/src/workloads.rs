@@ -138,11 +138,26 @@ fn metadata(backup: &DatabaseBackup, name: &str, trigger: Option<&str>) -> Value
 }
 
 /// The runner's ServiceAccount.
+/// The runner's ServiceAccount, with the labels and annotations of the resource's
+/// `serviceAccountTemplate` (a cloud identity for workload identity, say).
 pub fn service_account(backup: &DatabaseBackup) -> Value {
+    let mut meta = metadata(backup, &runner_identity(backup), None);
+    if let Some(template) = &backup.spec.service_account_template {
+        let extra = &template.metadata;
+        if let Some(labels) = meta["labels"].as_object_mut() {
+            // The operator's own labels win: they find the objects of a resource.
+            for (key, value) in &extra.labels {
+                labels.entry(key.clone()).or_insert_with(|| json!(value));
+            }
+        }
+        if !extra.annotations.is_empty() {
+            meta["annotations"] = json!(extra.annotations);
+        }
+    }
     json!({
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": metadata(backup, &runner_identity(backup), None),
+        "metadata": meta,
         "automountServiceAccountToken": true,
     })
 }
@@ -198,7 +213,6 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
     let repository = spec.repo("trigger repo", repo)?;
     let deadline = spec.deadline()?;
     let run_spec = serde_json::to_string(spec).map_err(|e| FieldError::new("spec", e.to_string()))?;
-    let secret = &repository.secret_name;
     let mut env = vec![
         json!({"name": "BACKUP_RESOURCE_NAME", "value": backup.name_any()}),
         field_env("NAMESPACE", "metadata.namespace"),
@@ -211,13 +225,18 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
         field_env("STOWAGE_POD_NAME", "metadata.name"),
         json!({"name": "STOWAGE_LOG_FORMAT", "value": "json"}),
         json!({"name": "STOWAGE_CACHE_DIR", "value": "/tmp/stowage"}),
-        secret_env("AWS_ACCESS_KEY_ID", secret, "accessKeyId"),
-        secret_env("AWS_SECRET_ACCESS_KEY", secret, "secretAccessKey"),
-        secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", secret, "access_key_id"),
-        secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", secret, "secret_access_key"),
-        secret_env("STOWAGE_HMAC_ACCESS_KEY_ID", secret, "HmacAccessKeyId"),
-        secret_env("STOWAGE_HMAC_SECRET_ACCESS_KEY", secret, "HmacSecretAccessKey"),
     ];
+    // Without a Secret, the SDK's default chain finds the ServiceAccount's cloud identity.
+    if let Some(secret) = &repository.secret_name {
+        env.extend([
+            secret_env("AWS_ACCESS_KEY_ID", secret, "accessKeyId"),
+            secret_env("AWS_SECRET_ACCESS_KEY", secret, "secretAccessKey"),
+            secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", secret, "access_key_id"),
+            secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", secret, "secret_access_key"),
+            secret_env("STOWAGE_HMAC_ACCESS_KEY_ID", secret, "HmacAccessKeyId"),
+            secret_env("STOWAGE_HMAC_SECRET_ACCESS_KEY", secret, "HmacSecretAccessKey"),
+        ]);
+    }
     if let Some(password) = &spec.database.password_secret {
         env.push(secret_env("STOWAGE_DATABASE_PASSWORD", &password.name, &password.key));
     }
@@ -448,6 +467,25 @@ mod tests {
         let job = manual_job(&backup, "t1", "cos", &served).expect("job");
         let rule = &job["spec"]["podFailurePolicy"]["rules"][0];
         assert_eq!((&rule["action"], &rule["onExitCodes"]["values"][0]), (&json!("FailJob"), &json!(3)));
+    }
+
+    #[test]
+    fn a_repo_without_a_secret_uses_the_service_accounts_cloud_identity() {
+        let mut backup = backup();
+        backup.spec.repos[0].secret_name = None;
+        let role_arn = "arn:aws:iam::123456789012:role/shop-backups";
+        backup.spec.service_account_template = serde_json::from_value(json!({
+            "metadata": {"annotations": {"eks.amazonaws.com/role-arn": role_arn}, "labels": {"team": "shop"}}
+        }))
+        .expect("template");
+        let job = manual_job(&backup, "t1", "cos", &settings()).expect("job");
+        let env = job["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
+        let names: Vec<&str> = env.iter().filter_map(|var| var["name"].as_str()).collect();
+        assert!(!names.iter().any(|name| name.contains("ACCESS_KEY")), "static keys without a Secret: {names:?}");
+        let account = service_account(&backup);
+        assert_eq!(account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], role_arn);
+        assert_eq!(account["metadata"]["labels"]["team"], "shop");
+        assert_eq!(account["metadata"]["labels"][LABEL_BACKUP], "shop");
     }
 
     #[test]

@@ -181,26 +181,30 @@ fn plan<'a>(
     let location: RepoLocation = format!("s3://{bucket}/{prefix}")
         .parse()
         .map_err(|e: crate::repository::RepositoryError| JobError::invalid("InvalidRepo", e.to_string()))?;
-    let (Some(access_key_id), Some(secret_access_key)) = (&inputs.access_key_id, &inputs.secret_access_key) else {
-        return Err(JobError::invalid(
-            "MissingStorageCredentials",
-            format!(
-                "storage credentials of repository {repo_name:?} are missing: Secret {:?} needs accessKeyId and \
-                 secretAccessKey (or access_key_id and secret_access_key, or HmacAccessKeyId and \
-                 HmacSecretAccessKey)",
-                repo.secret_name
-            ),
-        ));
+    let credentials = match (&inputs.access_key_id, &inputs.secret_access_key, &repo.secret_name) {
+        (Some(access_key_id), Some(secret_access_key), _) => Some(StaticCredentials {
+            access_key_id: access_key_id.clone(),
+            secret_access_key: secret_access_key.clone(),
+        }),
+        (_, _, Some(secret)) => {
+            return Err(JobError::invalid(
+                "MissingStorageCredentials",
+                format!(
+                    "storage credentials of repository {repo_name:?} are missing: Secret {secret:?} needs \
+                     accessKeyId and secretAccessKey (or access_key_id and secret_access_key, or \
+                     HmacAccessKeyId and HmacSecretAccessKey)"
+                ),
+            ));
+        }
+        // No Secret: the AWS SDK's default chain (web identity, Pod Identity, profile, ...).
+        (_, _, None) => None,
     };
     let endpoint = repo.service_endpoint.clone().or_else(|| inputs.endpoint.clone()).map(|endpoint| {
         // The original sample gives IBM COS endpoints without a scheme.
         if endpoint.contains("://") { endpoint } else { format!("https://{endpoint}") }
     });
     let s3 = S3Options {
-        credentials: Some(StaticCredentials {
-            access_key_id: access_key_id.clone(),
-            secret_access_key: secret_access_key.clone(),
-        }),
+        credentials,
         path_style: repo.path_style.unwrap_or(endpoint.is_some()),
         endpoint,
         region: repo.region().map(str::to_owned).or_else(|| inputs.region.clone()),

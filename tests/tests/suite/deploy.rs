@@ -27,7 +27,8 @@ fn the_checked_in_crd_is_generated_from_the_rust_types() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
-    let plane = ControlPlane::start().await.expect("control plane");
+    // With the controllers: the built-in view and edit roles aggregate Stowage's.
+    let plane = ControlPlane::start_with_controllers().await.expect("control plane");
     let kubeconfig = plane.access().write_kubeconfig("admin", plane.access().admin_token()).expect("kubeconfig");
     let kubeconfig = kubeconfig.as_path();
     let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]).expect("kubectl");
@@ -46,6 +47,41 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     )
     .expect("kubectl");
     assert_eq!(region.trim(), "eu-geo", "cosRegion was pruned");
+
+    // Users bound to the built-in roles: `view` reads DatabaseBackups, `edit` changes them.
+    for (user, role) in [("viewer", "view"), ("editor", "edit")] {
+        kubectl(
+            kubeconfig,
+            &[
+                "create",
+                "rolebinding",
+                user,
+                "-n",
+                "database",
+                &format!("--clusterrole={role}"),
+                &format!("--user={user}"),
+            ],
+        )
+        .expect("kubectl");
+    }
+    let can = |user: &str, verb: &str| {
+        let output = Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(["auth", "can-i", verb, "databasebackups.stowage.dev", "-n", "database", "--as", user])
+            .output()
+            .expect("kubectl auth can-i");
+        String::from_utf8_lossy(&output.stdout).trim() == "yes"
+    };
+    let mut aggregated = false;
+    for _ in 0..60 {
+        aggregated = can("viewer", "list") && can("editor", "create");
+        if aggregated {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(aggregated, "the view and edit roles did not aggregate Stowage's");
+    assert!(!can("viewer", "create") && !can("viewer", "delete"), "view may change DatabaseBackups");
     let rejected = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
         .args(["apply", "-f", "-"])

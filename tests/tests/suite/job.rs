@@ -203,6 +203,33 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         serde_json::from_slice(&manifest.body.collect().await.expect("read").into_bytes()).expect("json");
     assert_eq!(manifest["plugin"]["source"], format!("oci:{reference}"), "{manifest}");
 
+    // A repository without a Secret (workload identity): the AWS SDK's default chain
+    // supplies the keys; here a shared credentials file, where a cluster would give a
+    // web-identity token or an EKS Pod Identity endpoint.
+    let keyless = json!({"spec": {
+        "plugin": {"oci": null, "pullSecret": null, "builtin": "generator"},
+        "repos": [{"name": "local-s3", "type": "s3", "serviceEndpoint": s3.endpoint, "bucketNamePrefix": "stowage-"}]
+    }});
+    let orders = backups.patch("orders", &PatchParams::default(), &Patch::Merge(&keyless)).await.expect("patch repo");
+    let profile = tempfile::tempdir().expect("temp dir");
+    let credentials = profile.path().join("credentials");
+    let s3_env = s3.env();
+    let key = |name: &str| s3_env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).expect("s3 env");
+    std::fs::write(
+        &credentials,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            key("AWS_ACCESS_KEY_ID"),
+            key("AWS_SECRET_ACCESS_KEY")
+        ),
+    )
+    .expect("credentials file");
+    let mut env = job_env(&orders, false);
+    assert!(!env.iter().any(|(name, _)| name.contains("ACCESS_KEY")), "static keys without a Secret");
+    env.push(("AWS_SHARED_CREDENTIALS_FILE".to_owned(), credentials.display().to_string()));
+    env.push(("AWS_CONFIG_FILE".to_owned(), profile.path().join("config").display().to_string()));
+    run_job(env).await.expect("join").ok().expect("a job with the SDK's credential chain");
+
     // The runner's ServiceAccount may touch its own resource only; it learns so before
     // it backs up anything.
     let other = backups.get("other").await.expect("get");
