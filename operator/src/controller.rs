@@ -3,7 +3,7 @@
 //! reconciling is idempotent and drift is corrected. Reconciles run on a change of the
 //! spec, of a run's phase or of the resource's Jobs, not on every progress report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,8 +54,6 @@ pub enum Error {
     /// A validated spec always makes workloads; this names the rule the validator missed.
     #[error("the validated spec cannot become a workload: {0}")]
     Workload(FieldError),
-    #[error("the Job cache stopped")]
-    JobCache,
     #[error("reading the API server's version: {0}")]
     Version(kube::Error),
     #[error("writing status: {0}")]
@@ -74,7 +72,6 @@ impl Error {
             Error::DeleteCronJob { .. } => "delete_cronjob",
             Error::StopJob { .. } => "stop_job",
             Error::Version(_) => "version",
-            Error::JobCache => "job_cache",
             Error::Workload(_) => "workload",
             Error::Status(_) => "status",
             Error::NoCronJobApi => "no_cronjob_api",
@@ -96,6 +93,8 @@ pub struct Context {
     /// The outcome last announced with an Event, per resource UID: a reconcile that reads
     /// a status not yet updated by the previous one never announces an outcome twice.
     announced: Mutex<HashMap<String, (String, String)>>,
+    /// UIDs of resources without a CronJob.
+    without_cronjob: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -139,7 +138,32 @@ impl Context {
             jobs,
             jobs_writer: Mutex::new(Some(writer)),
             announced: Mutex::default(),
+            without_cronjob: Mutex::default(),
         })
+    }
+
+    /// Whether `uid`'s CronJob is known to be absent (deleted by this process, or found
+    /// missing), which spares a delete request per reconcile.
+    fn without_cronjob(&self, uid: &str) -> bool {
+        self.without_cronjob.lock().is_ok_and(|known| known.contains(uid))
+    }
+
+    fn set_without_cronjob(&self, uid: &str, absent: bool) {
+        if let Ok(mut known) = self.without_cronjob.lock() {
+            if absent {
+                known.insert(uid.to_owned());
+            } else {
+                known.remove(uid);
+            }
+        }
+    }
+
+    /// Forget what is remembered of a deleted resource.
+    fn forget(&self, uid: &str) {
+        self.set_without_cronjob(uid, false);
+        if let Ok(mut announced) = self.announced.lock() {
+            announced.remove(uid);
+        }
     }
 
     /// The Jobs of `backup`, from the cache: manual ones owned by it, scheduled ones
@@ -184,13 +208,15 @@ fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
 pub async fn run(context: Context) {
     let client = context.client.clone();
     let (backups_store, backups_writer) = reflector::store();
-    let telemetry = Arc::clone(&context.telemetry);
+    let context = Arc::new(context);
+    let forget = Arc::clone(&context);
     let backups = watcher(Api::<DatabaseBackup>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(backups_writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(backup) = event {
-                telemetry.forget(&backup.namespace().unwrap_or_default(), &backup.name_any());
+                forget.telemetry.forget(&backup.namespace().unwrap_or_default(), &backup.name_any());
+                forget.forget(&backup.uid().unwrap_or_default());
             }
         })
         .applied_objects()
@@ -200,17 +226,33 @@ pub async fn run(context: Context) {
         tracing::error!("the controller runs once per context");
         return;
     };
-    let jobs = watcher(Api::<Job>::all(client), watcher::Config::default().labels(LABEL_BACKUP))
+    // The Job watch runs on its own task, so that its cache is complete before the first
+    // reconcile reads it; the controller hears of Job changes through a channel.
+    let (job_changes, changed_jobs) = futures::channel::mpsc::unbounded();
+    let job_watch = watcher(Api::<Job>::all(client), watcher::Config::default().labels(LABEL_BACKUP))
         .default_backoff()
         .reflect(jobs_writer)
-        .touched_objects();
-    let controller = Controller::for_stream(backups, backups_store).watches_stream(jobs, |job| {
+        .touched_objects()
+        .for_each(move |job| {
+            match job {
+                Ok(job) => drop(job_changes.unbounded_send(Ok(job))),
+                Err(error) => tracing::warn!(%error, "watching Jobs failed; retrying"),
+            }
+            std::future::ready(())
+        });
+    let job_watch = tokio::spawn(job_watch);
+    if context.jobs.wait_until_ready().await.is_err() {
+        tracing::error!("the Job cache stopped before it was complete");
+        return;
+    }
+    let controller = Controller::for_stream(backups, backups_store).watches_stream(changed_jobs, |job: Job| {
         let name = job.labels().get(LABEL_BACKUP)?.clone();
         Some(ObjectRef::new(&name).within(&job.namespace()?))
     });
+    let _stop_job_watch = AbortOnDrop(job_watch);
     controller
         .shutdown_on_signal()
-        .run(reconcile, error_policy, Arc::new(context))
+        .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
@@ -222,6 +264,15 @@ pub async fn run(context: Context) {
             }
         })
         .await;
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn error_policy(_backup: Arc<DatabaseBackup>, error: &Error, context: Arc<Context>) -> Action {
@@ -248,8 +299,6 @@ fn is_status(error: &kube::Error, code: u16) -> bool {
 pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Result<Action, Error> {
     context.telemetry.reconciles.inc();
     let namespace = backup.namespace().ok_or(Error::NoNamespace)?;
-    // Runs are read from the Job cache: it is complete before the first reconcile.
-    context.jobs.wait_until_ready().await.map_err(|_| Error::JobCache)?;
     observe_outcome(&context.telemetry, &namespace, &backup);
     observe_schedule(&context.telemetry, &namespace, &backup);
     let client = &context.client;
@@ -358,17 +407,23 @@ async fn scheduled_trigger(
 ) -> Result<(), Error> {
     let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
     let name = cronjob_name(backup);
+    let uid = backup.uid().unwrap_or_default();
     let Some(trigger) = backup.spec.scheduled_trigger.as_ref().filter(|t| t.enabled) else {
+        if context.without_cronjob(&uid) {
+            return Ok(());
+        }
         let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
-        return match cronjobs.delete(&name, &orphan).await {
+        match cronjobs.delete(&name, &orphan).await {
             Ok(_) => {
-                publish(context, backup, EventType::Normal, "CronJobDeleted", format!("Deleted CronJob {name}")).await;
-                Ok(())
+                publish(context, backup, EventType::Normal, "CronJobDeleted", format!("Deleted CronJob {name}")).await
             }
-            Err(error) if is_status(&error, 404) => Ok(()),
-            Err(source) => Err(Error::DeleteCronJob { name, source }),
-        };
+            Err(error) if is_status(&error, 404) => {}
+            Err(source) => return Err(Error::DeleteCronJob { name, source }),
+        }
+        context.set_without_cronjob(&uid, true);
+        return Ok(());
     };
+    context.set_without_cronjob(&uid, false);
     let value =
         cronjob(backup, trigger, &context.cronjob_api.api_version, &context.settings).map_err(Error::Workload)?;
     match apply(&cronjobs, "CronJob", &name, &value).await {
@@ -386,6 +441,9 @@ async fn scheduled_trigger(
 
 /// An invalid spec runs nothing: its CronJob, made from the last valid spec, is suspended.
 async fn suspend_cronjob(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
+    if context.without_cronjob(&backup.uid().unwrap_or_default()) {
+        return Ok(());
+    }
     let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
     let name = cronjob_name(backup);
     let patch = Patch::Merge(json!({"spec": {"suspend": true}}));

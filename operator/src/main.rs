@@ -9,7 +9,7 @@ use kube::CustomResourceExt;
 use stowage_api::DatabaseBackup;
 use stowage_operator::controller::{Context, run};
 use stowage_operator::leader::LeaderElection;
-use stowage_operator::telemetry::Telemetry;
+use stowage_operator::telemetry::{CountRequests, Telemetry};
 use tracing_subscriber::EnvFilter;
 
 /// The Stowage operator.
@@ -64,7 +64,10 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = Arc::new(Telemetry::default());
     let server = tokio::spawn(Arc::clone(&telemetry).serve(listen));
 
-    let client = kube::Client::try_default().await?;
+    let config = kube::Config::infer().await?;
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&CountRequests(telemetry.api_requests.clone()))
+        .build();
     let context =
         Context::new(client.clone(), runner_image, allowed_runner_images, &identity, Arc::clone(&telemetry)).await?;
     // Followers are healthy and ready too; only the leader reconciles.

@@ -36,6 +36,8 @@ fn size_histogram() -> Histogram {
 pub struct Telemetry {
     registry: Registry,
     pub reconciles: Counter,
+    /// Every request the operator's client sends (watches, applies, status, Events, Lease).
+    pub api_requests: Counter,
     pub reconcile_errors: Family<Labels, Counter>,
     pub jobs_created: Family<Labels, Counter>,
     /// 1 when the latest backup of a resource succeeded, 0 when it failed.
@@ -53,6 +55,7 @@ pub struct Telemetry {
 impl Default for Telemetry {
     fn default() -> Self {
         let (reconciles, reconcile_errors, jobs_created) = (Counter::default(), Family::default(), Family::default());
+        let api_requests = Counter::default();
         let (backup_succeeded, last_success, schedule_interval) =
             (Family::default(), Family::default(), Family::default());
         let backup_duration: Histograms = Family::new_with_constructor(duration_histogram);
@@ -60,6 +63,7 @@ impl Default for Telemetry {
         let mut registry = Registry::with_prefix("stowage");
         registry.register("reconciles", "Reconciles of DatabaseBackup resources", reconciles.clone());
         registry.register("reconcile_errors", "Failed reconciles by error", reconcile_errors.clone());
+        registry.register("api_requests", "Requests sent to the Kubernetes API", api_requests.clone());
         registry.register("backup_jobs_created", "Backup Jobs created by trigger", jobs_created.clone());
         registry.register(
             "backup_succeeded",
@@ -81,6 +85,7 @@ impl Default for Telemetry {
         Telemetry {
             registry,
             reconciles,
+            api_requests,
             reconcile_errors,
             jobs_created,
             backup_succeeded,
@@ -90,6 +95,43 @@ impl Default for Telemetry {
             backup_stored_bytes,
             ready: AtomicBool::new(false),
         }
+    }
+}
+
+/// A client layer that counts every request into a counter.
+#[derive(Debug, Clone)]
+pub struct CountRequests(pub Counter);
+
+impl<S> tower::Layer<S> for CountRequests {
+    type Service = CountedService<S>;
+
+    fn layer(&self, inner: S) -> CountedService<S> {
+        CountedService { inner, requests: self.0.clone() }
+    }
+}
+
+/// See [`CountRequests`].
+#[derive(Debug, Clone)]
+pub struct CountedService<S> {
+    inner: S,
+    requests: Counter,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CountedService<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        self.requests.inc();
+        self.inner.call(request)
     }
 }
 

@@ -46,6 +46,8 @@ impl Operator {
             .env("STOWAGE_ALLOWED_RUNNER_IMAGES", ALLOWED_BROKEN_IMAGE)
             .env("STOWAGE_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("POD_NAME", identity)
+            // Debugging a test: STOWAGE_OPERATOR_LOG=debug shows what the operator does.
+            .env("STOWAGE_LOG", std::env::var("STOWAGE_OPERATOR_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()?;

@@ -73,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let metrics = cluster.operator.as_ref().context("operator")?.get("/metrics").await.context("metrics")?.1;
-    let reconciles: Vec<&str> = metrics.lines().filter(|line| line.starts_with("stowage_reconciles_total")).collect();
+    let counter = |name: &str| {
+        metrics.lines().find_map(|line| line.strip_prefix(name)).and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let (reconciles, requests) = (counter("stowage_reconciles_total"), counter("stowage_api_requests_total"));
     println!(
         "\n{count} resources reconciled to steady state in {:.1} s (created in {:.1} s)",
         steady.as_secs_f64(),
@@ -85,8 +88,12 @@ async fn main() -> anyhow::Result<()> {
         peak_rss as f64 / MIB,
         memory(pid, "VmHWM:") as f64 / MIB
     );
-    for line in reconciles {
-        println!("{line}");
+    if let (Some(reconciles), Some(requests)) = (reconciles, requests) {
+        println!(
+            "{reconciles} reconciles, {requests} API requests by the operator ({:.1} per reconcile, watches and \
+             leader election included)",
+            requests / reconciles.max(1.0)
+        );
     }
     Ok(())
 }

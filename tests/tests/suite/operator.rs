@@ -41,13 +41,19 @@ async fn outcome(backups: &Api<DatabaseBackup>, name: &str) -> Option<(String, S
 
 /// The reason of the `Succeeded` condition once the backup has ended either way.
 async fn settled_reason(backups: &Api<DatabaseBackup>, name: &str, timeout: Duration) -> String {
-    eventually(&format!("outcome of {name}"), timeout, || async {
-        match outcome(backups, name).await {
-            Some((status, reason, _)) if status != "Unknown" => Some(reason),
-            _ => None,
+    let start = Instant::now();
+    loop {
+        if let Some((status, reason, _)) = outcome(backups, name).await
+            && status != "Unknown"
+        {
+            return reason;
         }
-    })
-    .await
+        if start.elapsed() > timeout {
+            let status = backups.get(name).await.ok().and_then(|b| b.status);
+            panic!("outcome of {name}: not within {timeout:?}; the status is {status:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Every condition as (type, status, reason), by type.
