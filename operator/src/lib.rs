@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod leader;
+pub mod report;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;

@@ -1,0 +1,180 @@
+//! What the operator says about a resource: its status (conditions derived from the runs,
+//! `lastRun`, `observedGeneration`), one Event per outcome or invalid spec, and its
+//! per-resource metrics.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use stowage_api::{
+    CONDITION_MESSAGE_MAX, CONDITION_READY, CONDITION_RUNNING, CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup,
+    InvalidSpec, RunOutcome, Schedule, set_condition,
+};
+
+use crate::controller::{Context, Error, FIELD_MANAGER, is_status};
+use crate::status::Observation;
+use crate::telemetry::{Telemetry, resource_labels};
+
+/// What the triggers came to, for the status.
+#[derive(Debug)]
+pub struct Workloads {
+    /// The manual trigger time a Job was created for.
+    pub manual_time: Option<String>,
+    /// A manual trigger waiting for the active run.
+    pub queued: Option<String>,
+    pub invalid: Option<InvalidSpec>,
+}
+
+/// Export the latest backup's outcome as metrics.
+pub fn observe_outcome(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
+    let Some(status) = &backup.status else { return };
+    let labels = resource_labels(namespace, &backup.name_any());
+    if let Some(run) = &status.last_run {
+        telemetry.backup_succeeded.get_or_create(&labels).set(i64::from(run.succeeded));
+    }
+    if let Some(time) = status.last_backup.as_ref().and_then(|b| b.time.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
+        telemetry.last_success.get_or_create(&labels).set(time.as_second());
+    }
+}
+
+/// Export the longest interval of an active schedule, which the sample alert compares the
+/// last backup's age with.
+pub fn observe_schedule(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
+    let labels = resource_labels(namespace, &backup.name_any());
+    let spec = &backup.spec;
+    let interval = spec
+        .scheduled_trigger
+        .as_ref()
+        .filter(|trigger| trigger.enabled && !spec.suspend)
+        .and_then(|trigger| trigger.schedule.parse::<Schedule>().ok())
+        .and_then(|schedule| schedule.longest_interval());
+    match interval {
+        Some(interval) => {
+            telemetry
+                .schedule_interval
+                .get_or_create(&labels)
+                .set(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
+        }
+        None => {
+            telemetry.schedule_interval.remove(&labels);
+        }
+    }
+}
+
+/// A message cut to what the schema allows, on a character boundary.
+fn bounded(message: &str) -> &str {
+    if message.len() <= CONDITION_MESSAGE_MAX {
+        return message;
+    }
+    let mut end = CONDITION_MESSAGE_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+pub async fn write_status(
+    context: &Context,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    observation: &Observation,
+    workloads: Workloads,
+) -> Result<(), Error> {
+    let generation = backup.metadata.generation;
+    let status = backup.status.clone().unwrap_or_default();
+    let mut conditions: Vec<Condition> = status.conditions.clone();
+    let now = || Time(k8s_openapi::jiff::Timestamp::now());
+    let mut set = |type_: &str, state: &str, reason: &str, message: &str| {
+        let update = ConditionUpdate {
+            type_,
+            status: state,
+            reason,
+            message: bounded(message),
+            observed_generation: generation,
+        };
+        set_condition(&mut conditions, &update, now());
+    };
+    let invalid_message = workloads.invalid.as_ref().map(ToString::to_string);
+    match &invalid_message {
+        Some(message) => set(CONDITION_READY, "False", "InvalidSpec", message),
+        None => set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place"),
+    }
+    if let Some(run) = &observation.last_run {
+        set(CONDITION_SUCCEEDED, if run.succeeded { "True" } else { "False" }, &run.reason, &run.message);
+    }
+    match (&observation.active, &workloads.queued) {
+        (Some(active), None) => set(CONDITION_RUNNING, "True", "BackupRunning", &active.message),
+        (Some(active), Some(queued)) => {
+            set(CONDITION_RUNNING, "True", "BackupRunning", &format!("{}; {queued}", active.message))
+        }
+        (None, _) => set(CONDITION_RUNNING, "False", "Idle", "No backup is running"),
+    }
+    let patch = json!({
+        "apiVersion": "stowage.dev/v1alpha1",
+        "kind": "DatabaseBackup",
+        "status": {
+            "observedGeneration": generation,
+            "plugin": backup.spec.plugin.source().ok().map(|source| source.to_string()),
+            "conditions": conditions,
+            "lastRun": observation.last_run,
+            "manualTriggerTime": workloads.manual_time,
+        }
+    });
+    let api: Api<DatabaseBackup> = Api::namespaced(context.client.clone(), namespace);
+    match api.patch_status(&backup.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+    {
+        // Deleted meanwhile: there is no status left to write.
+        Err(error) if is_status(&error, 404) => return Ok(()),
+        Err(error) => return Err(Error::Status(error)),
+        Ok(_) => {}
+    }
+    let was_invalid = status.condition(CONDITION_READY).filter(|c| c.reason == "InvalidSpec").map(|c| &c.message);
+    if let Some(message) =
+        invalid_message.filter(|message| was_invalid.map(|m| bounded(message) != m.as_str()).unwrap_or(true))
+    {
+        publish(context, backup, EventType::Warning, "InvalidSpec", message).await;
+    }
+    if let Some(run) = &observation.last_run {
+        announce(context, backup, status.last_run.as_ref(), run).await;
+    }
+    Ok(())
+}
+
+/// One Event per outcome: when `lastRun` moves to another run or another reason.
+async fn announce(context: &Context, backup: &DatabaseBackup, recorded: Option<&RunOutcome>, run: &RunOutcome) {
+    let key = (run.job_uid.clone(), run.reason.clone());
+    if recorded.is_some_and(|recorded| (&recorded.job_uid, &recorded.reason) == (&key.0, &key.1)) {
+        return;
+    }
+    let uid = backup.uid().unwrap_or_default();
+    let first = match context.announced.lock() {
+        Ok(mut announced) => announced.insert(uid, key.clone()).as_ref() != Some(&key),
+        Err(_) => true,
+    };
+    if !first {
+        return;
+    }
+    observe_run(context, backup, run);
+    let kind = if run.succeeded { EventType::Normal } else { EventType::Warning };
+    publish(context, backup, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
+}
+
+/// Record a newly announced successful run's duration and size, where the runner's
+/// report of that run (which comes with its `lastBackup`) arrived.
+fn observe_run(context: &Context, backup: &DatabaseBackup, run: &RunOutcome) {
+    let Some(status) = backup.status.as_ref() else { return };
+    let reported = status.latest_attempt.as_ref().is_some_and(|a| a.job_uid == run.job_uid && a.finished());
+    let (true, true, Some(last)) = (run.succeeded, reported, status.last_backup.as_ref()) else { return };
+    let labels = resource_labels(&backup.namespace().unwrap_or_default(), &backup.name_any());
+    context.telemetry.backup_duration.get_or_create(&labels).observe(last.duration_seconds);
+    context.telemetry.backup_stored_bytes.get_or_create(&labels).observe(last.stored_bytes as f64);
+}
+
+pub async fn publish(context: &Context, backup: &DatabaseBackup, type_: EventType, reason: &str, note: String) {
+    let note = bounded(&note).to_owned();
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(error) = context.recorder.publish(&event, &backup.object_ref(&())).await {
+        tracing::warn!(%error, "cannot publish an event");
+    }
+}
