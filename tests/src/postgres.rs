@@ -205,8 +205,15 @@ impl Postgres {
     }
 
     /// Per table and materialized view in user schemas: row count and a checksum of the
-    /// sorted rows' text, one line each.
+    /// sorted rows' text, one line each; then per large object its owner, privileges,
+    /// comment, size and checksum.
     pub fn contents(&self, database: &str) -> Result<String> {
+        let large_objects = self.psql(
+            database,
+            "SELECT oid, lomowner::regrole, lomacl, obj_description(oid, 'pg_largeobject'), \
+                    length(lo_get(oid)), md5(lo_get(oid)) \
+             FROM pg_largeobject_metadata ORDER BY oid",
+        )?;
         let queries = self.psql(
             database,
             "SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(t::text, E''\\n'' ORDER BY t::text), '''')) \
@@ -215,7 +222,7 @@ impl Postgres {
              WHERE c.relkind IN ('r', 'm') AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
              ORDER BY 1",
         )?;
-        self.psql(database, &queries)
+        Ok(self.psql(database, &queries)? + &large_objects)
     }
 }
 

@@ -6,15 +6,20 @@ use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, Summary, report};
 
 use crate::catalog::{self, Statement};
-use crate::protocol::{CopyOutError, quote_literal};
+use crate::protocol::{Connection, CopyOutError, quote_literal};
 use crate::script::{MEDIA_TYPE, SECTIONS, ScriptWriter};
 use crate::{Config, failure};
 
-/// `server_version_num` of PostgreSQL 14.
-const MINIMUM_SERVER_VERSION: u32 = 140_000;
+/// `server_version_num` of PostgreSQL 15, the oldest release still supported upstream
+/// (14 reached its end of life in November 2026); the catalog queries read columns and
+/// catalogs that 15 introduced (publication column lists and schemas).
+const MINIMUM_SERVER_VERSION: u32 = 150_000;
 
 /// Rows between two progress reports within a table.
 const PROGRESS_ROWS: u64 = 10_000;
+
+/// Bytes of a large object read, and written as one statement, at a time.
+const LARGE_OBJECT_CHUNK: u64 = 1024 * 1024;
 
 fn artifact_error(error: io::Error) -> PluginError {
     PluginError::Artifact(error.to_string())
@@ -33,16 +38,40 @@ fn statements_section(name: &str, database: &str, statements: &[Statement]) -> R
     Ok(())
 }
 
+/// Write the contents of large object `oid` as `lo_put` statements of at most
+/// [`LARGE_OBJECT_CHUNK`] bytes, so that no side ever holds a whole object; returns its size.
+fn copy_large_object(
+    connection: &mut Connection,
+    oid: u32,
+    data: &mut ScriptWriter<ArtifactWriter>,
+) -> Result<u64, PluginError> {
+    let mut offset = 0u64;
+    loop {
+        let rows = connection
+            .query(&format!("SELECT encode(pg_catalog.lo_get({oid}, {offset}, {LARGE_OBJECT_CHUNK}), 'hex')"))
+            .map_err(|e| failure(&format!("reading large object {oid}"), e))?;
+        let hex = rows.first().and_then(|row| row.first().cloned().flatten()).unwrap_or_default();
+        let length = hex.len() as u64 / 2;
+        if length > 0 {
+            let sql = format!("SELECT pg_catalog.lo_put({oid}, {offset}, '\\x{hex}');");
+            data.statement(&format!("LARGE OBJECT DATA {oid}"), &sql).map_err(artifact_error)?;
+        }
+        offset += length;
+        if length < LARGE_OBJECT_CHUNK {
+            return Ok(offset);
+        }
+    }
+}
+
 pub fn run(config: &Config) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
     let mut connection = config.connect()?;
-    // The catalog queries use columns that PostgreSQL 14 introduced.
     let version = connection.query("SHOW server_version_num").map_err(|e| failure("reading the server version", e))?;
     let version: u32 =
         version.first().and_then(|row| row.first().cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
     if version < MINIMUM_SERVER_VERSION {
         return Err(PluginError::Unsupported(format!(
-            "PostgreSQL {} is older than 14, the oldest version this plugin backs up",
+            "PostgreSQL {} is older than 15, the oldest version this plugin backs up",
             connection.server_version
         )));
     }
@@ -95,6 +124,10 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             bytes - table_bytes_before
         ));
     }
+    let mut large_object_bytes = 0;
+    for oid in &catalog.large_objects {
+        large_object_bytes += copy_large_object(&mut connection, *oid, &mut data)?;
+    }
     data.into_inner().finish()?;
 
     statements_section(SECTIONS[2], database, &catalog.post_data)?;
@@ -108,6 +141,8 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             ("tables".into(), total_tables.to_string()),
             ("rows".into(), rows.to_string()),
             ("data_bytes".into(), bytes.to_string()),
+            ("large_objects".into(), catalog.large_objects.len().to_string()),
+            ("large_object_bytes".into(), large_object_bytes.to_string()),
             ("schema_objects".into(), catalog.pre_data.len().to_string()),
         ],
     })

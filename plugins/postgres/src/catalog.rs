@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use crate::protocol::{Connection, Error, Row, quote_identifier, quote_literal};
+use crate::protocol::{Connection, Error, Row, quote_literal};
 
 /// Which parts of the database a backup covers.
 #[derive(Debug, Clone, Default)]
@@ -23,16 +23,17 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// Prefix `query` (which filters on `schemas`) with the selected schemas.
+    /// Prefix `query` with the selected schemas (`schemas`) and whether the whole database
+    /// is selected (`whole_database`).
     fn scoped(&self, query: &str) -> String {
         let array = |names: &[String]| {
             let items: Vec<String> = names.iter().map(|name| quote_literal(name)).collect();
             format!("ARRAY[{}]::text[]", items.join(", "))
         };
-        let schemas = include_str!("sql/schemas.sql")
+        let scope = include_str!("sql/schemas.sql")
             .replace("$INCLUDE", &array(&self.schemas))
             .replace("$EXCLUDE", &array(&self.exclude_schemas));
-        format!("WITH schemas AS (\n{schemas}\n)\n{query}")
+        format!("WITH {scope}{query}")
     }
 
     /// [`Selection::scoped`], with the selected objects that have owners and privileges
@@ -130,6 +131,9 @@ fn role_check(part: Optional, roles: &[String]) -> Statement {
     }
 }
 
+/// Large objects created by one statement.
+const LARGE_OBJECTS_PER_STATEMENT: usize = 1000;
+
 /// One statement of the script, with what it is for error messages and logs.
 #[derive(Debug, Clone)]
 pub struct Statement {
@@ -167,11 +171,13 @@ impl Table {
     }
 }
 
-/// Everything a backup writes, but the rows.
+/// Everything a backup writes, but the rows and the large objects' contents.
 #[derive(Debug)]
 pub struct Catalog {
     pub pre_data: Vec<Statement>,
     pub tables: Vec<Table>,
+    /// The large objects whose contents are copied (created empty in `pre_data`).
+    pub large_objects: Vec<u32>,
     pub post_data: Vec<Statement>,
     /// Objects whose dependencies form a cycle, created in a fixed order instead.
     pub cyclic: Vec<String>,
@@ -196,7 +202,23 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     }
     tables.retain(|table| !selection.exclude_table_data.contains(&table.name));
 
-    let objects = connection.query(&selection.scoped(include_str!("sql/objects.sql")))?;
+    let mut objects = Vec::new();
+    for query in
+        [include_str!("sql/objects.sql"), include_str!("sql/definitions.sql"), include_str!("sql/foreign_data.sql")]
+    {
+        objects.extend(connection.query(&selection.scoped(query))?);
+    }
+    // Among objects free to go, kind (the rank) and then name decide.
+    let rank = |row: &Row| text(row, 4).parse::<u32>().unwrap_or(u32::MAX);
+    objects.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| text(a, 2).cmp(&text(b, 2))));
+    // Large objects belong to no schema: they come with a backup of the whole database.
+    let large_objects = "SELECT oid FROM pg_largeobject_metadata WHERE (SELECT whole FROM whole_database) ORDER BY oid";
+    let large_objects: Vec<u32> = connection
+        .query(&selection.scoped(large_objects))?
+        .iter()
+        .filter_map(|row| text(row, 0).parse().ok())
+        .collect();
+    let event_triggers = connection.query(&selection.scoped(include_str!("sql/event_triggers.sql")))?;
     let dependencies = connection.query(include_str!("sql/dependencies.sql"))?;
     let aliases = connection.query(include_str!("sql/aliases.sql"))?;
     let post = connection.query(&selection.scoped(include_str!("sql/post_data.sql")))?;
@@ -236,19 +258,27 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
             });
         }
     }
+    pre_data.extend(large_objects.chunks(LARGE_OBJECTS_PER_STATEMENT).map(|batch| {
+        let oids: Vec<String> = batch.iter().map(u32::to_string).collect();
+        Statement {
+            description: format!("LARGE OBJECTS {}..{}", oids[0], oids[oids.len() - 1]),
+            sql: format!("SELECT pg_catalog.lo_create(oid) FROM unnest('{{{}}}'::oid[]) oid;", oids.join(",")),
+        }
+    }));
     let statement =
         |row: &Row| Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) };
     // Materialized views are filled after the indexes and triggers, before comments;
-    // owners and privileges come last.
+    // owners and privileges come next, event triggers last.
     let (before_comments, comments): (Vec<&Row>, Vec<&Row>) = post.iter().partition(|row| text(row, 0) != "9");
     let post_data = before_comments
         .into_iter()
         .map(statement)
         .chain(refreshes)
         .chain(comments.into_iter().map(statement))
-        .chain(privileges.iter().map(statement));
+        .chain(privileges.iter().map(statement))
+        .chain(event_triggers.iter().map(statement));
     let cyclic = cyclic.into_iter().map(|index| nodes[index].statement.description.clone()).collect();
-    Ok(Catalog { pre_data, tables, post_data: post_data.collect(), cyclic })
+    Ok(Catalog { pre_data, tables, large_objects, post_data: post_data.collect(), cyclic })
 }
 
 /// A schema object created before the data.
@@ -314,25 +344,9 @@ fn dependency_order(
     (order, cyclic)
 }
 
-/// Statements that make a database empty again: every user schema and extension goes,
-/// then `public` comes back as a new database has it.
+/// Statements that make a database empty again (see clear.sql).
 pub fn clear_statements(connection: &mut Connection) -> Result<Vec<String>, Error> {
-    let mut statements: Vec<String> = connection
-        .query("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql' ORDER BY 1")?
-        .iter()
-        .map(|row| format!("DROP EXTENSION IF EXISTS {} CASCADE", quote_identifier(&text(row, 0))))
-        .collect();
-    let schemas = connection.query(
-        "SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_' AND nspname <> 'information_schema' ORDER BY 1",
-    )?;
-    statements
-        .extend(schemas.iter().map(|row| format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_identifier(&text(row, 0)))));
-    statements.extend([
-        "CREATE SCHEMA public AUTHORIZATION pg_database_owner".to_owned(),
-        "GRANT USAGE ON SCHEMA public TO PUBLIC".to_owned(),
-        "COMMENT ON SCHEMA public IS 'standard public schema'".to_owned(),
-    ]);
-    Ok(statements)
+    Ok(connection.query(include_str!("sql/clear.sql"))?.iter().map(|row| text(row, 0)).collect())
 }
 
 /// How many user objects a database holds (a new database holds none).

@@ -6,7 +6,7 @@
 -- a column's are its ACL; default privileges replace acldefault globally and add to
 -- nothing per schema. (aclexplode refuses an empty ACL: nullif makes it NULL, no rows.)
 SELECT 11 AS rank, 'ACL' AS kind, o.keyword || ' ' || o.name AS name, '' AS prefix, a.verb, a.privilege_type AS privilege,
-       CASE WHEN o.keyword IN ('VIEW', 'MATERIALIZED VIEW') THEN 'TABLE' ELSE o.keyword END || ' ' || o.name AS target,
+       o.acl_target AS target,
        a.grantee, a.is_grantable AS grantable, nullif(a.grantor, o.owner) AS granted_by, NULL::oid AS for_role
 FROM objects o
 CROSS JOIN LATERAL (

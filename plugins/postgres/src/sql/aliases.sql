@@ -1,7 +1,8 @@
 -- Parts that pg_depend names separately but that are created with another object:
 -- extension members with their extension, row types with their relation, arrays with
 -- their element, multiranges with their range, defaults, view rules and CHECK
--- constraints with their table or domain. Extension membership comes first and wins.
+-- constraints with their table or domain, operator class and family members with their
+-- class or family. Extension membership comes first and wins.
 -- Indexes, triggers and the other constraints are created after the data, so their
 -- dependencies do not order the schema objects.
 SELECT d.classid || ':' || d.objid, 'pg_extension'::regclass::oid || ':' || d.refobjid
@@ -23,3 +24,9 @@ SELECT k.tableoid || ':' || k.oid,
        CASE WHEN k.contypid <> 0 THEN 'pg_type'::regclass::oid || ':' || k.contypid
             ELSE 'pg_class'::regclass::oid || ':' || k.conrelid END
 FROM pg_constraint k WHERE k.oid >= 16384 AND k.contype = 'c'
+UNION ALL
+-- The members of an operator class are created with it, loose members with their family.
+SELECT d.classid || ':' || d.objid, d.refclassid || ':' || d.refobjid
+FROM pg_depend d
+WHERE d.classid IN ('pg_amop'::regclass, 'pg_amproc'::regclass) AND d.objid >= 16384
+  AND d.refclassid IN ('pg_opclass'::regclass, 'pg_opfamily'::regclass) AND d.deptype IN ('i', 'a')

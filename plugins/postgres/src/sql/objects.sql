@@ -2,13 +2,23 @@
 -- key (catalog oid:object oid, matching pg_depend), kind, name, statement, rank (the
 -- order when dependencies allow any), and for populated materialized views the REFRESH
 -- statement that runs after the data.
+, separate_defaults AS (
+    -- Column defaults that call functions not built in (see DEFAULT below). A generated
+    -- column's expression cannot be set apart from its column: it stays in CREATE TABLE.
+    SELECT DISTINCT d.objid AS oid
+    FROM pg_depend d
+    JOIN pg_attrdef ad ON ad.oid = d.objid
+    JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+    WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_proc'::regclass AND d.refobjid >= 16384
+      AND a.attgenerated = ''
+)
 SELECT n.tableoid || ':' || n.oid, 'SCHEMA', quote_ident(n.nspname),
-       CASE WHEN n.nspname = 'public' THEN '' ELSE format('CREATE SCHEMA %I;', n.nspname) END, 1, NULL
+       CASE WHEN n.nspname = 'public' THEN '' ELSE format('CREATE SCHEMA %I;', n.nspname) END, 10, NULL
 FROM pg_namespace n
 WHERE n.oid IN (SELECT oid FROM schemas)
 UNION ALL
 SELECT x.tableoid || ':' || x.oid, 'EXTENSION', quote_ident(x.extname),
-       format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I VERSION %L;', x.extname, n.nspname, x.extversion), 2, NULL
+       format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I VERSION %L;', x.extname, n.nspname, x.extversion), 20, NULL
 FROM pg_extension x JOIN pg_namespace n ON n.oid = x.extnamespace
 WHERE n.oid IN (SELECT oid FROM schemas)
 UNION ALL
@@ -41,7 +51,7 @@ SELECT CASE WHEN t.typtype = 'c' THEN c.tableoid || ':' || c.oid ELSE t.tableoid
                     THEN ', COLLATION = ' || r.rngcollation::regcollation::text ELSE '' END,
                CASE WHEN r.rngsubdiff <> 0 THEN ', SUBTYPE_DIFF = ' || r.rngsubdiff::regproc::text ELSE '' END,
                r.rngmultitypid::regtype::text)
-       END, 3, NULL
+       END, 30, NULL
 FROM pg_type t
 JOIN pg_namespace n ON n.oid = t.typnamespace
 LEFT JOIN pg_class c ON c.oid = t.typrelid
@@ -53,7 +63,7 @@ WHERE n.oid IN (SELECT oid FROM schemas)
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = t.tableoid AND e.objid = t.oid AND e.deptype = 'e')
 UNION ALL
 SELECT p.tableoid || ':' || p.oid, CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
-       p.oid::regprocedure::text, pg_get_functiondef(p.oid) || ';', 4, NULL
+       p.oid::regprocedure::text, pg_get_functiondef(p.oid) || ';', 40, NULL
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND p.prokind IN ('f', 'p')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = p.tableoid AND e.objid = p.oid AND e.deptype IN ('e', 'i'))
@@ -62,36 +72,50 @@ SELECT c.tableoid || ':' || c.oid, 'SEQUENCE', format('%I.%I', n.nspname, c.reln
        format('CREATE %sSEQUENCE %I.%I AS %s INCREMENT BY %s MINVALUE %s MAXVALUE %s START WITH %s CACHE %s%s;',
               CASE WHEN c.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END, n.nspname, c.relname,
               format_type(s.seqtypid, NULL), s.seqincrement, s.seqmin, s.seqmax, s.seqstart, s.seqcache,
-              CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END), 5, NULL
+              CASE WHEN s.seqcycle THEN ' CYCLE' ELSE '' END), 50, NULL
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind = 'S'
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype IN ('e', 'i'))
 UNION ALL
-SELECT c.tableoid || ':' || c.oid, 'TABLE', format('%I.%I', n.nspname, c.relname),
-       format('CREATE %sTABLE %I.%I %s%s%s%s;%s',
-              CASE WHEN c.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END, n.nspname, c.relname,
-              CASE WHEN c.relispartition
-                   THEN format('PARTITION OF %s%s %s',
-                               (SELECT h.inhparent::regclass::text FROM pg_inherits h WHERE h.inhrelid = c.oid),
-                               CASE WHEN checks.list IS NULL THEN '' ELSE E' (\n    ' || checks.list || E'\n)' END,
-                               pg_get_expr(c.relpartbound, c.oid))
+-- Tables and foreign tables. A partition is created as a table of its own, with its own
+-- column order, and attached to its parent (as pg_dump does); a typed table names only
+-- the options its columns add to the type.
+SELECT c.tableoid || ':' || c.oid, CASE c.relkind WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+       format('%I.%I', n.nspname, c.relname),
+       format('CREATE %s%sTABLE %I.%I %s%s%s%s%s;%s%s',
+              CASE WHEN c.relpersistence = 'u' THEN 'UNLOGGED ' ELSE '' END,
+              CASE WHEN c.relkind = 'f' THEN 'FOREIGN ' ELSE '' END, n.nspname, c.relname,
+              CASE WHEN c.reloftype <> 0 THEN 'OF ' || c.reloftype::regtype::text || ' ' ELSE '' END,
+              CASE WHEN c.reloftype <> 0 AND columns.list IS NULL AND checks.list IS NULL THEN ''
                    ELSE E'(\n    ' || concat_ws(E',\n    ', columns.list, checks.list) || E'\n)' END,
               CASE WHEN c.relispartition THEN ''
                    ELSE coalesce((SELECT ' INHERITS (' || string_agg(h.inhparent::regclass::text, ', ' ORDER BY h.inhseqno) || ')'
                                   FROM pg_inherits h WHERE h.inhrelid = c.oid), '') END,
               CASE WHEN c.relkind = 'p' THEN ' PARTITION BY ' || pg_get_partkeydef(c.oid) ELSE '' END,
-              CASE WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')' ELSE '' END,
+              CASE WHEN c.relkind = 'f'
+                   THEN ' SERVER ' || (SELECT quote_ident(s.srvname) FROM pg_foreign_table ft
+                                       JOIN pg_foreign_server s ON s.oid = ft.ftserver WHERE ft.ftrelid = c.oid)
+                        || coalesce((SELECT ' ' || (SELECT 'OPTIONS (' || string_agg(format('%I %L', o.option_name, o.option_value), ', ') || ')' FROM pg_options_to_table(ft.ftoptions) o) FROM pg_foreign_table ft WHERE ft.ftrelid = c.oid), '')
+                   WHEN c.reloptions IS NOT NULL THEN ' WITH (' || array_to_string(c.reloptions, ', ') || ')'
+                   ELSE '' END,
+              CASE WHEN c.relispartition
+                   THEN format(E'\nALTER TABLE ONLY %s ATTACH PARTITION %I.%I %s;',
+                               (SELECT h.inhparent::regclass::text FROM pg_inherits h WHERE h.inhrelid = c.oid),
+                               n.nspname, c.relname, pg_get_expr(c.relpartbound, c.oid))
+                   ELSE '' END,
               coalesce(toast.options, '') || coalesce(column_settings.list, '')),
-       6, NULL
+       60, NULL
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL (
     SELECT string_agg(
-               format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod))
+               format('%I', a.attname)
+               || CASE WHEN c.reloftype <> 0 THEN ' WITH OPTIONS' ELSE ' ' || format_type(a.atttypid, a.atttypmod) END
+               || CASE WHEN a.attfdwoptions IS NOT NULL THEN ' ' || (SELECT 'OPTIONS (' || string_agg(format('%I %L', o.option_name, o.option_value), ', ') || ')' FROM pg_options_to_table(a.attfdwoptions) o) ELSE '' END
                || CASE WHEN a.attcollation <> 0 AND a.attcollation <> at.typcollation
                        THEN ' COLLATE ' || a.attcollation::regcollation::text ELSE '' END
                || CASE WHEN a.attgenerated = 's' THEN ' GENERATED ALWAYS AS (' || pg_get_expr(d.adbin, d.adrelid) || ') STORED'
-                       WHEN d.adbin IS NOT NULL THEN ' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid)
+                       WHEN d.adbin IS NOT NULL AND NOT separate_default THEN ' DEFAULT ' || pg_get_expr(d.adbin, d.adrelid)
                        ELSE '' END
                || CASE WHEN a.attnotnull THEN ' NOT NULL' ELSE '' END
                || coalesce((
@@ -109,14 +133,18 @@ CROSS JOIN LATERAL (
     FROM pg_attribute a
     JOIN pg_type at ON at.oid = a.atttypid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    -- Inherited columns come from the parents (a partition's from PARTITION OF).
-    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attislocal
+    CROSS JOIN LATERAL (SELECT coalesce(d.oid IN (SELECT oid FROM separate_defaults), false) AS separate_default) placement
+    -- Inherited columns come from the parents, a typed table's from its type (but for
+    -- what the table adds).
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND (a.attislocal OR c.relispartition)
+      AND (c.reloftype = 0 OR a.attnotnull OR (d.adbin IS NOT NULL AND NOT separate_default))
 ) columns
 CROSS JOIN LATERAL (
-    -- NOT VALID checks are added after the data, which may break them.
+    -- NOT VALID checks are added after the data, which may break them. A partition needs
+    -- its parent's checks before it is attached.
     SELECT string_agg(format('CONSTRAINT %I %s', k.conname, pg_get_constraintdef(k.oid)), E',\n    ' ORDER BY k.conname) AS list
     FROM pg_constraint k
-    WHERE k.conrelid = c.oid AND k.contype = 'c' AND k.conislocal AND k.convalidated
+    WHERE k.conrelid = c.oid AND k.contype = 'c' AND (k.conislocal OR c.relispartition) AND k.convalidated
 ) checks
 LEFT JOIN LATERAL (
     SELECT format(E'\nALTER TABLE ONLY %I.%I SET (%s);', n.nspname, c.relname,
@@ -127,10 +155,11 @@ CROSS JOIN LATERAL (
     -- What CREATE TABLE cannot say per column: an inherited column's own default and
     -- NOT NULL, and storage, compression, statistics target and options.
     SELECT string_agg(
-               CASE WHEN NOT a.attislocal AND d.adbin IS NOT NULL AND a.attgenerated = ''
+               CASE WHEN NOT a.attislocal AND NOT c.relispartition AND d.adbin IS NOT NULL AND a.attgenerated = ''
+                         AND d.oid NOT IN (SELECT oid FROM separate_defaults)
                     THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET DEFAULT %s;', n.nspname, c.relname, a.attname,
                                 pg_get_expr(d.adbin, d.adrelid)) ELSE '' END
-               || CASE WHEN NOT a.attislocal AND a.attnotnull
+               || CASE WHEN NOT a.attislocal AND NOT c.relispartition AND a.attnotnull
                        THEN format(E'\nALTER TABLE ONLY %I.%I ALTER COLUMN %I SET NOT NULL;', n.nspname, c.relname, a.attname)
                        ELSE '' END
                || CASE WHEN a.attstorage <> at.typstorage
@@ -152,14 +181,25 @@ CROSS JOIN LATERAL (
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 ) column_settings
-WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p')
+WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p', 'f')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
+UNION ALL
+-- A default that calls a function of the backup is set once the table and the function
+-- exist: a function with a SQL-standard body may read the very table (a cycle otherwise).
+SELECT d.tableoid || ':' || d.oid, 'DEFAULT', format('%s.%I', c.oid::regclass::text, a.attname),
+       format('ALTER %sTABLE ONLY %s ALTER COLUMN %I SET DEFAULT %s;', CASE WHEN c.relkind = 'f' THEN 'FOREIGN ' ELSE '' END,
+              c.oid::regclass::text, a.attname, pg_get_expr(d.adbin, d.adrelid)),
+       65, NULL
+FROM pg_attrdef d
+JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+JOIN pg_class c ON c.oid = d.adrelid
+WHERE d.oid IN (SELECT oid FROM separate_defaults) AND c.relnamespace IN (SELECT oid FROM schemas)
 UNION ALL
 -- A key that a view relies on (GROUP BY the primary key, a functional dependency) is
 -- created before the view instead of after the data.
 SELECT k.tableoid || ':' || k.oid, 'CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
        format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)),
-       7, NULL
+       70, NULL
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype IN ('p', 'u', 'x')
   AND EXISTS (SELECT FROM pg_depend d WHERE d.refclassid = k.tableoid AND d.refobjid = k.oid AND d.classid = 'pg_rewrite'::regclass)
@@ -175,8 +215,7 @@ SELECT c.tableoid || ':' || c.oid, CASE c.relkind WHEN 'v' THEN 'VIEW' ELSE 'MAT
                                              a.attname, pg_get_expr(d.adbin, d.adrelid)), '' ORDER BY a.attnum)
                     FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
                     WHERE d.adrelid = c.oid), ''),
-       7, CASE WHEN c.relkind = 'm' AND c.relispopulated THEN format('REFRESH MATERIALIZED VIEW %I.%I;', n.nspname, c.relname) END
+       70, CASE WHEN c.relkind = 'm' AND c.relispopulated THEN format('REFRESH MATERIALIZED VIEW %I.%I;', n.nspname, c.relname) END
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('v', 'm')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
-ORDER BY 5, 3

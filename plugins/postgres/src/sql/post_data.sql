@@ -1,7 +1,7 @@
 -- Statements that run after the data, in this order: sequence values, sequence
 -- ownership, primary key / unique / exclusion / NOT VALID constraints, other indexes,
 -- index partitions, foreign keys, triggers, table settings (row security, policies,
--- replica identity, clustering, rules, extended statistics), comments.
+-- replica identity, clustering, rules, extended statistics), publications, comments.
 -- Columns: rank, kind, name, statement.
 SELECT 1, 'SEQUENCE SET', format('%I.%I', n.nspname, c.relname),
        format('SELECT pg_catalog.setval(%L, %s, %s);', format('%I.%I', n.nspname, c.relname),
@@ -129,6 +129,28 @@ SELECT 8, 'STATISTICS', format('%I.%I', n.nspname, s.stxname),
 FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
 WHERE n.oid IN (SELECT oid FROM schemas)
 UNION ALL
+SELECT 8, 'PUBLICATION', quote_ident(p.pubname),
+       format('CREATE PUBLICATION %I%s WITH (publish = %L, publish_via_partition_root = %s);', p.pubname,
+              CASE WHEN p.puballtables THEN ' FOR ALL TABLES' ELSE '' END,
+              concat_ws(', ', CASE WHEN p.pubinsert THEN 'insert' END, CASE WHEN p.pubupdate THEN 'update' END,
+                        CASE WHEN p.pubdelete THEN 'delete' END, CASE WHEN p.pubtruncate THEN 'truncate' END),
+              CASE WHEN p.pubviaroot THEN 'true' ELSE 'false' END)
+       || coalesce((SELECT string_agg(format(E'\nALTER PUBLICATION %I ADD TABLE ONLY %s%s%s;', p.pubname, r.prrelid::regclass::text,
+                                             coalesce(' (' || (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.position)
+                                                               FROM unnest(r.prattrs::int2[]) WITH ORDINALITY k (attnum, position)
+                                                               JOIN pg_attribute a ON a.attrelid = r.prrelid AND a.attnum = k.attnum)
+                                                      || ')', ''),
+                                             coalesce(' WHERE (' || pg_get_expr(r.prqual, r.prrelid) || ')', '')),
+                                      '' ORDER BY r.prrelid::regclass::text)
+                    FROM pg_publication_rel r JOIN pg_class c ON c.oid = r.prrelid
+                    WHERE r.prpubid = p.oid AND c.relnamespace IN (SELECT oid FROM schemas)), '')
+       || coalesce((SELECT string_agg(format(E'\nALTER PUBLICATION %I ADD TABLES IN SCHEMA %I;', p.pubname, n.nspname), ''
+                                      ORDER BY n.nspname)
+                    FROM pg_publication_namespace pn JOIN pg_namespace n ON n.oid = pn.pnnspid
+                    WHERE pn.pnpubid = p.oid AND n.oid IN (SELECT oid FROM schemas)), '')
+FROM pg_publication p
+WHERE (SELECT whole FROM whole_database)
+UNION ALL
 SELECT 9, 'COMMENT', o.identity,
        format('COMMENT ON %s IS %L;',
               CASE WHEN o.type = 'domain constraint'
@@ -145,12 +167,23 @@ CROSS JOIN LATERAL (
                WHEN 'composite type' THEN 'TYPE' WHEN 'domain' THEN 'DOMAIN' WHEN 'function' THEN 'FUNCTION'
                WHEN 'procedure' THEN 'PROCEDURE' WHEN 'schema' THEN 'SCHEMA' WHEN 'trigger' THEN 'TRIGGER'
                WHEN 'table constraint' THEN 'CONSTRAINT' WHEN 'domain constraint' THEN 'CONSTRAINT' WHEN 'policy' THEN 'POLICY' WHEN 'rule' THEN 'RULE'
-               WHEN 'statistics object' THEN 'STATISTICS'
+               WHEN 'statistics object' THEN 'STATISTICS' WHEN 'foreign table' THEN 'FOREIGN TABLE'
+               WHEN 'collation' THEN 'COLLATION' WHEN 'operator' THEN 'OPERATOR' WHEN 'operator class' THEN 'OPERATOR CLASS'
+               WHEN 'operator family' THEN 'OPERATOR FAMILY' WHEN 'aggregate' THEN 'AGGREGATE' WHEN 'cast' THEN 'CAST'
+               WHEN 'text search parser' THEN 'TEXT SEARCH PARSER' WHEN 'text search template' THEN 'TEXT SEARCH TEMPLATE'
+               WHEN 'text search dictionary' THEN 'TEXT SEARCH DICTIONARY'
+               WHEN 'text search configuration' THEN 'TEXT SEARCH CONFIGURATION'
+               WHEN 'foreign-data wrapper' THEN 'FOREIGN DATA WRAPPER' WHEN 'server' THEN 'SERVER'
+               WHEN 'publication' THEN 'PUBLICATION' WHEN 'large object' THEN 'LARGE OBJECT'
                ELSE CASE WHEN o.type LIKE '% column' THEN 'COLUMN' END
            END AS keyword
 ) k
 WHERE k.keyword IS NOT NULL
-  AND CASE d.classoid
+  -- Objects of no schema come with the whole database; event triggers bring their own.
+  AND CASE WHEN d.classoid IN ('pg_cast'::regclass, 'pg_foreign_data_wrapper'::regclass, 'pg_foreign_server'::regclass,
+                               'pg_publication'::regclass, 'pg_largeobject'::regclass)
+           THEN (SELECT whole FROM whole_database)
+      ELSE CASE d.classoid
           WHEN 'pg_namespace'::regclass THEN d.objoid
           WHEN 'pg_class'::regclass THEN (SELECT relnamespace FROM pg_class WHERE oid = d.objoid)
           WHEN 'pg_type'::regclass THEN (SELECT typnamespace FROM pg_type WHERE oid = d.objoid)
@@ -163,6 +196,14 @@ WHERE k.keyword IS NOT NULL
           WHEN 'pg_rewrite'::regclass THEN (SELECT c.relnamespace FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
                                             WHERE r.oid = d.objoid AND r.rulename <> '_RETURN')
           WHEN 'pg_statistic_ext'::regclass THEN (SELECT stxnamespace FROM pg_statistic_ext WHERE oid = d.objoid)
-      END IN (SELECT oid FROM schemas)
+          WHEN 'pg_collation'::regclass THEN (SELECT collnamespace FROM pg_collation WHERE oid = d.objoid)
+          WHEN 'pg_operator'::regclass THEN (SELECT oprnamespace FROM pg_operator WHERE oid = d.objoid)
+          WHEN 'pg_opclass'::regclass THEN (SELECT opcnamespace FROM pg_opclass WHERE oid = d.objoid)
+          WHEN 'pg_opfamily'::regclass THEN (SELECT opfnamespace FROM pg_opfamily WHERE oid = d.objoid)
+          WHEN 'pg_ts_parser'::regclass THEN (SELECT prsnamespace FROM pg_ts_parser WHERE oid = d.objoid)
+          WHEN 'pg_ts_template'::regclass THEN (SELECT tmplnamespace FROM pg_ts_template WHERE oid = d.objoid)
+          WHEN 'pg_ts_dict'::regclass THEN (SELECT dictnamespace FROM pg_ts_dict WHERE oid = d.objoid)
+          WHEN 'pg_ts_config'::regclass THEN (SELECT cfgnamespace FROM pg_ts_config WHERE oid = d.objoid)
+      END IN (SELECT oid FROM schemas) END
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = d.classoid AND e.objid = d.objoid AND e.deptype = 'e')
 ORDER BY 1, 3

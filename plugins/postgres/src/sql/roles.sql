@@ -2,6 +2,8 @@
 -- for the GRANT/REVOKE statements (acl_changes.sql) and row security policies.
 SELECT 'owner', pg_get_userbyid(o.owner) FROM objects o WHERE o.own_owner
 UNION
+SELECT 'owner', pg_get_userbyid(t.evtowner) FROM pg_event_trigger t WHERE (SELECT whole FROM whole_database)
+UNION
 SELECT 'privileges', pg_get_userbyid(r)
 FROM changes CROSS JOIN LATERAL (VALUES (grantee), (granted_by), (for_role)) v (r)
 WHERE r IS NOT NULL AND r <> 0
