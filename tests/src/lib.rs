@@ -11,6 +11,7 @@ pub mod kube;
 pub mod kubelet;
 pub mod podman;
 pub mod postgres;
+pub mod redis;
 pub mod registry;
 pub mod seaweedfs;
 pub mod stowage;

@@ -11,4 +11,5 @@ mod operator;
 mod plugin_authoring;
 mod plugin_contract;
 mod postgres;
+mod redis;
 mod sandbox;
