@@ -5,6 +5,7 @@
 //! `STOWAGE_CACHE` (default `/var/cache/stowage`). A missing server is a test failure
 //! with a message saying which set-up step to run, never a silent skip.
 
+pub mod bench;
 pub mod cluster;
 pub mod faults;
 pub mod kube;

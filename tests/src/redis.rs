@@ -18,13 +18,23 @@ pub struct Redis {
     server: Child,
     dir: TempDir,
     pub port: u16,
+    /// With TLS only: the CA (PEM) that signed the server's certificate (for `localhost`).
+    pub ca: Option<String>,
 }
 
 impl Redis {
     /// A server with nothing in it; `config` are more `redis-server` arguments
     /// (`--name value` pairs).
     pub fn start(config: &[&str]) -> Result<Self> {
-        Self::start_in(tempfile::tempdir()?, config)
+        Self::start_in(tempfile::tempdir()?, config, false)
+    }
+
+    /// A server that speaks TLS only (`tls-port`, no plaintext port), with a certificate
+    /// for `localhost`; clients need no certificate of their own.
+    pub fn start_tls_only() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        crate::tls::certificates(dir.path())?;
+        Self::start_in(dir, &["--tls-auth-clients", "no"], true)
     }
 
     /// A server that loads `rdb` as its `dump.rdb` at start, as an operator restores a
@@ -32,13 +42,22 @@ impl Redis {
     pub fn start_from_rdb(rdb: &Path) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         std::fs::copy(rdb, dir.path().join("dump.rdb")).context("copy dump.rdb")?;
-        Self::start_in(dir, &[])
+        Self::start_in(dir, &[], false)
     }
 
-    fn start_in(dir: TempDir, config: &[&str]) -> Result<Self> {
+    fn start_in(dir: TempDir, config: &[&str], tls: bool) -> Result<Self> {
         let port = free_port()?;
-        let server = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut server = Command::new("redis-server");
+        if tls {
+            let file = |name: &str| dir.path().join(name).display().to_string();
+            server.args(["--port", "0", "--tls-port", &port.to_string()]);
+            server.args(["--tls-cert-file", &file("server.crt"), "--tls-key-file", &file("server.key")]);
+            server.args(["--tls-ca-cert-file", &file("ca.crt")]);
+        } else {
+            server.args(["--port", &port.to_string()]);
+        }
+        let server = server
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--enable-debug-command", "yes", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir.path())
@@ -48,9 +67,12 @@ impl Redis {
             .stdout(Stdio::null())
             .spawn()
             .context("redis-server (run ./dev setup)")?;
-        let redis = Redis { server, dir, port };
-        wait_until("Redis accepts connections", Duration::from_secs(20), || {
-            redis.cli(&["PING"]).map(|pong| pong.trim() == "PONG").unwrap_or(false)
+        let ca = if tls { Some(std::fs::read_to_string(dir.path().join("ca.crt"))?) } else { None };
+        let redis = Redis { server, dir, port, ca };
+        wait_until("Redis accepts connections (and has loaded its RDB)", Duration::from_secs(120), || {
+            // A server with requirepass answers NOAUTH: it is up all the same.
+            let answer = redis.client().arg("PING").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            answer.is_ok_and(|answer| answer.contains("PONG") || answer.contains("NOAUTH"))
         })?;
         Ok(redis)
     }
@@ -63,16 +85,27 @@ impl Redis {
         }
     }
 
+    /// `redis-cli` for this server.
+    fn client(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        command.args(["-p", &self.port.to_string()]);
+        if self.ca.is_some() {
+            command.args(["--tls", "--cacert"]).arg(self.dir.path().join("ca.crt"));
+        }
+        command
+    }
+
     /// One command through `redis-cli` (raw output).
     pub fn cli(&self, args: &[&str]) -> Result<String> {
-        let output = Command::new("redis-cli").args(["-p", &self.port.to_string(), "--raw"]).args(args).output()?;
+        let output = self.client().arg("--raw").args(args).output()?;
         checked(output, &format!("redis-cli {}", args.join(" ")))
     }
 
     /// Commands, one per line, piped into `redis-cli -n database`; the replies, one per line.
     pub fn pipe(&self, database: u32, commands: &str) -> Result<String> {
-        let mut child = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string(), "-n", &database.to_string()])
+        let mut child = self
+            .client()
+            .args(["-n", &database.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,9 +124,7 @@ impl Redis {
     pub fn state(&self) -> Result<String> {
         let mut state = String::new();
         for database in 0..16 {
-            let keys = Command::new("redis-cli")
-                .args(["-p", &self.port.to_string(), "-n", &database.to_string(), "--scan"])
-                .output()?;
+            let keys = self.client().args(["-n", &database.to_string(), "--scan"]).output()?;
             let mut keys: Vec<String> = checked(keys, "redis-cli --scan")?.lines().map(str::to_owned).collect();
             keys.sort();
             for key in keys {
@@ -121,8 +152,20 @@ impl Redis {
         Ok(RawClient { reader: BufReader::new(stream.try_clone()?), stream })
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// CPU seconds the server has used (user + system), from /proc.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.server.id()))?;
+        // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').context("/proc stat")?.1.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        Ok(ticks / 100.0)
+    }
+
+    /// SIGKILL the server, as a crash or an OOM kill does.
+    pub fn kill(&mut self) -> Result<()> {
+        self.server.kill()?;
+        self.server.wait()?;
+        Ok(())
     }
 }
 

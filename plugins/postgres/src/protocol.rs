@@ -12,9 +12,9 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
-use rustls::{ClientConnection, StreamOwned};
+use stowage_plugin_tls::{HandshakeError, Transport};
 
-use crate::tls::{self, TlsMode, TlsSettings};
+use crate::tls::{TlsMode, TlsSettings};
 
 /// Bytes read from the socket at a time.
 const READ_SIZE: usize = 256 * 1024;
@@ -124,37 +124,6 @@ impl fmt::Display for Error {
 /// One text-format result row; `None` is SQL NULL.
 pub type Row = Vec<Option<String>>;
 
-/// The socket, encrypted or not.
-enum Transport {
-    Plain(TcpStream),
-    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
-}
-
-impl Read for Transport {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => stream.read(buffer),
-            Transport::Tls(stream) => stream.read(buffer),
-        }
-    }
-}
-
-impl Write for Transport {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        match self {
-            Transport::Plain(stream) => stream.write(data),
-            Transport::Tls(stream) => stream.write(data),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Transport::Plain(stream) => stream.flush(),
-            Transport::Tls(stream) => stream.flush(),
-        }
-    }
-}
-
 /// Ask for TLS when the options want it (the SSLRequest precedes the startup message).
 /// `any_cipher` offers every cipher suite rather than the fast one alone.
 fn negotiate_tls(mut socket: TcpStream, options: &ConnectOptions, any_cipher: bool) -> Result<Transport, Error> {
@@ -167,23 +136,10 @@ fn negotiate_tls(mut socket: TcpStream, options: &ConnectOptions, any_cipher: bo
     let mut answer = [0u8; 1];
     socket.read_exact(&mut answer)?;
     match answer[0] {
-        b'S' => {
-            let config = if any_cipher { &settings.any } else { &settings.fast };
-            let client = ClientConnection::new(config.clone(), settings.server_name.clone())
-                .map_err(|e| Error::Tls(format!("TLS: {e}")))?;
-            let mut tls = StreamOwned::new(client, socket);
-            // Finish the handshake now, so that certificate problems are reported as such.
-            while tls.conn.is_handshaking() {
-                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
-                    if !any_cipher && tls::cipher_refused(&e) {
-                        Error::CipherRefused
-                    } else {
-                        Error::Tls(format!("TLS handshake with the server failed: {e}"))
-                    }
-                })?;
-            }
-            Ok(Transport::Tls(Box::new(tls)))
-        }
+        b'S' => stowage_plugin_tls::handshake(socket, settings, any_cipher).map_err(|error| match error {
+            HandshakeError::CipherRefused => Error::CipherRefused,
+            HandshakeError::Failed(message) => Error::Tls(message),
+        }),
         b'N' if options.tls == TlsMode::Prefer => Ok(Transport::Plain(socket)),
         b'N' => Err(Error::Tls("TLS is required (sslmode) but the server does not accept TLS connections".into())),
         other => Err(Error::Protocol(format!("unexpected answer {other:#x} to the TLS request"))),

@@ -164,7 +164,8 @@ fn read_rdb<'a, R: Read>(
     expected: u64,
 ) -> Result<((u16, bool, u64), &'a mut R), PluginError> {
     let doing = "reading the RDB";
-    let connection_lost = |message: String| PluginError::Connection(format!("{message} (the connection to Redis)"));
+    let connection_lost =
+        |message: String| PluginError::Connection(format!("{message}: the connection to Redis was lost"));
     let mut reader = Reader::new(input, artifact, false).map_err(|e| rdb_failure(doing, e, connection_lost))?;
     let mut database = 0;
     let checksum_checked = loop {

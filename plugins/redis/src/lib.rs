@@ -5,7 +5,7 @@
 //! user (managed services, ACLs) are read key by key with `SCAN` + `DUMP` instead, into
 //! an RDB of the same format, with a warning that it is not point-in-time.
 //!
-//! Options: `method` (`auto`, `replication`, `scan`); see `docs/redis.md`.
+//! Options: `method` (`auto`, `replication`, `scan`), `tls`, `tls-ca`; see `docs/redis.md`.
 
 mod backup;
 mod crc64;
@@ -19,6 +19,8 @@ use stowage_plugin_sdk::{
 };
 
 use crate::rdb::RdbError;
+use stowage_plugin_tls::Verification;
+
 use crate::resp::{Connection, Error, Login};
 
 /// The artifact: an RDB file, as `redis-server` loads it from its data directory.
@@ -55,6 +57,21 @@ impl Config {
                 )));
             }
         };
+        let verification = match options.get("tls").unwrap_or("disable") {
+            "disable" => None,
+            "require" => Some(Verification::None),
+            "verify-ca" => Some(Verification::Chain),
+            "verify-full" => Some(Verification::ChainAndName),
+            other => {
+                return Err(PluginError::InvalidSettings(format!(
+                    "option tls: {other:?} is not one of disable, require, verify-ca, verify-full"
+                )));
+            }
+        };
+        let tls = verification
+            .map(|verification| stowage_plugin_tls::settings(verification, options.get("tls-ca"), &settings.host))
+            .transpose()
+            .map_err(PluginError::InvalidSettings)?;
         if settings.user.is_some() && settings.password.is_none() {
             return Err(PluginError::InvalidSettings(format!(
                 "user {:?} needs a password: Redis logs users in with AUTH user password",
@@ -63,7 +80,7 @@ impl Config {
         }
         Ok(Config {
             addresses: settings.addresses.clone(),
-            login: Login { user: settings.user.clone(), password: settings.password.clone() },
+            login: Login { user: settings.user.clone(), password: settings.password.clone(), tls },
             method,
         })
     }
@@ -103,14 +120,16 @@ fn failure(doing: &str, error: Error) -> PluginError {
         }
         Error::Server(message) => PluginError::Database(format!("{doing}: {message}")),
         Error::Protocol(message) => PluginError::Database(format!("{doing}: {message}")),
+        Error::Tls(message) => PluginError::Connection(format!("{doing}: {message}")),
     }
 }
 
 /// An RDB that cannot be read, with what was being done; `input_lost` says what a
-/// failed read means (the connection during a backup, the artifact during a restore).
+/// failed or short read means (the connection during a backup, the artifact during a
+/// restore).
 fn rdb_failure(doing: &str, error: RdbError, input_lost: fn(String) -> PluginError) -> PluginError {
     match error {
-        RdbError::Io(error) => input_lost(format!("{doing}: {error}")),
+        RdbError::Io(_) | RdbError::Truncated(_) => input_lost(format!("{doing}: {error}")),
         RdbError::Sink(error) => PluginError::Artifact(format!("{doing}: {error}")),
         RdbError::Corrupt(message) => PluginError::Database(format!("{doing}: invalid RDB: {message}")),
         RdbError::Unsupported(message) => PluginError::Unsupported(format!("{doing}: {message}")),
@@ -156,20 +175,31 @@ struct RedisPlugin;
 
 impl Plugin for RedisPlugin {
     fn metadata() -> PluginMetadata {
+        let option = |name: &str, description: &str, default: Option<&str>| SettingSpec {
+            name: name.into(),
+            description: description.into(),
+            required: false,
+            default_value: default.map(Into::into),
+        };
         PluginMetadata {
             name: "redis".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Redis 5 to 7.4: point-in-time RDB snapshots over the replication protocol".into(),
             operations: vec![Operation::Backup, Operation::Restore],
-            settings: vec![SettingSpec {
-                name: "method".into(),
-                description:
+            settings: vec![
+                option(
+                    "method",
                     "Backup: replication (PSYNC, point-in-time), scan (SCAN + DUMP per key, not point-in-time), \
-                              or auto (replication, scan when the server refuses it)"
-                        .into(),
-                required: false,
-                default_value: Some("auto".into()),
-            }],
+                     or auto (replication, scan when the server refuses it)",
+                    Some("auto"),
+                ),
+                option(
+                    "tls",
+                    "disable, require (TLS, any certificate), verify-ca (chain to tls-ca) or verify-full (and the host name)",
+                    Some("disable"),
+                ),
+                option("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
+            ],
         }
     }
 

@@ -44,6 +44,8 @@ pub enum RdbError {
     Io(io::Error),
     /// Writing to the sink failed.
     Sink(io::Error),
+    /// The input ended inside the RDB, after this many bytes.
+    Truncated(u64),
     /// The bytes are not a valid RDB.
     Corrupt(String),
     /// A valid RDB holding something this plugin cannot restore (module types, value
@@ -55,6 +57,7 @@ impl fmt::Display for RdbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RdbError::Io(error) | RdbError::Sink(error) => write!(f, "{error}"),
+            RdbError::Truncated(offset) => write!(f, "the RDB ends early, at byte {offset}"),
             RdbError::Corrupt(message) | RdbError::Unsupported(message) => write!(f, "{message}"),
         }
     }
@@ -145,9 +148,7 @@ impl<R: Read, W: Write> Reader<R, W> {
 
     fn fill(&mut self, buffer: &mut [u8], checksummed: bool) -> Result<(), RdbError> {
         self.input.read_exact(buffer).map_err(|error| match error.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                RdbError::Corrupt(format!("the RDB ends early, at byte {}", self.offset + buffer.len() as u64))
-            }
+            io::ErrorKind::UnexpectedEof => RdbError::Truncated(self.offset),
             _ => RdbError::Io(error),
         })?;
         if checksummed {

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
+use stowage_plugin_tls::{HandshakeError, TlsSettings, Transport};
+
 /// Bytes read from the socket at a time.
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -37,6 +39,8 @@ impl Reply {
 #[derive(Debug)]
 pub enum Error {
     Io(io::Error),
+    /// TLS could not be established (or the certificate is not trusted).
+    Tls(String),
     /// The server answered with an error reply.
     Server(String),
     /// The server sent something that is not RESP.
@@ -47,6 +51,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(error) => write!(f, "{error}"),
+            Error::Tls(message) => write!(f, "{message}"),
             Error::Server(message) => write!(f, "{message}"),
             Error::Protocol(message) => write!(f, "protocol error: {message}"),
         }
@@ -59,36 +64,57 @@ impl From<io::Error> for Error {
     }
 }
 
-/// Who to log in as.
+/// Who to log in as, and how.
 #[derive(Debug, Clone)]
 pub struct Login {
     pub user: Option<String>,
     pub password: Option<String>,
+    /// TLS from the first byte (Redis 6+ `tls-port`), when set.
+    pub tls: Option<TlsSettings>,
 }
 
 /// A connection; commands are buffered by [`Connection::send`] until a reply is read.
 pub struct Connection {
-    input: BufReader<TcpStream>,
+    input: BufReader<Transport>,
     output: Vec<u8>,
+}
+
+/// A TCP connection to `address`, encrypted when `tls` is set; a server that refuses
+/// the fast cipher suite is asked again with all of them.
+fn open(address: &str, tls: Option<&TlsSettings>) -> Result<Transport, Error> {
+    let socket = TcpStream::connect(address)?;
+    socket.set_nodelay(true)?;
+    let Some(settings) = tls else { return Ok(Transport::Plain(socket)) };
+    match stowage_plugin_tls::handshake(socket, settings, false) {
+        Err(HandshakeError::CipherRefused) => {
+            let socket = TcpStream::connect(address)?;
+            socket.set_nodelay(true)?;
+            stowage_plugin_tls::handshake(socket, settings, true)
+        }
+        outcome => outcome,
+    }
+    .map_err(|error| match error {
+        HandshakeError::Failed(message) => Error::Tls(message),
+        HandshakeError::CipherRefused => Error::Tls("the server accepts none of the offered cipher suites".into()),
+    })
 }
 
 impl Connection {
     /// Connect to the first address that answers and log in.
     pub fn connect(addresses: &[String], login: &Login) -> Result<Self, Error> {
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no database address to connect to");
+        let mut last = Error::Io(io::Error::new(io::ErrorKind::NotFound, "no database address to connect to"));
         for address in addresses {
-            match TcpStream::connect(address.as_str()) {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
+            match open(address, login.tls.as_ref()) {
+                Ok(transport) => {
                     let mut connection =
-                        Connection { input: BufReader::with_capacity(READ_BUFFER, stream), output: Vec::new() };
+                        Connection { input: BufReader::with_capacity(READ_BUFFER, transport), output: Vec::new() };
                     connection.log_in(login)?;
                     return Ok(connection);
                 }
                 Err(error) => last = error,
             }
         }
-        Err(Error::Io(last))
+        Err(last)
     }
 
     fn log_in(&mut self, login: &Login) -> Result<(), Error> {
@@ -117,7 +143,9 @@ impl Connection {
 
     pub fn flush(&mut self) -> Result<(), Error> {
         if !self.output.is_empty() {
-            self.input.get_mut().write_all(&self.output)?;
+            let transport = self.input.get_mut();
+            transport.write_all(&self.output)?;
+            transport.flush()?;
             self.output.clear();
         }
         Ok(())
@@ -185,7 +213,7 @@ impl Connection {
     }
 
     /// The raw byte stream, for the RDB that follows a replication handshake.
-    pub fn raw(&mut self) -> &mut BufReader<TcpStream> {
+    pub fn raw(&mut self) -> &mut BufReader<Transport> {
         &mut self.input
     }
 }

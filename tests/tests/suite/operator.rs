@@ -15,6 +15,7 @@ use stowage_api::DatabaseBackup;
 use stowage_tests::cluster::{ALLOWED_BROKEN_IMAGE, Cluster, NAMESPACE, Operator};
 use stowage_tests::kube::kubectl;
 use stowage_tests::postgres::{PASSWORD, Postgres};
+use stowage_tests::redis::Redis;
 
 /// Poll `check` until it returns a value or `timeout` passes.
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -521,7 +522,7 @@ fn base64_encode(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn postgres_backups_succeed_over_verified_tls_and_a_wrong_password_is_the_reason() {
+async fn builtin_plugins_back_up_postgres_over_verified_tls_and_redis_and_a_wrong_password_is_the_reason() {
     let cluster = Cluster::start().await.expect("cluster");
     let postgres = Postgres::start().expect("postgres");
     postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
@@ -557,7 +558,29 @@ async fn postgres_backups_succeed_over_verified_tls_and_a_wrong_password_is_the_
     tls["database"]["options"] = json!({"sslmode": "verify-full"});
     cluster.create("shop-tls", tls).await;
 
+    // Redis with requirepass: a password alone, no user.
+    let redis = Redis::start(&["--requirepass", PASSWORD, "--repl-diskless-sync-delay", "0"]).expect("redis");
+    redis.cli(&["-a", PASSWORD, "--no-auth-warning", "SET", "greeting", "hello"]).expect("write");
+    let cache = |secret: &str| {
+        json!({
+            "plugin": {"builtin": "redis"},
+            "database": {
+                "endpoint": format!("127.0.0.1:{}", redis.port),
+                "name": "0",
+                "passwordSecret": {"name": secret, "key": "password"}
+            },
+            "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}
+        })
+    };
+    cluster.create("cache", cache("db")).await;
+    cluster.create("cache-wrong", cache("db-wrong")).await;
+
     let backups = cluster.backups();
+    assert_eq!(settled_reason(&backups, "cache", Duration::from_secs(90)).await, "BackupSucceeded");
+    let status = backups.get("cache").await.expect("get").status.expect("status");
+    assert!(status.last_backup.expect("last backup").bytes > 0, "the RDB was stored");
+    assert_eq!(settled_reason(&backups, "cache-wrong", Duration::from_secs(90)).await, "DatabaseAuthenticationFailed");
+
     assert_eq!(settled_reason(&backups, "shop-tls", Duration::from_secs(90)).await, "BackupSucceeded");
     assert_eq!(settled_reason(&backups, "shop", Duration::from_secs(90)).await, "BackupSucceeded");
     assert_eq!(settled_reason(&backups, "shop-wrong", Duration::from_secs(90)).await, "DatabaseAuthenticationFailed");

@@ -167,24 +167,105 @@ fn a_user_without_replication_rights_is_read_key_by_key_with_a_warning() {
 }
 
 #[test]
-fn a_damaged_backup_never_flushes_the_target() {
+fn a_damaged_or_truncated_backup_never_flushes_the_target() {
     let source = source();
     let repo = tempfile::tempdir().expect("repo");
     let repo_url = format!("file://{}", repo.path().display());
     let backup = ["backup", "--plugin", "redis", "--database", &source.url(None), "--repo", &repo_url];
-    let id = stowage(&backup, &[]).ok().expect("backup").stdout.trim().to_owned();
-    let stored = repo.path().join("local/default").join(&id).join("data/dump.rdb.zst");
-    let mut bytes = std::fs::read(&stored).expect("stored artifact");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    std::fs::write(&stored, bytes).expect("damage it");
-
     let target = Redis::start(&[]).expect("target");
     target.cli(&["SET", "precious", "data"]).expect("write");
-    let replace = ["restore", "--replace", "--plugin", "redis", "--database", &target.url(None), "--repo", &repo_url];
-    let failed = stowage(&replace, &[]).failed().expect("restore of a damaged backup");
-    assert!(failed.stderr.contains("artifact dump.rdb is corrupt"), "{}", failed.stderr);
-    assert!(!failed.stderr.contains("flushing"), "nothing is flushed before the backup is verified: {}", failed.stderr);
-    assert_eq!(target.cli(&["GET", "precious"]).expect("get").trim(), "data");
-    assert_eq!(target.cli(&["DBSIZE"]).expect("dbsize").trim(), "1");
+    let flip: fn(&mut Vec<u8>) = |bytes| {
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x55;
+    };
+    let truncate: fn(&mut Vec<u8>) = |bytes| bytes.truncate(bytes.len() / 2);
+    for damage in [flip, truncate] {
+        let id = stowage(&backup, &[]).ok().expect("backup").stdout.trim().to_owned();
+        let stored = repo.path().join("local/default").join(&id).join("data/dump.rdb.zst");
+        let mut bytes = std::fs::read(&stored).expect("stored artifact");
+        damage(&mut bytes);
+        std::fs::write(&stored, bytes).expect("damage it");
+
+        let replace =
+            ["restore", "--replace", "--plugin", "redis", "--database", &target.url(None), "--repo", &repo_url];
+        let failed = stowage(&replace, &[]).failed().expect("restore of a damaged backup");
+        assert!(failed.stderr.contains("artifact dump.rdb is corrupt"), "{}", failed.stderr);
+        assert!(
+            !failed.stderr.contains("flushing"),
+            "nothing is flushed before the backup is verified: {}",
+            failed.stderr
+        );
+        assert_eq!(target.cli(&["GET", "precious"]).expect("get").trim(), "data");
+        assert_eq!(target.cli(&["DBSIZE"]).expect("dbsize").trim(), "1");
+    }
+}
+
+#[test]
+fn an_unreachable_or_dying_server_fails_the_backup_and_commits_nothing() {
+    let repo = tempfile::tempdir().expect("repo");
+    let repo_url = format!("file://{}", repo.path().display());
+    let nobody = format!("redis://127.0.0.1:{}/0", stowage_tests::free_port().expect("port"));
+    let refused = stowage(&["backup", "--plugin", "redis", "--database", &nobody, "--repo", &repo_url], &[]);
+    let refused = refused.failed().expect("backup of nothing");
+    assert!(refused.stderr.contains("cannot connect to the database: Redis at 127.0.0.1:"), "{}", refused.stderr);
+
+    // A transfer slowed down to ~10 s (1 ms per key), and the server killed in the middle.
+    let mut source = Redis::start(&["--repl-diskless-sync-delay", "0"]).expect("redis");
+    source.cli(&["DEBUG", "POPULATE", "10000", "key", "100"]).expect("populate");
+    source.cli(&["CONFIG", "SET", "rdb-key-save-delay", "1000"]).expect("slow down");
+    let backup = ["backup", "--plugin", "redis", "--database", &source.url(None), "--repo", &repo_url];
+    let running = stowage_tests::stowage::command(backup, &[])
+        .expect("command")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start stowage");
+    wait_until("the transfer runs", Duration::from_secs(60), || {
+        let persistence = source.cli(&["INFO", "persistence"]).unwrap_or_default();
+        persistence.contains("rdb_bgsave_in_progress:1")
+    })
+    .expect("transfer");
+    std::thread::sleep(Duration::from_secs(1));
+    source.kill().expect("kill the server");
+    let output = running.wait_with_output().expect("run stowage");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("the connection to Redis was lost"), "{stderr}");
+    let listed = stowage(&["list", "--repo", &repo_url], &[]).ok().expect("list");
+    assert!(!listed.stdout.contains(" complete "), "{}", listed.stdout);
+}
+
+#[test]
+fn tls_connections_encrypt_and_verify_what_they_promise() {
+    let source = Redis::start_tls_only().expect("redis with TLS");
+    let ca = source.ca.clone().expect("CA");
+    source.pipe(0, &fixture()).expect("load the fixture");
+    let repo = tempfile::tempdir().expect("repo");
+    let repo_url = format!("file://{}", repo.path().display());
+    let ca_option = format!("tls-ca={ca}");
+    let run_with = |verb: &str, host: &str, mode: &str, ca: bool| {
+        let url = format!("redis://{host}:{}/0?tls={mode}", source.port);
+        let mut args = vec![verb, "--plugin", "redis", "--database", &url, "--repo", &repo_url];
+        if ca {
+            args.extend(["--option", &ca_option]);
+        }
+        stowage(&args, &[])
+    };
+    // The server has no plaintext port, so every success went over TLS.
+    run_with("backup", "localhost", "verify-full", true).ok().expect("verify-full");
+    run_with("backup", "127.0.0.1", "verify-ca", true).ok().expect("verify-ca");
+    run_with("backup", "127.0.0.1", "require", false).ok().expect("require");
+    let wrong_name = run_with("backup", "127.0.0.1", "verify-full", true).failed().expect("verify-full by IP");
+    assert!(wrong_name.stderr.contains("certificate not valid for name \"127.0.0.1\""), "{}", wrong_name.stderr);
+    let no_ca = run_with("backup", "localhost", "verify-ca", false).failed().expect("verify-ca without a CA");
+    assert!(no_ca.stderr.contains("needs its CA in option tls-ca"), "{}", no_ca.stderr);
+    let plain = run_with("backup", "127.0.0.1", "disable", false).failed().expect("plaintext to a TLS-only server");
+    assert!(plain.stderr.contains("cannot connect to the database"), "{}", plain.stderr);
+
+    let target = Redis::start_tls_only().expect("target with TLS");
+    let url = format!("redis://localhost:{}/0?tls=verify-full", target.port);
+    let target_ca = format!("tls-ca={}", target.ca.clone().expect("CA"));
+    let restore = ["restore", "--plugin", "redis", "--database", &url, "--option", &target_ca, "--repo", &repo_url];
+    stowage(&restore, &[]).ok().expect("restore over verified TLS");
+    assert_eq!(target.state().expect("target"), source.state().expect("source"));
 }
