@@ -162,7 +162,7 @@ impl Redis {
     }
 
     /// SIGKILL the server, as a crash or an OOM kill does.
-    pub fn kill(&mut self) -> Result<()> {
+    pub fn crash(&mut self) -> Result<()> {
         self.server.kill()?;
         self.server.wait()?;
         Ok(())

@@ -47,10 +47,10 @@ fn copy_large_object(
 ) -> Result<u64, PluginError> {
     let mut offset = 0u64;
     loop {
-        let rows = connection
-            .query(&format!("SELECT encode(pg_catalog.lo_get({oid}, {offset}, {LARGE_OBJECT_CHUNK}), 'hex')"))
-            .map_err(|e| failure(&format!("reading large object {oid}"), e))?;
-        let hex = rows.first().and_then(|row| row.first().cloned().flatten()).unwrap_or_default();
+        let hex = connection
+            .query_value(&format!("SELECT encode(pg_catalog.lo_get({oid}, {offset}, {LARGE_OBJECT_CHUNK}), 'hex')"))
+            .map_err(|e| failure(&format!("reading large object {oid}"), e))?
+            .unwrap_or_default();
         let length = hex.len() as u64 / 2;
         if length > 0 {
             let sql = format!("SELECT pg_catalog.lo_put({oid}, {offset}, '\\x{hex}');");
@@ -66,9 +66,9 @@ fn copy_large_object(
 pub fn run(config: &Config) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
     let mut connection = config.connect()?;
-    let version = connection.query("SHOW server_version_num").map_err(|e| failure("reading the server version", e))?;
-    let version: u32 =
-        version.first().and_then(|row| row.first().cloned().flatten()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let version =
+        connection.query_value("SHOW server_version_num").map_err(|e| failure("reading the server version", e))?;
+    let version: u32 = version.and_then(|v| v.parse().ok()).unwrap_or(0);
     if version < MINIMUM_SERVER_VERSION {
         return Err(PluginError::Unsupported(format!(
             "PostgreSQL {} is older than 15, the oldest version this plugin backs up",

@@ -351,6 +351,5 @@ pub fn clear_statements(connection: &mut Connection) -> Result<Vec<String>, Erro
 
 /// How many user objects a database holds (a new database holds none).
 pub fn user_objects(connection: &mut Connection) -> Result<u64, Error> {
-    let rows = connection.query(include_str!("sql/user_objects.sql"))?;
-    Ok(rows.first().map(|row| text(row, 0)).and_then(|n| n.parse().ok()).unwrap_or(0))
+    Ok(connection.query_value(include_str!("sql/user_objects.sql"))?.and_then(|n| n.parse().ok()).unwrap_or(0))
 }

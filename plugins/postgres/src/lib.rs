@@ -13,8 +13,8 @@ mod script;
 mod tls;
 
 use stowage_plugin_sdk::{
-    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
-    export,
+    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, Summary, export,
+    optional,
 };
 
 use crate::catalog::{Optional, Selection};
@@ -121,34 +121,28 @@ struct PostgresPlugin;
 
 impl Plugin for PostgresPlugin {
     fn metadata() -> PluginMetadata {
-        let option = |name: &str, description: &str, default: Option<&str>| SettingSpec {
-            name: name.into(),
-            description: description.into(),
-            required: false,
-            default_value: default.map(Into::into),
-        };
         PluginMetadata {
             name: "postgres".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "PostgreSQL: consistent logical backup and restore as psql-replayable SQL".into(),
             operations: vec![Operation::Backup, Operation::Restore],
             settings: vec![
-                option(
+                optional(
                     "sslmode",
                     "disable, prefer (TLS when the server offers it), require, verify-ca or verify-full, as in libpq",
                     Some("prefer"),
                 ),
-                option("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
-                option("schemas", "Comma-separated schemas to back up (default: all user schemas)", None),
-                option("exclude-schemas", "Comma-separated schemas to leave out", None),
-                option("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),
-                option("lock-timeout", "How long to wait for a table lock (PostgreSQL interval)", Some("5min")),
-                option(
+                optional("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
+                optional("schemas", "Comma-separated schemas to back up (default: all user schemas)", None),
+                optional("exclude-schemas", "Comma-separated schemas to leave out", None),
+                optional("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),
+                optional("lock-timeout", "How long to wait for a table lock (PostgreSQL interval)", Some("5min")),
+                optional(
                     "no-owner",
                     "Restore: true leaves objects owned by the restoring user (the source's roles need not exist)",
                     Some("false"),
                 ),
-                option(
+                optional(
                     "no-privileges",
                     "Restore: true leaves out GRANT/REVOKE and default privileges (as pg_restore --no-privileges)",
                     Some("false"),

@@ -313,6 +313,11 @@ impl Connection {
         }
     }
 
+    /// The first column of the first row `sql` returns, if any row and value.
+    pub fn query_value(&mut self, sql: &str) -> Result<Option<String>, Error> {
+        Ok(self.query(sql)?.into_iter().next().and_then(|row| row.into_iter().next().flatten()))
+    }
+
     /// Run `sql` (one or more statements) and collect the rows of all results.
     pub fn query(&mut self, sql: &str) -> Result<Vec<Row>, Error> {
         frontend::query(sql, &mut self.output)?;

@@ -9,7 +9,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
 use crate::rdb::{self, Entry, Reader};
 use crate::resp::{Connection, Error, Reply};
-use crate::{ARTIFACT, Config, MEDIA_TYPE, Method, failure, keyspace, rdb_failure, server_version};
+use crate::{ARTIFACT, Config, MEDIA_TYPE, Method, failure, function_libraries, keyspace, rdb_failure, server_version};
 
 /// The marker that ends a diskless transfer (`$EOF:<40 characters>`).
 const EOF_MARK_LENGTH: usize = 40;
@@ -110,7 +110,7 @@ fn replicate(
             }
             let (outcome, input) = read_rdb(connection.raw(), &mut artifact, &mut tally, expected)?;
             let mut trailer = vec![0; EOF_MARK_LENGTH];
-            input.read_exact(&mut trailer).map_err(|e| lost("reading the end of the RDB transfer", e))?;
+            input.read_exact(&mut trailer).map_err(|e| failure("reading the end of the RDB transfer", Error::Io(e)))?;
             if trailer != mark {
                 return Err(PluginError::Database(
                     "the RDB transfer did not end with its EOF marker where the RDB ended".into(),
@@ -151,10 +151,6 @@ fn next_line(connection: &mut Connection) -> Result<String, PluginError> {
     }
 }
 
-fn lost(doing: &str, error: std::io::Error) -> PluginError {
-    PluginError::Connection(format!("{doing}: the connection to Redis was lost: {error}"))
-}
-
 /// Reads one RDB from `input` into `artifact`; returns (RDB version, checksum checked,
 /// bytes) and the input, positioned after the RDB.
 fn read_rdb<'a, R: Read>(
@@ -192,7 +188,7 @@ fn scan(mut connection: Connection, version: &str, expected: u64) -> Result<Summ
     match connection.command(&[b"FUNCTION", b"DUMP"]) {
         Ok(Reply::Bulk(Some(payload))) => {
             let (body, payload_version) = checked_payload(&payload, "FUNCTION DUMP")?;
-            tally.functions = count_libraries(&mut connection)?;
+            tally.functions = function_libraries(&mut connection)?;
             rdb_version = Some(payload_version);
             writer.functions(body, payload_version).map_err(write_error)?;
         }
@@ -259,13 +255,6 @@ fn scan(mut connection: Connection, version: &str, expected: u64) -> Result<Summ
 fn checked_payload<'a>(payload: &'a [u8], what: &str) -> Result<(&'a [u8], u16), PluginError> {
     rdb::split_payload(payload)
         .ok_or_else(|| PluginError::Database(format!("{what}: the payload's CRC-64 does not match its contents")))
-}
-
-fn count_libraries(connection: &mut Connection) -> Result<u64, PluginError> {
-    match connection.command(&[b"FUNCTION", b"LIST"]).map_err(|e| failure("FUNCTION LIST", e))? {
-        Reply::Array(Some(libraries)) => Ok(libraries.len() as u64),
-        _ => Ok(0),
-    }
 }
 
 fn scan_page(page: Reply) -> Result<(Vec<u8>, Vec<Vec<u8>>), PluginError> {

@@ -14,14 +14,14 @@ mod resp;
 mod restore;
 
 use stowage_plugin_sdk::{
-    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
-    export,
+    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, Summary, export,
+    optional,
 };
 
 use crate::rdb::RdbError;
 use stowage_plugin_tls::Verification;
 
-use crate::resp::{Connection, Error, Login};
+use crate::resp::{Connection, Error, Login, Reply};
 
 /// The artifact: an RDB file, as `redis-server` loads it from its data directory.
 const ARTIFACT: &str = "dump.rdb";
@@ -171,34 +171,38 @@ fn keyspace(connection: &mut Connection) -> Result<Vec<(u64, u64)>, PluginError>
         .collect())
 }
 
+/// How many function libraries the server holds (none before 7.0, which has no functions).
+fn function_libraries(connection: &mut Connection) -> Result<u64, PluginError> {
+    match connection.command(&[b"FUNCTION", b"LIST"]) {
+        Ok(Reply::Array(Some(libraries))) => Ok(libraries.len() as u64),
+        Ok(_) => Ok(0),
+        Err(Error::Server(message)) if message.contains("unknown command") => Ok(0),
+        Err(error) => Err(failure("FUNCTION LIST", error)),
+    }
+}
+
 struct RedisPlugin;
 
 impl Plugin for RedisPlugin {
     fn metadata() -> PluginMetadata {
-        let option = |name: &str, description: &str, default: Option<&str>| SettingSpec {
-            name: name.into(),
-            description: description.into(),
-            required: false,
-            default_value: default.map(Into::into),
-        };
         PluginMetadata {
             name: "redis".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "Redis 5 to 7.4: point-in-time RDB snapshots over the replication protocol".into(),
             operations: vec![Operation::Backup, Operation::Restore],
             settings: vec![
-                option(
+                optional(
                     "method",
                     "Backup: replication (PSYNC, point-in-time), scan (SCAN + DUMP per key, not point-in-time), \
                      or auto (replication, scan when the server refuses it)",
                     Some("auto"),
                 ),
-                option(
+                optional(
                     "tls",
                     "disable, require (TLS, any certificate), verify-ca (chain to tls-ca) or verify-full (and the host name)",
                     Some("disable"),
                 ),
-                option("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
+                optional("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
             ],
         }
     }

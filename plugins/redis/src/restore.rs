@@ -9,7 +9,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
 use crate::rdb::{self, Entry, Reader};
 use crate::resp::{Connection, Reply};
-use crate::{ARTIFACT, Config, failure, keyspace, rdb_failure, server_version};
+use crate::{ARTIFACT, Config, failure, function_libraries, keyspace, rdb_failure, server_version};
 
 /// Commands in flight before their replies are read.
 const PIPELINE_COMMANDS: usize = 512;
@@ -127,16 +127,6 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
             });
             Err(error)
         }
-    }
-}
-
-fn function_libraries(connection: &mut Connection) -> Result<u64, PluginError> {
-    match connection.command(&[b"FUNCTION", b"LIST"]) {
-        Ok(Reply::Array(Some(libraries))) => Ok(libraries.len() as u64),
-        Ok(_) => Ok(0),
-        // Before 7.0 there are no functions.
-        Err(crate::resp::Error::Server(message)) if message.contains("unknown command") => Ok(0),
-        Err(error) => Err(failure("FUNCTION LIST", error)),
     }
 }
 

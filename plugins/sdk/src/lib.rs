@@ -38,7 +38,7 @@ pub use bindings::exports::stowage::plugin::plugin::Guest as Plugin;
 pub use bindings::stowage::plugin::types::{
     ArtifactError, DatabaseSettings, Operation, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
 };
-pub use options::Options;
+pub use options::{Options, optional};
 
 impl From<ArtifactError> for PluginError {
     fn from(error: ArtifactError) -> Self {

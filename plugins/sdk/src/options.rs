@@ -2,7 +2,18 @@
 
 use std::str::FromStr;
 
-use crate::{DatabaseSettings, PluginError};
+use crate::{DatabaseSettings, PluginError, SettingSpec};
+
+/// An optional setting for [`crate::PluginMetadata::settings`], with the default it
+/// takes when missing (documentation only: the plugin applies it).
+pub fn optional(name: &str, description: &str, default: Option<&str>) -> SettingSpec {
+    SettingSpec {
+        name: name.into(),
+        description: description.into(),
+        required: false,
+        default_value: default.map(Into::into),
+    }
+}
 
 /// Typed access to a plugin's options. The host has already rejected options the
 /// plugin's metadata does not declare.

@@ -226,7 +226,7 @@ fn an_unreachable_or_dying_server_fails_the_backup_and_commits_nothing() {
     })
     .expect("transfer");
     std::thread::sleep(Duration::from_secs(1));
-    source.kill().expect("kill the server");
+    source.crash().expect("kill the server");
     let output = running.wait_with_output().expect("run stowage");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
