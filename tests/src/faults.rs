@@ -1,7 +1,9 @@
 //! A TCP proxy that breaks connections on purpose, put between `stowage` and a real S3
 //! server: some connections are reset part-way through a request or a response, answered
-//! with `503 Slow Down`, or stalled and then dropped. Which ones is decided by a seeded
-//! generator, so a failing run can be repeated.
+//! with `503 Slow Down`, or stalled and then dropped. Which ones is decided by the
+//! connection's number (every `period`-th connection, the kinds in turn) and where a
+//! stream is cut by a seeded generator, so every run injects the same faults in the same
+//! order and a test can count on them.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -67,8 +69,8 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Proxy to `upstream` (`host:port`), breaking a `percent` share of the connections.
-    pub fn start(upstream: &str, percent: u64, seed: u64) -> Result<Self> {
+    /// Proxy to `upstream` (`host:port`), breaking every `period`-th connection.
+    pub fn start(upstream: &str, period: u64, seed: u64) -> Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         listener.set_nonblocking(true)?;
@@ -87,8 +89,9 @@ impl FaultProxy {
                         continue;
                     }
                 };
-                thread_counts.connections.fetch_add(1, Ordering::Relaxed);
-                let fault = if thread_enabled.load(Ordering::Relaxed) { choose(&rng, percent) } else { Fault::None };
+                let number = thread_counts.connections.fetch_add(1, Ordering::Relaxed);
+                let fault =
+                    if thread_enabled.load(Ordering::Relaxed) { choose(number, period, &rng) } else { Fault::None };
                 let (upstream, counts) = (upstream.clone(), Arc::clone(&thread_counts));
                 std::thread::spawn(move || serve(client, &upstream, fault, &counts));
             }
@@ -114,17 +117,20 @@ fn next(rng: &Mutex<u64>) -> u64 {
     *state >> 33
 }
 
-fn choose(rng: &Mutex<u64>, percent: u64) -> Fault {
-    if next(rng) % 100 >= percent {
+/// The fault for connection `number` (from 0): every `period`-th one breaks, the kinds in
+/// turn; the ones that fire whatever the request (503s and stalls) are half of them.
+fn choose(number: u64, period: u64, rng: &Mutex<u64>) -> Fault {
+    let period = period.max(1);
+    if number % period != period - 1 {
         // Clients keep connections alive: even a good one breaks after 4 to 36 MiB of
         // requests, so that faults keep coming for every kind of request.
         return Fault::ResetRequest((4 << 20) + (next(rng) % (32 << 20)) as usize);
     }
-    match next(rng) % 4 {
-        0 => Fault::ResetRequest((next(rng) % (2 << 20)) as usize),
-        1 => Fault::TruncateResponse((next(rng) % 2048) as usize),
-        2 => Fault::SlowDown,
-        _ => Fault::Stall,
+    match (number / period) % 4 {
+        0 => Fault::SlowDown,
+        1 => Fault::ResetRequest((next(rng) % (2 << 20)) as usize),
+        2 => Fault::Stall,
+        _ => Fault::TruncateResponse((next(rng) % 2048) as usize),
     }
 }
 

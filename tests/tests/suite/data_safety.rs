@@ -387,7 +387,7 @@ fn s3_faults_and_a_server_restart_end_in_a_retried_success_or_a_clean_failure() 
     let mut server = SeaweedFs::start().expect("seaweedfs");
     runtime().block_on(server.create_bucket("faults")).expect("bucket");
     let direct = server.env();
-    let proxy = FaultProxy::start(&server.address(), 30, 0xfa17).expect("fault proxy");
+    let proxy = FaultProxy::start(&server.address(), 3, 0xfa17).expect("fault proxy");
     let faulty: Vec<(String, String)> = direct
         .iter()
         .map(

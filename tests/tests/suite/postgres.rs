@@ -333,21 +333,32 @@ fn interrupted_backup(end: impl FnOnce(&mut Postgres)) -> Run {
     let repo_dir = tempfile::tempdir().expect("repo");
     let repo = format!("file://{}", repo_dir.path().display());
     let url = postgres.url(SCRAM_USER, "doomed");
-    let backup = command(["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo], &password_env())
+    let mut backup = command(["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo], &password_env())
         .expect("command")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("backup");
-    wait_until("the backup waits for its lock", Duration::from_secs(60), || {
-        postgres
-            .psql(
-                "postgres",
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stowage' AND wait_event_type = 'Lock'",
-            )
-            .is_ok_and(|n| n.trim() == "1")
-    })
-    .expect("backup blocked");
+    // Generous: the first test of a session to load the plugin compiles it, on a busy machine.
+    let blocked = wait_until("the backup waits for its lock", Duration::from_secs(240), || {
+        backup.try_wait().is_ok_and(|exit| exit.is_some())
+            || postgres
+                .psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stowage' AND wait_event_type = 'Lock'",
+                )
+                .is_ok_and(|n| n.trim() == "1")
+    });
+    let exited_early = backup.try_wait().is_ok_and(|exit| exit.is_some());
+    if blocked.is_err() || exited_early {
+        let _ = backup.kill();
+        let output = backup.wait_with_output().expect("backup exit");
+        panic!(
+            "the backup did not wait for its lock ({}):\n{}",
+            if exited_early { "it ended first" } else { "timed out" },
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     end(&mut postgres);
     let failed = Run::from(backup.wait_with_output().expect("backup exit")).failed().expect("the backup fails");
     assert_eq!(complete_backups(&repo, &[]), 0);
