@@ -11,6 +11,7 @@ pub mod job;
 pub mod lock;
 pub mod manifest;
 pub mod plugin;
+pub mod process;
 pub mod repository;
 pub mod restore;
 pub mod retention;

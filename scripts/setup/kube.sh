@@ -2,7 +2,7 @@
 # A real Kubernetes control plane for integration tests: etcd from Debian, and
 # kube-apiserver + kube-controller-manager built offline from Debian bookworm's
 # `kubernetes` source package (no registry ships these binaries). The build takes
-# about 10 minutes once; the binaries are cached in $STOWAGE_CACHE/kube/bin.
+# about 7 minutes of 2 cores once; the binaries are cached in $STOWAGE_CACHE/kube/bin.
 source "$(dirname "$0")/../lib.sh"
 
 # usage: kube.sh [packages]   (packages: only the Debian packages, so that the build can
@@ -37,12 +37,15 @@ if [ ! -d "$tree" ]; then
   mv "$tree.tmp" "$tree"
 fi
 
-log "building kube-apiserver and kube-controller-manager (about 10 minutes)"
+log "building kube-apiserver and kube-controller-manager (about 7 minutes)"
 (
   cd "$tree"
-  export PATH=/usr/lib/go-1.19/bin:$PATH CGO_ENABLED=0 GOFLAGS=-mod=vendor GOPROXY=off
+  # `providerless` leaves out the in-tree cloud providers (AWS, Azure, GCE, OpenStack,
+  # vSphere SDKs) that a loopback control plane never calls, and `-s -w` the symbol
+  # tables: 749 -> 449 s of CPU, binaries 110 -> 60 MB.
+  export PATH=/usr/lib/go-1.19/bin:$PATH CGO_ENABLED=0 GOFLAGS="-mod=vendor -tags=providerless" GOPROXY=off
   export GOCACHE="$STOWAGE_CACHE/kube/gocache"
-  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" >"$STOWAGE_CACHE/kube/build.log" 2>&1 \
+  make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" GOLDFLAGS="-s -w" >"$STOWAGE_CACHE/kube/build.log" 2>&1 \
     || { tail -40 "$STOWAGE_CACHE/kube/build.log"; die "kube build failed (log: $STOWAGE_CACHE/kube/build.log)"; }
 )
 mkdir -p "$bin.tmp"
