@@ -69,7 +69,7 @@ image operator
 
 rootfs "$context/rootfs" "$bin_dir/stowage"
 mkdir -p "$context/rootfs/usr/lib/stowage/plugins"
-for plugin in postgres redis generator; do
+for plugin in postgres mysql redis generator; do
   [ -f "$plugin_dir/$plugin.wasm" ] || die "$plugin_dir/$plugin.wasm is missing: run scripts/build-plugins.sh"
   install -m 0644 "$plugin_dir/$plugin.wasm" "$context/rootfs/usr/lib/stowage/plugins/"
 done

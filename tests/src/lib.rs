@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod faults;
 pub mod kube;
 pub mod kubelet;
+pub mod mariadb;
 pub mod podman;
 pub mod postgres;
 pub mod redis;

@@ -7,6 +7,7 @@ mod deploy;
 mod images;
 mod job;
 mod large_streams;
+mod mysql;
 mod operator;
 mod plugin_authoring;
 mod plugin_contract;

@@ -1,0 +1,642 @@
+//! A backup: one consistent point for the whole database, then its definitions and rows
+//! as SQL.
+//!
+//! The point is a `START TRANSACTION WITH CONSISTENT SNAPSHOT` opened while a global
+//! read lock (`FLUSH TABLES WITH READ LOCK`, waited for at most `lock-timeout`) holds
+//! every writer still. Under the lock the plugin records the binary log position, reads
+//! the definitions and copies the tables whose engine has no snapshot (MyISAM, Aria,
+//! MEMORY); then it releases the lock and copies the transactional tables from the
+//! snapshot while writers go on. Everything the session changes on the server (the
+//! lock, the transaction, session variables) ends with the connection, which every
+//! path closes.
+
+use std::io::{BufWriter, Write};
+use std::time::Instant;
+
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+
+use crate::protocol::{Column, Connection, Error, codes, types};
+use crate::script::{PREAMBLE, ident, literal, push_hex};
+use crate::{Config, DATA_PREFIX, MEDIA_TYPE, POST, SCHEMA, failure};
+
+/// An `INSERT` is cut after this many bytes of values (the server's default
+/// `max_allowed_packet` is 16 MiB on MariaDB and 64 MiB on MySQL).
+const INSERT_BYTES: usize = 1 << 20;
+
+/// Rows between two progress reports.
+const PROGRESS_EVERY: u64 = 10_000;
+
+/// Bytes buffered before an artifact write.
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// A table of the database, as `information_schema.TABLES` lists it.
+struct Table {
+    name: String,
+    /// `BASE TABLE`, `SYSTEM VERSIONED` (MariaDB), `SEQUENCE` (MariaDB) or `VIEW`.
+    kind: String,
+    engine: String,
+    /// Whether the engine reads from the transaction's snapshot.
+    transactional: bool,
+}
+
+impl Table {
+    fn is_view(&self) -> bool {
+        self.kind == "VIEW"
+    }
+
+    fn is_sequence(&self) -> bool {
+        self.kind == "SEQUENCE"
+    }
+
+    fn has_rows(&self) -> bool {
+        !self.is_view() && !self.is_sequence()
+    }
+}
+
+/// Where the binary log was at the consistent point.
+#[derive(Default)]
+struct LogPosition {
+    file: String,
+    position: String,
+    gtid: String,
+}
+
+/// What was copied, for the summary.
+#[derive(Default)]
+struct Tally {
+    tables: u64,
+    rows: u64,
+}
+
+pub fn run(config: &Config) -> Result<Summary, PluginError> {
+    let mut connection = config.connect()?;
+    let outcome = backup(&mut connection, config);
+    // Closing the session releases the lock and ends the transaction on every path;
+    // a connection cut by a deadline does the same on the server's side.
+    connection.quit();
+    outcome
+}
+
+fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, PluginError> {
+    let mariadb = connection.server.is_mariadb();
+    let version = connection.server.display_version().to_owned();
+    let database = config.database.as_str();
+    session(connection, mariadb).map_err(|e| failure("setting up the session", e))?;
+    let (charset, collation) = database_defaults(connection, database)?;
+    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
+
+    let started = Instant::now();
+    let locked = lock(connection, config)?;
+    connection
+        .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .map_err(|e| failure("opening the consistent snapshot", e))?;
+    let position = log_position(connection, locked, mariadb);
+    let tables = tables(connection, database)?;
+
+    let mut schema = String::from(PREAMBLE);
+    schema.push_str(&format!("ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};\n"));
+    let mut views = Vec::new();
+    for table in &tables {
+        if table.is_view() {
+            views.push(table);
+            continue;
+        }
+        let kind = if table.is_sequence() { "SEQUENCE" } else { "TABLE" };
+        let create = show_create(connection, kind, &table.name, 1)?;
+        schema.push_str(&format!("\n{create};\n"));
+        if table.is_sequence() {
+            // The sequence's state, as mariadb-dump restores it.
+            let next = connection
+                .value(&format!("SELECT next_not_cached_value FROM {}", ident(&table.name)))
+                .map_err(|e| failure(&format!("reading sequence {}", table.name), e))?
+                .unwrap_or_default();
+            schema.push_str(&format!("DO SETVAL({}, {next}, 0);\n", ident(&table.name)));
+        }
+    }
+    let post = post_definitions(connection, database, &views)?;
+    // Rows as stored, whatever their character set: written back as hexadecimal
+    // literals, they are the same bytes in the restored columns.
+    connection.execute("SET character_set_results = binary").map_err(|e| failure("setting up the session", e))?;
+
+    // Tables without a snapshot are copied while the lock holds them still.
+    let (mut unlocked, mut snapshot): (Vec<&Table>, Vec<&Table>) =
+        tables.iter().filter(|t| t.has_rows()).partition(|t| !t.transactional);
+    let mut tally = Tally::default();
+    let total = (unlocked.len() + snapshot.len()) as u64;
+    let mut number = 0;
+    if locked {
+        for table in unlocked.drain(..) {
+            number += 1;
+            copy_table(connection, table, number, total, &mut tally)?;
+        }
+        connection.execute("UNLOCK TABLES").map_err(|e| failure("releasing the global read lock", e))?;
+        let held = started.elapsed();
+        report::info(&format!("the global read lock was held for {:.1} s", held.as_secs_f64()));
+    } else if !unlocked.is_empty() {
+        let names: Vec<&str> = unlocked.iter().map(|t| t.name.as_str()).collect();
+        report::warn(&format!(
+            "tables {} use engines without snapshots ({}) and are copied without a lock: writes during the \
+             backup may leave them inconsistent with the rest (grant RELOAD for a consistent backup)",
+            names.join(", "),
+            engines(&unlocked)
+        ));
+    }
+    write_artifact(SCHEMA, schema.as_bytes())?;
+    for table in unlocked.into_iter().chain(snapshot.drain(..)) {
+        number += 1;
+        copy_table(connection, table, number, total, &mut tally)?;
+    }
+    write_artifact(POST, post.text.as_bytes())?;
+    connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
+
+    Ok(summarize(&version, mariadb, database, locked, &position, &tally, &post))
+}
+
+/// Session settings for reading: values in UTC and in their stored bytes, definitions
+/// printed plainly (no `ANSI_QUOTES`), and no server-side timeout on a long read.
+fn session(connection: &mut Connection, mariadb: bool) -> Result<(), Error> {
+    connection.execute("SET NAMES utf8mb4")?;
+    connection.execute("SET time_zone = '+00:00'")?;
+    connection.execute("SET sql_mode = ''")?;
+    connection.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+    // The host may hold a read back while it uploads; the server's default 60 s would
+    // end the session mid-table.
+    connection.execute("SET SESSION net_write_timeout = 3600")?;
+    // MariaDB's statement limit and MySQL's SELECT limit differ in name and unit.
+    connection.execute(if mariadb {
+        "SET SESSION max_statement_time = 0"
+    } else {
+        "SET SESSION max_execution_time = 0"
+    })?;
+    Ok(())
+}
+
+/// The database's default character set and collation; fails if there is no such database.
+fn database_defaults(connection: &mut Connection, database: &str) -> Result<(String, String), PluginError> {
+    let rows = connection
+        .rows(&format!(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA \
+             WHERE SCHEMA_NAME = {}",
+            literal(database)
+        ))
+        .map_err(|e| failure("looking up the database", e))?;
+    match rows.into_iter().next() {
+        Some(mut row) if row.len() == 2 => {
+            let collation = row.pop().flatten().unwrap_or_default();
+            let charset = row.pop().flatten().unwrap_or_default();
+            Ok((charset, collation))
+        }
+        _ => Err(PluginError::Database(format!("there is no database {database:?} (or this user cannot see it)"))),
+    }
+}
+
+/// Take the global read lock, waiting at most `lock-timeout`; `false` (with a warning)
+/// when the user may not take it.
+fn lock(connection: &mut Connection, config: &Config) -> Result<bool, PluginError> {
+    connection
+        .execute(&format!("SET SESSION lock_wait_timeout = {}", config.lock_timeout))
+        .map_err(|e| failure("setting the lock wait timeout", e))?;
+    match connection.execute("FLUSH TABLES WITH READ LOCK") {
+        Ok(_) => Ok(true),
+        Err(Error::Server { code: codes::LOCK_WAIT_TIMEOUT, .. }) => Err(PluginError::Database(format!(
+            "the global read lock was not granted within {} s (option lock-timeout): a long statement or an \
+             open LOCK TABLES holds tables; nothing was locked or copied",
+            config.lock_timeout
+        ))),
+        Err(Error::Server { code: codes::SPECIFIC_ACCESS_DENIED | codes::DB_ACCESS_DENIED, message, .. }) => {
+            report::warn(&format!(
+                "no global read lock ({message}): the backup is consistent for transactional tables only, \
+                 and the binary log position is recorded only where MariaDB reports the snapshot's"
+            ));
+            Ok(false)
+        }
+        Err(error) => Err(failure("taking the global read lock", error)),
+    }
+}
+
+/// The binary log position of the snapshot, where the server tells it; missing rights
+/// or a server without a binary log leave it empty.
+fn log_position(connection: &mut Connection, locked: bool, mariadb: bool) -> LogPosition {
+    let mut position = LogPosition::default();
+    if locked {
+        // Nothing commits under the lock, so the current position is the snapshot's.
+        // MySQL 8.4 renamed the statement.
+        let status = connection.rows("SHOW MASTER STATUS").or_else(|_| connection.rows("SHOW BINARY LOG STATUS"));
+        if let Ok(rows) = status
+            && let Some(row) = rows.into_iter().next()
+        {
+            let mut values = row.into_iter().map(Option::unwrap_or_default);
+            position.file = values.next().unwrap_or_default();
+            position.position = values.next().unwrap_or_default();
+            // MySQL's fifth column: the GTID set executed.
+            position.gtid = values.nth(2).unwrap_or_default();
+        }
+    } else if mariadb && let Ok(rows) = connection.rows("SHOW STATUS LIKE 'binlog_snapshot_%'") {
+        // MariaDB records where the binary log was when the snapshot opened.
+        for row in rows {
+            match (row.first().cloned().flatten().as_deref(), row.get(1).cloned().flatten()) {
+                (Some("Binlog_snapshot_file"), Some(value)) => position.file = value,
+                (Some("Binlog_snapshot_position"), Some(value)) => position.position = value,
+                _ => {}
+            }
+        }
+    }
+    if mariadb && locked {
+        position.gtid = connection.value("SELECT @@gtid_binlog_pos").ok().flatten().unwrap_or_default();
+    }
+    position
+}
+
+fn tables(connection: &mut Connection, database: &str) -> Result<Vec<Table>, PluginError> {
+    let rows = connection
+        .rows(&format!(
+            "SELECT t.TABLE_NAME, t.TABLE_TYPE, COALESCE(t.ENGINE, ''), COALESCE(e.TRANSACTIONS, 'NO') \
+             FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE \
+             WHERE t.TABLE_SCHEMA = {} ORDER BY t.TABLE_NAME",
+            literal(database)
+        ))
+        .map_err(|e| failure("listing the tables", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut values = row.into_iter().map(Option::unwrap_or_default);
+            let mut next = || values.next().unwrap_or_default();
+            let (name, kind, engine, transactions) = (next(), next(), next(), next());
+            Table { name, kind, engine, transactional: transactions == "YES" }
+        })
+        .collect())
+}
+
+fn engines(tables: &[&Table]) -> String {
+    let mut engines: Vec<&str> = tables.iter().map(|t| t.engine.as_str()).collect();
+    engines.sort_unstable();
+    engines.dedup();
+    engines.join(", ")
+}
+
+/// `SHOW CREATE <kind> name`, column `column` of its one row.
+fn show_create(connection: &mut Connection, kind: &str, name: &str, column: usize) -> Result<String, PluginError> {
+    let doing = format!("reading the definition of {} {name}", kind.to_lowercase());
+    let row = connection
+        .rows(&format!("SHOW CREATE {kind} {}", ident(name)))
+        .map_err(|e| failure(&doing, e))?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    row.get(column).cloned().flatten().ok_or_else(|| {
+        PluginError::Database(format!(
+            "{doing}: the server shows no definition (this user may lack the right to see it)"
+        ))
+    })
+}
+
+/// `post.sql`: views, routines, triggers and events, with what was counted.
+#[derive(Default)]
+struct Post {
+    text: String,
+    views: u64,
+    routines: u64,
+    triggers: u64,
+    events: u64,
+}
+
+fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table]) -> Result<Post, PluginError> {
+    let mut post = Post { text: String::from(PREAMBLE), ..Post::default() };
+    // Stand-ins with the right columns first, so that each view can then be defined
+    // whatever order they depend on each other in.
+    for view in views {
+        let columns = connection
+            .rows(&format!(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} \
+                 ORDER BY ORDINAL_POSITION",
+                literal(database),
+                literal(&view.name)
+            ))
+            .map_err(|e| failure(&format!("listing the columns of view {}", view.name), e))?;
+        let columns: Vec<String> = columns
+            .into_iter()
+            .map(|row| format!("1 AS {}", ident(&row.into_iter().flatten().next().unwrap_or_default())))
+            .collect();
+        let columns = if columns.is_empty() { "1 AS `1`".to_owned() } else { columns.join(", ") };
+        post.text.push_str(&format!("CREATE VIEW {} AS SELECT {columns};\n", ident(&view.name)));
+    }
+    for view in views {
+        let create = show_create(connection, "VIEW", &view.name, 1)?;
+        let create = create.strip_prefix("CREATE ").map_or(create.clone(), |rest| format!("CREATE OR REPLACE {rest}"));
+        post.text.push_str(&format!("\n{create};\n"));
+        post.views += 1;
+    }
+
+    let routines = connection
+        .rows(&format!(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {} \
+             ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
+            literal(database)
+        ))
+        .map_err(|e| failure("listing the routines", e))?;
+    for row in routines {
+        let mut values = row.into_iter().map(Option::unwrap_or_default);
+        let (kind, name) = (values.next().unwrap_or_default(), values.next().unwrap_or_default());
+        if kind != "FUNCTION" && kind != "PROCEDURE" {
+            return Err(PluginError::Unsupported(format!(
+                "{} {name}: only functions and procedures are backed up (MariaDB's Oracle-mode packages are not)",
+                kind.to_lowercase()
+            )));
+        }
+        let (mode, create) = definition(connection, &kind, &name, 2)?;
+        push_compound(&mut post.text, &mode, None, &create);
+        post.routines += 1;
+    }
+
+    let triggers = connection
+        .rows(&format!(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {} \
+             ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER",
+            literal(database)
+        ))
+        .map_err(|e| failure("listing the triggers", e))?;
+    for name in triggers.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
+        let (mode, create) = definition(connection, "TRIGGER", &name, 2)?;
+        push_compound(&mut post.text, &mode, None, &create);
+        post.triggers += 1;
+    }
+
+    let events = connection
+        .rows(&format!(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} ORDER BY EVENT_NAME",
+            literal(database)
+        ))
+        .map_err(|e| failure("listing the events", e))?;
+    for name in events.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
+        // SHOW CREATE EVENT: name, sql_mode, time_zone, definition.
+        let (mode, create) = definition(connection, "EVENT", &name, 3)?;
+        let zone = connection
+            .rows(&format!("SHOW CREATE EVENT {}", ident(&name)))
+            .ok()
+            .and_then(|rows| rows.into_iter().next())
+            .and_then(|row| row.get(2).cloned().flatten());
+        push_compound(&mut post.text, &mode, zone.as_deref(), &create);
+        post.events += 1;
+    }
+    Ok(post)
+}
+
+/// A routine's, trigger's or event's `sql_mode` (column 1) and definition (column
+/// `column`), as `SHOW CREATE` gives them.
+fn definition(
+    connection: &mut Connection,
+    kind: &str,
+    name: &str,
+    column: usize,
+) -> Result<(String, String), PluginError> {
+    let mode = connection
+        .rows(&format!("SHOW CREATE {kind} {}", ident(name)))
+        .map_err(|e| failure(&format!("reading the definition of {} {name}", kind.to_lowercase()), e))?
+        .into_iter()
+        .next()
+        .and_then(|row| row.get(1).cloned().flatten())
+        .unwrap_or_default();
+    Ok((mode, show_create(connection, kind, name, column)?))
+}
+
+/// A definition with a body of several statements, under the `sql_mode` (and time
+/// zone) it was created with, delimited as the `mariadb` client reads it.
+fn push_compound(text: &mut String, mode: &str, zone: Option<&str>, create: &str) {
+    text.push_str(&format!("\nSET sql_mode = {};\n", literal(mode)));
+    if let Some(zone) = zone {
+        text.push_str(&format!("SET time_zone = {};\n", literal(zone)));
+    }
+    text.push_str(&format!("DELIMITER ;;\n{create};;\nDELIMITER ;\n"));
+    text.push_str("SET sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n");
+    if zone.is_some() {
+        text.push_str("SET time_zone = '+00:00';\n");
+    }
+}
+
+fn write_artifact(name: &str, content: &[u8]) -> Result<(), PluginError> {
+    let mut artifact = artifacts::create(name, MEDIA_TYPE)?;
+    artifact.write_all(content).map_err(|e| PluginError::Artifact(format!("writing {name}: {e}")))?;
+    artifact.finish()?;
+    Ok(())
+}
+
+/// The name of a table's data artifact: numbered in copy order, with as much of the
+/// table's name as artifact names allow.
+fn data_artifact(number: usize, table: &str) -> String {
+    let readable: String = table
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(150)
+        .collect();
+    format!("{DATA_PREFIX}{number:05}.{readable}.sql")
+}
+
+/// How a column's text value is written back.
+#[derive(Clone, Copy)]
+enum Encoding {
+    /// A numeric literal, as the server printed it.
+    Number,
+    /// ASCII the server parses back (dates and times), quoted.
+    Quoted,
+    /// MySQL's JSON type, which refuses binary strings.
+    Json,
+    /// The stored bytes, as a hexadecimal literal.
+    Hex,
+}
+
+impl Encoding {
+    fn of(column: &Column) -> Self {
+        const TEMPORAL: [u8; 8] = [7, 10, 11, 12, 14, 17, 18, 19];
+        if column.is_numeric() {
+            Encoding::Number
+        } else if TEMPORAL.contains(&column.kind) {
+            Encoding::Quoted
+        } else if column.kind == types::JSON {
+            Encoding::Json
+        } else {
+            Encoding::Hex
+        }
+    }
+}
+
+/// Copy one table's rows into its artifact as batched `INSERT`s.
+fn copy_table(
+    connection: &mut Connection,
+    table: &Table,
+    number: usize,
+    total: u64,
+    tally: &mut Tally,
+) -> Result<(), PluginError> {
+    let name = data_artifact(number, &table.name);
+    let columns = stored_columns(connection, &table.name)?;
+    let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&name, MEDIA_TYPE)?);
+    let write_error = |e: std::io::Error| PluginError::Artifact(format!("writing {name}: {e}"));
+    artifact.write_all(PREAMBLE.as_bytes()).map_err(write_error)?;
+    let mut rows = 0u64;
+    if !columns.is_empty() {
+        let list: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
+        let list = list.join(",");
+        // MariaDB prints a FLOAT with 6 digits; as a DOUBLE it prints every digit
+        // the stored value has, and the restore rounds it back to the same FLOAT.
+        let read: Vec<String> = columns
+            .iter()
+            .map(|c| if c.float { format!("CAST({} AS DOUBLE)", ident(&c.name)) } else { ident(&c.name) })
+            .collect();
+        let read = read.join(",");
+        let insert = format!("INSERT INTO {} ({list}) VALUES\n", ident(&table.name));
+        let mut encodings = Vec::new();
+        let mut statement: Vec<u8> = Vec::with_capacity(INSERT_BYTES + (64 << 10));
+        let mut write_failed: Option<std::io::Error> = None;
+        let mut affected = 0;
+        let select = format!("SELECT {read} FROM {}", ident(&table.name));
+        let outcome = connection.query(
+            select.as_bytes(),
+            |defs, values| {
+                if encodings.is_empty() {
+                    encodings = defs.iter().map(Encoding::of).collect();
+                }
+                statement.extend_from_slice(if statement.is_empty() { insert.as_bytes() } else { b",\n" });
+                push_row(&mut statement, &encodings, values);
+                rows += 1;
+                if statement.len() >= INSERT_BYTES {
+                    statement.extend_from_slice(b";\n");
+                    if let Err(error) = artifact.write_all(&statement) {
+                        // Stop reading: the rest of the result is not awaited.
+                        write_failed = Some(error);
+                        return Err(Error::Protocol("the artifact could not be written".into()));
+                    }
+                    statement.clear();
+                }
+                if rows.is_multiple_of(PROGRESS_EVERY) {
+                    report::progress(&table.name, tally.tables, Some(total), tally.rows + rows);
+                }
+                Ok(())
+            },
+            &mut affected,
+        );
+        if let Err(error) = outcome {
+            return Err(match write_failed {
+                Some(error) => write_error(error),
+                None => copy_failure(&table.name, error),
+            });
+        }
+        if !statement.is_empty() {
+            statement.extend_from_slice(b";\n");
+            artifact.write_all(&statement).map_err(write_error)?;
+        }
+    }
+    let artifact = artifact.into_inner().map_err(|e| write_error(e.into_error()))?;
+    artifact.finish()?;
+    tally.tables += 1;
+    tally.rows += rows;
+    report::progress(&table.name, tally.tables, Some(total), tally.rows);
+    Ok(())
+}
+
+fn copy_failure(table: &str, error: Error) -> PluginError {
+    match error {
+        Error::Server { code: codes::TABLE_DEF_CHANGED, .. } => PluginError::Database(format!(
+            "copying table {table}: it was altered during the backup (after the global read lock was released); \
+             run the backup again"
+        )),
+        error => failure(&format!("copying table {table}"), error),
+    }
+}
+
+/// A column that holds stored values.
+struct StoredColumn {
+    name: String,
+    /// A single-precision FLOAT.
+    float: bool,
+}
+
+/// The columns that hold stored values, invisible ones included: generated ones are
+/// computed again on restore.
+fn stored_columns(connection: &mut Connection, table: &str) -> Result<Vec<StoredColumn>, PluginError> {
+    let rows = connection
+        .rows(&format!(
+            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = {} AND COALESCE(GENERATION_EXPRESSION, '') = '' ORDER BY ORDINAL_POSITION",
+            literal(table)
+        ))
+        .map_err(|e| failure(&format!("listing the columns of table {table}"), e))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mut values = row.into_iter().map(Option::unwrap_or_default);
+            let name = values.next().unwrap_or_default();
+            let float = values.next().is_some_and(|kind| kind.eq_ignore_ascii_case("float"));
+            StoredColumn { name, float }
+        })
+        .collect())
+}
+
+fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>]) {
+    out.push(b'(');
+    for (i, (value, encoding)) in values.iter().zip(encodings).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match (value, encoding) {
+            (None, _) => out.extend_from_slice(b"NULL"),
+            (Some(value), Encoding::Number) => out.extend_from_slice(value),
+            (Some(value), Encoding::Quoted) => {
+                out.push(b'\'');
+                out.extend_from_slice(value);
+                out.push(b'\'');
+            }
+            (Some(value), Encoding::Json) => {
+                out.extend_from_slice(b"CONVERT(");
+                push_hex(out, value);
+                out.extend_from_slice(b" USING utf8mb4)");
+            }
+            (Some(value), Encoding::Hex) => push_hex(out, value),
+        }
+    }
+    out.push(b')');
+}
+
+fn summarize(
+    version: &str,
+    mariadb: bool,
+    database: &str,
+    locked: bool,
+    position: &LogPosition,
+    tally: &Tally,
+    post: &Post,
+) -> Summary {
+    let flavor = if mariadb { "MariaDB" } else { "MySQL" };
+    let consistency = if locked { "global-read-lock" } else { "snapshot-only" };
+    let mut attributes = vec![
+        ("server_version".into(), version.to_owned()),
+        ("flavor".into(), flavor.to_lowercase()),
+        ("database".into(), database.to_owned()),
+        ("consistency".into(), consistency.into()),
+        ("tables".into(), tally.tables.to_string()),
+        ("rows".into(), tally.rows.to_string()),
+        ("views".into(), post.views.to_string()),
+        ("routines".into(), post.routines.to_string()),
+        ("triggers".into(), post.triggers.to_string()),
+        ("events".into(), post.events.to_string()),
+    ];
+    for (key, value) in
+        [("binlog_file", &position.file), ("binlog_position", &position.position), ("gtid", &position.gtid)]
+    {
+        if !value.is_empty() {
+            attributes.push((key.into(), value.clone()));
+        }
+    }
+    let at = if position.file.is_empty() {
+        String::new()
+    } else {
+        format!(", binary log {}:{}", position.file, position.position)
+    };
+    Summary {
+        description: format!(
+            "{flavor} {version}: database {database}, {} tables ({} rows), {} views, {} routines, {} triggers, \
+             {} events{at}",
+            tally.tables, tally.rows, post.views, post.routines, post.triggers, post.events
+        ),
+        attributes,
+    }
+}

@@ -1,0 +1,145 @@
+//! The MySQL/MariaDB plugin: a consistent logical backup of one database, taken in one
+//! transaction opened under a short, bounded global read lock, as SQL that the
+//! `mariadb`/`mysql` client replays alone; restored by this plugin statement by
+//! statement into an empty (or, with replace, a recreated) database.
+//!
+//! Artifacts, in replay order: `schema.sql` (the database's defaults, tables, sequences,
+//! stand-ins for views), `data.NNNNN.<table>.sql` (one per table, batched `INSERT`s),
+//! `post.sql` (views, routines, triggers, events). Options: `tls`, `tls-ca`,
+//! `lock-timeout`; see `docs/mysql.md`.
+
+mod backup;
+mod protocol;
+mod restore;
+mod script;
+
+use std::time::Duration;
+
+use stowage_plugin_sdk::{
+    DatabaseSettings, Operation, Options, Plugin, PluginError, PluginMetadata, RestoreOptions, Summary, export,
+    optional,
+};
+use stowage_plugin_tls::Verification;
+
+use crate::protocol::{Connection, Error, Login, codes};
+
+const SCHEMA: &str = "schema.sql";
+const POST: &str = "post.sql";
+const DATA_PREFIX: &str = "data.";
+const MEDIA_TYPE: &str = "application/sql";
+
+/// Waiting for a server that does not answer ends after this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+struct Config {
+    addresses: Vec<String>,
+    login: Login,
+    database: String,
+    /// Seconds the global read lock may be waited for.
+    lock_timeout: u32,
+}
+
+impl Config {
+    fn from(settings: &DatabaseSettings) -> Result<Self, PluginError> {
+        let options = Options::new(settings);
+        // MySQL's --ssl-mode values, in lower case.
+        let (verification, required) = match options.get("tls").unwrap_or("preferred") {
+            "disabled" => (None, false),
+            "preferred" => (Some(Verification::None), false),
+            "required" => (Some(Verification::None), true),
+            "verify-ca" => (Some(Verification::Chain), true),
+            "verify-identity" => (Some(Verification::ChainAndName), true),
+            other => {
+                return Err(PluginError::InvalidSettings(format!(
+                    "option tls: {other:?} is not one of disabled, preferred, required, verify-ca, verify-identity"
+                )));
+            }
+        };
+        let tls = verification
+            .map(|verification| stowage_plugin_tls::settings(verification, options.get("tls-ca"), &settings.host))
+            .transpose()
+            .map_err(PluginError::InvalidSettings)?
+            .map(|tls| (tls, required));
+        let lock_timeout = options.parse_or("lock-timeout", 10u32)?;
+        if lock_timeout == 0 {
+            return Err(PluginError::InvalidSettings("option lock-timeout must be at least 1 second".into()));
+        }
+        if settings.database.is_empty() {
+            return Err(PluginError::InvalidSettings("name the database to back up or restore into".into()));
+        }
+        Ok(Config {
+            addresses: settings.addresses.clone(),
+            login: Login {
+                user: settings.user.clone().unwrap_or_else(|| "root".into()),
+                password: settings.password.clone(),
+                database: None,
+                tls,
+            },
+            database: settings.database.clone(),
+            lock_timeout,
+        })
+    }
+
+    fn at(&self) -> String {
+        self.addresses.join(", ")
+    }
+
+    /// Log in, or say precisely why not.
+    fn connect(&self) -> Result<Connection, PluginError> {
+        Connection::connect(&self.addresses, &self.login, CONNECT_TIMEOUT).map_err(|error| match error {
+            Error::Server { code: codes::ACCESS_DENIED, message, .. } => {
+                PluginError::Authentication(format!("user {:?} at {}: {message}", self.login.user, self.at()))
+            }
+            Error::Unsupported(message) => PluginError::Unsupported(format!("{} : {message}", self.at())),
+            error => PluginError::Connection(format!("MySQL at {}: {error}", self.at())),
+        })
+    }
+}
+
+/// A failure while working on the server, with what was being done.
+fn failure(doing: &str, error: Error) -> PluginError {
+    match error {
+        Error::Io(error) => PluginError::Connection(format!("{doing}: the connection to the server was lost: {error}")),
+        Error::Tls(message) => PluginError::Connection(format!("{doing}: {message}")),
+        Error::Unsupported(message) => PluginError::Unsupported(format!("{doing}: {message}")),
+        error @ (Error::Server { .. } | Error::Protocol(_)) => PluginError::Database(format!("{doing}: {error}")),
+    }
+}
+
+struct MysqlPlugin;
+
+impl Plugin for MysqlPlugin {
+    fn metadata() -> PluginMetadata {
+        PluginMetadata {
+            name: "mysql".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "MySQL 8 and MariaDB 10.6+: consistent logical backups as SQL the mysql client replays".into(),
+            operations: vec![Operation::Backup, Operation::Restore],
+            settings: vec![
+                optional(
+                    "tls",
+                    "disabled, preferred (TLS when the server offers it), required, verify-ca (chain to tls-ca) \
+                     or verify-identity (and the host name), as mysql --ssl-mode",
+                    Some("preferred"),
+                ),
+                optional("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
+                optional(
+                    "lock-timeout",
+                    "Backup: seconds to wait for the global read lock that opens the consistent snapshot \
+                     (writers wait behind it meanwhile); the backup fails after that",
+                    Some("10"),
+                ),
+            ],
+        }
+    }
+
+    fn backup(settings: DatabaseSettings) -> Result<Summary, PluginError> {
+        backup::run(&Config::from(&settings)?)
+    }
+
+    fn restore(settings: DatabaseSettings, options: RestoreOptions) -> Result<Summary, PluginError> {
+        restore::run(&Config::from(&settings)?, options.replace_existing)
+    }
+}
+
+export!(MysqlPlugin);

@@ -1,0 +1,195 @@
+//! A restore: the artifacts replayed statement by statement, as the `mariadb` client
+//! would, into an empty database (created if missing; with replace, dropped and created
+//! again). DDL in MySQL commits as it goes, so a restore that fails returns the target
+//! to where it started: dropped if the restore created it, else empty again.
+
+use std::io::BufReader;
+
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+
+use crate::protocol::{Connection, Error};
+use crate::script::{Statements, ident, literal};
+use crate::{Config, DATA_PREFIX, POST, SCHEMA, failure};
+
+/// Bytes read from an artifact at a time.
+const READ_BUFFER: usize = 256 << 10;
+
+/// How much of a failed statement an error quotes.
+const EXCERPT: usize = 160;
+
+/// The target database before the restore.
+enum Target {
+    Missing,
+    /// Exists, with this many tables, views, routines and events, and these defaults.
+    Exists {
+        objects: u64,
+        charset: String,
+        collation: String,
+    },
+}
+
+pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
+    let order = replay_order(artifacts::list().into_iter().map(|artifact| artifact.name).collect())?;
+    let mut connection = config.connect()?;
+    let database = config.database.as_str();
+    let target = target(&mut connection, database)?;
+    let created = match &target {
+        Target::Missing => {
+            connection
+                .execute(&format!("CREATE DATABASE {}", ident(database)))
+                .map_err(|e| failure(&format!("creating database {database}"), e))?;
+            report::info(&format!("created database {database}"));
+            true
+        }
+        Target::Exists { objects: 0, .. } => false,
+        Target::Exists { objects, .. } if !replace => {
+            return Err(PluginError::Database(format!(
+                "database {database:?} is not empty ({objects} tables, views, routines and events); restore into \
+                 an empty database, or ask to replace its contents (stowage restore --replace)"
+            )));
+        }
+        Target::Exists { objects, charset, collation } => {
+            report::warn(&format!("replacing the {objects} tables, views, routines and events of database {database}"));
+            recreate(&mut connection, database, charset, collation)
+                .map_err(|e| failure(&format!("emptying database {database}"), e))?;
+            false
+        }
+    };
+    let outcome = replay(&mut connection, database, &order);
+    connection.quit();
+    let (tables, rows) = match outcome {
+        Ok(done) => done,
+        Err(error) => return Err(undo(config, &target, created, error)),
+    };
+    Ok(Summary {
+        description: format!("restored database {database}: {tables} tables ({rows} rows)"),
+        attributes: vec![
+            ("database".into(), database.to_owned()),
+            ("tables".into(), tables.to_string()),
+            ("rows".into(), rows.to_string()),
+        ],
+    })
+}
+
+/// `schema.sql`, the data artifacts in their numbered order, `post.sql`: the order that
+/// replays, whatever order the backup created them in.
+fn replay_order(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
+    for required in [SCHEMA, POST] {
+        if !names.iter().any(|name| name == required) {
+            return Err(PluginError::Artifact(format!(
+                "the backup has no {required}: it is not a MySQL plugin backup"
+            )));
+        }
+    }
+    names.retain(|name| name.starts_with(DATA_PREFIX));
+    names.sort();
+    names.insert(0, SCHEMA.to_owned());
+    names.push(POST.to_owned());
+    Ok(names)
+}
+
+fn target(connection: &mut Connection, database: &str) -> Result<Target, PluginError> {
+    let name = literal(database);
+    let rows = connection
+        .rows(&format!(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, \
+             (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {name}) + \
+             (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {name}) + \
+             (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {name}) \
+             FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {name}"
+        ))
+        .map_err(|e| failure("inspecting the target database", e))?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(Target::Missing);
+    };
+    let mut values = row.into_iter().map(Option::unwrap_or_default);
+    let mut next = || values.next().unwrap_or_default();
+    let (charset, collation, objects) = (next(), next(), next());
+    let objects = objects
+        .parse()
+        .map_err(|_| PluginError::Database(format!("inspecting the target database: a count of {objects:?}")))?;
+    Ok(Target::Exists { objects, charset, collation })
+}
+
+/// Drop `database` and create it again, empty, with the same defaults.
+fn recreate(connection: &mut Connection, database: &str, charset: &str, collation: &str) -> Result<(), Error> {
+    connection.execute(&format!("DROP DATABASE {}", ident(database)))?;
+    connection.execute(&format!("CREATE DATABASE {} CHARACTER SET {charset} COLLATE {collation}", ident(database)))?;
+    Ok(())
+}
+
+/// Run every statement of every artifact; returns the tables loaded and their rows.
+fn replay(connection: &mut Connection, database: &str, order: &[String]) -> Result<(u64, u64), PluginError> {
+    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
+    // One transaction per table: a commit per INSERT would wait for the disk each time.
+    connection.execute("SET autocommit = 0").map_err(|e| failure("setting up the session", e))?;
+    let (mut tables, mut rows) = (0u64, 0u64);
+    let total = order.len() as u64;
+    for (done, name) in order.iter().enumerate() {
+        let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(name)?);
+        let mut statements = Statements::new(reader);
+        let mut loaded = 0;
+        while let Some(statement) =
+            statements.next_statement().map_err(|e| PluginError::Artifact(format!("reading {name}: {e}")))?
+        {
+            loaded +=
+                connection.execute_bytes(&statement).map_err(|error| statement_failure(name, &statement, error))?;
+        }
+        connection.execute("COMMIT").map_err(|e| failure(&format!("committing {name}"), e))?;
+        if name.starts_with(DATA_PREFIX) {
+            tables += 1;
+            rows += loaded;
+        }
+        report::progress(name, done as u64 + 1, Some(total), rows);
+    }
+    Ok((tables, rows))
+}
+
+fn statement_failure(artifact: &str, statement: &[u8], error: Error) -> PluginError {
+    let text = String::from_utf8_lossy(statement);
+    let excerpt: String = text.chars().take(EXCERPT).collect();
+    let more = if text.chars().count() > EXCERPT { "..." } else { "" };
+    failure(&format!("{artifact}: {excerpt}{more}"), error)
+}
+
+/// After a failed restore, return the target to where it started; the error says
+/// where it was left.
+fn undo(config: &Config, target: &Target, created: bool, error: PluginError) -> PluginError {
+    let database = config.database.as_str();
+    let undone = config.connect().and_then(|mut connection| {
+        let done = match target {
+            Target::Exists { charset, collation, .. } if !created => {
+                recreate(&mut connection, database, charset, collation)
+            }
+            _ => connection.execute(&format!("DROP DATABASE {}", ident(database))).map(|_| ()),
+        };
+        connection.quit();
+        done.map_err(|e| failure("undoing the restore", e))
+    });
+    let left = match (undone, created) {
+        (Ok(()), true) => format!("database {database} was dropped again"),
+        (Ok(()), false) => format!("database {database} was left empty"),
+        (Err(undo), _) => format!("database {database} is left partly restored ({}); drop it", message(&undo)),
+    };
+    match error {
+        PluginError::Connection(m) => PluginError::Connection(format!("{m}; {left}")),
+        PluginError::Database(m) => PluginError::Database(format!("{m}; {left}")),
+        PluginError::Artifact(m) => PluginError::Artifact(format!("{m}; {left}")),
+        PluginError::Unsupported(m) => PluginError::Unsupported(format!("{m}; {left}")),
+        PluginError::Authentication(m) => PluginError::Authentication(format!("{m}; {left}")),
+        PluginError::InvalidSettings(m) => PluginError::InvalidSettings(format!("{m}; {left}")),
+        PluginError::Other(m) => PluginError::Other(format!("{m}; {left}")),
+    }
+}
+
+fn message(error: &PluginError) -> &str {
+    match error {
+        PluginError::Connection(m)
+        | PluginError::Database(m)
+        | PluginError::Artifact(m)
+        | PluginError::Unsupported(m)
+        | PluginError::Authentication(m)
+        | PluginError::InvalidSettings(m)
+        | PluginError::Other(m) => m,
+    }
+}

@@ -1,0 +1,167 @@
+//! The SQL the backup writes and the restore reads back: identifiers and values quoted
+//! so that the `mariadb`/`mysql` client replays the artifacts alone, and a statement
+//! splitter that reads them the way that client does (quotes, comments, `DELIMITER`).
+
+use std::io::{self, BufRead};
+
+/// `name` as a quoted identifier.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `text` as a string literal that means the same under any `sql_mode`.
+pub fn literal(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => quoted.push_str("''"),
+            // NO_BACKSLASH_ESCAPES would read a backslash literally; a hex escape is
+            // not needed because none of the text this quotes comes from table data.
+            '\\' => quoted.push_str("\\\\"),
+            _ => quoted.push(c),
+        }
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// Append `bytes` as a hexadecimal literal (`0x...`, or `''` when empty).
+pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    if bytes.is_empty() {
+        out.extend_from_slice(b"''");
+        return;
+    }
+    out.reserve(2 + bytes.len() * 2);
+    out.extend_from_slice(b"0x");
+    for byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)]);
+        out.push(DIGITS[usize::from(byte & 15)]);
+    }
+}
+
+/// The session settings every artifact starts with, so that each replays alone: values
+/// read back as written (UTC timestamps, zero dates, explicit zeros in AUTO_INCREMENT
+/// columns) and no check that the order of the artifacts would trip.
+pub const PREAMBLE: &str = "\
+SET NAMES utf8mb4;
+SET time_zone = '+00:00';
+SET foreign_key_checks = 0;
+SET unique_checks = 0;
+SET sql_mode = 'NO_AUTO_VALUE_ON_ZERO';
+";
+
+/// Reads the statements of a script one at a time, as the `mariadb` client splits them:
+/// at the current delimiter outside quotes and comments, with `DELIMITER x` lines
+/// changing it. Executable comments (`/*! ... */`) are kept: the server runs them.
+#[derive(Debug)]
+pub struct Statements<R> {
+    input: R,
+    delimiter: Vec<u8>,
+    /// The line being split, and how far.
+    line: Vec<u8>,
+    at: usize,
+}
+
+impl<R: BufRead> Statements<R> {
+    pub fn new(input: R) -> Self {
+        Statements { input, delimiter: b";".to_vec(), line: Vec::new(), at: 0 }
+    }
+
+    /// The next statement without its delimiter, or `None` at the end.
+    pub fn next_statement(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut statement = Vec::new();
+        let mut quote: Option<u8> = None;
+        let mut block_comment = false;
+        loop {
+            if self.at >= self.line.len() {
+                self.line.clear();
+                self.at = 0;
+                if self.input.read_until(b'\n', &mut self.line)? == 0 {
+                    if quote.is_some() || block_comment {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the script ends inside a quote or comment",
+                        ));
+                    }
+                    let rest = trim(&statement);
+                    return Ok((!rest.is_empty()).then(|| rest.to_vec()));
+                }
+                if quote.is_none()
+                    && !block_comment
+                    && trim(&statement).is_empty()
+                    && let Some(rest) = strip_prefix_ignore_case(trim(&self.line), b"DELIMITER ")
+                {
+                    self.delimiter = trim(rest).to_vec();
+                    self.at = self.line.len();
+                    statement.clear();
+                    continue;
+                }
+            }
+            let line = &self.line;
+            while self.at < line.len() {
+                let i = self.at;
+                let byte = line[i];
+                if block_comment {
+                    if line[i..].starts_with(b"*/") {
+                        block_comment = false;
+                        self.at += 2;
+                    } else {
+                        self.at += 1;
+                    }
+                    continue;
+                }
+                if let Some(q) = quote {
+                    statement.push(byte);
+                    self.at += 1;
+                    if byte == b'\\' && q != b'`' && i + 1 < line.len() {
+                        statement.push(line[i + 1]);
+                        self.at += 1;
+                    } else if byte == q {
+                        quote = None;
+                    }
+                    continue;
+                }
+                if line[i..].starts_with(&self.delimiter) {
+                    self.at += self.delimiter.len();
+                    return Ok(Some(trim(&statement).to_vec()));
+                }
+                match byte {
+                    b'\'' | b'"' | b'`' => quote = Some(byte),
+                    b'#' => {
+                        self.at = line.len();
+                        break;
+                    }
+                    b'-' if line[i..].starts_with(b"-- ") || line[i..].starts_with(b"--\n") => {
+                        self.at = line.len();
+                        break;
+                    }
+                    b'/' if line[i..].starts_with(b"/*") && !line[i..].starts_with(b"/*!") => {
+                        block_comment = true;
+                        self.at += 2;
+                        continue;
+                    }
+                    _ => {}
+                }
+                statement.push(byte);
+                self.at += 1;
+            }
+            // A line end inside a statement is part of it (it may be inside a quote);
+            // a comment cut the line before its own end.
+            if (quote.is_some() || !statement.is_empty()) && !statement.ends_with(b"\n") {
+                statement.push(b'\n');
+            }
+        }
+    }
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |end| end + 1);
+    &bytes[start..end.max(start)]
+}
+
+fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &bytes[prefix.len()..])
+}
