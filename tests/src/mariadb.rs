@@ -200,6 +200,13 @@ impl Mariadb {
         Ok(self.client(database).arg("-e").arg(sql).stdout(Stdio::null()).stderr(Stdio::piped()).spawn()?)
     }
 
+    /// Kill the server with SIGKILL, as a crash or an OOM kill would.
+    pub fn crash(&mut self) -> Result<()> {
+        self.server.kill()?;
+        self.server.wait()?;
+        Ok(())
+    }
+
     /// The server's error log, for a failure message.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()

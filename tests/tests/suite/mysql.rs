@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use stowage_tests::mariadb::{Mariadb, PASSWORD, USER};
 use stowage_tests::seaweedfs::SeaweedFs;
-use stowage_tests::stowage::{Run, run};
+use stowage_tests::stowage::{Run, command, run};
 use stowage_tests::wait_until;
 
 /// Its `versioned` table's row timestamps start again on restore.
@@ -305,4 +305,37 @@ fn tls_connections_encrypt_and_verify_what_they_promise() {
 
     run_with("restore", "localhost", "copy", "verify-identity", true).ok().expect("restore over verified TLS");
     assert_eq!(server.sql("copy", "SELECT x FROM t").expect("copy").trim(), "42");
+}
+
+#[test]
+fn a_server_killed_mid_backup_is_the_reason_and_nothing_is_committed() {
+    let mut server = Mariadb::start().expect("mariadb");
+    server.sql("", "CREATE DATABASE big").expect("database");
+    server
+        .sql("big", "CREATE TABLE bulk (id INT PRIMARY KEY, pad VARCHAR(200)) SELECT seq AS id, REPEAT('x', 200) AS pad FROM seq_1_to_1000000")
+        .expect("table");
+    let files = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", files.path().display());
+    let backup = command(["backup", "--plugin", "mysql", "--database", &url(&server, "big"), "--repo", &repo], &[])
+        .expect("command")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("backup");
+    wait_until("the backup copies the table", Duration::from_secs(120), || {
+        server
+            .sql(
+                "",
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT `id`,`pad` FROM `bulk`'",
+            )
+            .is_ok_and(|n| n.trim() == "1")
+    })
+    .expect("copying");
+    server.crash().expect("crash");
+    let output: Run = backup.wait_with_output().expect("wait").into();
+    let failed = output.failed().expect("the backup fails");
+    assert!(failed.stderr.contains("copying table bulk: the connection to the server was lost"), "{}", failed.stderr);
+    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
+    let listed = stowage(&["list", "--repo", &repo], &[]).ok().expect("list");
+    assert!(!listed.stdout.contains("complete"), "nothing was committed: {}", listed.stdout);
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 use stowage_api::DatabaseBackup;
 use stowage_tests::cluster::{ALLOWED_BROKEN_IMAGE, Cluster, NAMESPACE, Operator};
 use stowage_tests::kube::kubectl;
+use stowage_tests::mariadb::{self, Mariadb};
 use stowage_tests::postgres::{PASSWORD, Postgres};
 use stowage_tests::redis::Redis;
 
@@ -522,13 +523,13 @@ fn base64_encode(data: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn builtin_plugins_back_up_postgres_over_verified_tls_and_redis_and_a_wrong_password_is_the_reason() {
+async fn builtin_plugins_back_up_postgres_over_verified_tls_redis_and_mariadb_and_a_wrong_password_is_the_reason() {
     let cluster = Cluster::start().await.expect("cluster");
     let postgres = Postgres::start().expect("postgres");
     postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
     postgres.psql("shop", "CREATE TABLE orders AS SELECT generate_series(1, 1000) AS id").expect("table");
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    for (name, password) in [("db", PASSWORD), ("db-wrong", "not-the-password")] {
+    for (name, password) in [("db", PASSWORD), ("db-wrong", "not-the-password"), ("mariadb", mariadb::PASSWORD)] {
         let secret = json!({"metadata": {"name": name}, "stringData": {"password": password}});
         secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
     }
@@ -575,7 +576,26 @@ async fn builtin_plugins_back_up_postgres_over_verified_tls_and_redis_and_a_wron
     cluster.create("cache", cache("db")).await;
     cluster.create("cache-wrong", cache("db-wrong")).await;
 
+    // MariaDB through the mysql plugin.
+    let orders = Mariadb::start().expect("mariadb");
+    orders.sql("", "CREATE DATABASE shop").expect("database");
+    orders.sql("shop", "CREATE TABLE orders (id INT PRIMARY KEY) SELECT seq AS id FROM seq_1_to_1000").expect("table");
+    let mysql = json!({
+        "plugin": {"builtin": "mysql"},
+        "database": {
+            "endpoint": format!("127.0.0.1:{}", orders.port),
+            "name": "shop",
+            "user": mariadb::USER,
+            "passwordSecret": {"name": "mariadb", "key": "password"}
+        },
+        "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}
+    });
+    cluster.create("orders", mysql).await;
+
     let backups = cluster.backups();
+    assert_eq!(settled_reason(&backups, "orders", Duration::from_secs(90)).await, "BackupSucceeded");
+    let status = backups.get("orders").await.expect("get").status.expect("status");
+    assert!(status.last_backup.expect("last backup").bytes > 0, "the SQL was stored");
     assert_eq!(settled_reason(&backups, "cache", Duration::from_secs(90)).await, "BackupSucceeded");
     let status = backups.get("cache").await.expect("get").status.expect("status");
     assert!(status.last_backup.expect("last backup").bytes > 0, "the RDB was stored");
