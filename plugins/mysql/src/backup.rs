@@ -16,7 +16,7 @@ use std::time::Instant;
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
 use crate::protocol::{Column, Connection, Error, codes, types};
-use crate::script::{PREAMBLE, ident, literal, push_hex};
+use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
 use crate::{Config, DATA_PREFIX, MEDIA_TYPE, POST, SCHEMA, failure};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
@@ -440,8 +440,11 @@ enum Encoding {
     Quoted,
     /// MySQL's JSON type, which refuses binary strings.
     Json,
-    /// The stored bytes, as a hexadecimal literal.
+    /// Bits and geometries: the stored bytes as a hexadecimal literal.
     Hex,
+    /// Strings of any character set and binary strings: the stored bytes as an escaped
+    /// binary string literal, which the column takes byte for byte.
+    Bytes,
 }
 
 impl Encoding {
@@ -453,8 +456,10 @@ impl Encoding {
             Encoding::Quoted
         } else if column.kind == types::JSON {
             Encoding::Json
-        } else {
+        } else if column.kind == types::BIT || column.kind == types::GEOMETRY {
             Encoding::Hex
+        } else {
+            Encoding::Bytes
         }
     }
 }
@@ -587,10 +592,11 @@ fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>])
             }
             (Some(value), Encoding::Json) => {
                 out.extend_from_slice(b"CONVERT(");
-                push_hex(out, value);
+                push_binary_string(out, value);
                 out.extend_from_slice(b" USING utf8mb4)");
             }
             (Some(value), Encoding::Hex) => push_hex(out, value),
+            (Some(value), Encoding::Bytes) => push_binary_string(out, value),
         }
     }
     out.push(b')');

@@ -127,8 +127,10 @@ pub mod types {
     pub const LONGLONG: u8 = 8;
     pub const INT24: u8 = 9;
     pub const YEAR: u8 = 13;
+    pub const BIT: u8 = 16;
     pub const JSON: u8 = 245;
     pub const NEWDECIMAL: u8 = 246;
+    pub const GEOMETRY: u8 = 255;
 }
 
 impl Column {

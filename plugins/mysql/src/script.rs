@@ -33,12 +33,40 @@ pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(b"''");
         return;
     }
-    out.reserve(2 + bytes.len() * 2);
+    let start = out.len() + 2;
     out.extend_from_slice(b"0x");
-    for byte in bytes {
-        out.push(DIGITS[usize::from(byte >> 4)]);
-        out.push(DIGITS[usize::from(byte & 15)]);
+    out.resize(start + bytes.len() * 2, 0);
+    for (pair, byte) in out[start..].chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 15)];
     }
+}
+
+/// Append `bytes` as a binary string literal (`_binary'...'`), escaped as
+/// `mysql_real_escape_string` does: no quote, backslash, line end, NUL or Ctrl-Z stays
+/// raw, so that the literal is one line and means the same bytes to any reader that
+/// takes backslash escapes (the preamble's `sql_mode` has no `NO_BACKSLASH_ESCAPES`).
+pub fn push_binary_string(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.reserve(bytes.len() + 10);
+    out.extend_from_slice(b"_binary'");
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escaped = match byte {
+            0 => b'0',
+            b'\'' => b'\'',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            0x1a => b'Z',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.push(b'\\');
+        out.push(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'\'');
 }
 
 /// The session settings every artifact starts with, so that each replays alone: values

@@ -1,0 +1,199 @@
+//! `./dev bench`: a MariaDB database of at least STOWAGE_BENCH_GIB GiB (default 1) in
+//! sysbench-shaped tables, backed up to the same S3 server three ways, one after the
+//! other in one run, with time, throughput and peak memory side by side:
+//!
+//! - `stowage backup` with the mysql plugin (zstd level 3);
+//! - `mariadb-dump --single-transaction --quick | zstd -3`, uploaded as 8 MiB parts;
+//! - `mydumper` (2 threads, compressed) into a directory, then its files uploaded.
+//!
+//! Then each is restored into an empty database: `stowage restore`, download |
+//! `zstd -d` | `mariadb`, and download + `myloader` (2 threads). Every restored database
+//! is checked equal to the source (`CHECKSUM TABLE` of every table).
+//!
+//! Peak memory is that of the client processes, not of the server.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context;
+use aws_sdk_s3::primitives::ByteStream;
+use stowage_tests::bench::{self, BUCKET, MIB, Outcome, Watch};
+use stowage_tests::mariadb::{Mariadb, PASSWORD, USER};
+use stowage_tests::seaweedfs::SeaweedFs;
+
+const TABLES: u32 = 8;
+
+/// Bytes one sysbench row takes in InnoDB, about (for sizing the dataset).
+const ROW_BYTES: f64 = 220.0;
+
+/// `CHECKSUM TABLE` of every table, for comparing databases.
+fn checksums(server: &Mariadb, database: &str) -> anyhow::Result<String> {
+    let tables: Vec<String> = (1..=TABLES).map(|n| format!("sbtest{n}")).collect();
+    let sums = server.sql(database, &format!("CHECKSUM TABLE {}", tables.join(", ")))?;
+    // The database name leads each line.
+    Ok(sums.lines().map(|line| line.split_once('.').map_or(line, |(_, rest)| rest)).collect::<Vec<_>>().join("\n"))
+}
+
+fn mariadb_args(server: &Mariadb) -> Vec<String> {
+    vec!["-h127.0.0.1".into(), format!("-P{}", server.port), format!("-u{USER}"), format!("-p{PASSWORD}")]
+}
+
+/// mydumper into a directory, then every file uploaded under `mydumper/`.
+async fn mydumper_backup(server: &Mariadb, s3: &SeaweedFs) -> anyhow::Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let mut mydumper = Command::new("mydumper")
+        .args(["--host", "127.0.0.1", "--port", &server.port.to_string(), "--user", USER, "--password", PASSWORD])
+        .args(["--database", "bench", "--threads", "2", "--compress", "--outputdir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("mydumper (apt install mydumper)")?;
+    let mut watch = Watch::new(&[mydumper.id()]);
+    let status = loop {
+        watch.sample();
+        if let Some(status) = mydumper.try_wait()? {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    anyhow::ensure!(status.success(), "mydumper failed");
+    let client = s3.client();
+    for entry in std::fs::read_dir(dir.path())? {
+        let path = entry?.path();
+        let key = format!("mydumper/{}", path.file_name().context("name")?.to_string_lossy());
+        let body = ByteStream::from(std::fs::read(&path)?);
+        client.put_object().bucket(BUCKET).key(key).body(body).send().await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Outcome {
+        tool: "mydumper -t 2 -c + upload",
+        seconds,
+        stored: bench::stored_bytes(s3, "mydumper/").await?,
+        peak: watch.total(),
+    })
+}
+
+/// Download what mydumper stored and load it with myloader.
+async fn myloader_restore(server: &Mariadb, s3: &SeaweedFs, database: &str) -> anyhow::Result<(f64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let client = s3.client();
+    let listed = client.list_objects_v2().bucket(BUCKET).prefix("mydumper/").send().await?;
+    for object in listed.contents() {
+        let key = object.key().context("key")?;
+        let name = key.trim_start_matches("mydumper/");
+        let body = client.get_object().bucket(BUCKET).key(key).send().await?.body.collect().await?;
+        std::fs::write(dir.path().join(name), body.into_bytes())?;
+    }
+    let mut myloader = Command::new("myloader")
+        .args(["--host", "127.0.0.1", "--port", &server.port.to_string(), "--user", USER, "--password", PASSWORD])
+        .args(["--source-db", "bench", "--database", database, "--threads", "2", "--directory"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("myloader")?;
+    let mut watch = Watch::new(&[myloader.id()]);
+    let status = loop {
+        watch.sample();
+        if let Some(status) = myloader.try_wait()? {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    anyhow::ensure!(status.success(), "myloader failed");
+    Ok((started.elapsed().as_secs_f64(), watch.total()))
+}
+
+/// download | zstd -d | mariadb.
+async fn native_restore(server: &Mariadb, s3: &SeaweedFs, database: &str) -> anyhow::Result<(f64, u64)> {
+    server.sql("", &format!("CREATE DATABASE {database}"))?;
+    let started = Instant::now();
+    let mut client = Command::new("mariadb")
+        .args(mariadb_args(server))
+        .arg(database)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let mut zstd = Command::new("zstd")
+        .args(["-d", "-q", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(client.stdin.take().context("mariadb stdin")?)
+        .spawn()?;
+    let mut watch = Watch::new(&[zstd.id(), client.id()]);
+    bench::download(s3, "native/dump.sql.zst", zstd.stdin.take().context("zstd stdin")?, &mut watch).await?;
+    anyhow::ensure!(zstd.wait()?.success(), "zstd -d failed");
+    anyhow::ensure!(client.wait()?.success(), "mariadb failed");
+    Ok((started.elapsed().as_secs_f64(), watch.total()))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let gib: f64 = std::env::var("STOWAGE_BENCH_GIB").ok().map(|v| v.parse()).transpose()?.unwrap_or(1.0);
+    println!("==> MariaDB 10.11 and SeaweedFS on loopback");
+    let server = Mariadb::start()?;
+    let s3 = SeaweedFs::start()?;
+    s3.create_bucket(BUCKET).await?;
+    let rows = (gib * (1u64 << 30) as f64 / ROW_BYTES / f64::from(TABLES)) as u64;
+    println!("==> generating {TABLES} sysbench tables of {rows} rows");
+    server.sql("", "CREATE DATABASE bench")?;
+    for n in 1..=TABLES {
+        // sysbench's oltp table, its c and pad filled the way sysbench fills them.
+        server.sql(
+            "bench",
+            &format!(
+                "CREATE TABLE sbtest{n} (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, k INT NOT NULL DEFAULT 0, \
+                 c CHAR(120) NOT NULL DEFAULT '', pad CHAR(60) NOT NULL DEFAULT '', KEY k_{n} (k)) ENGINE=InnoDB;
+                 INSERT INTO sbtest{n} (k, c, pad) SELECT FLOOR(RAND() * {rows}), \
+                 LEFT(REPEAT(CONCAT(LPAD(FLOOR(RAND() * 99999999999), 11, '0'), '-'), 10), 119), \
+                 LEFT(REPEAT(CONCAT(LPAD(FLOOR(RAND() * 99999999999), 11, '0'), '-'), 5), 59) \
+                 FROM seq_1_to_{rows};"
+            ),
+        )?;
+    }
+    let size: u64 = server
+        .sql("", "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'bench'")?
+        .trim()
+        .parse()?;
+    println!("    {:.0} MiB in InnoDB (data and indexes)", size as f64 / MIB);
+    let expected = checksums(&server, "bench")?;
+
+    let cache = tempfile::tempdir()?;
+    let env = bench::stowage_env(&s3, cache.path(), "mysql", &[])?;
+    let url = server.url(USER, PASSWORD, "bench");
+    let mut backups = Vec::new();
+    println!("==> stowage backup");
+    backups.push(bench::stowage_backup(&s3, "stowage (mysql plugin)", "mysql", &url, &env).await?);
+    println!("==> mariadb-dump --single-transaction | zstd -3 + upload");
+    let mut dump = Command::new("mariadb-dump");
+    dump.args(mariadb_args(&server)).args(["--single-transaction", "--quick", "bench"]);
+    let native = "mariadb-dump | zstd -3 + upload";
+    backups.push(bench::native_backup(&s3, native, "native/dump.sql.zst", dump, true).await?);
+    println!("==> mydumper + upload");
+    backups.push(mydumper_backup(&server, &s3).await?);
+
+    println!("==> stowage restore into an empty database");
+    let stowage_restore = bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), &env).await?;
+    println!("==> download | zstd -d | mariadb");
+    let native_restore = native_restore(&server, &s3, "by_client").await?;
+    println!("==> download + myloader");
+    let myloader_restore = myloader_restore(&server, &s3, "by_myloader").await?;
+    for database in ["by_stowage", "by_client", "by_myloader"] {
+        anyhow::ensure!(
+            checksums(&server, database)? == expected,
+            "{database} differs from the source (CHECKSUM TABLE)"
+        );
+    }
+    bench::print_comparison(
+        "InnoDB data and indexes of the source",
+        size,
+        &backups,
+        &[
+            ("stowage restore", stowage_restore),
+            ("download | zstd -d | mariadb", native_restore),
+            ("download + myloader -t 2", myloader_restore),
+        ],
+        "the same database; CHECKSUM TABLE of every table checked equal",
+    );
+    Ok(())
+}
