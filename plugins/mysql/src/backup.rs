@@ -11,7 +11,7 @@
 //! path closes.
 
 use std::io::{BufWriter, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
@@ -85,8 +85,8 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
     let (charset, collation) = database_defaults(connection, database)?;
     connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
 
-    let started = Instant::now();
     let locked = lock(connection, config)?;
+    let locked_at = Instant::now();
     connection
         .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .map_err(|e| failure("opening the consistent snapshot", e))?;
@@ -124,14 +124,16 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
     let mut tally = Tally::default();
     let total = (unlocked.len() + snapshot.len()) as u64;
     let mut number = 0;
+    let mut lock_held = None;
     if locked {
         for table in unlocked.drain(..) {
             number += 1;
             copy_table(connection, table, number, total, &mut tally)?;
         }
         connection.execute("UNLOCK TABLES").map_err(|e| failure("releasing the global read lock", e))?;
-        let held = started.elapsed();
+        let held = locked_at.elapsed();
         report::info(&format!("the global read lock was held for {:.1} s", held.as_secs_f64()));
+        lock_held = Some(held);
     } else if !unlocked.is_empty() {
         let names: Vec<&str> = unlocked.iter().map(|t| t.name.as_str()).collect();
         report::warn(&format!(
@@ -149,7 +151,7 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
     write_artifact(POST, post.text.as_bytes())?;
     connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
 
-    Ok(summarize(&version, mariadb, database, locked, &position, &tally, &post))
+    Ok(summarize(&version, mariadb, database, lock_held, &position, &tally, &post))
 }
 
 /// Session settings for reading: values in UTC and in their stored bytes, definitions
@@ -606,13 +608,13 @@ fn summarize(
     version: &str,
     mariadb: bool,
     database: &str,
-    locked: bool,
+    lock_held: Option<Duration>,
     position: &LogPosition,
     tally: &Tally,
     post: &Post,
 ) -> Summary {
     let flavor = if mariadb { "MariaDB" } else { "MySQL" };
-    let consistency = if locked { "global-read-lock" } else { "snapshot-only" };
+    let consistency = if lock_held.is_some() { "global-read-lock" } else { "snapshot-only" };
     let mut attributes = vec![
         ("server_version".into(), version.to_owned()),
         ("flavor".into(), flavor.to_lowercase()),
@@ -625,6 +627,9 @@ fn summarize(
         ("triggers".into(), post.triggers.to_string()),
         ("events".into(), post.events.to_string()),
     ];
+    if let Some(held) = lock_held {
+        attributes.push(("lock_held_seconds".into(), format!("{:.3}", held.as_secs_f64())));
+    }
     for (key, value) in
         [("binlog_file", &position.file), ("binlog_position", &position.position), ("gtid", &position.gtid)]
     {

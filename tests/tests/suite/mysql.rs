@@ -82,6 +82,8 @@ fn every_type_round_trips_through_s3_and_replays_with_the_mariadb_client() {
         .expect("backup to files");
     let summary = &manifest(files.path())["summary"]["attributes"];
     assert_eq!(summary["consistency"], "global-read-lock", "{summary}");
+    let held: f64 = summary["lock_held_seconds"].as_str().expect("lock_held_seconds").parse().expect("seconds");
+    assert!(held < 2.0, "the lock is held for the definitions and two small tables only: {held} s");
     assert!(summary["binlog_file"].as_str().is_some_and(|f| f.starts_with("binlog.")), "{summary}");
     assert!(summary["gtid"].as_str().is_some_and(|g| g.starts_with("0-1-")), "{summary}");
     let data = std::fs::read_dir(files.path().join("local/default")).expect("dir").next().expect("backup");
