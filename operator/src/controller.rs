@@ -92,6 +92,9 @@ pub struct Context {
     /// The outcome last announced with an Event, per resource UID: a reconcile that reads
     /// a status not yet updated by the previous one never announces an outcome twice.
     pub(crate) announced: Mutex<HashMap<String, (String, String)>>,
+    /// The Job UID of the run last observed in the duration and size metrics, per
+    /// resource UID.
+    pub(crate) observed: Mutex<HashMap<String, String>>,
     /// UIDs of resources without a CronJob.
     without_cronjob: Mutex<HashSet<String>>,
 }
@@ -137,6 +140,7 @@ impl Context {
             jobs,
             jobs_writer: Mutex::new(Some(writer)),
             announced: Mutex::default(),
+            observed: Mutex::default(),
             without_cronjob: Mutex::default(),
         })
     }
@@ -162,6 +166,9 @@ impl Context {
         self.set_without_cronjob(uid, false);
         if let Ok(mut announced) = self.announced.lock() {
             announced.remove(uid);
+        }
+        if let Ok(mut observed) = self.observed.lock() {
+            observed.remove(uid);
         }
     }
 

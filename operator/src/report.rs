@@ -137,6 +137,7 @@ pub async fn write_status(
     }
     if let Some(run) = &observation.last_run {
         announce(context, backup, status.last_run.as_ref(), run).await;
+        observe_run(context, backup, run);
     }
     Ok(())
 }
@@ -155,17 +156,30 @@ async fn announce(context: &Context, backup: &DatabaseBackup, recorded: Option<&
     if !first {
         return;
     }
-    observe_run(context, backup, run);
     let kind = if run.succeeded { EventType::Normal } else { EventType::Warning };
     publish(context, backup, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
 }
 
-/// Record a newly announced successful run's duration and size, where the runner's
-/// report of that run (which comes with its `lastBackup`) arrived.
+/// Record the duration and size of a successful run announced by this process, once,
+/// at the first reconcile that has both the Job's outcome and the runner's report of
+/// it (they arrive in either order).
 fn observe_run(context: &Context, backup: &DatabaseBackup, run: &RunOutcome) {
     let Some(status) = backup.status.as_ref() else { return };
     let reported = status.latest_attempt.as_ref().is_some_and(|a| a.job_uid == run.job_uid && a.finished());
     let (true, true, Some(last)) = (run.succeeded, reported, status.last_backup.as_ref()) else { return };
+    let uid = backup.uid().unwrap_or_default();
+    let announced_here = context
+        .announced
+        .lock()
+        .is_ok_and(|announced| announced.get(&uid).is_some_and(|(job_uid, _)| *job_uid == run.job_uid));
+    let first = announced_here
+        && context
+            .observed
+            .lock()
+            .is_ok_and(|mut observed| observed.insert(uid, run.job_uid.clone()).as_ref() != Some(&run.job_uid));
+    if !first {
+        return;
+    }
     let labels = resource_labels(&backup.namespace().unwrap_or_default(), &backup.name_any());
     context.telemetry.backup_duration.get_or_create(&labels).observe(last.duration_seconds);
     context.telemetry.backup_stored_bytes.get_or_create(&labels).observe(last.stored_bytes as f64);

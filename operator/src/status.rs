@@ -127,6 +127,19 @@ fn finished_at(outcome: &RunOutcome) -> Option<Timestamp> {
     outcome.finished_at.parse().ok()
 }
 
+/// Whether `candidate`, the newest listed run, is newer than the `recorded` one. Job
+/// times have whole seconds, so two runs often end in the same one: while the recorded
+/// run's Job is listed, the candidate was chosen over it (finished later, or in the same
+/// second and created later); once that Job is gone, only a later second is newer.
+fn is_newer(candidate: &RunOutcome, recorded: &RunOutcome, jobs: &[JobState]) -> bool {
+    let recorded_listed = jobs.iter().any(|job| job.uid == recorded.job_uid);
+    match finished_at(candidate).cmp(&finished_at(recorded)) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Equal => recorded_listed,
+        std::cmp::Ordering::Less => false,
+    }
+}
+
 /// Derive the runs' state from the resource's Jobs, the runner's latest report and the
 /// `lastRun` recorded so far.
 pub fn observe(jobs: &[JobState], attempt: Option<&Attempt>, recorded: Option<&RunOutcome>) -> Observation {
@@ -137,7 +150,7 @@ pub fn observe(jobs: &[JobState], attempt: Option<&Attempt>, recorded: Option<&R
     let candidate = newest_finished.map(|(job, end)| outcome(job, end, attempt));
     let last_run = match (candidate, recorded) {
         (Some(candidate), Some(recorded))
-            if candidate.job_uid != recorded.job_uid && finished_at(&candidate) <= finished_at(recorded) =>
+            if candidate.job_uid != recorded.job_uid && !is_newer(&candidate, recorded, jobs) =>
         {
             Some(recorded.clone())
         }
@@ -258,6 +271,17 @@ mod tests {
         // Job b is gone, an older Job a is still listed.
         let later = observe(&[job("a", 0, Some((true, 30)))], None, newer.last_run.as_ref());
         assert_eq!(summary(&later), Some(("b".into(), false, "JobBackoffLimitExceeded".into())));
+    }
+
+    #[test]
+    fn a_run_that_ends_in_the_same_second_as_the_previous_one_is_the_last_run() {
+        let succeeded = report("a", AttemptPhase::Succeeded, "BackupSucceeded", false);
+        let first = observe(&[job("a", 0, Some((true, 1)))], Some(&succeeded), None);
+        let succeeded = report("b", AttemptPhase::Succeeded, "BackupSucceeded", false);
+        let jobs = [job("a", 0, Some((true, 1))), job("b", 1, Some((true, 1)))];
+        let second = observe(&jobs, Some(&succeeded), first.last_run.as_ref());
+        assert_eq!(summary(&second), Some(("b".into(), true, "BackupSucceeded".into())));
+        assert!(second.last_run.is_some_and(|r| r.message == "BackupSucceeded message"));
     }
 
     #[test]
