@@ -6,7 +6,7 @@
 //! MariaDB and MySQL speak the same protocol here; where they differ, the code says so.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -32,6 +32,8 @@ const MAX_PACKET: u32 = 1 << 30;
 /// A payload of this length continues in the next packet.
 const FULL_PACKET: usize = 0xff_ffff;
 const COM_QUERY: u8 = 0x03;
+/// Bytes read from the server at a time.
+const READ_BUFFER: usize = 64 << 10;
 const COM_QUIT: u8 = 0x01;
 
 /// A failure talking to the server.
@@ -144,7 +146,9 @@ impl Column {
 /// A session with a logged-in server.
 #[derive(Debug)]
 pub struct Connection {
-    transport: Transport,
+    /// Read through a buffer: a row is a header and a payload, and a read of the socket
+    /// is a call out of the component.
+    transport: BufReader<Transport>,
     sequence: u8,
     capabilities: u32,
     pub server: Server,
@@ -397,6 +401,7 @@ impl Connection {
             }
             _ => Transport::Plain(socket),
         };
+        let transport = BufReader::with_capacity(READ_BUFFER, transport);
         let mut connection = Connection { transport, sequence, capabilities, server, packet: Vec::new() };
         connection.log_in(login, &plugin, &scramble)?;
         Ok(connection)
@@ -429,7 +434,7 @@ impl Connection {
             packet.push(0);
         }
         self.write_packet(&packet)?;
-        self.transport.flush()?;
+        self.transport.get_mut().flush()?;
         loop {
             self.read_packet()?;
             match self.packet.first().copied() {
@@ -444,7 +449,7 @@ impl Connection {
                     scramble = data.strip_suffix(&[0]).unwrap_or(data).to_vec();
                     let response = auth_response(&plugin, password, &scramble)?;
                     self.write_packet(&response)?;
-                    self.transport.flush()?;
+                    self.transport.get_mut().flush()?;
                 }
                 Some(0x01) if plugin == "caching_sha2_password" => match self.packet.get(1) {
                     Some(0x03) => {} // fast authentication succeeded; OK follows
@@ -453,7 +458,7 @@ impl Connection {
                         let mut clear = password.as_bytes().to_vec();
                         clear.push(0);
                         self.write_packet(&clear)?;
-                        self.transport.flush()?;
+                        self.transport.get_mut().flush()?;
                     }
                     Some(0x04) => {
                         return Err(Error::Unsupported(format!(
@@ -476,8 +481,27 @@ impl Connection {
 
     /// [`Connection::execute`] for a statement read from a script, in its own bytes.
     pub fn execute_bytes(&mut self, sql: &[u8]) -> Result<u64, Error> {
+        self.send(sql)?;
+        self.finish()
+    }
+
+    /// Send `sql`, which returns no rows, without waiting: the caller may prepare the
+    /// next statement while the server runs this one, then must call
+    /// [`Connection::finish`] before anything else.
+    pub fn send(&mut self, sql: &[u8]) -> Result<(), Error> {
+        self.sequence = 0;
+        let mut command = Vec::with_capacity(sql.len() + 1);
+        command.push(COM_QUERY);
+        command.extend_from_slice(sql);
+        self.write_packet(&command)?;
+        self.transport.get_mut().flush()?;
+        Ok(())
+    }
+
+    /// The outcome of the statement [`Connection::send`] sent: the affected row count.
+    pub fn finish(&mut self) -> Result<u64, Error> {
         let mut affected = 0;
-        self.query(sql, |_, _| Ok(()), &mut affected)?;
+        self.results(|_, _| Ok(()), &mut affected)?;
         Ok(affected)
     }
 
@@ -506,15 +530,19 @@ impl Connection {
     pub fn query(
         &mut self,
         sql: &[u8],
+        row: impl FnMut(&[Column], &[Option<&[u8]>]) -> Result<(), Error>,
+        affected: &mut u64,
+    ) -> Result<(), Error> {
+        self.send(sql)?;
+        self.results(row, affected)
+    }
+
+    /// Read the results of the statement sent last.
+    fn results(
+        &mut self,
         mut row: impl FnMut(&[Column], &[Option<&[u8]>]) -> Result<(), Error>,
         affected: &mut u64,
     ) -> Result<(), Error> {
-        self.sequence = 0;
-        let mut command = Vec::with_capacity(sql.len() + 1);
-        command.push(COM_QUERY);
-        command.extend_from_slice(sql);
-        self.write_packet(&command)?;
-        self.transport.flush()?;
         loop {
             self.read_packet()?;
             let more = match self.packet.first().copied() {
@@ -573,7 +601,7 @@ impl Connection {
     pub fn quit(mut self) {
         self.sequence = 0;
         if self.write_packet(&[COM_QUIT]).is_ok() {
-            let _ = self.transport.flush();
+            let _ = self.transport.get_mut().flush();
         }
     }
 
@@ -582,7 +610,7 @@ impl Connection {
     }
 
     fn write_packet(&mut self, payload: &[u8]) -> Result<(), Error> {
-        write_packet(&mut self.transport, &mut self.sequence, payload)
+        write_packet(self.transport.get_mut(), &mut self.sequence, payload)
     }
 }
 

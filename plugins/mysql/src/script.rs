@@ -141,13 +141,25 @@ impl<R: BufRead> Statements<R> {
                     continue;
                 }
                 if let Some(q) = quote {
-                    statement.push(byte);
+                    // Copy the quoted run up to its next escape or quote at once: most
+                    // of a data artifact is inside quotes.
+                    let escapes = q != b'`';
+                    let run = line[i..]
+                        .iter()
+                        .position(|&b| b == q || (escapes && b == b'\\'))
+                        .map_or(line.len(), |at| i + at);
+                    statement.extend_from_slice(&line[i..run]);
+                    self.at = run;
+                    if run == line.len() {
+                        continue;
+                    }
+                    statement.push(line[run]);
                     self.at += 1;
-                    if byte == b'\\' && q != b'`' && i + 1 < line.len() {
-                        statement.push(line[i + 1]);
-                        self.at += 1;
-                    } else if byte == q {
+                    if line[run] == q {
                         quote = None;
+                    } else if run + 1 < line.len() {
+                        statement.push(line[run + 1]);
+                        self.at += 1;
                     }
                     continue;
                 }

@@ -24,7 +24,7 @@ use stowage_tests::seaweedfs::SeaweedFs;
 const TABLES: u32 = 8;
 
 /// Bytes one sysbench row takes in InnoDB, about (for sizing the dataset).
-const ROW_BYTES: f64 = 220.0;
+const ROW_BYTES: f64 = 185.0;
 
 /// `CHECKSUM TABLE` of every table, for comparing databases.
 fn checksums(server: &Mariadb, database: &str) -> anyhow::Result<String> {
