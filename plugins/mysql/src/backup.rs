@@ -278,6 +278,16 @@ fn engines(tables: &[&Table]) -> String {
 
 /// `SHOW CREATE <kind> name`, column `column` of its one row.
 fn show_create(connection: &mut Connection, kind: &str, name: &str, column: usize) -> Result<String, PluginError> {
+    let (mut row, doing) = show_create_row(connection, kind, name)?;
+    take_definition(&mut row, column, &doing)
+}
+
+/// The one row of `SHOW CREATE <kind> name`, and what reading it is called in errors.
+fn show_create_row(
+    connection: &mut Connection,
+    kind: &str,
+    name: &str,
+) -> Result<(Vec<Option<String>>, String), PluginError> {
     let doing = format!("reading the definition of {} {name}", kind.to_lowercase());
     let row = connection
         .rows(&format!("SHOW CREATE {kind} {}", ident(name)))
@@ -285,7 +295,13 @@ fn show_create(connection: &mut Connection, kind: &str, name: &str, column: usiz
         .into_iter()
         .next()
         .unwrap_or_default();
-    row.get(column).cloned().flatten().ok_or_else(|| {
+    Ok((row, doing))
+}
+
+/// Column `column` of a `SHOW CREATE` row: the definition, which the server leaves
+/// NULL for users who may not see it.
+fn take_definition(row: &mut [Option<String>], column: usize, doing: &str) -> Result<String, PluginError> {
+    row.get_mut(column).and_then(Option::take).ok_or_else(|| {
         PluginError::Database(format!(
             "{doing}: the server shows no definition (this user may lack the right to see it)"
         ))
@@ -345,8 +361,7 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
                 kind.to_lowercase()
             )));
         }
-        let (mode, create) = definition(connection, &kind, &name, 2)?;
-        push_compound(&mut post.text, &mode, None, &create);
+        push_compound(&mut post.text, &definition(connection, &kind, &name, 2)?);
         post.routines += 1;
     }
 
@@ -358,8 +373,7 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
         ))
         .map_err(|e| failure("listing the triggers", e))?;
     for name in triggers.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
-        let (mode, create) = definition(connection, "TRIGGER", &name, 2)?;
-        push_compound(&mut post.text, &mode, None, &create);
+        push_compound(&mut post.text, &definition(connection, "TRIGGER", &name, 2)?);
         post.triggers += 1;
     }
 
@@ -371,39 +385,32 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
         .map_err(|e| failure("listing the events", e))?;
     for name in events.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
         // SHOW CREATE EVENT: name, sql_mode, time_zone, definition.
-        let (mode, create) = definition(connection, "EVENT", &name, 3)?;
-        let zone = connection
-            .rows(&format!("SHOW CREATE EVENT {}", ident(&name)))
-            .ok()
-            .and_then(|rows| rows.into_iter().next())
-            .and_then(|row| row.get(2).cloned().flatten());
-        push_compound(&mut post.text, &mode, zone.as_deref(), &create);
+        push_compound(&mut post.text, &definition(connection, "EVENT", &name, 3)?);
         post.events += 1;
     }
     Ok(post)
 }
 
-/// A routine's, trigger's or event's `sql_mode` (column 1) and definition (column
-/// `column`), as `SHOW CREATE` gives them.
-fn definition(
-    connection: &mut Connection,
-    kind: &str,
-    name: &str,
-    column: usize,
-) -> Result<(String, String), PluginError> {
-    let mode = connection
-        .rows(&format!("SHOW CREATE {kind} {}", ident(name)))
-        .map_err(|e| failure(&format!("reading the definition of {} {name}", kind.to_lowercase()), e))?
-        .into_iter()
-        .next()
-        .and_then(|row| row.get(1).cloned().flatten())
-        .unwrap_or_default();
-    Ok((mode, show_create(connection, kind, name, column)?))
+/// A routine's, trigger's or event's `sql_mode` (column 1), definition (column
+/// `column`) and, for events, time zone (column 2), as `SHOW CREATE` gives them.
+struct Definition {
+    mode: String,
+    create: String,
+    zone: Option<String>,
+}
+
+fn definition(connection: &mut Connection, kind: &str, name: &str, column: usize) -> Result<Definition, PluginError> {
+    let (mut row, doing) = show_create_row(connection, kind, name)?;
+    let create = take_definition(&mut row, column, &doing)?;
+    let mode = row.get_mut(1).and_then(Option::take).unwrap_or_default();
+    let zone = if kind == "EVENT" { row.get_mut(2).and_then(Option::take) } else { None };
+    Ok(Definition { mode, create, zone })
 }
 
 /// A definition with a body of several statements, under the `sql_mode` (and time
 /// zone) it was created with, delimited as the `mariadb` client reads it.
-fn push_compound(text: &mut String, mode: &str, zone: Option<&str>, create: &str) {
+fn push_compound(text: &mut String, definition: &Definition) {
+    let Definition { mode, create, zone } = definition;
     text.push_str(&format!("\nSET sql_mode = {};\n", literal(mode)));
     if let Some(zone) = zone {
         text.push_str(&format!("SET time_zone = {};\n", literal(zone)));

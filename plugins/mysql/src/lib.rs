@@ -6,7 +6,7 @@
 //! Artifacts, in replay order: `schema.sql` (the database's defaults, tables, sequences,
 //! stand-ins for views), `data.NNNNN.<table>.sql` (one per table, batched `INSERT`s),
 //! `post.sql` (views, routines, triggers, events). Options: `tls`, `tls-ca`,
-//! `lock-timeout`; see `docs/mysql.md`.
+//! `lock-timeout`, `jobs`; see `docs/mysql.md`.
 
 mod backup;
 mod protocol;
@@ -28,6 +28,9 @@ const POST: &str = "post.sql";
 const DATA_PREFIX: &str = "data.";
 const MEDIA_TYPE: &str = "application/sql";
 
+/// The most connections a restore loads tables on.
+const MAX_JOBS: usize = 16;
+
 /// Waiting for a server that does not answer ends after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -37,6 +40,8 @@ struct Config {
     database: String,
     /// Seconds the global read lock may be waited for.
     lock_timeout: u32,
+    /// Restore: connections loading tables at once.
+    jobs: usize,
 }
 
 impl Config {
@@ -64,6 +69,10 @@ impl Config {
         if lock_timeout == 0 {
             return Err(PluginError::InvalidSettings("option lock-timeout must be at least 1 second".into()));
         }
+        let jobs = options.parse_or("jobs", 2usize)?;
+        if !(1..=MAX_JOBS).contains(&jobs) {
+            return Err(PluginError::InvalidSettings(format!("option jobs must be 1 to {MAX_JOBS}")));
+        }
         if settings.database.is_empty() {
             return Err(PluginError::InvalidSettings("name the database to back up or restore into".into()));
         }
@@ -77,6 +86,7 @@ impl Config {
             },
             database: settings.database.clone(),
             lock_timeout,
+            jobs,
         })
     }
 
@@ -129,6 +139,7 @@ impl Plugin for MysqlPlugin {
                      (writers wait behind it meanwhile); the backup fails after that",
                     Some("10"),
                 ),
+                optional("jobs", "Restore: connections that load tables at once (1 to 16)", Some("2")),
             ],
         }
     }

@@ -329,7 +329,6 @@ impl Connection {
     }
 
     fn handshake(mut socket: TcpStream, login: &Login) -> Result<Self, Error> {
-        let _ = socket.set_nodelay(true);
         let mut sequence = 0;
         let mut greeting = Vec::new();
         read_packet(&mut socket, &mut sequence, &mut greeting)?;

@@ -1,11 +1,13 @@
 //! A restore: the artifacts replayed statement by statement, as the `mariadb` client
 //! would, into an empty database (created if missing; with replace, dropped and created
-//! again). DDL in MySQL commits as it goes, so a restore that fails returns the target
-//! to where it started: dropped if the restore created it, else empty again.
+//! again), the tables' data on `jobs` connections at once. DDL in MySQL commits as it
+//! goes, so a restore that fails returns the target to where it started: dropped if the
+//! restore created it, else empty again.
 
 use std::io::BufReader;
 
-use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
+use stowage_plugin_sdk::{PluginError, Summary, report};
 
 use crate::protocol::{Connection, Error};
 use crate::script::{Statements, ident, literal};
@@ -55,7 +57,7 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
             false
         }
     };
-    let outcome = replay(&mut connection, database, &order);
+    let outcome = replay(config, &mut connection, &order);
     connection.quit();
     let (tables, rows) = match outcome {
         Ok(done) => done,
@@ -67,6 +69,7 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
             ("database".into(), database.to_owned()),
             ("tables".into(), tables.to_string()),
             ("rows".into(), rows.to_string()),
+            ("jobs".into(), config.jobs.to_string()),
         ],
     })
 }
@@ -118,31 +121,109 @@ fn recreate(connection: &mut Connection, database: &str, charset: &str, collatio
     Ok(())
 }
 
-/// Run every statement of every artifact; returns the tables loaded and their rows.
-fn replay(connection: &mut Connection, database: &str, order: &[String]) -> Result<(u64, u64), PluginError> {
-    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
-    // One transaction per table: a commit per INSERT would wait for the disk each time.
-    connection.execute("SET autocommit = 0").map_err(|e| failure("setting up the session", e))?;
-    let (mut tables, mut rows) = (0u64, 0u64);
-    let total = order.len() as u64;
-    for (done, name) in order.iter().enumerate() {
-        let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(name)?);
-        let mut statements = Statements::new(reader);
-        let mut loaded = 0;
-        while let Some(statement) =
-            statements.next_statement().map_err(|e| PluginError::Artifact(format!("reading {name}: {e}")))?
-        {
-            loaded +=
-                connection.execute_bytes(&statement).map_err(|error| statement_failure(name, &statement, error))?;
-        }
-        connection.execute("COMMIT").map_err(|e| failure(&format!("committing {name}"), e))?;
-        if name.starts_with(DATA_PREFIX) {
-            tables += 1;
-            rows += loaded;
-        }
-        report::progress(name, done as u64 + 1, Some(total), rows);
+/// Run every statement of every artifact: `schema.sql`, the data artifacts on up to
+/// `jobs` connections at once (a table each), then `post.sql`; returns the tables loaded
+/// and their rows.
+fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Result<(u64, u64), PluginError> {
+    prepare(connection, &config.database)?;
+    let (schema, rest) = names.split_first().ok_or_else(|| PluginError::Artifact("no artifacts".into()))?;
+    let (post, data) = rest.split_last().ok_or_else(|| PluginError::Artifact("no post.sql".into()))?;
+    let total = names.len() as u64;
+    Load::open(schema)?.run(connection)?;
+    report::progress(schema, 1, Some(total), 0);
+
+    let mut others = Vec::new();
+    for _ in 1..config.jobs.min(data.len().max(1)) {
+        let mut other = config.connect()?;
+        prepare(&mut other, &config.database)?;
+        others.push(other);
     }
+    let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
+    let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
+    let mut queue = data.iter();
+    let (mut tables, mut rows) = (0u64, 0u64);
+    loop {
+        let mut busy = false;
+        // Round robin: while this connection's server thread runs its statement, the
+        // others' next statements are read and sent.
+        for (connection, slot) in connections.iter_mut().zip(slots.iter_mut()) {
+            if slot.is_none()
+                && let Some(name) = queue.next()
+            {
+                *slot = Some(Load::open(name)?);
+            }
+            let Some(load) = slot else { continue };
+            busy = true;
+            if load.step(connection)? {
+                commit(connection, &load.name)?;
+                tables += 1;
+                rows += load.rows;
+                report::progress(&load.name, tables + 1, Some(total), rows);
+                *slot = None;
+            }
+        }
+        if !busy {
+            break;
+        }
+    }
+    for other in others {
+        other.quit();
+    }
+    Load::open(post)?.run(connection)?;
+    report::progress(post, total, Some(total), rows);
     Ok((tables, rows))
+}
+
+/// A session in the target database, one transaction per artifact (a commit per
+/// INSERT would wait for the disk each time).
+fn prepare(connection: &mut Connection, database: &str) -> Result<(), PluginError> {
+    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
+    connection.execute("SET autocommit = 0").map_err(|e| failure("setting up the session", e))?;
+    Ok(())
+}
+
+fn commit(connection: &mut Connection, name: &str) -> Result<(), PluginError> {
+    connection.execute("COMMIT").map_err(|e| failure(&format!("committing {name}"), e))?;
+    Ok(())
+}
+
+/// One artifact being replayed on one connection.
+struct Load {
+    name: String,
+    statements: Statements<BufReader<ArtifactReader>>,
+    /// The statement sent and not yet answered.
+    running: Option<Vec<u8>>,
+    rows: u64,
+}
+
+impl Load {
+    fn open(name: &str) -> Result<Self, PluginError> {
+        let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(name)?);
+        Ok(Load { name: name.to_owned(), statements: Statements::new(reader), running: None, rows: 0 })
+    }
+
+    /// Read the next statement while the server runs the one sent before, then wait
+    /// for that one and send this; `true` once the artifact is done.
+    fn step(&mut self, connection: &mut Connection) -> Result<bool, PluginError> {
+        let next = self.statements.next_statement();
+        if let Some(sent) = self.running.take() {
+            self.rows += connection.finish().map_err(|error| statement_failure(&self.name, &sent, error))?;
+        }
+        match next.map_err(|e| PluginError::Artifact(format!("reading {}: {e}", self.name)))? {
+            Some(statement) => {
+                connection.send(&statement).map_err(|error| statement_failure(&self.name, &statement, error))?;
+                self.running = Some(statement);
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
+    /// The whole artifact on `connection`, committed.
+    fn run(mut self, connection: &mut Connection) -> Result<(), PluginError> {
+        while !self.step(connection)? {}
+        commit(connection, &self.name)
+    }
 }
 
 fn statement_failure(artifact: &str, statement: &[u8], error: Error) -> PluginError {

@@ -69,7 +69,10 @@ fn every_type_round_trips_through_s3_and_replays_with_the_mariadb_client() {
     assert!(refused.stderr.contains("database \"restored\" is not empty"), "{}", refused.stderr);
     assert!(!refused.stderr.contains("panicked"), "{}", refused.stderr);
     server.sql("restored", "DROP TABLE numbers; CREATE TABLE stray (x INT)").expect("change");
+    // One connection this time (the first restore loaded tables on two).
+    let one_job = format!("{}?jobs=1", url(&server, "restored"));
     let mut replace = restore.to_vec();
+    replace[4] = &one_job;
     replace.insert(1, "--replace");
     stowage(&replace, &env).ok().expect("replace");
     assert_eq!(server.state("restored", VERSIONED).expect("state"), expected.replace("fixture", "restored"));
@@ -254,6 +257,10 @@ fn a_failed_restore_leaves_no_half_restored_database() {
              CREATE DATABASE target_existing CHARACTER SET latin1;",
         )
         .expect("limited user");
+    let bad = format!("{}?jobs=0", url(&server, "target_new"));
+    let refused =
+        stowage(&["restore", "--plugin", "mysql", "--database", &bad, "--repo", &repo], &[]).failed().expect("jobs=0");
+    assert!(refused.stderr.contains("option jobs must be 1 to 16"), "{}", refused.stderr);
     for (database, left) in [("target_new", "was dropped again"), ("target_existing", "was left empty")] {
         let target = server.url("limited", "limited-secret", database);
         let failed = stowage(&["restore", "--plugin", "mysql", "--database", &target, "--repo", &repo], &[])
