@@ -348,3 +348,30 @@ fn a_server_killed_mid_backup_is_the_reason_and_nothing_is_committed() {
     let listed = stowage(&["list", "--repo", &repo], &[]).ok().expect("list");
     assert!(!listed.stdout.contains("complete"), "nothing was committed: {}", listed.stdout);
 }
+
+#[test]
+fn an_ed25519_user_logs_in_and_a_wrong_password_is_named() {
+    let server = Mariadb::start().expect("mariadb");
+    server
+        .sql(
+            "",
+            "INSTALL SONAME 'auth_ed25519';
+             CREATE DATABASE app; CREATE TABLE app.t (x INT); INSERT INTO app.t VALUES (7);
+             CREATE USER 'edward'@'127.0.0.1' IDENTIFIED VIA ed25519 USING PASSWORD('ed-secret');
+             GRANT ALL ON *.* TO 'edward'@'127.0.0.1';",
+        )
+        .expect("ed25519 user");
+    let files = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", files.path().display());
+    let edward = server.url("edward", "ed-secret", "app");
+    stowage(&["backup", "--plugin", "mysql", "--database", &edward, "--repo", &repo], &[]).ok().expect("backup");
+    let copy = server.url("edward", "ed-secret", "copy");
+    stowage(&["restore", "--plugin", "mysql", "--database", &copy, "--repo", &repo], &[]).ok().expect("restore");
+    assert_eq!(server.sql("copy", "SELECT x FROM t").expect("copy").trim(), "7");
+    let wrong = server.url("edward", "not-ed-secret", "app");
+    let denied = stowage(&["backup", "--plugin", "mysql", "--database", &wrong, "--repo", &repo], &[])
+        .failed()
+        .expect("wrong password");
+    assert!(denied.stderr.contains("authentication failed: user \"edward\""), "{}", denied.stderr);
+    assert!(!denied.stderr.contains("panicked"), "{}", denied.stderr);
+}
