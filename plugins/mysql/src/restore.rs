@@ -134,9 +134,19 @@ fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Res
 
     let mut others = Vec::new();
     for _ in 1..config.jobs.min(data.len().max(1)) {
-        let mut other = config.connect()?;
-        prepare(&mut other, &config.database)?;
-        others.push(other);
+        // A server at its max_connections still gets its restore, on fewer connections.
+        match config.connect().and_then(|mut other| prepare(&mut other, &config.database).map(|()| other)) {
+            Ok(other) => others.push(other),
+            Err(error) => {
+                report::warn(&format!(
+                    "loading tables on {} connections instead of {}: another one failed: {}",
+                    others.len() + 1,
+                    config.jobs,
+                    message(&error)
+                ));
+                break;
+            }
+        }
     }
     let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();

@@ -271,6 +271,24 @@ fn a_failed_restore_leaves_no_half_restored_database() {
         assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
     }
     assert_eq!(server.sql("", "SHOW DATABASES LIKE 'target_new'").expect("databases"), "");
+
+    // A user allowed two connections restores on two of the four asked for.
+    server
+        .sql(
+            "",
+            "CREATE USER 'few'@'127.0.0.1' IDENTIFIED BY 'few-secret' WITH MAX_USER_CONNECTIONS 2;
+             GRANT ALL ON *.* TO 'few'@'127.0.0.1';",
+        )
+        .expect("user with two connections");
+    let few = format!("{}?jobs=4", server.url("few", "few-secret", "on_two"));
+    let restored = stowage(&["restore", "--plugin", "mysql", "--database", &few, "--repo", &repo], &[])
+        .ok()
+        .expect("restore on fewer connections");
+    assert!(restored.stderr.contains("loading tables on 2 connections instead of 4"), "{}", restored.stderr);
+    assert_eq!(
+        server.state("on_two", VERSIONED).expect("state"),
+        server.state("fixture", VERSIONED).expect("state").replace("fixture", "on_two")
+    );
     assert_eq!(
         server
             .sql(
