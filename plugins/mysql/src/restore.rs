@@ -129,7 +129,8 @@ fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Res
     let (schema, rest) = names.split_first().ok_or_else(|| PluginError::Artifact("no artifacts".into()))?;
     let (post, data) = rest.split_last().ok_or_else(|| PluginError::Artifact("no post.sql".into()))?;
     let total = names.len() as u64;
-    Load::open(schema)?.run(connection)?;
+    let limit = max_allowed_packet(connection)?;
+    Load::open(schema, limit)?.run(connection)?;
     report::progress(schema, 1, Some(total), 0);
 
     let mut others = Vec::new();
@@ -160,7 +161,7 @@ fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Res
             if slot.is_none()
                 && let Some(name) = queue.next()
             {
-                *slot = Some(Load::open(name)?);
+                *slot = Some(Load::open(name, limit)?);
             }
             let Some(load) = slot else { continue };
             busy = true;
@@ -179,7 +180,7 @@ fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Res
     for other in others {
         other.quit();
     }
-    Load::open(post)?.run(connection)?;
+    Load::open(post, limit)?.run(connection)?;
     report::progress(post, total, Some(total), rows);
     Ok((tables, rows))
 }
@@ -197,9 +198,20 @@ fn commit(connection: &mut Connection, name: &str) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// The largest statement the server takes (a larger one ends the connection).
+fn max_allowed_packet(connection: &mut Connection) -> Result<usize, PluginError> {
+    let value = connection
+        .value("SELECT @@max_allowed_packet")
+        .map_err(|e| failure("reading max_allowed_packet", e))?
+        .unwrap_or_default();
+    value.parse().map_err(|_| PluginError::Database(format!("max_allowed_packet is {value:?}")))
+}
+
 /// One artifact being replayed on one connection.
 struct Load {
     name: String,
+    /// The server's max_allowed_packet.
+    limit: usize,
     statements: Statements<BufReader<ArtifactReader>>,
     /// The statement sent and not yet answered.
     running: Option<Vec<u8>>,
@@ -207,9 +219,9 @@ struct Load {
 }
 
 impl Load {
-    fn open(name: &str) -> Result<Self, PluginError> {
+    fn open(name: &str, limit: usize) -> Result<Self, PluginError> {
         let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(name)?);
-        Ok(Load { name: name.to_owned(), statements: Statements::new(reader), running: None, rows: 0 })
+        Ok(Load { name: name.to_owned(), limit, statements: Statements::new(reader), running: None, rows: 0 })
     }
 
     /// Read the next statement while the server runs the one sent before, then wait
@@ -220,6 +232,14 @@ impl Load {
             self.rows += connection.finish().map_err(|error| statement_failure(&self.name, &sent, error))?;
         }
         match next.map_err(|e| PluginError::Artifact(format!("reading {}: {e}", self.name)))? {
+            // The command byte counts too.
+            Some(statement) if statement.len() >= self.limit => Err(PluginError::Database(format!(
+                "{}: a statement of {:.1} MiB (a row that large) is more than the server's max_allowed_packet \
+                 of {:.1} MiB: raise it (SET GLOBAL max_allowed_packet, up to 1 GiB) and restore again",
+                self.name,
+                mib(statement.len()),
+                mib(self.limit)
+            ))),
             Some(statement) => {
                 connection.send(&statement).map_err(|error| statement_failure(&self.name, &statement, error))?;
                 self.running = Some(statement);
@@ -234,6 +254,10 @@ impl Load {
         while !self.step(connection)? {}
         commit(connection, &self.name)
     }
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
 }
 
 fn statement_failure(artifact: &str, statement: &[u8], error: Error) -> PluginError {

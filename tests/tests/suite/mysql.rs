@@ -393,3 +393,29 @@ fn an_ed25519_user_logs_in_and_a_wrong_password_is_named() {
     assert!(denied.stderr.contains("authentication failed: user \"edward\""), "{}", denied.stderr);
     assert!(!denied.stderr.contains("panicked"), "{}", denied.stderr);
 }
+
+#[test]
+fn a_row_larger_than_the_targets_max_allowed_packet_is_named_and_then_restores_whole() {
+    let server = Mariadb::start().expect("mariadb");
+    let big = "CREATE DATABASE big; CREATE TABLE big.b (id INT PRIMARY KEY, v LONGBLOB);
+               INSERT INTO big.b VALUES (1, REPEAT('x', 20000000)), (2, 'small')";
+    server.sql("", "SET GLOBAL max_allowed_packet = 67108864").expect("64 MiB");
+    server.sql("", big).expect("a 20 MB row");
+    let files = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", files.path().display());
+    stowage(&["backup", "--plugin", "mysql", "--database", &url(&server, "big"), "--repo", &repo], &[])
+        .ok()
+        .expect("backup");
+    let restore = ["restore", "--plugin", "mysql", "--database", &url(&server, "copy"), "--repo", &repo];
+    server.sql("", "SET GLOBAL max_allowed_packet = 16777216").expect("16 MiB");
+    let refused = stowage(&restore, &[]).failed().expect("too large for 16 MiB");
+    assert!(
+        refused.stderr.contains("data.00001.b.sql: a statement of 19.1 MiB (a row that large) is more than the server's max_allowed_packet of 16.0 MiB"),
+        "{}",
+        refused.stderr
+    );
+    server.sql("", "SET GLOBAL max_allowed_packet = 67108864").expect("64 MiB again");
+    stowage(&restore, &[]).ok().expect("restore");
+    let digest = "SELECT id, LENGTH(v), MD5(v) FROM b ORDER BY id";
+    assert_eq!(server.sql("copy", digest).expect("copy"), server.sql("big", digest).expect("source"));
+}
