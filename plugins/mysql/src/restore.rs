@@ -182,7 +182,76 @@ fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Res
     }
     Load::open(post, limit)?.run(connection)?;
     report::progress(post, total, Some(total), rows);
+    check_foreign_keys(connection)?;
     Ok((tables, rows))
+}
+
+/// A foreign key of the restored database.
+struct ForeignKey {
+    table: String,
+    constraint: String,
+    /// The referenced table's database and name.
+    schema: String,
+    referenced: String,
+    /// (column, referenced column) pairs, in key order.
+    columns: Vec<(String, String)>,
+}
+
+/// The data loaded with foreign key checks off: count the rows that reference nothing,
+/// per foreign key, and warn of any. They were in the backup, so the source has them too.
+fn check_foreign_keys(connection: &mut Connection) -> Result<(), PluginError> {
+    let doing = "checking the foreign keys";
+    let columns = connection
+        .rows(
+            "SELECT TABLE_NAME, CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_SCHEMA, REFERENCED_TABLE_NAME, \
+             REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL \
+             ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
+        )
+        .map_err(|e| failure(doing, e))?;
+    let mut keys: Vec<ForeignKey> = Vec::new();
+    for row in columns {
+        let mut values = row.into_iter().map(Option::unwrap_or_default);
+        let mut next = || values.next().unwrap_or_default();
+        let (table, constraint, column) = (next(), next(), next());
+        let (schema, referenced, referenced_column) = (next(), next(), next());
+        match keys.last_mut() {
+            Some(key) if key.table == table && key.constraint == constraint => {
+                key.columns.push((column, referenced_column));
+            }
+            _ => keys.push(ForeignKey {
+                table,
+                constraint,
+                schema,
+                referenced,
+                columns: vec![(column, referenced_column)],
+            }),
+        }
+    }
+    for ForeignKey { table, constraint, schema, referenced, columns } in &keys {
+        let present: Vec<String> =
+            columns.iter().map(|(column, _)| format!("c.{} IS NOT NULL", ident(column))).collect();
+        let matching: Vec<String> =
+            columns.iter().map(|(column, other)| format!("p.{} = c.{}", ident(other), ident(column))).collect();
+        let orphans = connection
+            .value(&format!(
+                "SELECT COUNT(*) FROM {} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {}.{} p WHERE {})",
+                ident(table),
+                present.join(" AND "),
+                ident(schema),
+                ident(referenced),
+                matching.join(" AND ")
+            ))
+            .map_err(|e| failure(doing, e))?
+            .unwrap_or_default();
+        if orphans != "0" {
+            report::warn(&format!(
+                "foreign key {constraint} of table {table}: {orphans} rows reference no row of {referenced} \
+                 (so does the source: the backup copies the rows as they are)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A session in the target database, one transaction per artifact (a commit per
