@@ -44,8 +44,13 @@ impl Mariadb {
         let dir = tempfile::tempdir()?;
         let data = dir.path().join("data");
         let as_root = running_as_root();
+        // A temporary directory of its own: servers bootstrapped at once in one /tmp trip
+        // over each other's temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp)?;
         let mut install = Command::new("mariadb-install-db");
         install
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
@@ -58,6 +63,7 @@ impl Mariadb {
         let path = |name: &str| dir.path().join(name).display().to_string();
         let mut server = Command::new("/usr/sbin/mariadbd");
         server
+            .env("TMPDIR", &tmp)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", path("socket")))
