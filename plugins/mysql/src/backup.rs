@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
-use crate::protocol::{Column, Connection, Error, codes, types};
+use crate::protocol::{Column, Connection, Error, codes, text, types};
 use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
 use crate::{Config, DATA_PREFIX, MEDIA_TYPE, POST, SCHEMA, failure};
 
@@ -114,19 +114,19 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
         }
     }
     let post = post_definitions(connection, database, &views)?;
-    // Rows as stored, whatever their character set: written back as hexadecimal
-    // literals, they are the same bytes in the restored columns.
+    // Rows as stored, whatever their character set: written back as binary literals,
+    // they are the same bytes in the restored columns.
     connection.execute("SET character_set_results = binary").map_err(|e| failure("setting up the session", e))?;
 
     // Tables without a snapshot are copied while the lock holds them still.
-    let (mut unlocked, mut snapshot): (Vec<&Table>, Vec<&Table>) =
+    let (unlocked, snapshot): (Vec<&Table>, Vec<&Table>) =
         tables.iter().filter(|t| t.has_rows()).partition(|t| !t.transactional);
     let mut tally = Tally::default();
     let total = (unlocked.len() + snapshot.len()) as u64;
     let mut number = 0;
     let mut lock_held = None;
     if locked {
-        for table in unlocked.drain(..) {
+        for table in &unlocked {
             number += 1;
             copy_table(connection, table, number, total, &mut tally)?;
         }
@@ -144,7 +144,9 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
         ));
     }
     write_artifact(SCHEMA, schema.as_bytes())?;
-    for table in unlocked.into_iter().chain(snapshot.drain(..)) {
+    // Without the lock, the tables without snapshots come first, as they would under it.
+    let after_unlock = if locked { &[][..] } else { &unlocked[..] };
+    for table in after_unlock.iter().chain(&snapshot) {
         number += 1;
         copy_table(connection, table, number, total, &mut tally)?;
     }
@@ -183,12 +185,11 @@ fn database_defaults(connection: &mut Connection, database: &str) -> Result<(Str
         ))
         .map_err(|e| failure("looking up the database", e))?;
     match rows.into_iter().next() {
-        Some(mut row) if row.len() == 2 => {
-            let collation = row.pop().flatten().unwrap_or_default();
-            let charset = row.pop().flatten().unwrap_or_default();
+        Some(row) => {
+            let [charset, collation] = text(row);
             Ok((charset, collation))
         }
-        _ => Err(PluginError::Database(format!("there is no database {database:?} (or this user cannot see it)"))),
+        None => Err(PluginError::Database(format!("there is no database {database:?} (or this user cannot see it)"))),
     }
 }
 
@@ -227,11 +228,9 @@ fn log_position(connection: &mut Connection, locked: bool, mariadb: bool) -> Log
         if let Ok(rows) = status
             && let Some(row) = rows.into_iter().next()
         {
-            let mut values = row.into_iter().map(Option::unwrap_or_default);
-            position.file = values.next().unwrap_or_default();
-            position.position = values.next().unwrap_or_default();
             // MySQL's fifth column: the GTID set executed.
-            position.gtid = values.nth(2).unwrap_or_default();
+            let [file, at, _, _, gtid] = text(row);
+            position = LogPosition { file, position: at, gtid };
         }
     } else if mariadb && let Ok(rows) = connection.rows("SHOW STATUS LIKE 'binlog_snapshot_%'") {
         // MariaDB records where the binary log was when the snapshot opened.
@@ -261,9 +260,7 @@ fn tables(connection: &mut Connection, database: &str) -> Result<Vec<Table>, Plu
     Ok(rows
         .into_iter()
         .map(|row| {
-            let mut values = row.into_iter().map(Option::unwrap_or_default);
-            let mut next = || values.next().unwrap_or_default();
-            let (name, kind, engine, transactions) = (next(), next(), next(), next());
+            let [name, kind, engine, transactions] = text(row);
             Table { name, kind, engine, transactional: transactions == "YES" }
         })
         .collect())
@@ -333,7 +330,10 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
             .map_err(|e| failure(&format!("listing the columns of view {}", view.name), e))?;
         let columns: Vec<String> = columns
             .into_iter()
-            .map(|row| format!("1 AS {}", ident(&row.into_iter().flatten().next().unwrap_or_default())))
+            .map(|row| {
+                let [column] = text(row);
+                format!("1 AS {}", ident(&column))
+            })
             .collect();
         let columns = if columns.is_empty() { "1 AS `1`".to_owned() } else { columns.join(", ") };
         post.text.push_str(&format!("CREATE VIEW {} AS SELECT {columns};\n", ident(&view.name)));
@@ -353,8 +353,7 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
         ))
         .map_err(|e| failure("listing the routines", e))?;
     for row in routines {
-        let mut values = row.into_iter().map(Option::unwrap_or_default);
-        let (kind, name) = (values.next().unwrap_or_default(), values.next().unwrap_or_default());
+        let [kind, name] = text(row);
         if kind != "FUNCTION" && kind != "PROCEDURE" {
             return Err(PluginError::Unsupported(format!(
                 "{} {name}: only functions and procedures are backed up (MariaDB's Oracle-mode packages are not)",
@@ -577,10 +576,8 @@ fn stored_columns(connection: &mut Connection, table: &str) -> Result<Vec<Stored
     Ok(rows
         .into_iter()
         .map(|row| {
-            let mut values = row.into_iter().map(Option::unwrap_or_default);
-            let name = values.next().unwrap_or_default();
-            let float = values.next().is_some_and(|kind| kind.eq_ignore_ascii_case("float"));
-            StoredColumn { name, float }
+            let [name, kind] = text(row);
+            StoredColumn { name, float: kind.eq_ignore_ascii_case("float") }
         })
         .collect())
 }

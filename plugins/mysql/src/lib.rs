@@ -81,7 +81,6 @@ impl Config {
             login: Login {
                 user: settings.user.clone().unwrap_or_else(|| "root".into()),
                 password: settings.password.clone(),
-                database: None,
                 tls,
             },
             database: settings.database.clone(),

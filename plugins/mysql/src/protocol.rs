@@ -16,7 +16,6 @@ use stowage_plugin_tls::{HandshakeError, TlsSettings, Transport};
 
 const CLIENT_LONG_PASSWORD: u32 = 1;
 const CLIENT_LONG_FLAG: u32 = 4;
-const CLIENT_CONNECT_WITH_DB: u32 = 8;
 const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_SSL: u32 = 0x800;
 const CLIENT_TRANSACTIONS: u32 = 0x2000;
@@ -86,8 +85,6 @@ pub mod codes {
 pub struct Login {
     pub user: String,
     pub password: Option<String>,
-    /// The database to start in, if any.
-    pub database: Option<String>,
     /// TLS, and whether it is required (else used when the server offers it).
     pub tls: Option<(TlsSettings, bool)>,
 }
@@ -141,6 +138,13 @@ impl Column {
         use types::*;
         matches!(self.kind, DECIMAL | TINY | SHORT | LONG | FLOAT | DOUBLE | LONGLONG | INT24 | YEAR | NEWDECIMAL)
     }
+}
+
+/// The first `N` values of a row that [`Connection::rows`] returned, NULL (or a missing
+/// column) as empty text.
+pub fn text<const N: usize>(row: Vec<Option<String>>) -> [String; N] {
+    let mut values = row.into_iter().map(Option::unwrap_or_default);
+    std::array::from_fn(|_| values.next().unwrap_or_default())
 }
 
 /// A session with a logged-in server.
@@ -386,8 +390,7 @@ impl Connection {
             | CLIENT_MULTI_RESULTS
             | CLIENT_PLUGIN_AUTH
             | CLIENT_PLUGIN_AUTH_LENENC_DATA
-            | CLIENT_DEPRECATE_EOF
-            | if login.database.is_some() { CLIENT_CONNECT_WITH_DB } else { 0 };
+            | CLIENT_DEPRECATE_EOF;
         let mut capabilities = wanted & server_capabilities;
         let mut server = Server { version, tls: false };
         let transport = match &login.tls {
@@ -437,10 +440,6 @@ impl Connection {
             packet.push(response.len() as u8);
         }
         packet.extend_from_slice(&response);
-        if let (Some(database), true) = (&login.database, self.capabilities & CLIENT_CONNECT_WITH_DB != 0) {
-            packet.extend_from_slice(database.as_bytes());
-            packet.push(0);
-        }
         if self.capabilities & CLIENT_PLUGIN_AUTH != 0 {
             packet.extend_from_slice(plugin.as_bytes());
             packet.push(0);

@@ -9,7 +9,7 @@ use std::io::BufReader;
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
 use stowage_plugin_sdk::{PluginError, Summary, report};
 
-use crate::protocol::{Connection, Error};
+use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal};
 use crate::{Config, DATA_PREFIX, POST, SCHEMA, failure};
 
@@ -31,7 +31,7 @@ enum Target {
 }
 
 pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
-    let order = replay_order(artifacts::list().into_iter().map(|artifact| artifact.name).collect())?;
+    let data = data_artifacts(artifacts::list().into_iter().map(|artifact| artifact.name).collect())?;
     let mut connection = config.connect()?;
     let database = config.database.as_str();
     let target = target(&mut connection, database)?;
@@ -57,7 +57,7 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
             false
         }
     };
-    let outcome = replay(config, &mut connection, &order);
+    let outcome = replay(config, &mut connection, &data);
     connection.quit();
     let (tables, rows) = match outcome {
         Ok(done) => done,
@@ -74,9 +74,9 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     })
 }
 
-/// `schema.sql`, the data artifacts in their numbered order, `post.sql`: the order that
-/// replays, whatever order the backup created them in.
-fn replay_order(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
+/// The data artifacts in their numbered order, whatever order the backup created them
+/// in; `schema.sql` and `post.sql`, which replay before and after them, must be there.
+fn data_artifacts(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
     for required in [SCHEMA, POST] {
         if !names.iter().any(|name| name == required) {
             return Err(PluginError::Artifact(format!(
@@ -86,8 +86,6 @@ fn replay_order(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
     }
     names.retain(|name| name.starts_with(DATA_PREFIX));
     names.sort();
-    names.insert(0, SCHEMA.to_owned());
-    names.push(POST.to_owned());
     Ok(names)
 }
 
@@ -105,9 +103,7 @@ fn target(connection: &mut Connection, database: &str) -> Result<Target, PluginE
     let Some(row) = rows.into_iter().next() else {
         return Ok(Target::Missing);
     };
-    let mut values = row.into_iter().map(Option::unwrap_or_default);
-    let mut next = || values.next().unwrap_or_default();
-    let (charset, collation, objects) = (next(), next(), next());
+    let [charset, collation, objects] = text(row);
     let objects = objects
         .parse()
         .map_err(|_| PluginError::Database(format!("inspecting the target database: a count of {objects:?}")))?;
@@ -121,17 +117,15 @@ fn recreate(connection: &mut Connection, database: &str, charset: &str, collatio
     Ok(())
 }
 
-/// Run every statement of every artifact: `schema.sql`, the data artifacts on up to
+/// Run every statement of every artifact: `schema.sql`, the `data` artifacts on up to
 /// `jobs` connections at once (a table each), then `post.sql`; returns the tables loaded
 /// and their rows.
-fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Result<(u64, u64), PluginError> {
+fn replay(config: &Config, connection: &mut Connection, data: &[String]) -> Result<(u64, u64), PluginError> {
     prepare(connection, &config.database)?;
-    let (schema, rest) = names.split_first().ok_or_else(|| PluginError::Artifact("no artifacts".into()))?;
-    let (post, data) = rest.split_last().ok_or_else(|| PluginError::Artifact("no post.sql".into()))?;
-    let total = names.len() as u64;
+    let total = data.len() as u64 + 2;
     let limit = max_allowed_packet(connection)?;
-    Load::open(schema, limit)?.run(connection)?;
-    report::progress(schema, 1, Some(total), 0);
+    Load::open(SCHEMA, limit)?.run(connection)?;
+    report::progress(SCHEMA, 1, Some(total), 0);
 
     let mut others = Vec::new();
     for _ in 1..config.jobs.min(data.len().max(1)) {
@@ -180,8 +174,8 @@ fn replay(config: &Config, connection: &mut Connection, names: &[String]) -> Res
     for other in others {
         other.quit();
     }
-    Load::open(post, limit)?.run(connection)?;
-    report::progress(post, total, Some(total), rows);
+    Load::open(POST, limit)?.run(connection)?;
+    report::progress(POST, total, Some(total), rows);
     check_foreign_keys(connection)?;
     Ok((tables, rows))
 }
@@ -211,10 +205,7 @@ fn check_foreign_keys(connection: &mut Connection) -> Result<(), PluginError> {
         .map_err(|e| failure(doing, e))?;
     let mut keys: Vec<ForeignKey> = Vec::new();
     for row in columns {
-        let mut values = row.into_iter().map(Option::unwrap_or_default);
-        let mut next = || values.next().unwrap_or_default();
-        let (table, constraint, column) = (next(), next(), next());
-        let (schema, referenced, referenced_column) = (next(), next(), next());
+        let [table, constraint, column, schema, referenced, referenced_column] = text(row);
         match keys.last_mut() {
             Some(key) if key.table == table && key.constraint == constraint => {
                 key.columns.push((column, referenced_column));
