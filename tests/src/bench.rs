@@ -86,10 +86,9 @@ pub fn stowage_env(
     Ok(env)
 }
 
-/// Run `stowage` to completion; returns seconds and peak memory.
-pub async fn stowage_watched(args: &[&str], env: &[(String, String)]) -> anyhow::Result<(f64, u64)> {
-    let started = Instant::now();
-    let mut child = command(args, env)?.stdout(Stdio::null()).spawn()?;
+/// Run `command` (stdout discarded) to completion; returns its peak memory.
+pub async fn run_watched(mut command: Command, what: &str) -> anyhow::Result<u64> {
+    let mut child = command.stdout(Stdio::null()).spawn().with_context(|| format!("starting {what}"))?;
     let mut watch = Watch::new(&[child.id()]);
     let status = loop {
         watch.sample();
@@ -98,8 +97,15 @@ pub async fn stowage_watched(args: &[&str], env: &[(String, String)]) -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    anyhow::ensure!(status.success(), "stowage {} failed", args[0]);
-    Ok((started.elapsed().as_secs_f64(), watch.total()))
+    anyhow::ensure!(status.success(), "{what} failed");
+    Ok(watch.total())
+}
+
+/// Run `stowage` to completion; returns seconds and peak memory.
+pub async fn stowage_watched(args: &[&str], env: &[(String, String)]) -> anyhow::Result<(f64, u64)> {
+    let started = Instant::now();
+    let peak = run_watched(command(args, env)?, &format!("stowage {}", args[0])).await?;
+    Ok((started.elapsed().as_secs_f64(), peak))
 }
 
 /// `stowage backup` into `s3://bench/stowage`.

@@ -34,30 +34,27 @@ fn checksums(server: &Mariadb, database: &str) -> anyhow::Result<String> {
     Ok(sums.lines().map(|line| line.split_once('.').map_or(line, |(_, rest)| rest)).collect::<Vec<_>>().join("\n"))
 }
 
-fn mariadb_args(server: &Mariadb) -> Vec<String> {
-    vec!["-h127.0.0.1".into(), format!("-P{}", server.port), format!("-u{USER}"), format!("-p{PASSWORD}")]
+/// How the clients log in: the long options that mariadb, mariadb-dump, mydumper and
+/// myloader all take.
+fn login_args(server: &Mariadb) -> Vec<String> {
+    vec![
+        "--host=127.0.0.1".into(),
+        format!("--port={}", server.port),
+        format!("--user={USER}"),
+        format!("--password={PASSWORD}"),
+    ]
 }
 
 /// mydumper into a directory, then every file uploaded under `mydumper/`.
 async fn mydumper_backup(server: &Mariadb, s3: &SeaweedFs) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let mut mydumper = Command::new("mydumper")
-        .args(["--host", "127.0.0.1", "--port", &server.port.to_string(), "--user", USER, "--password", PASSWORD])
+    let mut mydumper = Command::new("mydumper");
+    mydumper
+        .args(login_args(server))
         .args(["--database", "bench", "--threads", "2", "--compress", "--outputdir"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("mydumper (apt install mydumper)")?;
-    let mut watch = Watch::new(&[mydumper.id()]);
-    let status = loop {
-        watch.sample();
-        if let Some(status) = mydumper.try_wait()? {
-            break status;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    anyhow::ensure!(status.success(), "mydumper failed");
+        .arg(dir.path());
+    let peak = bench::run_watched(mydumper, "mydumper (apt install mydumper)").await?;
     let client = s3.client();
     for entry in std::fs::read_dir(dir.path())? {
         let path = entry?.path();
@@ -70,7 +67,7 @@ async fn mydumper_backup(server: &Mariadb, s3: &SeaweedFs) -> anyhow::Result<Out
         tool: "mydumper -t 2 -c + upload",
         seconds,
         stored: bench::stored_bytes(s3, "mydumper/").await?,
-        peak: watch.total(),
+        peak,
     })
 }
 
@@ -86,23 +83,13 @@ async fn myloader_restore(server: &Mariadb, s3: &SeaweedFs, database: &str) -> a
         let body = client.get_object().bucket(BUCKET).key(key).send().await?.body.collect().await?;
         std::fs::write(dir.path().join(name), body.into_bytes())?;
     }
-    let mut myloader = Command::new("myloader")
-        .args(["--host", "127.0.0.1", "--port", &server.port.to_string(), "--user", USER, "--password", PASSWORD])
+    let mut myloader = Command::new("myloader");
+    myloader
+        .args(login_args(server))
         .args(["--source-db", "bench", "--database", database, "--threads", "2", "--directory"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("myloader")?;
-    let mut watch = Watch::new(&[myloader.id()]);
-    let status = loop {
-        watch.sample();
-        if let Some(status) = myloader.try_wait()? {
-            break status;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    anyhow::ensure!(status.success(), "myloader failed");
-    Ok((started.elapsed().as_secs_f64(), watch.total()))
+        .arg(dir.path());
+    let peak = bench::run_watched(myloader, "myloader").await?;
+    Ok((started.elapsed().as_secs_f64(), peak))
 }
 
 /// download | zstd -d | mariadb.
@@ -110,7 +97,7 @@ async fn native_restore(server: &Mariadb, s3: &SeaweedFs, database: &str) -> any
     server.sql("", &format!("CREATE DATABASE {database}"))?;
     let started = Instant::now();
     let mut client = Command::new("mariadb")
-        .args(mariadb_args(server))
+        .args(login_args(server))
         .arg(database)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -166,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     backups.push(bench::stowage_backup(&s3, "stowage (mysql plugin)", "mysql", &url, &env).await?);
     println!("==> mariadb-dump --single-transaction | zstd -3 + upload");
     let mut dump = Command::new("mariadb-dump");
-    dump.args(mariadb_args(&server)).args(["--single-transaction", "--quick", "bench"]);
+    dump.args(login_args(&server)).args(["--single-transaction", "--quick", "bench"]);
     let native = "mariadb-dump | zstd -3 + upload";
     backups.push(bench::native_backup(&s3, native, "native/dump.sql.zst", dump, true).await?);
     println!("==> mydumper + upload");
