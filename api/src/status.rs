@@ -65,7 +65,7 @@ impl DatabaseBackupStatus {
 }
 
 /// The standard condition schema with a bounded message.
-fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     let mut item = generator.subschema_for::<Condition>();
     if let Some(message) = item.get_mut("properties").and_then(|p| p.get_mut("message")) {

@@ -57,6 +57,8 @@ pub enum Error {
     Version(kube::Error),
     #[error("writing status: {0}")]
     Status(kube::Error),
+    #[error("reading {kind}: {source}")]
+    Read { kind: &'static str, source: kube::Error },
     #[error("the API server serves no CronJob in batch/v1 or batch/v1beta1")]
     NoCronJobApi,
 }
@@ -73,6 +75,7 @@ impl Error {
             Error::Version(_) => "version",
             Error::Workload(_) => "workload",
             Error::Status(_) => "status",
+            Error::Read { .. } => "read",
             Error::NoCronJobApi => "no_cronjob_api",
         }
     }
@@ -162,7 +165,7 @@ impl Context {
     }
 
     /// Forget what is remembered of a deleted resource.
-    fn forget(&self, uid: &str) {
+    pub(crate) fn forget(&self, uid: &str) {
         self.set_without_cronjob(uid, false);
         if let Ok(mut announced) = self.announced.lock() {
             announced.remove(uid);
@@ -210,7 +213,7 @@ fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Run the controller until a shutdown signal.
+/// Run the DatabaseBackup and DatabaseRestore controllers until a shutdown signal.
 pub async fn run(context: Context) {
     let client = context.client.clone();
     let (backups_store, backups_writer) = reflector::store();
@@ -260,24 +263,22 @@ pub async fn run(context: Context) {
         // which the API server answers with 429 and 504 (measured at 10,000 resources).
         .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     let _stop_job_watch = AbortOnDrop(job_watch);
-    controller
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                // A resource deleted while its reconcile was queued.
-                Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
-                    tracing::debug!(%object, "deleted before its reconcile")
-                }
-                Err(error) => tracing::warn!(%error, "reconcile failed"),
+    let restores = crate::restore::run(Arc::clone(&context));
+    let backups = controller.shutdown_on_signal().run(reconcile, error_policy, context).for_each(|result| async move {
+        match result {
+            Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+            // A resource deleted while its reconcile was queued.
+            Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                tracing::debug!(%object, "deleted before its reconcile")
             }
-        })
-        .await;
+            Err(error) => tracing::warn!(%error, "reconcile failed"),
+        }
+    });
+    futures::join!(backups, restores);
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -291,7 +292,7 @@ fn error_policy(_backup: Arc<DatabaseBackup>, error: &Error, context: Arc<Contex
     Action::requeue(Duration::from_secs(15))
 }
 
-async fn apply<K>(api: &Api<K>, kind: &'static str, name: &str, value: &Value) -> Result<(), Error>
+pub(crate) async fn apply<K>(api: &Api<K>, kind: &'static str, name: &str, value: &Value) -> Result<(), Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -330,8 +331,12 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     .await?;
 
     let status = backup.status.clone().unwrap_or_default();
-    let observation =
-        observe(&context.jobs_of(&namespace, &backup), status.latest_attempt.as_ref(), status.last_run.as_ref());
+    let observation = observe(
+        "Backup",
+        &context.jobs_of(&namespace, &backup),
+        status.latest_attempt.as_ref(),
+        status.last_run.as_ref(),
+    );
     if let Some(active) = observation.active.as_ref().filter(|active| active.stop_retrying) {
         stop_retries(client, &namespace, &active.job).await?;
     }

@@ -1,10 +1,12 @@
 //! The Stowage operator: turns `DatabaseBackup` resources into the runner's identity
 //! (ServiceAccount, Role, RoleBinding), Jobs for manual triggers and CronJobs for
-//! scheduled ones, and keeps their status true.
+//! scheduled ones, and `DatabaseRestore` resources into one restore Job per generation,
+//! and keeps their status true. `DatabaseSnapshot` objects are written by the runs.
 
 pub mod controller;
 pub mod leader;
 pub mod report;
+pub mod restore;
 pub mod status;
 pub mod telemetry;
 pub mod workloads;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
-use stowage_api::DatabaseBackup;
+use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshot};
 use stowage_operator::controller::{Context, run};
 use stowage_operator::leader::LeaderElection;
 use stowage_operator::telemetry::{CountRequests, Telemetry};
@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Reconcile DatabaseBackup resources until stopped.
+    /// Reconcile DatabaseBackup and DatabaseRestore resources until stopped.
     Run {
         /// The runner image for backup Jobs.
         #[arg(long, env = "STOWAGE_RUNNER_IMAGE", default_value = "stowage-runner:0.1.0")]
@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
     },
-    /// Print the DatabaseBackup CustomResourceDefinition as YAML.
+    /// Print the CustomResourceDefinitions (DatabaseBackup, DatabaseSnapshot, DatabaseRestore) as YAML.
     Crd,
 }
 
@@ -49,7 +49,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let Command::Run { runner_image, allowed_runner_images, listen, lease_namespace, identity } = Cli::parse().command
     else {
-        print!("{}", serde_yaml::to_string(&DatabaseBackup::crd())?);
+        for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd()] {
+            print!("---\n{}", serde_yaml::to_string(&crd)?);
+        }
         return Ok(());
     };
     let filter = EnvFilter::try_from_env("STOWAGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));

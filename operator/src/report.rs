@@ -63,7 +63,7 @@ pub fn observe_schedule(telemetry: &Telemetry, namespace: &str, backup: &Databas
 }
 
 /// A message cut to what the schema allows, on a character boundary.
-fn bounded(message: &str) -> &str {
+pub(crate) fn bounded(message: &str) -> &str {
     if message.len() <= CONDITION_MESSAGE_MAX {
         return message;
     }
@@ -142,13 +142,17 @@ pub async fn write_status(
     Ok(())
 }
 
-/// One Event per outcome: when `lastRun` moves to another run or another reason.
-async fn announce(context: &Context, backup: &DatabaseBackup, recorded: Option<&RunOutcome>, run: &RunOutcome) {
+/// One Event per outcome: when `lastRun` of `object` (a DatabaseBackup or
+/// DatabaseRestore) moves to another run or another reason.
+pub(crate) async fn announce<K>(context: &Context, object: &K, recorded: Option<&RunOutcome>, run: &RunOutcome)
+where
+    K: Resource<DynamicType = ()>,
+{
     let key = (run.job_uid.clone(), run.reason.clone());
     if recorded.is_some_and(|recorded| (&recorded.job_uid, &recorded.reason) == (&key.0, &key.1)) {
         return;
     }
-    let uid = backup.uid().unwrap_or_default();
+    let uid = object.uid().unwrap_or_default();
     let first = match context.announced.lock() {
         Ok(mut announced) => announced.insert(uid, key.clone()).as_ref() != Some(&key),
         Err(_) => true,
@@ -157,7 +161,7 @@ async fn announce(context: &Context, backup: &DatabaseBackup, recorded: Option<&
         return;
     }
     let kind = if run.succeeded { EventType::Normal } else { EventType::Warning };
-    publish(context, backup, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
+    publish(context, object, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
 }
 
 /// Record the duration and size of a successful run announced by this process, once,
@@ -185,10 +189,14 @@ fn observe_run(context: &Context, backup: &DatabaseBackup, run: &RunOutcome) {
     context.telemetry.backup_stored_bytes.get_or_create(&labels).observe(last.stored_bytes as f64);
 }
 
-pub async fn publish(context: &Context, backup: &DatabaseBackup, type_: EventType, reason: &str, note: String) {
+/// Publish an Event about `object` (a DatabaseBackup or DatabaseRestore).
+pub async fn publish<K>(context: &Context, object: &K, type_: EventType, reason: &str, note: String)
+where
+    K: Resource<DynamicType = ()>,
+{
     let note = bounded(&note).to_owned();
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(error) = context.recorder.publish(&event, &backup.object_ref(&())).await {
+    if let Err(error) = context.recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(%error, "cannot publish an event");
     }
 }

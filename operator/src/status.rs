@@ -88,8 +88,8 @@ fn rfc3339(time: Timestamp) -> String {
     time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// The outcome of a finished Job.
-fn outcome(job: &JobState, end: &JobEnd, attempt: Option<&Attempt>) -> RunOutcome {
+/// The outcome of a finished Job of `work` (`Backup` or `Restore`).
+fn outcome(work: &str, job: &JobState, end: &JobEnd, attempt: Option<&Attempt>) -> RunOutcome {
     let report = attempt.filter(|a| a.job_uid == job.uid);
     let (succeeded, reason, message) = match report {
         Some(report) if end.complete && report.phase == AttemptPhase::Succeeded => {
@@ -100,7 +100,7 @@ fn outcome(job: &JobState, end: &JobEnd, attempt: Option<&Attempt>) -> RunOutcom
         }
         _ if end.complete => (
             true,
-            "BackupSucceeded".to_owned(),
+            format!("{work}Succeeded"),
             format!("Job {} completed; the runner's report did not arrive", job.name),
         ),
         _ => (
@@ -140,14 +140,14 @@ fn is_newer(candidate: &RunOutcome, recorded: &RunOutcome, jobs: &[JobState]) ->
     }
 }
 
-/// Derive the runs' state from the resource's Jobs, the runner's latest report and the
-/// `lastRun` recorded so far.
-pub fn observe(jobs: &[JobState], attempt: Option<&Attempt>, recorded: Option<&RunOutcome>) -> Observation {
+/// Derive the state of the runs of `work` (`Backup` or `Restore`) from the resource's
+/// Jobs, the runner's latest report and the `lastRun` recorded so far.
+pub fn observe(work: &str, jobs: &[JobState], attempt: Option<&Attempt>, recorded: Option<&RunOutcome>) -> Observation {
     let newest_finished = jobs
         .iter()
         .filter_map(|job| job.finished.as_ref().map(|end| (job, end)))
         .max_by_key(|(job, end)| (end.at, job.created));
-    let candidate = newest_finished.map(|(job, end)| outcome(job, end, attempt));
+    let candidate = newest_finished.map(|(job, end)| outcome(work, job, end, attempt));
     let last_run = match (candidate, recorded) {
         (Some(candidate), Some(recorded))
             if candidate.job_uid != recorded.job_uid && !is_newer(&candidate, recorded, jobs) =>
@@ -221,35 +221,35 @@ mod tests {
 
     #[test]
     fn a_pod_that_never_starts_fails_the_run_once_its_job_fails() {
-        let starting = observe(&[job("a", 0, None)], None, None);
+        let starting = observe("Backup", &[job("a", 0, None)], None, None);
         assert_eq!(starting.last_run, None);
         assert_eq!(starting.active.as_ref().map(|a| a.message.as_str()), Some("Job a is starting"));
-        let failed = observe(&[job("a", 0, Some((false, 60)))], None, None);
+        let failed = observe("Backup", &[job("a", 0, Some((false, 60)))], None, None);
         assert_eq!(summary(&failed), Some(("a".into(), false, "JobBackoffLimitExceeded".into())));
         assert!(failed.last_run.as_ref().is_some_and(|r| r.message.contains("without a report from the runner")));
         assert_eq!(failed.active, None);
         // The Job removed by its TTL: the outcome stays.
-        assert_eq!(observe(&[], None, failed.last_run.as_ref()).last_run, failed.last_run);
+        assert_eq!(observe("Backup", &[], None, failed.last_run.as_ref()).last_run, failed.last_run);
     }
 
     #[test]
     fn the_runners_report_names_the_reason_of_its_job_only() {
         let attempt = report("a", AttemptPhase::Failed, "DatabaseUnreachable", false);
-        let failed = observe(&[job("a", 0, Some((false, 60)))], Some(&attempt), None);
+        let failed = observe("Backup", &[job("a", 0, Some((false, 60)))], Some(&attempt), None);
         assert_eq!(summary(&failed), Some(("a".into(), false, "DatabaseUnreachable".into())));
         // A report of another Job (a resource recreated under the same name, say) is not this Job's.
-        let other = observe(&[job("b", 0, Some((false, 60)))], Some(&attempt), None);
+        let other = observe("Backup", &[job("b", 0, Some((false, 60)))], Some(&attempt), None);
         assert_eq!(summary(&other), Some(("b".into(), false, "JobBackoffLimitExceeded".into())));
     }
 
     #[test]
     fn a_killed_runner_leaves_a_running_report_and_the_job_decides() {
         let attempt = report("a", AttemptPhase::Running, "BackupRunning", false);
-        let running = observe(&[job("a", 0, None)], Some(&attempt), None);
+        let running = observe("Backup", &[job("a", 0, None)], Some(&attempt), None);
         assert_eq!(running.active.map(|a| a.message), Some("BackupRunning message".into()));
-        let failed = observe(&[job("a", 0, Some((false, 90)))], Some(&attempt), None);
+        let failed = observe("Backup", &[job("a", 0, Some((false, 90)))], Some(&attempt), None);
         assert_eq!(summary(&failed), Some(("a".into(), false, "JobBackoffLimitExceeded".into())));
-        let completed = observe(&[job("a", 0, Some((true, 90)))], Some(&attempt), None);
+        let completed = observe("Backup", &[job("a", 0, Some((true, 90)))], Some(&attempt), None);
         assert_eq!(summary(&completed), Some(("a".into(), true, "BackupSucceeded".into())));
         assert!(completed.last_run.is_some_and(|r| r.message.contains("report did not arrive")));
     }
@@ -257,29 +257,29 @@ mod tests {
     #[test]
     fn the_last_outcome_stays_visible_while_the_next_run_is_in_progress() {
         let succeeded = report("a", AttemptPhase::Succeeded, "BackupSucceeded", false);
-        let first = observe(&[job("a", 0, Some((true, 30)))], Some(&succeeded), None);
+        let first = observe("Backup", &[job("a", 0, Some((true, 30)))], Some(&succeeded), None);
         let running = report("b", AttemptPhase::Running, "BackupRunning", false);
         let jobs = [job("a", 0, Some((true, 30))), job("b", 100, None)];
-        let second = observe(&jobs, Some(&running), first.last_run.as_ref());
+        let second = observe("Backup", &jobs, Some(&running), first.last_run.as_ref());
         assert_eq!(summary(&second), Some(("a".into(), true, "BackupSucceeded".into())));
         assert_eq!(second.active.map(|a| a.job), Some("b".into()));
     }
 
     #[test]
     fn the_recorded_outcome_never_moves_back_to_an_older_run() {
-        let newer = observe(&[job("b", 100, Some((false, 160)))], None, None);
+        let newer = observe("Backup", &[job("b", 100, Some((false, 160)))], None, None);
         // Job b is gone, an older Job a is still listed.
-        let later = observe(&[job("a", 0, Some((true, 30)))], None, newer.last_run.as_ref());
+        let later = observe("Backup", &[job("a", 0, Some((true, 30)))], None, newer.last_run.as_ref());
         assert_eq!(summary(&later), Some(("b".into(), false, "JobBackoffLimitExceeded".into())));
     }
 
     #[test]
     fn a_run_that_ends_in_the_same_second_as_the_previous_one_is_the_last_run() {
         let succeeded = report("a", AttemptPhase::Succeeded, "BackupSucceeded", false);
-        let first = observe(&[job("a", 0, Some((true, 1)))], Some(&succeeded), None);
+        let first = observe("Backup", &[job("a", 0, Some((true, 1)))], Some(&succeeded), None);
         let succeeded = report("b", AttemptPhase::Succeeded, "BackupSucceeded", false);
         let jobs = [job("a", 0, Some((true, 1))), job("b", 1, Some((true, 1)))];
-        let second = observe(&jobs, Some(&succeeded), first.last_run.as_ref());
+        let second = observe("Backup", &jobs, Some(&succeeded), first.last_run.as_ref());
         assert_eq!(summary(&second), Some(("b".into(), true, "BackupSucceeded".into())));
         assert!(second.last_run.is_some_and(|r| r.message == "BackupSucceeded message"));
     }
@@ -287,18 +287,20 @@ mod tests {
     #[test]
     fn repeated_failures_are_one_outcome_each_and_retries_are_stopped_when_futile() {
         let transient = report("a", AttemptPhase::Failed, "DatabaseUnreachable", false);
-        let retrying = observe(&[job("a", 0, None)], Some(&transient), None);
+        let retrying = observe("Backup", &[job("a", 0, None)], Some(&transient), None);
         let active = retrying.active.expect("active");
         assert!(!active.stop_retrying && active.message.contains("the Job retries"), "{}", active.message);
         assert_eq!(retrying.last_run, None);
         let permanent = report("a", AttemptPhase::Failed, "MissingStorageCredentials", true);
-        assert!(observe(&[job("a", 0, None)], Some(&permanent), None).active.is_some_and(|a| a.stop_retrying));
-        let first = observe(&[job("a", 0, Some((false, 20)))], Some(&permanent), None);
-        let again = observe(&[job("a", 0, Some((false, 20)))], Some(&permanent), first.last_run.as_ref());
+        assert!(
+            observe("Backup", &[job("a", 0, None)], Some(&permanent), None).active.is_some_and(|a| a.stop_retrying)
+        );
+        let first = observe("Backup", &[job("a", 0, Some((false, 20)))], Some(&permanent), None);
+        let again = observe("Backup", &[job("a", 0, Some((false, 20)))], Some(&permanent), first.last_run.as_ref());
         assert_eq!(first.last_run, again.last_run, "the same run is the same outcome");
         let second = report("b", AttemptPhase::Failed, "MissingStorageCredentials", true);
         let jobs = [job("a", 0, Some((false, 20))), job("b", 100, Some((false, 120)))];
-        let next = observe(&jobs, Some(&second), first.last_run.as_ref());
+        let next = observe("Backup", &jobs, Some(&second), first.last_run.as_ref());
         assert_eq!(next.last_run.map(|r| r.job), Some("b".into()));
     }
 }

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupRequest, run_backup};
+use crate::job::restore::run_restore_job;
 use crate::job::{JobError, JobInputs, run_job};
 use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, oci, operation_name};
 use crate::repository::{DirState, RepoLocation, Repository, RepositoryError};
@@ -42,6 +43,9 @@ pub enum Command {
     /// Back up for a DatabaseBackup resource and report in its status: the entry point
     /// of the operator's Jobs. Inputs come from the Job's environment.
     Job(JobArgs),
+    /// Restore for a DatabaseRestore resource and report in its status: the entry point
+    /// of the operator's restore Jobs. Inputs come from the Job's environment.
+    RestoreJob(JobArgs),
 }
 
 /// The inputs of `stowage job`. All are checked by the job itself, so that a missing
@@ -60,6 +64,18 @@ pub struct JobArgs {
     /// The generation of that spec.
     #[arg(long, env = "STOWAGE_RUN_GENERATION")]
     pub run_generation: Option<i64>,
+    /// The resource's UID (snapshot objects of the backups are owned by it).
+    #[arg(long, env = "STOWAGE_RESOURCE_UID")]
+    pub resource_uid: Option<String>,
+    /// Name of the DatabaseRestore resource (restore-job).
+    #[arg(long, env = "STOWAGE_RESTORE_NAME")]
+    pub restore_name: Option<String>,
+    /// The restore plan the Job was created with (JSON; restore-job).
+    #[arg(long, env = "STOWAGE_RESTORE_PLAN", hide_env_values = true)]
+    pub restore_plan: Option<String>,
+    /// age identities (`AGE-SECRET-KEY-1...`, one per line) for encrypted backups (restore-job).
+    #[arg(long, env = "STOWAGE_AGE_IDENTITY", hide_env_values = true)]
+    pub age_identity: Option<String>,
     /// The Job this runs in (reported with the attempt).
     #[arg(long, env = "STOWAGE_JOB_NAME")]
     pub job_name: Option<String>,
@@ -127,8 +143,12 @@ impl JobArgs {
     fn into_inputs(self) -> JobInputs {
         JobInputs {
             resource_name: self.resource_name,
+            resource_uid: self.resource_uid,
             namespace: self.namespace,
             run_spec: self.run_spec,
+            restore_name: self.restore_name,
+            restore_plan: self.restore_plan,
+            age_identity: self.age_identity,
             generation: self.run_generation,
             job_name: self.job_name,
             job_uid: self.job_uid,
@@ -559,6 +579,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             writeln!(out, "{}", report.manifest.backup_id)?;
             Ok(())
         }
+        Command::RestoreJob(args) => {
+            let restored = run_restore_job(args.into_inputs(), interrupt).await?;
+            writeln!(out, "restored backup {} into {}", restored.backup_id, restored.target)?;
+            Ok(())
+        }
     }
 }
 
@@ -619,6 +644,7 @@ async fn restore(args: RestoreArgs, out: &mut dyn Write, interrupt: &Cancellatio
         identities: selection.identity.identities()?,
         replace_existing: args.replace,
         allow_other_plugin: args.allow_other_plugin,
+        progress: Arc::default(),
     };
     let (_engine, plugin) = args.plugin.load().await?;
     let repository = selection.repo.open().await?;

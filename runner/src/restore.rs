@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use crate::archive::{DownloadError, Identities, check_stored, verify_object};
 use crate::manifest::Manifest;
-use crate::plugin::{Limits, Operation, Plugin, PluginError, RestoreJob, RestoreOptions, Summary, operation_name};
+use crate::plugin::{
+    GuestError, Limits, Operation, Plugin, PluginError, RestoreJob, RestoreOptions, RestoreProgress, Summary,
+    operation_name,
+};
 use crate::repository::{Repository, RepositoryError};
 use crate::settings::{DatabaseTarget, SettingsError};
 
@@ -32,6 +35,37 @@ pub enum RestoreError {
     },
 }
 
+/// How a plugin's `unsupported` error starts when the restore target holds data and
+/// replace was not asked for (the convention the WIT documents for `plugin-error`).
+pub const TARGET_NOT_EMPTY: &str = "target not empty:";
+
+impl RestoreError {
+    /// The CamelCase reason shown in status conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RestoreError::Plugin(PluginError::Guest { error: GuestError::Unsupported(message), .. })
+                if message.starts_with(TARGET_NOT_EMPTY) =>
+            {
+                "TargetNotEmpty"
+            }
+            RestoreError::Plugin(PluginError::Interrupted { .. }) => "RestoreInterrupted",
+            RestoreError::Plugin(error) => error.reason(),
+            RestoreError::Settings(error) => error.reason(),
+            RestoreError::Repository(RepositoryError::BackupNotFound { .. } | RepositoryError::NoBackups { .. }) => {
+                "BackupNotFound"
+            }
+            RestoreError::Repository(RepositoryError::InvalidManifest { .. }) => "BackupInvalid",
+            RestoreError::Repository(_) => "StorageFailed",
+            RestoreError::Artifact(DownloadError::ChecksumMismatch { .. } | DownloadError::SizeMismatch { .. }) => {
+                "ChecksumMismatch"
+            }
+            RestoreError::Artifact(DownloadError::Decode { .. }) => "BackupUndecodable",
+            RestoreError::Artifact(_) => "StorageFailed",
+            RestoreError::DifferentPlugin { .. } => "PluginDigestMismatch",
+        }
+    }
+}
+
 /// Which backup to restore where.
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
@@ -45,6 +79,8 @@ pub struct RestoreRequest {
     pub replace_existing: bool,
     /// Use a plugin other than the one that wrote the backup.
     pub allow_other_plugin: bool,
+    /// Where the reading stands, for progress reports.
+    pub progress: Arc<RestoreProgress>,
 }
 
 /// Restore a backup with `plugin`. Checksums are verified while the plugin reads.
@@ -83,6 +119,7 @@ pub async fn run_restore(
         prefix,
         artifacts: manifest.artifacts.clone(),
         identities: Arc::clone(&request.identities),
+        progress: Arc::clone(&request.progress),
     };
     let settings = request.database.to_plugin_settings(&addresses);
     let options = RestoreOptions { replace_existing: request.replace_existing };

@@ -2,7 +2,9 @@
 //! deployment from `deploy/`, the operator running as its ServiceAccount, and a kubelet
 //! stand-in that runs backup Pods with the `stowage` binary.
 
+use std::future::Future;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -103,7 +105,17 @@ impl Cluster {
         let access = plane.access();
         let admin = access.write_kubeconfig("admin", access.admin_token())?;
         kubectl(&admin, &["apply", "-k", "deploy/"])?;
-        kubectl(&admin, &["wait", "--for=condition=Established", "crd/databasebackups.stowage.dev", "--timeout=30s"])?;
+        kubectl(
+            &admin,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/databasebackups.stowage.dev",
+                "crd/databasesnapshots.stowage.dev",
+                "crd/databaserestores.stowage.dev",
+                "--timeout=30s",
+            ],
+        )?;
         let client = plane.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -157,10 +169,39 @@ impl Cluster {
         serde_json::from_value(resource).expect("resource")
     }
 
+    /// How many Events with `reason` were published about resource `name` (repeats of one
+    /// Event count in its series).
+    pub async fn events(&self, name: &str, reason: &str) -> i32 {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), NAMESPACE);
+        let listed = api.list(&Default::default()).await.expect("events").items;
+        listed
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.series.as_ref().map_or(1, |series| series.count))
+            .sum()
+    }
+
     /// The Jobs of one resource and trigger.
     pub async fn jobs(&self, name: &str, trigger: &str) -> Vec<Job> {
         let jobs: Api<Job> = Api::namespaced(self.client.clone(), NAMESPACE);
         let selector = format!("stowage.dev/backup={name},stowage.dev/trigger={trigger}");
         jobs.list(&ListParams::default().labels(&selector)).await.expect("list jobs").items
+    }
+}
+
+/// Poll `check` until it returns a value; panics when `timeout` passes first.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::Result;
 use crate::kube::ClusterAccess;
 
-/// Runs Pods labelled `stowage.dev/backup` until dropped.
+/// Runs the Pods of the operator's Jobs (labelled `app.kubernetes.io/managed-by=stowage-operator`) until dropped.
 #[derive(Debug)]
 pub struct FakeKubelet {
     task: JoinHandle<()>,
@@ -47,7 +47,9 @@ impl FakeKubelet {
             let pods: Api<Pod> = Api::all(client.clone());
             let mut handled = HashSet::new();
             loop {
-                if let Ok(listed) = pods.list(&ListParams::default().labels("stowage.dev/backup")).await {
+                if let Ok(listed) =
+                    pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=stowage-operator")).await
+                {
                     for pod in listed.items {
                         let pending =
                             pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|p| p == "Pending");

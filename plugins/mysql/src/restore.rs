@@ -7,7 +7,7 @@
 use std::io::BufReader;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
-use stowage_plugin_sdk::{PluginError, Summary, report};
+use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
 
 use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal};
@@ -45,9 +45,8 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
         }
         Target::Exists { objects: 0, .. } => false,
         Target::Exists { objects, .. } if !replace => {
-            return Err(PluginError::Database(format!(
-                "database {database:?} is not empty ({objects} tables, views, routines and events); restore into \
-                 an empty database, or ask to replace its contents (stowage restore --replace)"
+            return Err(target_not_empty(&format!(
+                "database {database:?} has {objects} tables, views, routines and events"
             )));
         }
         Target::Exists { objects, charset, collation } => {

@@ -3,7 +3,7 @@
 
 use std::io::{self, BufReader};
 
-use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_empty};
 
 use crate::protocol::{ConnectOptions, Connection, Error, quote_identifier};
 use crate::script::{Entry, SECTIONS, ScriptReader};
@@ -66,10 +66,7 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;
     if existing > 0 {
         if !replace_existing {
-            return Err(PluginError::Database(format!(
-                "database {database:?} is not empty ({existing} user objects); restore into an empty database, \
-                 or ask to replace its contents (stowage restore --replace)"
-            )));
+            return Err(target_not_empty(&format!("database {database:?} has {existing} user objects")));
         }
         report::warn(&format!("replacing the {existing} user objects of database {database}"));
         let clear = catalog::clear_statements(&mut connection).map_err(|e| failure("listing what to replace", e))?;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_empty};
 
 use crate::rdb::{self, Entry, Reader};
 use crate::resp::{Connection, Reply};
@@ -104,9 +104,8 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     let at = config.at();
     if keys > 0 || libraries > 0 {
         if !replace {
-            return Err(PluginError::Unsupported(format!(
-                "Redis at {at} is not empty ({keys} keys, {libraries} function libraries); restore with replace \
-                 to flush it first"
+            return Err(target_not_empty(&format!(
+                "Redis at {at} has {keys} keys and {libraries} function libraries (replace flushes it first)"
             )));
         }
         // Nothing is flushed before the whole backup has been read and its checksums

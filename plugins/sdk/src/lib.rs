@@ -17,7 +17,8 @@
 //!
 //! Artifacts are written with [`artifacts::create`] (an [`std::io::Write`]) and read back
 //! with [`artifacts::open`] (an [`std::io::Read`]); [`Options`] parses plugin options;
-//! [`report`] logs and reports progress.
+//! [`report`] logs and reports progress; [`target_not_empty`] is the error of a restore
+//! that refuses a target holding data.
 
 pub mod artifacts;
 mod options;
@@ -39,6 +40,19 @@ pub use bindings::stowage::plugin::types::{
     ArtifactError, DatabaseSettings, Operation, PluginError, PluginMetadata, RestoreOptions, SettingSpec, Summary,
 };
 pub use options::{Options, optional};
+
+/// How an `unsupported` error starts when a restore refuses a target that holds data
+/// (the convention `plugin-error` documents); hosts report it as `TargetNotEmpty`.
+pub const TARGET_NOT_EMPTY: &str = "target not empty:";
+
+/// The error of a restore that refuses a non-empty target because replace was not asked
+/// for; `what` says what the target holds, e.g. `database "shop" has 12 tables`.
+pub fn target_not_empty(what: &str) -> PluginError {
+    PluginError::Unsupported(format!(
+        "{TARGET_NOT_EMPTY} {what}; restore into an empty one, or ask to replace its contents \
+         (DatabaseRestore replace: true, stowage restore --replace)"
+    ))
+}
 
 impl From<ArtifactError> for PluginError {
     fn from(error: ArtifactError) -> Self {

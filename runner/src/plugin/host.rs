@@ -95,6 +95,16 @@ pub struct RestoreJob {
     pub prefix: String,
     pub artifacts: Vec<ArtifactEntry>,
     pub identities: Arc<Identities>,
+    pub progress: Arc<RestoreProgress>,
+}
+
+/// How far a restore has read, for its reports.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Plain bytes handed to the plugin.
+    pub bytes: AtomicU64,
+    /// The artifact opened last.
+    pub current: std::sync::Mutex<String>,
 }
 
 /// The host object behind an `artifact-writer` resource.
@@ -239,6 +249,9 @@ impl artifact_source::Host for PluginState {
         let Some(entry) = job.artifacts.iter().find(|entry| entry.name == name) else {
             return Ok(Err(ArtifactError::NotFound(name)));
         };
+        if let Ok(mut current) = job.progress.current.lock() {
+            current.clone_from(&entry.name);
+        }
         match ArtifactDownload::open(&job.store, &job.prefix, entry, Arc::clone(&job.identities)).await {
             Ok(download) => Ok(Ok(self.table.push(download)?)),
             Err(error) => Ok(Err(ArtifactError::Io(error.to_string()))),
@@ -253,7 +266,11 @@ impl HostArtifactReader for PluginState {
         max: u32,
     ) -> wasmtime::Result<Result<Vec<u8>, ArtifactError>> {
         let reader = self.table.get_mut(&reader)?;
-        Ok(reader.read(max as usize).await.map(Vec::from).map_err(|error| ArtifactError::Io(error.to_string())))
+        let read = reader.read(max as usize).await.map(Vec::from);
+        if let (Ok(bytes), Job::Restore(job)) = (&read, &self.job) {
+            job.progress.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        Ok(read.map_err(|error| ArtifactError::Io(error.to_string())))
     }
 
     async fn drop(&mut self, reader: Resource<ArtifactDownload>) -> wasmtime::Result<()> {

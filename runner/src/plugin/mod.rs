@@ -32,7 +32,9 @@ pub use bindings::stowage::plugin::types::{
 use bindings::{DatabasePlugin, DatabasePluginPre};
 pub use guest_text::sanitize;
 use guest_text::{GuestLog, MAX_ERROR};
-pub use host::{BackupJob, CreatedArtifact, Job, MAX_ARTIFACTS, MAX_OPEN_ARTIFACTS, PluginState, RestoreJob};
+pub use host::{
+    BackupJob, CreatedArtifact, Job, MAX_ARTIFACTS, MAX_OPEN_ARTIFACTS, PluginState, RestoreJob, RestoreProgress,
+};
 pub use sandbox::Limits;
 
 /// The WIT package plugins implement.

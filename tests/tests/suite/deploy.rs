@@ -33,8 +33,18 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     let kubeconfig = kubeconfig.as_path();
     let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]).expect("kubectl");
     assert!(applied.contains("customresourcedefinition.apiextensions.k8s.io/databasebackups.stowage.dev"), "{applied}");
-    kubectl(kubeconfig, &["wait", "--for=condition=Established", "crd/databasebackups.stowage.dev", "--timeout=30s"])
-        .expect("kubectl");
+    kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/databasebackups.stowage.dev",
+            "crd/databasesnapshots.stowage.dev",
+            "crd/databaserestores.stowage.dev",
+            "--timeout=30s",
+        ],
+    )
+    .expect("kubectl");
     kubectl(kubeconfig, &["create", "namespace", "database"]).expect("kubectl");
     // The API server validates the samples against the generated schema.
     kubectl(kubeconfig, &["apply", "-f", "deploy/samples/"]).expect("kubectl");
@@ -64,14 +74,15 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
         )
         .expect("kubectl");
     }
-    let can = |user: &str, verb: &str| {
+    let can_on = |user: &str, verb: &str, resource: &str| {
         let output = Command::new("kubectl")
             .env("KUBECONFIG", kubeconfig)
-            .args(["auth", "can-i", verb, "databasebackups.stowage.dev", "-n", "database", "--as", user])
+            .args(["auth", "can-i", verb, &format!("{resource}.stowage.dev"), "-n", "database", "--as", user])
             .output()
             .expect("kubectl auth can-i");
         String::from_utf8_lossy(&output.stdout).trim() == "yes"
     };
+    let can = |user: &str, verb: &str| can_on(user, verb, "databasebackups");
     let mut aggregated = false;
     for _ in 0..60 {
         aggregated = can("viewer", "list") && can("editor", "create");
@@ -82,6 +93,14 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     }
     assert!(aggregated, "the view and edit roles did not aggregate Stowage's");
     assert!(!can("viewer", "create") && !can("viewer", "delete"), "view may change DatabaseBackups");
+    // Restores are the users' to create; snapshot objects are the runs' to write (users
+    // may delete one, which never deletes a stored backup).
+    assert!(can_on("viewer", "list", "databasesnapshots") && can_on("viewer", "get", "databaserestores"));
+    assert!(!can_on("viewer", "create", "databaserestores"), "view may start restores");
+    assert!(can_on("editor", "create", "databaserestores") && can_on("editor", "delete", "databasesnapshots"));
+    assert!(!can_on("editor", "create", "databasesnapshots"), "edit may forge snapshot objects");
+    let restores = kubectl(kubeconfig, &["get", "dbrestore", "-n", "database", "-o", "name"]).expect("kubectl");
+    assert!(restores.contains("shop-copy") && restores.contains("shop-yesterday"), "{restores}");
     let rejected = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
         .args(["apply", "-f", "-"])

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use serde_json::json;
-use stowage_api::{AttemptPhase, DatabaseBackup};
+use stowage_api::{AttemptPhase, DatabaseBackup, DatabaseRestore, DatabaseSnapshot};
 use stowage_operator::workloads::{WorkloadSettings, manual_job, role, role_binding, runner_identity, service_account};
 use stowage_tests::kube::ControlPlane;
 use stowage_tests::registry::Registry;
@@ -25,22 +25,25 @@ where
     api.create(&PostParams::default(), &object).await.expect("create")
 }
 
-/// The namespace and the CRD.
+/// The namespace and the CRDs.
 async fn install(plane: &ControlPlane) -> kube::Client {
     let client = plane.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &DatabaseBackup::crd()).await.expect("create CRD");
+    for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd()] {
+        crds.create(&PostParams::default(), &crd).await.expect("create CRD");
+    }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     create(&namespaces, json!({"metadata": {"name": NAMESPACE}})).await;
-    // The CRD is served once it is established.
+    // The CRDs are served once they are established.
     let backups: Api<DatabaseBackup> = Api::namespaced(client.clone(), NAMESPACE);
+    let snapshots: Api<DatabaseSnapshot> = Api::namespaced(client.clone(), NAMESPACE);
     for _ in 0..100 {
-        if backups.list(&Default::default()).await.is_ok() {
+        if backups.list(&Default::default()).await.is_ok() && snapshots.list(&Default::default()).await.is_ok() {
             return client;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("the DatabaseBackup CRD was not served");
+    panic!("the CRDs were not served");
 }
 
 fn resource(name: &str, endpoint: &str) -> serde_json::Value {
@@ -153,6 +156,14 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         .send()
         .await;
     assert!(manifest.is_ok(), "no manifest in the bucket named from bucketNamePrefix + namespace");
+    // The run created the backup's snapshot object, under the Role the operator gives it,
+    // with the bucket it resolved.
+    let snapshots: Api<DatabaseSnapshot> = Api::namespaced(client.clone(), NAMESPACE);
+    let snapshot = snapshots.get(&stowage_api::snapshot_name("orders", &id)).await.expect("snapshot object");
+    assert_eq!(
+        (snapshot.spec.backup_id.as_str(), snapshot.spec.repo.bucket.as_deref()),
+        (id.as_str(), Some("stowage-team"))
+    );
 
     // Back to a working repository. A missing input is reported, replacing the attempt
     // (its finish time included) and keeping the last successful backup.

@@ -13,4 +13,5 @@ mod plugin_authoring;
 mod plugin_contract;
 mod postgres;
 mod redis;
+mod restores;
 mod sandbox;

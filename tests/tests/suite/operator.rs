@@ -2,7 +2,6 @@
 //! standard deployment's RBAC, a kubelet stand-in that runs the runner for Job Pods,
 //! SeaweedFS for storage.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -12,27 +11,11 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use stowage_api::DatabaseBackup;
-use stowage_tests::cluster::{ALLOWED_BROKEN_IMAGE, Cluster, NAMESPACE, Operator};
+use stowage_tests::cluster::{ALLOWED_BROKEN_IMAGE, Cluster, NAMESPACE, Operator, eventually};
 use stowage_tests::kube::kubectl;
 use stowage_tests::mariadb::{self, Mariadb};
 use stowage_tests::postgres::{PASSWORD, Postgres};
 use stowage_tests::redis::Redis;
-
-/// Poll `check` until it returns a value or `timeout` passes.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// The `Succeeded` condition's (status, reason) and the last backup's id.
 async fn outcome(backups: &Api<DatabaseBackup>, name: &str) -> Option<(String, String, Option<String>)> {
@@ -68,19 +51,6 @@ async fn conditions(backups: &Api<DatabaseBackup>, name: &str) -> Vec<(String, S
 
 fn expected(conditions: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     conditions.iter().map(|(t, s, r)| (t.to_string(), s.to_string(), r.to_string())).collect()
-}
-
-/// How many Events with `reason` were published about resource `name` (repeats of one
-/// Event count in its series).
-async fn events(cluster: &Cluster, name: &str, reason: &str) -> i32 {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    let listed = api.list(&Default::default()).await.expect("events").items;
-    listed
-        .iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .map(|e| e.series.as_ref().map_or(1, |series| series.count))
-        .sum()
 }
 
 /// Change the spec without starting a run (retention), so that the operator reconciles
@@ -321,7 +291,7 @@ async fn invalid_specs_run_nothing_and_name_every_wrong_field() {
     }
     reconcile_again(&backups, "invalid", 2).await;
     assert!(cluster.jobs("invalid", "manual").await.is_empty(), "a Job of an invalid spec");
-    assert_eq!(events(&cluster, "invalid", "InvalidSpec").await, 1);
+    assert_eq!(cluster.events("invalid", "InvalidSpec").await, 1);
     let access = cluster.plane.access();
     let admin = access.write_kubeconfig("admin-invalid", access.admin_token()).expect("kubeconfig");
     let cronjobs = kubectl(&admin, &["get", "cronjobs", "-n", NAMESPACE, "-o", "name"]).expect("kubectl");
@@ -371,7 +341,7 @@ async fn a_job_whose_pod_never_starts_fails_the_run_once() {
     assert!(succeeded.message.contains("failed without a report from the runner"), "{}", succeeded.message);
     let job = &cluster.jobs("bad-image", "manual").await[0];
     assert_eq!(status.last_run.map(|run| run.job), job.metadata.name.clone());
-    assert_eq!(events(&cluster, "bad-image", "JobBackoffLimitExceeded").await, 1);
+    assert_eq!(cluster.events("bad-image", "JobBackoffLimitExceeded").await, 1);
 }
 
 /// A runner killed mid-backup (after its first report) is retried by the Job; the retry
@@ -407,7 +377,7 @@ async fn a_killed_runner_is_retried_and_the_status_stays_whole() {
     assert!(status.last_backup.is_some(), "{status:?}");
     let job = cluster.jobs("killed", "manual").await[0].metadata.name.clone().expect("job name");
     assert_eq!(pods_of(&cluster, &job).await, 2, "one killed attempt, one retry");
-    assert_eq!(events(&cluster, "killed", "BackupSucceeded").await, 1);
+    assert_eq!(cluster.events("killed", "BackupSucceeded").await, 1);
 }
 
 /// A run that fails the same way on every retry is one outcome and one Event; the next
@@ -445,8 +415,8 @@ async fn repeated_failures_are_one_outcome_and_one_event_per_run() {
             ("Succeeded", "False", "InvalidPluginSettings")
         ])
     );
-    assert_eq!(events(&cluster, "failing", "DatabaseError").await, 1);
-    assert_eq!(events(&cluster, "failing", "InvalidPluginSettings").await, 1);
+    assert_eq!(cluster.events("failing", "DatabaseError").await, 1);
+    assert_eq!(cluster.events("failing", "InvalidPluginSettings").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

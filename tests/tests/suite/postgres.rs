@@ -84,7 +84,7 @@ fn rich_database_round_trips_through_s3() {
     // A second restore into the now non-empty target is refused and changes nothing...
     let refused = stowage(&["restore", "--plugin", "postgres", "--database", &target, "--repo", repo], &env);
     let refused = refused.failed().expect("restore into a non-empty database");
-    assert!(refused.stderr.contains("\"target\" is not empty"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("target not empty: database \"target\" has"), "{}", refused.stderr);
     // ...unless the user asks to replace it.
     postgres.psql("target", "CREATE TABLE shop.extra (x int); DELETE FROM shop.orders").expect("change target");
     let replace = ["restore", "--replace", "--plugin", "postgres", "--database", &target, "--repo", repo];

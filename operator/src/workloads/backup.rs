@@ -1,24 +1,20 @@
 //! What the operator creates for each DatabaseBackup: the runner's ServiceAccount, Role
-//! and RoleBinding, the Job of a manual trigger and the CronJob of a scheduled one. All
-//! are plain functions of the resource, so they are tested without a cluster.
+//! and RoleBinding, the Job of a manual trigger and the CronJob of a scheduled one.
 
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use stowage_api::{
-    DatabaseBackup, DatabaseBackupSpec, EXIT_PERMANENT_FAILURE, FieldError, InvalidSpec, ScheduledTrigger,
+    DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, FieldError, InvalidSpec, ScheduledTrigger, short_hash,
+};
+
+use super::{
+    LABEL_MANAGED_BY, MANAGED_BY, NAME_PREFIX, RunnerPod, database_env, pod_env, role_binding_object, role_object,
+    runner_job_spec, service_account_object, storage_env, truncate, value_env,
 };
 
 /// Labels on everything the operator creates for a resource.
 pub const LABEL_BACKUP: &str = "stowage.dev/backup";
 pub const LABEL_TRIGGER: &str = "stowage.dev/trigger";
-const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-
-/// Finished Jobs are deleted after a day (their outcome is in the resource's status).
-const TTL_AFTER_FINISHED: u64 = 24 * 3600;
-/// Memory for the runner itself besides the plugin's limit.
-const RUNNER_MEMORY_MIB: u32 = 256;
-const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
 /// How late a missed scheduled run may start unless the trigger says.
 const DEFAULT_STARTING_DEADLINE_SECONDS: i64 = 600;
 
@@ -82,10 +78,6 @@ pub fn runner_identity(backup: &DatabaseBackup) -> String {
     format!("{}-stowage-runner", backup.name_any())
 }
 
-/// Names of Jobs and CronJobs keep this much of the resource's name (a Job name has at
-/// most 63 characters, a CronJob's 52, for the suffixes the controllers add).
-const NAME_PREFIX: usize = 40;
-
 /// The Job of a manual trigger: named after a hash of the resource's UID and `time`, so
 /// the same `time` can never create a second Job, and two resources whose names share
 /// the prefix never share a Job.
@@ -105,23 +97,8 @@ pub fn cronjob_name(backup: &DatabaseBackup) -> String {
     format!("{}-{digest}-sched", truncate(&name, NAME_PREFIX - 11))
 }
 
-/// Ten hex digits of the SHA-256 of `parts`.
-fn short_hash(parts: &[&str]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(&hasher.finalize()[..5])
-}
-
-/// Resource names are DNS subdomains (ASCII), so a byte cut is a character cut.
-fn truncate(name: &str, max: usize) -> &str {
-    &name[..name.len().min(max)]
-}
-
 fn labels(backup: &DatabaseBackup, trigger: Option<&str>) -> Value {
-    let mut labels = json!({ LABEL_BACKUP: backup.name_any(), LABEL_MANAGED_BY: "stowage-operator" });
+    let mut labels = json!({ LABEL_BACKUP: backup.name_any(), LABEL_MANAGED_BY: MANAGED_BY });
     if let Some(trigger) = trigger {
         labels[LABEL_TRIGGER] = json!(trigger);
     }
@@ -137,72 +114,30 @@ fn metadata(backup: &DatabaseBackup, name: &str, trigger: Option<&str>) -> Value
     })
 }
 
-/// The runner's ServiceAccount.
 /// The runner's ServiceAccount, with the labels and annotations of the resource's
 /// `serviceAccountTemplate` (a cloud identity for workload identity, say).
 pub fn service_account(backup: &DatabaseBackup) -> Value {
-    let mut meta = metadata(backup, &runner_identity(backup), None);
-    if let Some(template) = &backup.spec.service_account_template {
-        let extra = &template.metadata;
-        if let Some(labels) = meta["labels"].as_object_mut() {
-            // The operator's own labels win: they find the objects of a resource.
-            for (key, value) in &extra.labels {
-                labels.entry(key.clone()).or_insert_with(|| json!(value));
-            }
-        }
-        if !extra.annotations.is_empty() {
-            meta["annotations"] = json!(extra.annotations);
-        }
-    }
-    json!({
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": meta,
-        "automountServiceAccountToken": true,
-    })
+    let meta = metadata(backup, &runner_identity(backup), None);
+    service_account_object(meta, backup.spec.service_account_template.as_ref())
 }
 
 /// What the runner may do: write this one resource's status (its report; the spec it
-/// runs comes in the Job), and read the ConfigMap holding its plugin, if any.
+/// runs comes in the Job), keep the resource's snapshot objects in line with the
+/// repository (RBAC cannot narrow `create` and `list` to names, and the names of new
+/// snapshots are not known in advance), and read the ConfigMap holding its plugin, if any.
 pub fn role(backup: &DatabaseBackup) -> Value {
-    let name = backup.name_any();
-    let mut rules = vec![
-        json!({"apiGroups": [DatabaseBackup::group(&())], "resources": ["databasebackups/status"], "resourceNames": [name], "verbs": ["patch"]}),
+    let group = DatabaseBackup::group(&());
+    let rules = vec![
+        json!({"apiGroups": [group], "resources": ["databasebackups/status"], "resourceNames": [backup.name_any()], "verbs": ["patch"]}),
+        json!({"apiGroups": [group], "resources": [DatabaseSnapshot::plural(&())], "verbs": ["list", "create", "delete"]}),
     ];
-    if let Some(map) = &backup.spec.plugin.config_map {
-        rules.push(
-            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [map.name], "verbs": ["get"]}),
-        );
-    }
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": metadata(backup, &runner_identity(backup), None),
-        "rules": rules
-    })
+    role_object(metadata(backup, &runner_identity(backup), None), rules, &backup.spec.plugin)
 }
 
 /// Binds [`role`] to [`service_account`].
 pub fn role_binding(backup: &DatabaseBackup) -> Value {
     let identity = runner_identity(backup);
-    json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(backup, &identity, None),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": identity},
-        "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": backup.namespace()}]
-    })
-}
-
-/// An env var from a Secret key. Optional, so that a missing Secret or key reaches the
-/// runner, which reports it precisely in the status, instead of a Pod that never starts.
-fn secret_env(name: &str, secret: &str, key: &str) -> Value {
-    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}})
-}
-
-/// An env var from a field of the Pod.
-fn field_env(name: &str, path: &str) -> Value {
-    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+    role_binding_object(metadata(backup, &identity, None), &identity, backup.namespace())
 }
 
 /// The Job spec of a run for `repo`: the runner runs exactly the spec written into it
@@ -211,88 +146,28 @@ fn field_env(name: &str, path: &str) -> Value {
 fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) -> Result<Value, FieldError> {
     let spec = &backup.spec;
     let repository = spec.repo("trigger repo", repo)?;
-    let deadline = spec.deadline()?;
     let run_spec = serde_json::to_string(spec).map_err(|e| FieldError::new("spec", e.to_string()))?;
     let mut env = vec![
-        json!({"name": "BACKUP_RESOURCE_NAME", "value": backup.name_any()}),
-        field_env("NAMESPACE", "metadata.namespace"),
-        json!({"name": "BACKUP_REPO_NAME", "value": repo}),
-        json!({"name": "STOWAGE_RUN_SPEC", "value": run_spec}),
-        json!({"name": "STOWAGE_RUN_GENERATION", "value": backup.metadata.generation.unwrap_or_default().to_string()}),
-        // The Job controller labels its Pods with the Job's name and UID.
-        field_env("STOWAGE_JOB_NAME", "metadata.labels['job-name']"),
-        field_env("STOWAGE_JOB_UID", "metadata.labels['controller-uid']"),
-        field_env("STOWAGE_POD_NAME", "metadata.name"),
-        json!({"name": "STOWAGE_LOG_FORMAT", "value": "json"}),
-        json!({"name": "STOWAGE_CACHE_DIR", "value": "/tmp/stowage"}),
+        value_env("BACKUP_RESOURCE_NAME", backup.name_any()),
+        value_env("STOWAGE_RESOURCE_UID", backup.uid().unwrap_or_default()),
+        value_env("BACKUP_REPO_NAME", repo),
+        value_env("STOWAGE_RUN_SPEC", run_spec),
+        value_env("STOWAGE_RUN_GENERATION", backup.metadata.generation.unwrap_or_default().to_string()),
     ];
-    // Without a Secret, the SDK's default chain finds the ServiceAccount's cloud identity.
-    if let Some(secret) = &repository.secret_name {
-        env.extend([
-            secret_env("AWS_ACCESS_KEY_ID", secret, "accessKeyId"),
-            secret_env("AWS_SECRET_ACCESS_KEY", secret, "secretAccessKey"),
-            secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", secret, "access_key_id"),
-            secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", secret, "secret_access_key"),
-            secret_env("STOWAGE_HMAC_ACCESS_KEY_ID", secret, "HmacAccessKeyId"),
-            secret_env("STOWAGE_HMAC_SECRET_ACCESS_KEY", secret, "HmacSecretAccessKey"),
-        ]);
-    }
-    if let Some(password) = &spec.database.password_secret {
-        env.push(secret_env("STOWAGE_DATABASE_PASSWORD", &password.name, &password.key));
-    }
-    if let Some(ca) = &spec.database.tls_ca_secret {
-        env.push(secret_env("STOWAGE_DATABASE_TLS_CA", &ca.name, &ca.key));
-    }
-    if let Some(secret) = &spec.plugin.pull_secret {
-        env.push(secret_env("STOWAGE_REGISTRY_AUTH", secret, ".dockerconfigjson"));
-    }
-    let plugin_memory = spec.limits.as_ref().and_then(|l| l.plugin_memory_mib).unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB);
-    let image = settings.runner_image(spec)?;
-    let mut job = json!({
-        "backoffLimit": 2,
-        // The runner stops the plugin at the deadline; the Job gives it time to report.
-        "activeDeadlineSeconds": deadline.as_secs() + 300,
-        "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
-        "template": {
-            "metadata": {"labels": labels(backup, None)},
-            "spec": {
-                "serviceAccountName": runner_identity(backup),
-                "restartPolicy": "Never",
-                "securityContext": {
-                    "runAsNonRoot": true,
-                    "runAsUser": 65532,
-                    "runAsGroup": 65532,
-                    "seccompProfile": {"type": "RuntimeDefault"}
-                },
-                "containers": [{
-                    "name": "runner",
-                    "image": image,
-                    "args": ["job"],
-                    "env": env,
-                    "resources": {
-                        "requests": {"cpu": "100m", "memory": "128Mi"},
-                        "limits": {"memory": format!("{}Mi", plugin_memory + RUNNER_MEMORY_MIB)}
-                    },
-                    "securityContext": {
-                        "readOnlyRootFilesystem": true,
-                        "allowPrivilegeEscalation": false,
-                        "capabilities": {"drop": ["ALL"]}
-                    },
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
-                }],
-                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
-            }
-        }
-    });
-    if settings.pod_failure_policy {
-        // A failure no retry can mend fails the Job at once (older API servers: the
-        // operator ends the Job when the runner reports such a failure).
-        job["podFailurePolicy"] = json!({"rules": [{
-            "action": "FailJob",
-            "onExitCodes": {"containerName": "runner", "operator": "In", "values": [EXIT_PERMANENT_FAILURE]}
-        }]});
-    }
-    Ok(job)
+    env.extend(pod_env());
+    env.extend(storage_env(repository));
+    env.extend(database_env(&spec.database, &spec.plugin));
+    let pod = RunnerPod {
+        command: "job",
+        service_account: runner_identity(backup),
+        labels: labels(backup, None),
+        env,
+        image: settings.runner_image(spec)?,
+        plugin_memory_mib: spec.limits.as_ref().and_then(|l| l.plugin_memory_mib),
+        deadline: spec.deadline()?,
+        backoff_limit: 2,
+    };
+    Ok(runner_job_spec(pod, settings.pod_failure_policy))
 }
 
 /// The Job of the manual trigger for `time`.
@@ -540,11 +415,14 @@ mod tests {
     }
 
     #[test]
-    fn the_runner_role_reaches_only_its_own_resource() {
+    fn the_runner_role_reaches_only_its_own_resource_and_the_snapshot_objects() {
         let role = role(&backup());
         assert_eq!(
             role["rules"],
-            json!([{"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["shop"], "verbs": ["patch"]}])
+            json!([
+                {"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["shop"], "verbs": ["patch"]},
+                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots"], "verbs": ["list", "create", "delete"]}
+            ])
         );
     }
 }

@@ -1,0 +1,117 @@
+//! `DatabaseSnapshot`: one complete backup in a repository, visible with kubectl. The
+//! run that commits a backup creates its object, and the run whose retention removes the
+//! backup removes it; every field needed to restore it is in the object, so a restore
+//! needs nothing else (not even the DatabaseBackup that wrote it, which may be gone or in
+//! another cluster). The object is a view: deleting it, or its DatabaseBackup, never
+//! deletes the stored backup.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::resource::{Database, PluginSource, Repo};
+
+/// Label of a snapshot object: the DatabaseBackup configuration it belongs to.
+pub const LABEL_CONFIGURATION: &str = "stowage.dev/backup";
+/// Label of a snapshot object: the name of its repository in that configuration.
+pub const LABEL_REPO: &str = "stowage.dev/repo";
+
+/// A complete backup stored in a repository.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "stowage.dev",
+    version = "v1alpha1",
+    kind = "DatabaseSnapshot",
+    namespaced,
+    shortname = "dbsnap",
+    category = "stowage",
+    category = "all",
+    doc = "A complete backup in a repository, created by the run that committed it and removed with it by retention. Deleting this object, or its DatabaseBackup, does not delete the stored backup.",
+    printcolumn = r#"{"name": "Configuration", "type": "string", "jsonPath": ".spec.databaseBackup"}"#,
+    printcolumn = r#"{"name": "Repo", "type": "string", "jsonPath": ".spec.repo.name"}"#,
+    printcolumn = r#"{"name": "Time", "type": "date", "jsonPath": ".spec.finishedAt"}"#,
+    printcolumn = r#"{"name": "Size", "type": "integer", "jsonPath": ".spec.bytes"}"#,
+    printcolumn = r#"{"name": "Stored", "type": "integer", "jsonPath": ".spec.storedBytes"}"#,
+    printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin.name"}"#,
+    printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".spec.plugin.version"}"#,
+    printcolumn = r#"{"name": "Digest", "type": "string", "jsonPath": ".spec.plugin.sha256", "priority": 1}"#,
+    printcolumn = r#"{"name": "Backup", "type": "string", "jsonPath": ".spec.backupId", "priority": 1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSnapshotSpec {
+    /// The DatabaseBackup configuration the backup belongs to: the second part of its path
+    /// in the repository.
+    pub database_backup: String,
+    /// The namespace that configuration was in when the backup was taken: the first part of
+    /// its path (another namespace, or another cluster's, for imported backups).
+    pub source_namespace: String,
+    /// The backup's id in the repository.
+    pub backup_id: String,
+    /// The repository it is stored in, as the configuration named it (credentials by Secret
+    /// name, never the keys themselves).
+    pub repo: Repo,
+    /// When the backup started and was committed (RFC 3339).
+    pub started_at: String,
+    pub finished_at: String,
+    /// Plain bytes the plugin produced.
+    pub bytes: u64,
+    /// Bytes stored after compression and encryption.
+    pub stored_bytes: u64,
+    /// The number of artifacts.
+    pub artifacts: u32,
+    /// Whether the artifacts are encrypted (a restore needs an age identity).
+    #[serde(default)]
+    pub encrypted: bool,
+    /// The plugin that wrote the backup; a restore uses the same digest.
+    pub plugin: SnapshotPlugin,
+    /// The database that was backed up: the default target of a restore.
+    pub database: Database,
+    /// What the plugin reported about the backup.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+}
+
+/// The plugin that wrote a backup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotPlugin {
+    /// The plugin's name and version, as its metadata says.
+    pub name: String,
+    pub version: String,
+    /// The sha256 of the component, lowercase hex.
+    pub sha256: String,
+    /// Where to fetch it for a restore: the configuration's source, pinned to `sha256`.
+    pub source: PluginSource,
+}
+
+/// The name of the snapshot object of backup `backup_id` of configuration `configuration`:
+/// both, lowercased (backup ids are `YYYYMMDDTHHMMSSZ-hex`). Names cut to fit carry a
+/// hash of the whole, so that two configurations never share a snapshot name.
+pub fn snapshot_name(configuration: &str, backup_id: &str) -> String {
+    const MAX: usize = 253;
+    let name = format!("{configuration}-{}", backup_id.to_ascii_lowercase());
+    if name.len() <= MAX {
+        return name;
+    }
+    let digest = crate::short_hash(&[configuration, backup_id]);
+    // Resource names are ASCII, so a byte cut is a character cut.
+    let keep = MAX - backup_id.len() - digest.len() - 2;
+    format!("{}-{digest}-{}", &configuration[..keep], backup_id.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_are_lowercase_unique_and_fit() {
+        assert_eq!(snapshot_name("orders", "20261204T101500Z-0a1b2c"), "orders-20261204t101500z-0a1b2c");
+        let long_a = format!("{}a", "x".repeat(240));
+        let long_b = format!("{}b", "x".repeat(240));
+        let (a, b) =
+            (snapshot_name(&long_a, "20261204T101500Z-0a1b2c"), snapshot_name(&long_b, "20261204T101500Z-0a1b2c"));
+        assert_ne!(a, b);
+        assert!(a.len() <= 253 && b.len() <= 253, "{} {}", a.len(), b.len());
+        assert!(a.ends_with("-20261204t101500z-0a1b2c"), "{a}");
+    }
+}

@@ -1,0 +1,201 @@
+//! What the operator creates: for each DatabaseBackup ([`backup`]) the runner's identity,
+//! the Job of a manual trigger and the CronJob of a scheduled one; for each
+//! DatabaseRestore ([`restore`]) its identity and its one Job. All are plain functions of
+//! the resources, so they are tested without a cluster. This module holds what both
+//! kinds of run share: the locked-down runner Pod, its environment, its identity.
+
+pub mod backup;
+pub mod restore;
+
+pub use backup::*;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stowage_api::{Database, EXIT_PERMANENT_FAILURE, PluginSource, Repo, ServiceAccountTemplate};
+
+/// The label on everything the operator creates; the kubelet stand-in of the tests, and
+/// anyone else, finds runner Pods by it.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "stowage-operator";
+
+/// Finished Jobs are deleted after a day (their outcome is in the resource's status).
+const TTL_AFTER_FINISHED: u64 = 24 * 3600;
+/// Memory for the runner itself besides the plugin's limit.
+const RUNNER_MEMORY_MIB: u32 = 256;
+const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
+
+/// Names of Jobs and CronJobs keep this much of the resource's name (a Job name has at
+/// most 63 characters, a CronJob's 52, for the suffixes the controllers add).
+const NAME_PREFIX: usize = 40;
+
+/// Resource names are DNS subdomains (ASCII), so a byte cut is a character cut.
+fn truncate(name: &str, max: usize) -> &str {
+    &name[..name.len().min(max)]
+}
+
+/// An env var from a Secret key. Optional, so that a missing Secret or key reaches the
+/// runner, which reports it precisely in the status, instead of a Pod that never starts.
+fn secret_env(name: &str, secret: &str, key: &str) -> Value {
+    json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": true}}})
+}
+
+/// An env var from a field of the Pod.
+fn field_env(name: &str, path: &str) -> Value {
+    json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}})
+}
+
+fn value_env(name: &str, value: impl Into<String>) -> Value {
+    json!({"name": name, "value": value.into()})
+}
+
+/// What every runner Pod is told about where it runs.
+fn pod_env() -> Vec<Value> {
+    vec![
+        field_env("NAMESPACE", "metadata.namespace"),
+        // The Job controller labels its Pods with the Job's name and UID.
+        field_env("STOWAGE_JOB_NAME", "metadata.labels['job-name']"),
+        field_env("STOWAGE_JOB_UID", "metadata.labels['controller-uid']"),
+        field_env("STOWAGE_POD_NAME", "metadata.name"),
+        value_env("STOWAGE_LOG_FORMAT", "json"),
+        value_env("STOWAGE_CACHE_DIR", "/tmp/stowage"),
+    ]
+}
+
+/// The storage keys of `repo`, from its Secret under every name the runner accepts.
+/// Without a Secret, the SDK's default chain finds the ServiceAccount's cloud identity.
+fn storage_env(repo: &Repo) -> Vec<Value> {
+    let Some(secret) = &repo.secret_name else { return Vec::new() };
+    vec![
+        secret_env("AWS_ACCESS_KEY_ID", secret, "accessKeyId"),
+        secret_env("AWS_SECRET_ACCESS_KEY", secret, "secretAccessKey"),
+        secret_env("CLOUD_OBJECT_STORAGE_HMAC_ACCESS_KEY_ID", secret, "access_key_id"),
+        secret_env("CLOUD_OBJECT_STORAGE_HMAC_SECRET_ACCESS_KEY", secret, "secret_access_key"),
+        secret_env("STOWAGE_HMAC_ACCESS_KEY_ID", secret, "HmacAccessKeyId"),
+        secret_env("STOWAGE_HMAC_SECRET_ACCESS_KEY", secret, "HmacSecretAccessKey"),
+    ]
+}
+
+/// The database's password and TLS CA, and the plugin registry's credentials.
+fn database_env(database: &Database, plugin: &PluginSource) -> Vec<Value> {
+    let mut env = Vec::new();
+    if let Some(password) = &database.password_secret {
+        env.push(secret_env("STOWAGE_DATABASE_PASSWORD", &password.name, &password.key));
+    }
+    if let Some(ca) = &database.tls_ca_secret {
+        env.push(secret_env("STOWAGE_DATABASE_TLS_CA", &ca.name, &ca.key));
+    }
+    if let Some(secret) = &plugin.pull_secret {
+        env.push(secret_env("STOWAGE_REGISTRY_AUTH", secret, ".dockerconfigjson"));
+    }
+    env
+}
+
+/// One runner Job's shape.
+struct RunnerPod<'a> {
+    /// The runner's subcommand: `job` or `restore-job`.
+    command: &'static str,
+    service_account: String,
+    labels: Value,
+    env: Vec<Value>,
+    image: &'a str,
+    plugin_memory_mib: Option<u32>,
+    deadline: Duration,
+    /// Pods after the first that may try again.
+    backoff_limit: u32,
+}
+
+/// The Job spec of a runner: non-root, read-only, no capabilities, bounded memory and
+/// time; a failure no retry can mend ends the Job.
+fn runner_job_spec(pod: RunnerPod<'_>, pod_failure_policy: bool) -> Value {
+    let memory = pod.plugin_memory_mib.unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB) + RUNNER_MEMORY_MIB;
+    let mut job = json!({
+        "backoffLimit": pod.backoff_limit,
+        // The runner stops the plugin at the deadline; the Job gives it time to report.
+        "activeDeadlineSeconds": pod.deadline.as_secs() + 300,
+        "ttlSecondsAfterFinished": TTL_AFTER_FINISHED,
+        "template": {
+            "metadata": {"labels": pod.labels},
+            "spec": {
+                "serviceAccountName": pod.service_account,
+                "restartPolicy": "Never",
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                },
+                "containers": [{
+                    "name": "runner",
+                    "image": pod.image,
+                    "args": [pod.command],
+                    "env": pod.env,
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "128Mi"},
+                        "limits": {"memory": format!("{memory}Mi")}
+                    },
+                    "securityContext": {
+                        "readOnlyRootFilesystem": true,
+                        "allowPrivilegeEscalation": false,
+                        "capabilities": {"drop": ["ALL"]}
+                    },
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+                }],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+            }
+        }
+    });
+    if pod_failure_policy {
+        // A failure no retry can mend fails the Job at once (older API servers: the
+        // operator ends the Job when the runner reports such a failure).
+        job["podFailurePolicy"] = json!({"rules": [{
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "runner", "operator": "In", "values": [EXIT_PERMANENT_FAILURE]}
+        }]});
+    }
+    job
+}
+
+/// A runner's ServiceAccount, with the labels and annotations of a
+/// `serviceAccountTemplate` (a cloud identity for workload identity, say).
+fn service_account_object(mut meta: Value, template: Option<&ServiceAccountTemplate>) -> Value {
+    if let Some(template) = template {
+        let extra = &template.metadata;
+        if let Some(labels) = meta["labels"].as_object_mut() {
+            // The operator's own labels win: they find the objects of a resource.
+            for (key, value) in &extra.labels {
+                labels.entry(key.clone()).or_insert_with(|| json!(value));
+            }
+        }
+        if !extra.annotations.is_empty() {
+            meta["annotations"] = json!(extra.annotations);
+        }
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": meta,
+        "automountServiceAccountToken": true,
+    })
+}
+
+/// A runner's Role: `rules`, and `get` of the one ConfigMap holding its plugin, if any.
+fn role_object(meta: Value, mut rules: Vec<Value>, plugin: &PluginSource) -> Value {
+    if let Some(map) = &plugin.config_map {
+        rules.push(
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [map.name], "verbs": ["get"]}),
+        );
+    }
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules})
+}
+
+/// Binds the Role `identity` to the ServiceAccount `identity`.
+fn role_binding_object(meta: Value, identity: &str, namespace: Option<String>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": identity},
+        "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": namespace}]
+    })
+}
