@@ -3,6 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::status::CONDITION_MESSAGE_MAX;
+
 /// A condition to set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionUpdate<'a> {
@@ -13,6 +15,54 @@ pub struct ConditionUpdate<'a> {
     pub reason: &'a str,
     pub message: &'a str,
     pub observed_generation: Option<i64>,
+}
+
+/// A message cut to what the condition schema allows, on a character boundary.
+pub fn bounded_message(message: &str) -> &str {
+    if message.len() <= CONDITION_MESSAGE_MAX {
+        return message;
+    }
+    let mut end = CONDITION_MESSAGE_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
+
+/// The conditions of a status being written about one generation.
+#[derive(Debug, Clone)]
+pub struct Conditions {
+    list: Vec<Condition>,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl Conditions {
+    /// Start from the `existing` conditions; `now` is the transition time of a changed status.
+    pub fn new(existing: Vec<Condition>, generation: Option<i64>, now: Time) -> Self {
+        Conditions { list: existing, generation, now }
+    }
+
+    /// Replace the condition of `type_`, with the message bounded.
+    pub fn set(&mut self, type_: &str, status: &str, reason: &str, message: &str) {
+        let update = ConditionUpdate {
+            type_,
+            status,
+            reason,
+            message: bounded_message(message),
+            observed_generation: self.generation,
+        };
+        set_condition(&mut self.list, &update, self.now.clone());
+    }
+
+    /// Remove the condition of `type_` (its subject is gone from the spec).
+    pub fn remove(&mut self, type_: &str) {
+        self.list.retain(|c| c.type_ != type_);
+    }
+
+    pub fn into_vec(self) -> Vec<Condition> {
+        self.list
+    }
 }
 
 /// Set `update` in `conditions`, replacing any condition of the same type.

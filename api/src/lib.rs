@@ -1,10 +1,12 @@
 //! The custom resources of `stowage.dev/v1alpha1`, shared by the operator, which validates
 //! them and turns them into Jobs and CronJobs, and the runner, which runs the spec its Job
 //! was created from and reports the attempt in the status: `DatabaseBackup` (what to back
-//! up, where, when), `DatabaseSnapshot` (one stored backup) and `DatabaseRestore`. Every
+//! up, where, when), `DatabaseSnapshot` (one stored backup), `DatabaseRestore` and
+//! `DatabaseSnapshotImport` (a repository's backups made visible). Every
 //! field's doc comment becomes its description in the generated CRD schema.
 
 mod conditions;
+mod import;
 mod resource;
 mod restore;
 mod schedule;
@@ -12,7 +14,8 @@ mod snapshot;
 mod status;
 mod validation;
 
-pub use conditions::{ConditionUpdate, set_condition};
+pub use conditions::{ConditionUpdate, Conditions, bounded_message, set_condition};
+pub use import::*;
 pub use resource::*;
 pub use restore::*;
 pub use schedule::Schedule;

@@ -27,6 +27,7 @@ use crate::status::DatabaseBackupStatus;
     printcolumn = r#"{"name": "Suspended", "type": "boolean", "jsonPath": ".spec.suspend"}"#,
     printcolumn = r#"{"name": "Last Backup", "type": "date", "jsonPath": ".status.lastBackup.time"}"#,
     printcolumn = r#"{"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
+    printcolumn = r#"{"name": "Verified", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Verified\")].reason"}"#,
     printcolumn = r#"{"name": "Running", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Running\")].status", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -47,6 +48,11 @@ pub struct DatabaseBackupSpec {
     /// Backups on a cron schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_trigger: Option<ScheduledTrigger>,
+    /// Restore drills: on a schedule, the newest backup is restored into a scratch
+    /// database and what the plugin reports of the restore is compared with what it
+    /// reported of the backup (condition `Verified`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// Which backups to keep after each successful backup. Unset: keep all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
@@ -265,6 +271,27 @@ pub struct ScheduledTrigger {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub starting_deadline_seconds: Option<i64>,
+}
+
+/// Restore drills: a backup nobody restored is a hope.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// When drills run, as `scheduledTrigger.schedule` reads it (e.g. `@daily`).
+    #[schemars(length(min = 1))]
+    pub schedule: String,
+    /// The repository whose newest backup is drilled (default: the scheduled trigger's,
+    /// else the manual trigger's, else the only one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The scratch database, replaced by every drill and kept until the next; unset fields
+    /// are the backed-up database's, and the name defaults to `<name>_stowage_drill`. It
+    /// may never be the backed-up database itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<crate::restore::RestoreTarget>,
+    /// An age identity (`AGE-SECRET-KEY-1...`) from a Secret, for encrypted backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_identity_secret: Option<SecretKey>,
 }
 
 fn enabled_by_default() -> bool {

@@ -200,11 +200,23 @@ pub struct RestorePlan {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseRestoreStatus {
+    #[serde(flatten)]
+    pub runs: OneShotRuns,
+    /// What was restored (the runner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
+}
+
+/// What the status of a resource that runs one Job per generation (a DatabaseRestore, a
+/// DatabaseSnapshotImport) records about its runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OneShotRuns {
     /// The generation of the spec the operator last acted on (the operator's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Succeeded` (True once restored; False with the reason where it failed) and
-    /// `Running` (the operator's).
+    /// `Succeeded` (True once done; False with the reason where it failed) and `Running`
+    /// (the operator's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -214,18 +226,15 @@ pub struct DatabaseRestoreStatus {
     /// The Job of that generation (the operator's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
-    /// How the run ended, which `Succeeded` describes (the operator's).
+    /// How the newest finished run ended, which `Succeeded` describes (the operator's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunOutcome>,
     /// The runner's report of the newest attempt: progress, then how it ended (the runner's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_attempt: Option<Attempt>,
-    /// What was restored (the runner's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restored: Option<Restored>,
 }
 
-impl DatabaseRestoreStatus {
+impl OneShotRuns {
     /// The condition of `type_`, if set.
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)

@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::resource::{Database, PluginSource, Repo};
+use crate::status::DrillOutcome;
 
 /// Label of a snapshot object: the DatabaseBackup configuration it belongs to.
 pub const LABEL_CONFIGURATION: &str = "stowage.dev/backup";
@@ -23,6 +24,7 @@ pub const LABEL_REPO: &str = "stowage.dev/repo";
     version = "v1alpha1",
     kind = "DatabaseSnapshot",
     namespaced,
+    status = "DatabaseSnapshotStatus",
     shortname = "dbsnap",
     category = "stowage",
     category = "all",
@@ -34,6 +36,7 @@ pub const LABEL_REPO: &str = "stowage.dev/repo";
     printcolumn = r#"{"name": "Stored", "type": "integer", "jsonPath": ".spec.storedBytes"}"#,
     printcolumn = r#"{"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin.name"}"#,
     printcolumn = r#"{"name": "Version", "type": "string", "jsonPath": ".spec.plugin.version"}"#,
+    printcolumn = r#"{"name": "Verified", "type": "string", "jsonPath": ".status.verification.reason"}"#,
     printcolumn = r#"{"name": "Digest", "type": "string", "jsonPath": ".spec.plugin.sha256", "priority": 1}"#,
     printcolumn = r#"{"name": "Backup", "type": "string", "jsonPath": ".spec.backupId", "priority": 1}"#
 )]
@@ -69,6 +72,15 @@ pub struct DatabaseSnapshotSpec {
     /// What the plugin reported about the backup.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub summary: String,
+}
+
+/// What is known about a stored backup besides its record.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSnapshotStatus {
+    /// The newest restore drill of this backup (the drill runner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<DrillOutcome>,
 }
 
 /// The plugin that wrote a backup.

@@ -2,7 +2,8 @@
 //! can never drop, duplicate or strip another writer's part:
 //! - the operator: `observedGeneration`, `plugin`, every condition, `lastRun`,
 //!   `manualTriggerTime`;
-//! - the runner of a Job: `latestAttempt` (its live report) and `lastBackup`.
+//! - the runner of a Job: `latestAttempt` (its live report) and `lastBackup`;
+//! - the runner of a restore drill: `lastVerification`.
 //!
 //! The operator derives `Succeeded` from the runner's reports and the Jobs' own states,
 //! so a run the runner could not report (a Pod that never started, a killed runner)
@@ -19,6 +20,8 @@ pub const CONDITION_SUCCEEDED: &str = "Succeeded";
 pub const CONDITION_READY: &str = "Ready";
 /// `Running`: a run of this resource is in progress (True) or none is (False).
 pub const CONDITION_RUNNING: &str = "Running";
+/// `Verified`: the newest restore drill passed (True) or did not (False, with the reason).
+pub const CONDITION_VERIFIED: &str = "Verified";
 
 /// The exit code of a runner whose failure no retry can mend (the Job's
 /// `podFailurePolicy` fails the Job on it where the API server serves that).
@@ -51,6 +54,9 @@ pub struct DatabaseBackupStatus {
     /// The latest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<LastBackup>,
+    /// The newest restore drill (the drill runner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verification: Option<DrillOutcome>,
     /// The `manualTrigger.time` of the latest manual backup started; a Job runs again
     /// only when `manualTrigger.time` differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,5 +168,32 @@ pub struct LastBackup {
     /// Bytes stored after compression and encryption.
     pub stored_bytes: u64,
     /// How long the run took, in seconds.
+    pub duration_seconds: f64,
+}
+
+/// How a restore drill ended. Written with a merge patch, so every field is written (as
+/// null or empty when unset) and replaces what the previous drill wrote.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillOutcome {
+    /// The backup drilled, unless none could be found.
+    #[serde(default)]
+    pub backup_id: Option<String>,
+    /// The repository it was read from.
+    pub repo: String,
+    /// `endpoint/database` of the scratch target.
+    pub target: String,
+    /// Whether the restore succeeded and reported what the backup reported.
+    pub verified: bool,
+    /// `DrillPassed`, `CountsDiffer`, `NothingToCompare`, or where the restore failed
+    /// (`ChecksumMismatch`, `DatabaseUnreachable`, ...).
+    pub reason: String,
+    pub message: String,
+    /// The counts compared, `name: backup/restore`.
+    #[serde(default)]
+    pub compared: Vec<String>,
+    /// When the drill ended (RFC 3339).
+    pub finished_at: String,
+    /// How long it took, in seconds.
     pub duration_seconds: f64,
 }

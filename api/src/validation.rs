@@ -201,6 +201,34 @@ impl DatabaseBackupSpec {
         value.map(|value| parse_duration("spec.retention.maxAge", value)).transpose()
     }
 
+    /// The repository restore drills read: the one `verification.repo` names, or the
+    /// scheduled trigger's, the manual trigger's, the only one.
+    pub fn verification_repo(&self) -> Result<&Repo, FieldError> {
+        let field = "spec.verification.repo";
+        let named = self.verification.as_ref().and_then(|v| v.repo.as_deref());
+        let name = named
+            .or(self.scheduled_trigger.as_ref().map(|t| t.repo.as_str()))
+            .or(self.manual_trigger.as_ref().map(|t| t.repo.as_str()));
+        match (name, self.repos.as_slice()) {
+            (Some(name), _) => self.repo(field, name),
+            (None, [only]) => Ok(only),
+            (None, _) => {
+                Err(FieldError::new(field, "names no repository, and no trigger or single repository implies one"))
+            }
+        }
+    }
+
+    /// The scratch database of restore drills: `verification.target` over the backed-up
+    /// database, named `<name>_stowage_drill` unless the target names it.
+    pub fn drill_target(&self) -> Database {
+        let target = self.verification.as_ref().and_then(|v| v.target.clone()).unwrap_or_default();
+        let mut database = target.over(&self.database);
+        if target.name.is_none() {
+            database.name = format!("{}_stowage_drill", self.database.name);
+        }
+        database
+    }
+
     /// Check every rule; all broken ones are named.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         let mut errors = Vec::new();
@@ -240,12 +268,36 @@ impl DatabaseBackupSpec {
                 check(check_time_zone(zone).map_err(|m| FieldError::new("spec.scheduledTrigger.timeZone", m)));
             }
         }
+        if let Some(verification) = &self.verification {
+            let schedule = verification.schedule.parse::<Schedule>();
+            check(schedule.map(drop).map_err(|m| FieldError::new("spec.verification.schedule", m)));
+            check(self.verification_repo().map(drop));
+            let target = self.drill_target();
+            if same_database(&target, &self.database) {
+                check(Err(FieldError::new(
+                    "spec.verification.target",
+                    format!(
+                        "is the backed-up database {} on {} itself; a drill replaces what its target holds, so name \
+                         a scratch database",
+                        target.name, target.endpoint
+                    ),
+                )));
+            }
+            let endpoint = target.host_port().map(drop);
+            check(endpoint.map_err(|error| FieldError::new("spec.verification.target.endpoint", error.message)));
+        }
         check(self.compression().map(drop));
         check(self.age_recipients().map(drop));
         check(self.deadline().map(drop));
         check(self.max_age().map(drop));
         if errors.is_empty() { Ok(()) } else { Err(InvalidSpec(errors)) }
     }
+}
+
+/// Whether `a` and `b` are the same database (names compared as given; endpoints without
+/// case, as host names are).
+fn same_database(a: &Database, b: &Database) -> bool {
+    a.name == b.name && a.endpoint.eq_ignore_ascii_case(&b.endpoint)
 }
 
 impl Database {

@@ -20,14 +20,14 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{DatabaseBackup, FieldError, InvalidSpec};
+use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshotImport, FieldError, InvalidSpec};
 
 use crate::report::{Workloads, observe_outcome, observe_schedule, publish, write_status};
 use crate::status::{JobState, Observation, observe};
 use crate::telemetry::Telemetry;
 use crate::workloads::{
-    LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, manual_job, role, role_binding, runner_identity,
-    service_account,
+    LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, drill_cronjob, drill_cronjob_name, manual_job, role,
+    role_binding, runner_identity, service_account,
 };
 
 /// The field manager of everything the operator writes.
@@ -98,7 +98,7 @@ pub struct Context {
     /// The Job UID of the run last observed in the duration and size metrics, per
     /// resource UID.
     pub(crate) observed: Mutex<HashMap<String, String>>,
-    /// UIDs of resources without a CronJob.
+    /// `UID/NAME` of CronJobs known to be absent.
     without_cronjob: Mutex<HashSet<String>>,
 }
 
@@ -148,27 +148,29 @@ impl Context {
         })
     }
 
-    /// Whether `uid`'s CronJob is known to be absent (deleted by this process, or found
-    /// missing), which spares a delete request per reconcile.
-    fn without_cronjob(&self, uid: &str) -> bool {
-        self.without_cronjob.lock().is_ok_and(|known| known.contains(uid))
+    /// Whether CronJob `key` (`UID/NAME`) is known to be absent (deleted by this process,
+    /// or found missing), which spares a delete request per reconcile.
+    fn without_cronjob(&self, key: &str) -> bool {
+        self.without_cronjob.lock().is_ok_and(|known| known.contains(key))
     }
 
-    fn set_without_cronjob(&self, uid: &str, absent: bool) {
+    fn set_without_cronjob(&self, key: &str, absent: bool) {
         if let Ok(mut known) = self.without_cronjob.lock() {
             if absent {
-                known.insert(uid.to_owned());
+                known.insert(key.to_owned());
             } else {
-                known.remove(uid);
+                known.remove(key);
             }
         }
     }
 
     /// Forget what is remembered of a deleted resource.
     pub(crate) fn forget(&self, uid: &str) {
-        self.set_without_cronjob(uid, false);
+        if let Ok(mut known) = self.without_cronjob.lock() {
+            known.retain(|key| !key.starts_with(&format!("{uid}/")));
+        }
         if let Ok(mut announced) = self.announced.lock() {
-            announced.remove(uid);
+            announced.retain(|key, _| key != uid && !key.starts_with(&format!("{uid}/")));
         }
         if let Ok(mut observed) = self.observed.lock() {
             observed.remove(uid);
@@ -202,18 +204,21 @@ async fn discover_cronjob(client: &Client) -> Result<ApiResource, Error> {
 }
 
 /// What makes a resource worth reconciling: its spec, its metadata (deletion, owner
-/// changes), and the phase of the runner's report, but not the report's progress or the
-/// operator's own status writes.
+/// changes), the phase of the runner's report and a new drill outcome, but not the
+/// report's progress or the operator's own status writes.
 fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
     let mut hasher = DefaultHasher::new();
     backup.metadata.generation.hash(&mut hasher);
     backup.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     let attempt = backup.status.as_ref().and_then(|s| s.latest_attempt.as_ref());
     attempt.map(|a| (&a.job_uid, &a.pod, format!("{:?}", a.phase), &a.reason)).hash(&mut hasher);
+    let drill = backup.status.as_ref().and_then(|s| s.last_verification.as_ref());
+    drill.map(|d| &d.finished_at).hash(&mut hasher);
     Some(hasher.finish())
 }
 
-/// Run the DatabaseBackup and DatabaseRestore controllers until a shutdown signal.
+/// Run the DatabaseBackup, DatabaseRestore and DatabaseSnapshotImport controllers until a
+/// shutdown signal.
 pub async fn run(context: Context) {
     let client = context.client.clone();
     let (backups_store, backups_writer) = reflector::store();
@@ -235,21 +240,7 @@ pub async fn run(context: Context) {
         tracing::error!("the controller runs once per context");
         return;
     };
-    // The Job watch runs on its own task, so that its cache is complete before the first
-    // reconcile reads it; the controller hears of Job changes through a channel.
-    let (job_changes, changed_jobs) = futures::channel::mpsc::unbounded();
-    let job_watch = watcher(Api::<Job>::all(client), watcher::Config::default().labels(LABEL_BACKUP))
-        .default_backoff()
-        .reflect(jobs_writer)
-        .touched_objects()
-        .for_each(move |job| {
-            match job {
-                Ok(job) => drop(job_changes.unbounded_send(Ok(job))),
-                Err(error) => tracing::warn!(%error, "watching Jobs failed; retrying"),
-            }
-            std::future::ready(())
-        });
-    let job_watch = tokio::spawn(job_watch);
+    let (changed_jobs, job_watch) = watch_jobs(client, LABEL_BACKUP, jobs_writer);
     if context.jobs.wait_until_ready().await.is_err() {
         tracing::error!("the Job cache stopped before it was complete");
         return;
@@ -263,7 +254,8 @@ pub async fn run(context: Context) {
         // which the API server answers with 429 and 504 (measured at 10,000 resources).
         .with_config(kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY));
     let _stop_job_watch = AbortOnDrop(job_watch);
-    let restores = crate::restore::run(Arc::clone(&context));
+    let restores = crate::oneshot::run::<DatabaseRestore>(Arc::clone(&context));
+    let imports = crate::oneshot::run::<DatabaseSnapshotImport>(Arc::clone(&context));
     let backups = controller.shutdown_on_signal().run(reconcile, error_policy, context).for_each(|result| async move {
         match result {
             Ok((object, _)) => tracing::debug!(%object, "reconciled"),
@@ -274,7 +266,30 @@ pub async fn run(context: Context) {
             Err(error) => tracing::warn!(%error, "reconcile failed"),
         }
     });
-    futures::join!(backups, restores);
+    futures::join!(backups, restores, imports);
+}
+
+/// Watch the Jobs labelled `label` into `writer` on a task of its own, so that the cache
+/// is complete before the first reconcile reads it; a controller hears of the changes
+/// through the returned stream. The task stops when the returned handle is aborted.
+pub(crate) fn watch_jobs(
+    client: Client,
+    label: &'static str,
+    writer: reflector::store::Writer<Job>,
+) -> (futures::channel::mpsc::UnboundedReceiver<Result<Job, watcher::Error>>, tokio::task::JoinHandle<()>) {
+    let (job_changes, changed_jobs) = futures::channel::mpsc::unbounded();
+    let job_watch = watcher(Api::<Job>::all(client), watcher::Config::default().labels(label))
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |job| {
+            match job {
+                Ok(job) => drop(job_changes.unbounded_send(Ok(job))),
+                Err(error) => tracing::warn!(%error, label, "watching Jobs failed; retrying"),
+            }
+            std::future::ready(())
+        });
+    (changed_jobs, tokio::spawn(job_watch))
 }
 
 /// Aborts a task when dropped.
@@ -345,9 +360,10 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         Ok(()) => {
             manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
             scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;
+            verification(&context, &backup, &namespace, &mut workloads).await?;
         }
         Err(invalid) => {
-            suspend_cronjob(&context, &backup, &namespace).await?;
+            suspend_cronjobs(&context, &backup, &namespace).await?;
             workloads.invalid = Some(invalid);
         }
     }
@@ -411,11 +427,41 @@ async fn scheduled_trigger(
     namespace: &str,
     workloads: &mut Workloads,
 ) -> Result<(), Error> {
-    let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
+    let trigger = backup.spec.scheduled_trigger.as_ref().filter(|t| t.enabled);
+    let api_version = &context.cronjob_api.api_version;
+    let value = trigger.map(|trigger| cronjob(backup, trigger, api_version, &context.settings));
     let name = cronjob_name(backup);
-    let uid = backup.uid().unwrap_or_default();
-    let Some(trigger) = backup.spec.scheduled_trigger.as_ref().filter(|t| t.enabled) else {
-        if context.without_cronjob(&uid) {
+    cronjob_in_place(context, backup, namespace, name, value, "spec.scheduledTrigger", workloads).await
+}
+
+/// Apply the CronJob of the restore drills, or remove it.
+async fn verification(
+    context: &Context,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    workloads: &mut Workloads,
+) -> Result<(), Error> {
+    let api_version = &context.cronjob_api.api_version;
+    let value = backup.spec.verification.as_ref().map(|v| drill_cronjob(backup, v, api_version, &context.settings));
+    let name = drill_cronjob_name(backup);
+    cronjob_in_place(context, backup, namespace, name, value, "spec.verification", workloads).await
+}
+
+/// Apply CronJob `name` as `value`, or delete it when there is no value (its running Job
+/// finishes). A CronJob the API server refuses makes the spec at `field` invalid.
+async fn cronjob_in_place(
+    context: &Context,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    name: String,
+    value: Option<Result<Value, FieldError>>,
+    field: &str,
+    workloads: &mut Workloads,
+) -> Result<(), Error> {
+    let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
+    let key = format!("{}/{name}", backup.uid().unwrap_or_default());
+    let Some(value) = value else {
+        if context.without_cronjob(&key) {
             return Ok(());
         }
         let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
@@ -426,17 +472,15 @@ async fn scheduled_trigger(
             Err(error) if is_status(&error, 404) => {}
             Err(source) => return Err(Error::DeleteCronJob { name, source }),
         }
-        context.set_without_cronjob(&uid, true);
+        context.set_without_cronjob(&key, true);
         return Ok(());
     };
-    context.set_without_cronjob(&uid, false);
-    let value =
-        cronjob(backup, trigger, &context.cronjob_api.api_version, &context.settings).map_err(Error::Workload)?;
-    match apply(&cronjobs, "CronJob", &name, &value).await {
+    context.set_without_cronjob(&key, false);
+    match apply(&cronjobs, "CronJob", &name, &value.map_err(Error::Workload)?).await {
         // The API server refuses what the operator's checks let pass: the spec is at fault.
         Err(Error::Apply { source: kube::Error::Api(status), .. }) if status.code == 422 => {
             workloads.invalid = Some(InvalidSpec(vec![FieldError::new(
-                "spec.scheduledTrigger",
+                field,
                 format!("the API server refuses CronJob {name}: {}", status.message),
             )]));
             Ok(())
@@ -445,18 +489,20 @@ async fn scheduled_trigger(
     }
 }
 
-/// An invalid spec runs nothing: its CronJob, made from the last valid spec, is suspended.
-async fn suspend_cronjob(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
-    if context.without_cronjob(&backup.uid().unwrap_or_default()) {
-        return Ok(());
-    }
+/// An invalid spec runs nothing: its CronJobs, made from the last valid spec, are suspended.
+async fn suspend_cronjobs(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
     let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
-    let name = cronjob_name(backup);
-    let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
-    match cronjobs.patch(&name, &PatchParams::default(), &patch).await {
-        Err(error) if !is_status(&error, 404) => Err(Error::Apply { kind: "CronJob", name, source: error }),
-        _ => Ok(()),
+    for name in [cronjob_name(backup), drill_cronjob_name(backup)] {
+        if context.without_cronjob(&format!("{}/{name}", backup.uid().unwrap_or_default())) {
+            continue;
+        }
+        let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
+        match cronjobs.patch(&name, &PatchParams::default(), &patch).await {
+            Err(error) if !is_status(&error, 404) => return Err(Error::Apply { kind: "CronJob", name, source: error }),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// End a Job whose runner reported a failure no retry can mend. Where `podFailurePolicy`

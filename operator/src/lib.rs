@@ -4,7 +4,9 @@
 //! and keeps their status true. `DatabaseSnapshot` objects are written by the runs.
 
 pub mod controller;
+pub mod import;
 pub mod leader;
+pub mod oneshot;
 pub mod report;
 pub mod restore;
 pub mod status;

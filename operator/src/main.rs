@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
-use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshot};
+use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshot, DatabaseSnapshotImport};
 use stowage_operator::controller::{Context, run};
 use stowage_operator::leader::LeaderElection;
 use stowage_operator::telemetry::{CountRequests, Telemetry};
@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Reconcile DatabaseBackup and DatabaseRestore resources until stopped.
+    /// Reconcile DatabaseBackup, DatabaseRestore and DatabaseSnapshotImport resources until stopped.
     Run {
         /// The runner image for backup Jobs.
         #[arg(long, env = "STOWAGE_RUNNER_IMAGE", default_value = "stowage-runner:0.1.0")]
@@ -41,7 +41,8 @@ enum Command {
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
     },
-    /// Print the CustomResourceDefinitions (DatabaseBackup, DatabaseSnapshot, DatabaseRestore) as YAML.
+    /// Print the CustomResourceDefinitions (DatabaseBackup, DatabaseSnapshot, DatabaseRestore,
+    /// DatabaseSnapshotImport) as YAML.
     Crd,
 }
 
@@ -49,7 +50,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let Command::Run { runner_image, allowed_runner_images, listen, lease_namespace, identity } = Cli::parse().command
     else {
-        for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd()] {
+        for crd in
+            [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd(), DatabaseSnapshotImport::crd()]
+        {
             print!("---\n{}", serde_yaml::to_string(&crd)?);
         }
         return Ok(());

@@ -2,14 +2,14 @@
 //! `lastRun`, `observedGeneration`), one Event per outcome or invalid spec, and its
 //! per-resource metrics.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use stowage_api::{
-    CONDITION_MESSAGE_MAX, CONDITION_READY, CONDITION_RUNNING, CONDITION_SUCCEEDED, ConditionUpdate, DatabaseBackup,
-    InvalidSpec, RunOutcome, Schedule, set_condition,
+    CONDITION_READY, CONDITION_RUNNING, CONDITION_SUCCEEDED, CONDITION_VERIFIED, Conditions, DatabaseBackup,
+    DrillOutcome, InvalidSpec, RunOutcome, Schedule, bounded_message,
 };
 
 use crate::controller::{Context, Error, FIELD_MANAGER, is_status};
@@ -35,6 +35,10 @@ pub fn observe_outcome(telemetry: &Telemetry, namespace: &str, backup: &Database
     }
     if let Some(time) = status.last_backup.as_ref().and_then(|b| b.time.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
         telemetry.last_success.get_or_create(&labels).set(time.as_second());
+    }
+    let verified = status.last_verification.as_ref().filter(|drill| drill.verified);
+    if let Some(time) = verified.and_then(|drill| drill.finished_at.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
+        telemetry.last_verified.get_or_create(&labels).set(time.as_second());
     }
 }
 
@@ -62,18 +66,6 @@ pub fn observe_schedule(telemetry: &Telemetry, namespace: &str, backup: &Databas
     }
 }
 
-/// A message cut to what the schema allows, on a character boundary.
-pub(crate) fn bounded(message: &str) -> &str {
-    if message.len() <= CONDITION_MESSAGE_MAX {
-        return message;
-    }
-    let mut end = CONDITION_MESSAGE_MAX;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
-}
-
 pub async fn write_status(
     context: &Context,
     backup: &DatabaseBackup,
@@ -83,32 +75,40 @@ pub async fn write_status(
 ) -> Result<(), Error> {
     let generation = backup.metadata.generation;
     let status = backup.status.clone().unwrap_or_default();
-    let mut conditions: Vec<Condition> = status.conditions.clone();
-    let now = || Time(k8s_openapi::jiff::Timestamp::now());
-    let mut set = |type_: &str, state: &str, reason: &str, message: &str| {
-        let update = ConditionUpdate {
-            type_,
-            status: state,
-            reason,
-            message: bounded(message),
-            observed_generation: generation,
-        };
-        set_condition(&mut conditions, &update, now());
-    };
+    let mut conditions =
+        Conditions::new(status.conditions.clone(), generation, Time(k8s_openapi::jiff::Timestamp::now()));
     let invalid_message = workloads.invalid.as_ref().map(ToString::to_string);
     match &invalid_message {
-        Some(message) => set(CONDITION_READY, "False", "InvalidSpec", message),
-        None => set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place"),
+        Some(message) => conditions.set(CONDITION_READY, "False", "InvalidSpec", message),
+        None => conditions.set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place"),
     }
     if let Some(run) = &observation.last_run {
-        set(CONDITION_SUCCEEDED, if run.succeeded { "True" } else { "False" }, &run.reason, &run.message);
+        conditions.set(CONDITION_SUCCEEDED, if run.succeeded { "True" } else { "False" }, &run.reason, &run.message);
+    }
+    match (&backup.spec.verification, &status.last_verification) {
+        (Some(_), Some(drill)) => {
+            let state = if drill.verified { "True" } else { "False" };
+            conditions.set(
+                CONDITION_VERIFIED,
+                state,
+                &drill.reason,
+                &format!("{}: {}", drill.finished_at, drill.message),
+            )
+        }
+        (Some(verification), None) => conditions.set(
+            CONDITION_VERIFIED,
+            "Unknown",
+            "DrillPending",
+            &format!("no restore drill has run yet (schedule {})", verification.schedule),
+        ),
+        (None, _) => conditions.remove(CONDITION_VERIFIED),
     }
     match (&observation.active, &workloads.queued) {
-        (Some(active), None) => set(CONDITION_RUNNING, "True", "BackupRunning", &active.message),
+        (Some(active), None) => conditions.set(CONDITION_RUNNING, "True", "BackupRunning", &active.message),
         (Some(active), Some(queued)) => {
-            set(CONDITION_RUNNING, "True", "BackupRunning", &format!("{}; {queued}", active.message))
+            conditions.set(CONDITION_RUNNING, "True", "BackupRunning", &format!("{}; {queued}", active.message))
         }
-        (None, _) => set(CONDITION_RUNNING, "False", "Idle", "No backup is running"),
+        (None, _) => conditions.set(CONDITION_RUNNING, "False", "Idle", "No backup is running"),
     }
     let patch = json!({
         "apiVersion": "stowage.dev/v1alpha1",
@@ -116,7 +116,7 @@ pub async fn write_status(
         "status": {
             "observedGeneration": generation,
             "plugin": backup.spec.plugin.source().ok().map(|source| source.to_string()),
-            "conditions": conditions,
+            "conditions": conditions.into_vec(),
             "lastRun": observation.last_run,
             "manualTriggerTime": workloads.manual_time,
         }
@@ -131,13 +131,22 @@ pub async fn write_status(
     }
     let was_invalid = status.condition(CONDITION_READY).filter(|c| c.reason == "InvalidSpec").map(|c| &c.message);
     if let Some(message) =
-        invalid_message.filter(|message| was_invalid.map(|m| bounded(message) != m.as_str()).unwrap_or(true))
+        invalid_message.filter(|message| was_invalid.map(|m| bounded_message(message) != m.as_str()).unwrap_or(true))
     {
         publish(context, backup, EventType::Warning, "InvalidSpec", message).await;
     }
     if let Some(run) = &observation.last_run {
         announce(context, backup, status.last_run.as_ref(), run).await;
         observe_run(context, backup, run);
+    }
+    if let Some(drill) = status.last_verification.as_ref().filter(|_| backup.spec.verification.is_some()) {
+        // Recorded before (by an earlier process, say): announced already.
+        let recorded = status
+            .condition(CONDITION_VERIFIED)
+            .is_some_and(|c| c.reason == drill.reason && c.message.starts_with(&format!("{}: ", drill.finished_at)));
+        if !recorded {
+            announce_drill(context, backup, drill).await;
+        }
     }
     Ok(())
 }
@@ -162,6 +171,22 @@ where
     }
     let kind = if run.succeeded { EventType::Normal } else { EventType::Warning };
     publish(context, object, kind, &run.reason, format!("Job {}: {}", run.job, run.message)).await;
+}
+
+/// One Event per restore drill, the first time this process sees its outcome.
+async fn announce_drill(context: &Context, backup: &DatabaseBackup, drill: &DrillOutcome) {
+    let key = (format!("drill:{}", drill.finished_at), drill.reason.clone());
+    let first = match context.announced.lock() {
+        Ok(mut announced) => {
+            let uid = format!("{}/drill", backup.uid().unwrap_or_default());
+            announced.insert(uid, key.clone()).as_ref() != Some(&key)
+        }
+        Err(_) => true,
+    };
+    if first {
+        let kind = if drill.verified { EventType::Normal } else { EventType::Warning };
+        publish(context, backup, kind, &drill.reason, format!("Restore drill: {}", drill.message)).await;
+    }
 }
 
 /// Record the duration and size of a successful run announced by this process, once,
@@ -194,7 +219,7 @@ pub async fn publish<K>(context: &Context, object: &K, type_: EventType, reason:
 where
     K: Resource<DynamicType = ()>,
 {
-    let note = bounded(&note).to_owned();
+    let note = bounded_message(&note).to_owned();
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
     if let Err(error) = context.recorder.publish(&event, &object.object_ref(&())).await {
         tracing::warn!(%error, "cannot publish an event");

@@ -46,6 +46,8 @@ pub struct Telemetry {
     pub last_success: Family<Labels, Gauge<i64, AtomicI64>>,
     /// The longest time between two scheduled runs of a resource.
     pub schedule_interval: Family<Labels, Gauge<i64, AtomicI64>>,
+    /// Unix time of the latest restore drill of a resource that passed.
+    pub last_verified: Family<Labels, Gauge<i64, AtomicI64>>,
     /// How long successful backups took, and what they stored.
     pub backup_duration: Histograms,
     pub backup_stored_bytes: Histograms,
@@ -56,8 +58,8 @@ impl Default for Telemetry {
     fn default() -> Self {
         let (reconciles, reconcile_errors, jobs_created) = (Counter::default(), Family::default(), Family::default());
         let api_requests = Counter::default();
-        let (backup_succeeded, last_success, schedule_interval) =
-            (Family::default(), Family::default(), Family::default());
+        let (backup_succeeded, last_success, schedule_interval, last_verified) =
+            (Family::default(), Family::default(), Family::default(), Family::default());
         let backup_duration: Histograms = Family::new_with_constructor(duration_histogram);
         let backup_stored_bytes: Histograms = Family::new_with_constructor(size_histogram);
         let mut registry = Registry::with_prefix("stowage");
@@ -80,6 +82,11 @@ impl Default for Telemetry {
             "The longest time between two scheduled runs of a resource",
             schedule_interval.clone(),
         );
+        registry.register(
+            "backup_last_verified_timestamp_seconds",
+            "Unix time of the latest restore drill of a resource that passed",
+            last_verified.clone(),
+        );
         registry.register("backup_duration_seconds", "How long successful backups took", backup_duration.clone());
         registry.register("backup_stored_bytes", "Bytes stored by successful backups", backup_stored_bytes.clone());
         Telemetry {
@@ -91,6 +98,7 @@ impl Default for Telemetry {
             backup_succeeded,
             last_success,
             schedule_interval,
+            last_verified,
             backup_duration,
             backup_stored_bytes,
             ready: AtomicBool::new(false),
@@ -152,6 +160,7 @@ impl Telemetry {
         self.backup_succeeded.remove(&labels);
         self.last_success.remove(&labels);
         self.schedule_interval.remove(&labels);
+        self.last_verified.remove(&labels);
         self.backup_duration.remove(&labels);
         self.backup_stored_bytes.remove(&labels);
     }

@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{Codec, Compression, Identities, Recipients, TransferLimits};
 use crate::backup::{BackupError, BackupRequest, run_backup};
+use crate::drill::run_drill;
+use crate::job::drill::run_drill_job;
+use crate::job::import::run_import_job;
 use crate::job::restore::run_restore_job;
 use crate::job::{JobError, JobInputs, run_job};
 use crate::plugin::{Limits, Plugin, PluginEngine, PluginError, oci, operation_name};
@@ -37,6 +40,9 @@ pub enum Command {
     List(ListArgs),
     /// Check that every artifact of a backup is intact and decodes, without a database.
     Verify(VerifyArgs),
+    /// Restore drill: restore a backup into a scratch database (replacing what it holds)
+    /// and check that the plugin reports the counts it reported for the backup.
+    Drill(DrillArgs),
     /// Work with plugin components.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -46,6 +52,13 @@ pub enum Command {
     /// Restore for a DatabaseRestore resource and report in its status: the entry point
     /// of the operator's restore Jobs. Inputs come from the Job's environment.
     RestoreJob(JobArgs),
+    /// Import a repository's backups as DatabaseSnapshot objects for a
+    /// DatabaseSnapshotImport resource and report in its status: the entry point of the
+    /// operator's import Jobs. Inputs come from the Job's environment.
+    ImportJob(JobArgs),
+    /// Run a DatabaseBackup's restore drill and report it in its status: the entry point of
+    /// the operator's drill CronJobs. Inputs come from the Job's environment.
+    DrillJob(JobArgs),
 }
 
 /// The inputs of `stowage job`. All are checked by the job itself, so that a missing
@@ -64,12 +77,12 @@ pub struct JobArgs {
     /// The generation of that spec.
     #[arg(long, env = "STOWAGE_RUN_GENERATION")]
     pub run_generation: Option<i64>,
-    /// The resource's UID (snapshot objects of the backups are owned by it).
+    /// The resource's UID (the snapshot objects a backup or import creates are owned by it).
     #[arg(long, env = "STOWAGE_RESOURCE_UID")]
     pub resource_uid: Option<String>,
-    /// Name of the DatabaseRestore resource (restore-job).
-    #[arg(long, env = "STOWAGE_RESTORE_NAME")]
-    pub restore_name: Option<String>,
+    /// Name of the DatabaseRestore or DatabaseSnapshotImport resource (restore-job, import-job).
+    #[arg(long, env = "STOWAGE_RESOURCE_NAME")]
+    pub one_shot_name: Option<String>,
     /// The restore plan the Job was created with (JSON; restore-job).
     #[arg(long, env = "STOWAGE_RESTORE_PLAN", hide_env_values = true)]
     pub restore_plan: Option<String>,
@@ -146,7 +159,7 @@ impl JobArgs {
             resource_uid: self.resource_uid,
             namespace: self.namespace,
             run_spec: self.run_spec,
-            restore_name: self.restore_name,
+            one_shot_name: self.one_shot_name,
             restore_plan: self.restore_plan,
             age_identity: self.age_identity,
             generation: self.run_generation,
@@ -387,6 +400,17 @@ pub struct RestoreArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct DrillArgs {
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    /// The scratch database; what it holds is replaced. Never the backed-up database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub selection: BackupSelection,
+}
+
+#[derive(Debug, Args)]
 pub struct ListArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
@@ -466,6 +490,8 @@ impl From<RetentionArgs> for Retention {
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
+    #[error("the restore drill did not pass ({reason}): {message}")]
+    DrillFailed { reason: &'static str, message: String },
     #[error(transparent)]
     Backup(#[from] BackupError),
     #[error(transparent)]
@@ -584,6 +610,21 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
             writeln!(out, "restored backup {} into {}", restored.backup_id, restored.target)?;
             Ok(())
         }
+        Command::Drill(args) => drill(args, out, &interrupt).await,
+        Command::DrillJob(args) => {
+            let outcome = run_drill_job(args.into_inputs(), interrupt).await?;
+            writeln!(out, "{}", outcome.message)?;
+            Ok(())
+        }
+        Command::ImportJob(args) => {
+            let imported = run_import_job(args.into_inputs()).await?;
+            writeln!(
+                out,
+                "{} snapshots ({} created, {} removed)",
+                imported.snapshots, imported.created, imported.removed
+            )?;
+            Ok(())
+        }
     }
 }
 
@@ -650,6 +691,32 @@ async fn restore(args: RestoreArgs, out: &mut dyn Write, interrupt: &Cancellatio
     let repository = selection.repo.open().await?;
     let (manifest, summary) = run_restore(&plugin, &repository, &request).await?;
     writeln!(out, "restored backup {}: {}", manifest.backup_id, summary.description)?;
+    Ok(())
+}
+
+async fn drill(args: DrillArgs, out: &mut dyn Write, interrupt: &CancellationToken) -> Result<(), CliError> {
+    let selection = args.selection;
+    let database = args.database.target()?;
+    let target = format!("{}:{}/{}", database.host, database.port, database.database);
+    let request = RestoreRequest {
+        namespace: selection.config.namespace,
+        name: selection.config.name,
+        backup: selection.backup,
+        database,
+        limits: args.plugin.limits(interrupt),
+        identities: selection.identity.identities()?,
+        replace_existing: true,
+        allow_other_plugin: false,
+        progress: Arc::default(),
+    };
+    let (_engine, plugin) = args.plugin.load().await?;
+    let repository = selection.repo.open().await?;
+    let report = run_drill(&plugin, &repository, &request).await;
+    let message = report.message(&target);
+    if !report.verdict.passed() {
+        return Err(CliError::DrillFailed { reason: report.verdict.reason(), message });
+    }
+    writeln!(out, "{message}")?;
     Ok(())
 }
 

@@ -1,11 +1,12 @@
 //! The Stowage runner: hosts a database plugin (a WebAssembly component) in a sandbox
 //! and does everything else a backup needs, the same way for every database:
-//! compression, encryption, checksums, upload, the manifest, retention, restore and
-//! verification.
+//! compression, encryption, checksums, upload, the manifest, retention, restore,
+//! verification and restore drills.
 
 pub mod archive;
 pub mod backup;
 pub mod cli;
+pub mod drill;
 pub mod interrupt;
 pub mod job;
 pub mod lock;

@@ -105,17 +105,7 @@ impl Cluster {
         let access = plane.access();
         let admin = access.write_kubeconfig("admin", access.admin_token())?;
         kubectl(&admin, &["apply", "-k", "deploy/"])?;
-        kubectl(
-            &admin,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/databasebackups.stowage.dev",
-                "crd/databasesnapshots.stowage.dev",
-                "crd/databaserestores.stowage.dev",
-                "--timeout=30s",
-            ],
-        )?;
+        wait_for_crds(&admin)?;
         let client = plane.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
@@ -188,6 +178,15 @@ impl Cluster {
         let selector = format!("stowage.dev/backup={name},stowage.dev/trigger={trigger}");
         jobs.list(&ListParams::default().labels(&selector)).await.expect("list jobs").items
     }
+}
+
+/// Wait until the API server serves every CRD of `deploy/`.
+pub fn wait_for_crds(kubeconfig: &std::path::Path) -> Result<String> {
+    let crds = ["databasebackups", "databasesnapshots", "databaserestores", "databasesnapshotimports"]
+        .map(|plural| format!("crd/{plural}.stowage.dev"));
+    let mut args = vec!["wait", "--for=condition=Established", "--timeout=30s"];
+    args.extend(crds.iter().map(String::as_str));
+    kubectl(kubeconfig, &args)
 }
 
 /// Poll `check` until it returns a value; panics when `timeout` passes first.

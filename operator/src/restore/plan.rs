@@ -5,24 +5,13 @@
 use kube::ResourceExt;
 use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshot, Repo, RestorePlan};
 
+use crate::oneshot::Refusal;
+
 /// The object a restore names, as read from the API server.
 #[derive(Debug, Clone)]
 pub enum Named {
     Snapshot(Box<DatabaseSnapshot>),
     Backup(Box<DatabaseBackup>),
-}
-
-/// Why no Job can run for a generation; the `Succeeded` condition's reason and message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Refusal { reason, message: message.into() }
-    }
 }
 
 /// The plan of `restore` in `namespace`, reading the backup `named` points to.

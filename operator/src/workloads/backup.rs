@@ -1,20 +1,25 @@
 //! What the operator creates for each DatabaseBackup: the runner's ServiceAccount, Role
-//! and RoleBinding, the Job of a manual trigger and the CronJob of a scheduled one.
+//! and RoleBinding, the Job of a manual trigger, the CronJob of a scheduled one and the
+//! CronJob of its restore drills.
 
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use stowage_api::{
-    DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, FieldError, InvalidSpec, ScheduledTrigger, short_hash,
+    DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, FieldError, InvalidSpec, ScheduledTrigger, Verification,
+    short_hash,
 };
 
 use super::{
     LABEL_MANAGED_BY, MANAGED_BY, NAME_PREFIX, RunnerPod, database_env, pod_env, role_binding_object, role_object,
-    runner_job_spec, service_account_object, storage_env, truncate, value_env,
+    runner_job_spec, secret_env, service_account_object, storage_env, truncate, value_env,
 };
 
 /// Labels on everything the operator creates for a resource.
 pub const LABEL_BACKUP: &str = "stowage.dev/backup";
 pub const LABEL_TRIGGER: &str = "stowage.dev/trigger";
+/// The label of restore drill CronJobs and Jobs instead of [`LABEL_BACKUP`]: a drill is
+/// not a backup run, and never counts as one.
+pub const LABEL_DRILL: &str = "stowage.dev/drill";
 /// How late a missed scheduled run may start unless the trigger says.
 const DEFAULT_STARTING_DEADLINE_SECONDS: i64 = 600;
 
@@ -89,12 +94,21 @@ pub fn manual_job_name(backup: &DatabaseBackup, time: &str) -> String {
 /// The CronJob of the scheduled trigger. A name cut to the prefix gets a hash of the
 /// UID, so that two resources whose names share the prefix never share a CronJob.
 pub fn cronjob_name(backup: &DatabaseBackup) -> String {
+    cronjob_name_with(backup, "scheduled", "sched")
+}
+
+/// The CronJob of the restore drills, named as [`cronjob_name`].
+pub fn drill_cronjob_name(backup: &DatabaseBackup) -> String {
+    cronjob_name_with(backup, "drill", "drill")
+}
+
+fn cronjob_name_with(backup: &DatabaseBackup, suffix: &str, short: &str) -> String {
     let name = backup.name_any();
     if name.len() <= NAME_PREFIX {
-        return format!("{name}-scheduled");
+        return format!("{name}-{suffix}");
     }
     let digest = short_hash(&[backup.uid().as_deref().unwrap_or_default()]);
-    format!("{}-{digest}-sched", truncate(&name, NAME_PREFIX - 11))
+    format!("{}-{digest}-{short}", truncate(&name, NAME_PREFIX - 11))
 }
 
 fn labels(backup: &DatabaseBackup, trigger: Option<&str>) -> Value {
@@ -105,11 +119,19 @@ fn labels(backup: &DatabaseBackup, trigger: Option<&str>) -> Value {
     labels
 }
 
+fn drill_labels(backup: &DatabaseBackup) -> Value {
+    json!({ LABEL_DRILL: backup.name_any(), LABEL_MANAGED_BY: MANAGED_BY })
+}
+
 fn metadata(backup: &DatabaseBackup, name: &str, trigger: Option<&str>) -> Value {
+    metadata_labelled(backup, name, labels(backup, trigger))
+}
+
+fn metadata_labelled(backup: &DatabaseBackup, name: &str, labels: Value) -> Value {
     json!({
         "name": name,
         "namespace": backup.namespace(),
-        "labels": labels(backup, trigger),
+        "labels": labels,
         "ownerReferences": backup.controller_owner_ref(&()).map(|owner| vec![owner]),
     })
 }
@@ -123,13 +145,15 @@ pub fn service_account(backup: &DatabaseBackup) -> Value {
 
 /// What the runner may do: write this one resource's status (its report; the spec it
 /// runs comes in the Job), keep the resource's snapshot objects in line with the
-/// repository (RBAC cannot narrow `create` and `list` to names, and the names of new
-/// snapshots are not known in advance), and read the ConfigMap holding its plugin, if any.
+/// repository and record drills on them (RBAC cannot narrow these verbs to names, and the
+/// names of new snapshots are not known in advance), and read the ConfigMap holding its
+/// plugin, if any.
 pub fn role(backup: &DatabaseBackup) -> Value {
     let group = DatabaseBackup::group(&());
     let rules = vec![
         json!({"apiGroups": [group], "resources": ["databasebackups/status"], "resourceNames": [backup.name_any()], "verbs": ["patch"]}),
         json!({"apiGroups": [group], "resources": [DatabaseSnapshot::plural(&())], "verbs": ["list", "create", "delete"]}),
+        json!({"apiGroups": [group], "resources": ["databasesnapshots/status"], "verbs": ["patch"]}),
     ];
     role_object(metadata(backup, &runner_identity(backup), None), rules, &backup.spec.plugin)
 }
@@ -140,10 +164,19 @@ pub fn role_binding(backup: &DatabaseBackup) -> Value {
     role_binding_object(metadata(backup, &identity, None), &identity, backup.namespace())
 }
 
+/// What a runner Job of a DatabaseBackup does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    /// Back up (`stowage job`); the Job retries twice.
+    Backup,
+    /// Restore drill (`stowage drill-job`) into the scratch database; one Pod.
+    Drill,
+}
+
 /// The Job spec of a run for `repo`: the runner runs exactly the spec written into it
 /// (`STOWAGE_RUN_SPEC`), so an edit of the resource never mixes into a created run.
 /// The spec has been validated.
-fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) -> Result<Value, FieldError> {
+fn job_spec(backup: &DatabaseBackup, run: Run, repo: &str, settings: &WorkloadSettings) -> Result<Value, FieldError> {
     let spec = &backup.spec;
     let repository = spec.repo("trigger repo", repo)?;
     let run_spec = serde_json::to_string(spec).map_err(|e| FieldError::new("spec", e.to_string()))?;
@@ -156,16 +189,25 @@ fn job_spec(backup: &DatabaseBackup, repo: &str, settings: &WorkloadSettings) ->
     ];
     env.extend(pod_env());
     env.extend(storage_env(repository));
-    env.extend(database_env(&spec.database, &spec.plugin));
+    let (command, labels, database, backoff_limit) = match run {
+        Run::Backup => ("job", labels(backup, None), spec.database.clone(), 2),
+        // The drill logs in to the scratch database with its own credentials.
+        Run::Drill => ("drill-job", drill_labels(backup), spec.drill_target(), 0),
+    };
+    env.extend(database_env(&database, &spec.plugin));
+    let identity = spec.verification.as_ref().and_then(|v| v.age_identity_secret.as_ref());
+    if let (Run::Drill, Some(identity)) = (run, identity) {
+        env.push(secret_env("STOWAGE_AGE_IDENTITY", &identity.name, &identity.key));
+    }
     let pod = RunnerPod {
-        command: "job",
+        command,
         service_account: runner_identity(backup),
-        labels: labels(backup, None),
+        labels,
         env,
         image: settings.runner_image(spec)?,
         plugin_memory_mib: spec.limits.as_ref().and_then(|l| l.plugin_memory_mib),
         deadline: spec.deadline()?,
-        backoff_limit: 2,
+        backoff_limit,
     };
     Ok(runner_job_spec(pod, settings.pod_failure_policy))
 }
@@ -183,7 +225,7 @@ pub fn manual_job(
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": meta,
-        "spec": job_spec(backup, repo, settings)?,
+        "spec": job_spec(backup, Run::Backup, repo, settings)?,
     }))
 }
 
@@ -209,7 +251,7 @@ pub fn cronjob(
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
                 "metadata": {"labels": labels(backup, Some("scheduled"))},
-                "spec": job_spec(backup, &trigger.repo, settings)?,
+                "spec": job_spec(backup, Run::Backup, &trigger.repo, settings)?,
             }
         }
     });
@@ -217,6 +259,34 @@ pub fn cronjob(
         cronjob["spec"]["timeZone"] = json!(zone);
     }
     Ok(cronjob)
+}
+
+/// The CronJob of the restore drills of `verification`, like [`cronjob`]; its Jobs carry
+/// [`LABEL_DRILL`], not [`LABEL_BACKUP`].
+pub fn drill_cronjob(
+    backup: &DatabaseBackup,
+    verification: &Verification,
+    api_version: &str,
+    settings: &WorkloadSettings,
+) -> Result<Value, FieldError> {
+    let repo = backup.spec.verification_repo()?;
+    Ok(json!({
+        "apiVersion": api_version,
+        "kind": "CronJob",
+        "metadata": metadata_labelled(backup, &drill_cronjob_name(backup), drill_labels(backup)),
+        "spec": {
+            "schedule": verification.schedule,
+            "suspend": backup.spec.suspend,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": DEFAULT_STARTING_DEADLINE_SECONDS,
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": drill_labels(backup)},
+                "spec": job_spec(backup, Run::Drill, &repo.name, settings)?,
+            }
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -407,6 +477,36 @@ mod tests {
     }
 
     #[test]
+    fn drills_run_as_a_cronjob_of_their_own_into_the_scratch_database() {
+        let mut backup = backup();
+        backup.spec.verification = Some(
+            serde_json::from_value(
+                json!({"schedule": "@daily", "target": {"passwordSecret": {"name": "scratch", "key": "pw"}}}),
+            )
+            .expect("verification"),
+        );
+        assert_eq!(settings().check(&backup.spec), Ok(()));
+        let verification = backup.spec.verification.clone().expect("verification");
+        let cron = drill_cronjob(&backup, &verification, "batch/v1", &settings()).expect("cronjob");
+        assert_eq!(cron["metadata"]["name"], "shop-drill");
+        let template = &cron["spec"]["jobTemplate"];
+        assert_eq!(template["metadata"]["labels"][LABEL_DRILL], "shop");
+        assert!(template["metadata"]["labels"].get(LABEL_BACKUP).is_none(), "a drill counted as a backup run");
+        let container = &template["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!((&container["args"][0], &template["spec"]["backoffLimit"]), (&json!("drill-job"), &json!(0)));
+        let env = |name: &str| container["env"].as_array().and_then(|e| e.iter().find(|v| v["name"] == name)).cloned();
+        assert_eq!(env("STOWAGE_DATABASE_PASSWORD").expect("password")["valueFrom"]["secretKeyRef"]["name"], "scratch");
+        assert_eq!(env("BACKUP_REPO_NAME").expect("repo")["value"], "cos");
+
+        // Never the backed-up database itself: a drill replaces what its target holds.
+        backup.spec.verification = Some(
+            serde_json::from_value(json!({"schedule": "@daily", "target": {"name": "shop"}})).expect("verification"),
+        );
+        let refused = settings().check(&backup.spec).expect_err("the source as scratch");
+        assert_eq!(refused.0[0].field, "spec.verification.target");
+    }
+
+    #[test]
     fn cronjobs_forbid_overlap_and_use_the_discovered_version() {
         let cron = cronjob(&backup(), &trigger("0 * * * *"), "batch/v1beta1", &settings()).expect("cronjob");
         assert_eq!(cron["apiVersion"], "batch/v1beta1");
@@ -421,7 +521,8 @@ mod tests {
             role["rules"],
             json!([
                 {"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["shop"], "verbs": ["patch"]},
-                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots"], "verbs": ["list", "create", "delete"]}
+                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots"], "verbs": ["list", "create", "delete"]},
+                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots/status"], "verbs": ["patch"]}
             ])
         );
     }

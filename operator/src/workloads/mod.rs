@@ -1,18 +1,21 @@
 //! What the operator creates: for each DatabaseBackup ([`backup`]) the runner's identity,
 //! the Job of a manual trigger and the CronJob of a scheduled one; for each
-//! DatabaseRestore ([`restore`]) its identity and its one Job. All are plain functions of
-//! the resources, so they are tested without a cluster. This module holds what both
-//! kinds of run share: the locked-down runner Pod, its environment, its identity.
+//! DatabaseRestore ([`restore`]) and DatabaseSnapshotImport ([`import`]) its identity and
+//! the one Job of each generation. All are plain functions of the resources, so they are
+//! tested without a cluster. This module holds what every kind of run shares: the
+//! locked-down runner Pod, its environment, its identity.
 
 pub mod backup;
+pub mod import;
 pub mod restore;
 
 pub use backup::*;
 
 use std::time::Duration;
 
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{Database, EXIT_PERMANENT_FAILURE, PluginSource, Repo, ServiceAccountTemplate};
+use stowage_api::{Database, EXIT_PERMANENT_FAILURE, PluginSource, Repo, ServiceAccountTemplate, short_hash};
 
 /// The label on everything the operator creates; the kubelet stand-in of the tests, and
 /// anyone else, finds runner Pods by it.
@@ -197,5 +200,67 @@ fn role_binding_object(meta: Value, identity: &str, namespace: Option<String>) -
         "metadata": meta,
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": identity},
         "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": namespace}]
+    })
+}
+
+/// The name of the runner identity (ServiceAccount, Role, RoleBinding) of a resource that
+/// runs one Job per generation: `NAME-stowage-WORK`.
+pub fn one_shot_identity(name: &str, work: &str) -> String {
+    format!("{name}-stowage-{}", work.to_lowercase())
+}
+
+/// The Job of one generation of such a resource: named after a hash of its UID and the
+/// generation, so that a generation can never run twice.
+pub fn one_shot_job_name(name: &str, uid: &str, work: &str, generation: i64) -> String {
+    let digest = short_hash(&[uid, &generation.to_string()]);
+    format!("{}-{}-{digest}", truncate(name, NAME_PREFIX), work.to_lowercase())
+}
+
+/// Metadata of an object a one-shot resource owns, labelled `label: NAME`.
+fn one_shot_metadata<K: Resource<DynamicType = ()>>(object: &K, label: &str, name: &str) -> Value {
+    json!({
+        "name": name,
+        "namespace": object.namespace(),
+        "labels": {label: object.name_any(), LABEL_MANAGED_BY: MANAGED_BY},
+        "ownerReferences": object.controller_owner_ref(&()).map(|owner| vec![owner]),
+    })
+}
+
+/// The Job of `generation` of a one-shot resource: one Pod running `command` as its
+/// identity with `env`. One Pod: a run that failed is not tried again behind the user's
+/// back (a second attempt would meet the first one's state and hide its reason); a new
+/// generation runs again.
+struct OneShotJob<'a> {
+    label: &'a str,
+    work: &'a str,
+    command: &'static str,
+    generation: i64,
+    env: Vec<Value>,
+    plugin_memory_mib: Option<u32>,
+    deadline: Duration,
+}
+
+fn one_shot_job<K: Resource<DynamicType = ()>>(object: &K, job: OneShotJob<'_>, settings: &WorkloadSettings) -> Value {
+    let mut env = vec![value_env("STOWAGE_RUN_GENERATION", job.generation.to_string())];
+    env.extend(job.env);
+    env.extend(pod_env());
+    let pod = RunnerPod {
+        command: job.command,
+        service_account: one_shot_identity(&object.name_any(), job.work),
+        labels: json!({job.label: object.name_any(), LABEL_MANAGED_BY: MANAGED_BY}),
+        env,
+        image: &settings.runner_image,
+        plugin_memory_mib: job.plugin_memory_mib,
+        deadline: job.deadline,
+        backoff_limit: 0,
+    };
+    let name = one_shot_job_name(&object.name_any(), &object.uid().unwrap_or_default(), job.work, job.generation);
+    let mut meta = one_shot_metadata(object, job.label, &name);
+    meta["annotations"] = json!({"stowage.dev/generation": job.generation.to_string()});
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": runner_job_spec(pod, settings.pod_failure_policy),
     })
 }

@@ -3,44 +3,24 @@
 
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{DEFAULT_DEADLINE, DatabaseRestore, FieldError, RestorePlan, short_hash};
+use stowage_api::{DEFAULT_DEADLINE, DatabaseRestore, FieldError, RestorePlan};
 
 use super::{
-    LABEL_MANAGED_BY, MANAGED_BY, NAME_PREFIX, RunnerPod, WorkloadSettings, database_env, pod_env, role_binding_object,
-    role_object, runner_job_spec, secret_env, service_account_object, storage_env, truncate, value_env,
+    OneShotJob, WorkloadSettings, database_env, one_shot_identity, one_shot_job, one_shot_metadata,
+    role_binding_object, role_object, secret_env, service_account_object, storage_env, value_env,
 };
 
 /// The label on everything the operator creates for a restore.
 pub const LABEL_RESTORE: &str = "stowage.dev/restore";
+const WORK: &str = "Restore";
 
-/// The name of the runner's ServiceAccount, Role and RoleBinding for a restore.
-pub fn restore_identity(restore: &DatabaseRestore) -> String {
-    format!("{}-stowage-restore", restore.name_any())
-}
-
-/// The Job of one generation: named after a hash of the UID and the generation, so a
-/// generation can never run twice.
-pub fn restore_job_name(restore: &DatabaseRestore, generation: i64) -> String {
-    let digest = short_hash(&[restore.uid().as_deref().unwrap_or_default(), &generation.to_string()]);
-    format!("{}-restore-{digest}", truncate(&restore.name_any(), NAME_PREFIX))
-}
-
-fn metadata(restore: &DatabaseRestore, name: &str) -> Value {
-    json!({
-        "name": name,
-        "namespace": restore.namespace(),
-        "labels": labels(restore),
-        "ownerReferences": restore.controller_owner_ref(&()).map(|owner| vec![owner]),
-    })
-}
-
-fn labels(restore: &DatabaseRestore) -> Value {
-    json!({ LABEL_RESTORE: restore.name_any(), LABEL_MANAGED_BY: MANAGED_BY })
+fn identity(restore: &DatabaseRestore) -> String {
+    one_shot_identity(&restore.name_any(), WORK)
 }
 
 /// The restore runner's ServiceAccount (with the resource's `serviceAccountTemplate`).
 pub fn service_account(restore: &DatabaseRestore) -> Value {
-    let meta = metadata(restore, &restore_identity(restore));
+    let meta = one_shot_metadata(restore, LABEL_RESTORE, &identity(restore));
     service_account_object(meta, restore.spec.service_account_template.as_ref())
 }
 
@@ -53,18 +33,16 @@ pub fn role(restore: &DatabaseRestore, plan: &RestorePlan) -> Value {
         "resourceNames": [restore.name_any()],
         "verbs": ["patch"]
     })];
-    role_object(metadata(restore, &restore_identity(restore)), rules, &plan.plugin)
+    role_object(one_shot_metadata(restore, LABEL_RESTORE, &identity(restore)), rules, &plan.plugin)
 }
 
 /// Binds [`role`] to [`service_account`].
 pub fn role_binding(restore: &DatabaseRestore) -> Value {
-    let identity = restore_identity(restore);
-    role_binding_object(metadata(restore, &identity), &identity, restore.namespace())
+    let name = identity(restore);
+    role_binding_object(one_shot_metadata(restore, LABEL_RESTORE, &name), &name, restore.namespace())
 }
 
-/// The Job of `generation`, running `plan`. One Pod: a restore that failed is not tried
-/// again behind the user's back (a second attempt would meet the first one's state and
-/// hide its reason); a new generation runs it again.
+/// The Job of `generation`, running `plan`.
 pub fn restore_job(
     restore: &DatabaseRestore,
     generation: i64,
@@ -72,12 +50,7 @@ pub fn restore_job(
     settings: &WorkloadSettings,
 ) -> Result<Value, FieldError> {
     let text = serde_json::to_string(plan).map_err(|e| FieldError::new("spec", e.to_string()))?;
-    let mut env = vec![
-        value_env("STOWAGE_RESTORE_NAME", restore.name_any()),
-        value_env("STOWAGE_RESTORE_PLAN", text),
-        value_env("STOWAGE_RUN_GENERATION", generation.to_string()),
-    ];
-    env.extend(pod_env());
+    let mut env = vec![value_env("STOWAGE_RESOURCE_NAME", restore.name_any()), value_env("STOWAGE_RESTORE_PLAN", text)];
     env.extend(storage_env(&plan.repo));
     env.extend(database_env(&plan.database, &plan.plugin));
     if let Some(identity) = &restore.spec.age_identity_secret {
@@ -89,24 +62,16 @@ pub fn restore_job(
             .map_err(|e| FieldError::new("spec.limits.deadline", format!("{value:?}: {e}")))?,
         None => DEFAULT_DEADLINE,
     };
-    let pod = RunnerPod {
+    let job = OneShotJob {
+        label: LABEL_RESTORE,
+        work: WORK,
         command: "restore-job",
-        service_account: restore_identity(restore),
-        labels: labels(restore),
+        generation,
         env,
-        image: &settings.runner_image,
         plugin_memory_mib: limits.and_then(|l| l.plugin_memory_mib),
         deadline,
-        backoff_limit: 0,
     };
-    let mut meta = metadata(restore, &restore_job_name(restore, generation));
-    meta["annotations"] = json!({"stowage.dev/generation": generation.to_string()});
-    Ok(json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": runner_job_spec(pod, settings.pod_failure_policy),
-    }))
+    Ok(one_shot_job(restore, job, settings))
 }
 
 #[cfg(test)]
@@ -149,9 +114,13 @@ mod tests {
     #[test]
     fn a_generation_has_one_job_that_carries_its_plan_and_secrets_by_reference() {
         let restore = restore();
-        assert_eq!(restore_job_name(&restore, 1), restore_job_name(&restore, 1));
-        assert_ne!(restore_job_name(&restore, 1), restore_job_name(&restore, 2));
         let job = restore_job(&restore, 1, &plan(), &settings()).expect("job");
+        let next = restore_job(&restore, 2, &plan(), &settings()).expect("job");
+        assert_ne!(job["metadata"]["name"], next["metadata"]["name"], "a generation's Job has its own name");
+        assert_eq!(
+            job["metadata"]["name"],
+            restore_job(&restore, 1, &plan(), &settings()).expect("job")["metadata"]["name"]
+        );
         assert_eq!(job["spec"]["backoffLimit"], 0);
         let container = &job["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["args"][0], "restore-job");

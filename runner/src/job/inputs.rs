@@ -7,6 +7,7 @@ use kube::{Api, Client};
 use stowage_api::{Database, PluginRef, PluginSource, Repo};
 
 use super::{JobError, JobInputs};
+use crate::archive::Identities;
 use crate::plugin::{Plugin, PluginEngine, locate};
 use crate::repository::{RepoLocation, RepositoryError};
 use crate::settings::DatabaseTarget;
@@ -82,6 +83,14 @@ pub(super) fn database_target(database: &Database, inputs: &JobInputs) -> Result
         options.push((TLS_CA_OPTION.into(), ca));
     }
     Ok(DatabaseTarget { host, port, database: database.name.clone(), user: database.user.clone(), password, options })
+}
+
+/// The age identities from the environment that decrypt the backup a run reads.
+pub(super) fn identities(inputs: &JobInputs) -> Result<Identities, JobError> {
+    match &inputs.age_identity {
+        Some(text) => Identities::parse(text).map_err(|e| JobError::invalid("InvalidAgeIdentity", e)),
+        None => Ok(Identities::default()),
+    }
 }
 
 /// Load the plugin `source` names, checked against its pinned sha256.

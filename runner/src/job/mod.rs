@@ -6,6 +6,8 @@
 //! failure site) and the result on success. Conditions are the operator's, derived from
 //! these reports and the Job's own state.
 
+pub mod drill;
+pub mod import;
 mod inputs;
 pub mod restore;
 mod snapshots;
@@ -17,7 +19,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use kube::{Api, Client};
-use stowage_api::{DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, LastBackup, Repo};
+use stowage_api::{
+    DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, LABEL_CONFIGURATION, LABEL_REPO, LastBackup, Repo,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{Codec, Recipients, TransferLimits};
@@ -44,10 +48,12 @@ pub struct JobInputs {
     /// The resource's UID: the snapshot objects a backup creates are owned by it.
     pub resource_uid: Option<String>,
     pub namespace: Option<String>,
-    /// The spec the Job was created from, as JSON.
+    /// The spec the Job was created from, as JSON (a DatabaseBackup's or a
+    /// DatabaseSnapshotImport's).
     pub run_spec: Option<String>,
-    /// The DatabaseRestore a restore Job runs for, and the plan it was created with (JSON).
-    pub restore_name: Option<String>,
+    /// The DatabaseRestore or DatabaseSnapshotImport a Job runs for.
+    pub one_shot_name: Option<String>,
+    /// The plan a restore Job was created with (JSON).
     pub restore_plan: Option<String>,
     /// The generation of that spec.
     pub generation: Option<i64>,
@@ -103,6 +109,9 @@ pub enum JobError {
     Backup(#[from] BackupError),
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// A restore drill that did not pass; its outcome is in the status.
+    #[error("the restore drill did not pass: {0}")]
+    Drill(String),
 }
 
 impl JobError {
@@ -119,6 +128,7 @@ impl JobError {
             JobError::Plugin(error) => error.reason(),
             JobError::Backup(error) => error.reason(),
             JobError::Restore(error) => error.reason(),
+            JobError::Drill(_) => "DrillFailed",
         }
     }
 
@@ -156,6 +166,7 @@ const PERMANENT_REASONS: &[&str] = &[
     "BackupUndecodable",
     "ChecksumMismatch",
     "TargetNotEmpty",
+    "InvalidAgeIdentity",
 ];
 
 /// Everything a backup needs, checked.
@@ -331,11 +342,12 @@ async fn sync_snapshots(
     let mut repo = plan.repo.clone();
     repo.bucket = plan.repo.bucket_for(namespace);
     let origin = Origin {
-        configuration: name.to_owned(),
-        uid: inputs.resource_uid.clone(),
+        labels: [(LABEL_CONFIGURATION.to_owned(), name.to_owned()), (LABEL_REPO.to_owned(), plan.repo.name.clone())]
+            .into(),
+        owner: Origin::owned_by::<DatabaseBackup>(name, inputs.resource_uid.as_ref()),
         repo,
-        plugin: spec.plugin.clone(),
-        database: spec.database.clone(),
+        plugin: Some(spec.plugin.clone()),
+        database: Some(spec.database.clone()),
     };
     let api: Api<DatabaseSnapshot> = Api::namespaced(client.clone(), namespace);
     let synced = snapshots::sync(&api, &origin, &manifests)

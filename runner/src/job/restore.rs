@@ -13,10 +13,9 @@ use kube::{Api, Client};
 use stowage_api::{DatabaseRestore, RestorePlan, Restored};
 use tokio_util::sync::CancellationToken;
 
-use super::inputs::{database_target, load_plugin, storage};
+use super::inputs::{database_target, identities, load_plugin, storage};
 use super::status::StatusWriter;
 use super::{JobError, JobInputs, invalid_spec, report_progress, run_limits};
-use crate::archive::Identities;
 use crate::plugin::{PluginEngine, RestoreProgress};
 use crate::repository::Repository;
 use crate::restore::{RestoreRequest, run_restore};
@@ -27,7 +26,7 @@ const MAX_ATTRIBUTE_VALUE: usize = 256;
 /// Run the Job: restore and report. Errors are also written to the status where the
 /// resource can be reached.
 pub async fn run_restore_job(inputs: JobInputs, interrupt: CancellationToken) -> Result<Restored, JobError> {
-    let name = inputs.restore_name.clone().ok_or(JobError::MissingEnvironment("STOWAGE_RESTORE_NAME"))?;
+    let name = inputs.one_shot_name.clone().ok_or(JobError::MissingEnvironment("STOWAGE_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
     let mut status = StatusWriter::new(Api::namespaced(client.clone(), &namespace), &name, "Restore", &inputs);
@@ -57,10 +56,7 @@ async fn restore(
 ) -> Result<Restored, JobError> {
     let (location, s3) = storage(&plan.repo, &plan.source_namespace, inputs)?;
     let target = database_target(&plan.database, inputs)?;
-    let identities = match &inputs.age_identity {
-        Some(text) => Identities::parse(text).map_err(|e| JobError::invalid("InvalidAgeIdentity", e))?,
-        None => Identities::default(),
-    };
+    let identities = identities(inputs)?;
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
     let plugin = load_plugin(&engine, client, namespace, &plan.plugin, inputs).await?;

@@ -1,16 +1,17 @@
 //! `DatabaseSnapshot` objects: after every committed backup the run brings the objects of
 //! its configuration and repository in line with the repository's committed backups, so
 //! the new backup appears, the ones retention removed disappear, and whatever an earlier
-//! killed run left undone is mended.
+//! killed run left undone is mended. An import run does the same for the objects of its
+//! DatabaseSnapshotImport and the backups the import covers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use stowage_api::{
-    Database, DatabaseBackup, DatabaseSnapshot, DatabaseSnapshotSpec, LABEL_CONFIGURATION, LABEL_REPO, PluginSource,
-    Repo, SnapshotPlugin, snapshot_name,
+    Database, DatabaseSnapshot, DatabaseSnapshotSpec, LABEL_CONFIGURATION, PluginSource, Repo, SnapshotPlugin,
+    snapshot_name,
 };
 
 use crate::manifest::Manifest;
@@ -18,17 +19,33 @@ use crate::manifest::Manifest;
 /// The longest plugin summary copied into an object.
 const MAX_SUMMARY: usize = 1024;
 
-/// Where the backups of one configuration come from, as its objects record it.
+/// Where a set of backups comes from, as their objects record it.
 #[derive(Debug, Clone)]
 pub(super) struct Origin {
-    /// The configuration's name (and the objects' label).
-    pub configuration: String,
-    /// Its UID: the objects are owned by it.
-    pub uid: Option<String>,
+    /// The labels of the objects, which also select them for a sync.
+    pub labels: BTreeMap<String, String>,
+    /// The resource that owns the objects (the DatabaseBackup, or the import).
+    pub owner: Option<OwnerReference>,
     /// The repository, with its bucket resolved, so that it names the same place from any namespace.
     pub repo: Repo,
-    pub plugin: PluginSource,
-    pub database: Database,
+    /// Where restores fetch the plugin, pinned to each backup's digest; unset: the
+    /// runner's builtin of the name each backup records.
+    pub plugin: Option<PluginSource>,
+    /// The backed-up database; unset: what each backup records (endpoint and name).
+    pub database: Option<Database>,
+}
+
+impl Origin {
+    /// The owner reference of `object`, which does not control its snapshot objects.
+    pub fn owned_by<K: Resource<DynamicType = ()>>(name: &str, uid: Option<&String>) -> Option<OwnerReference> {
+        uid.map(|uid| OwnerReference {
+            api_version: K::api_version(&()).into_owned(),
+            kind: K::kind(&()).into_owned(),
+            name: name.to_owned(),
+            uid: uid.clone(),
+            ..OwnerReference::default()
+        })
+    }
 }
 
 /// What a sync changed.
@@ -47,7 +64,8 @@ pub(super) async fn sync(
     origin: &Origin,
     manifests: &[Manifest],
 ) -> Result<Synced, kube::Error> {
-    let selector = format!("{LABEL_CONFIGURATION}={},{LABEL_REPO}={}", origin.configuration, origin.repo.name);
+    let selector: Vec<String> = origin.labels.iter().map(|(key, value)| format!("{key}={value}")).collect();
+    let selector = selector.join(",");
     let existing = api.list(&ListParams::default().labels(&selector)).await?.items;
     let listed: BTreeSet<&str> = manifests.iter().map(|m| m.backup_id.as_str()).collect();
     let known: BTreeSet<&str> = existing.iter().map(|object| object.spec.backup_id.as_str()).collect();
@@ -71,6 +89,11 @@ pub(super) async fn sync(
         }
     }
     Ok(synced)
+}
+
+/// `host:port`, with brackets around an IPv6 host.
+fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
@@ -102,31 +125,32 @@ fn object(origin: &Origin, manifest: &Manifest) -> DatabaseSnapshot {
             name: manifest.plugin.name.clone(),
             version: manifest.plugin.version.clone(),
             sha256: manifest.plugin.sha256.clone(),
-            source: PluginSource { sha256: Some(manifest.plugin.sha256.clone()), ..origin.plugin.clone() },
+            source: PluginSource {
+                sha256: Some(manifest.plugin.sha256.clone()),
+                ..origin.plugin.clone().unwrap_or_else(|| PluginSource {
+                    builtin: Some(manifest.plugin.name.clone()),
+                    ..PluginSource::default()
+                })
+            },
         },
-        database: origin.database.clone(),
+        database: origin.database.clone().unwrap_or_else(|| Database {
+            endpoint: endpoint(&manifest.database.host, manifest.database.port),
+            name: manifest.database.database.clone(),
+            user: None,
+            password_secret: None,
+            tls_ca_secret: None,
+            options: BTreeMap::new(),
+        }),
         summary,
     };
-    let mut snapshot = DatabaseSnapshot::new(&snapshot_name(&origin.configuration, &manifest.backup_id), spec);
-    snapshot.metadata.labels = Some(
-        [
-            (LABEL_CONFIGURATION.to_owned(), origin.configuration.clone()),
-            (LABEL_REPO.to_owned(), origin.repo.name.clone()),
-            ("app.kubernetes.io/managed-by".to_owned(), "stowage-runner".to_owned()),
-        ]
-        .into(),
-    );
-    // Owned, not controlled: garbage collection removes the objects with their
-    // configuration, and the stored backups stay.
-    snapshot.metadata.owner_references = origin.uid.as_ref().map(|uid| {
-        vec![OwnerReference {
-            api_version: DatabaseBackup::api_version(&()).into_owned(),
-            kind: DatabaseBackup::kind(&()).into_owned(),
-            name: origin.configuration.clone(),
-            uid: uid.clone(),
-            ..OwnerReference::default()
-        }]
-    });
+    let mut snapshot = DatabaseSnapshot::new(&snapshot_name(&manifest.name, &manifest.backup_id), spec);
+    let mut labels = origin.labels.clone();
+    labels.insert(LABEL_CONFIGURATION.to_owned(), manifest.name.clone());
+    labels.insert("app.kubernetes.io/managed-by".to_owned(), "stowage-runner".to_owned());
+    snapshot.metadata.labels = Some(labels);
+    // Owned, not controlled: garbage collection removes the objects with their owner, and
+    // the stored backups stay.
+    snapshot.metadata.owner_references = origin.owner.clone().map(|owner| vec![owner]);
     snapshot
 }
 
@@ -138,17 +162,20 @@ mod tests {
 
     #[test]
     fn an_object_carries_everything_a_restore_needs() {
+        use stowage_api::{DatabaseBackup, LABEL_REPO};
+
         let manifest = crate::manifest::sample("20261204T101500Z-0a1b2c", chrono::Utc::now());
         let repo: Repo =
             serde_json::from_value(json!({"name": "s3", "secretName": "s3", "bucket": "backups"})).expect("repo");
         let database: Database =
             serde_json::from_value(json!({"endpoint": "db:5432", "name": "shop"})).expect("database");
         let origin = Origin {
-            configuration: "db".into(),
-            uid: Some("uid-1".into()),
+            labels: [(LABEL_CONFIGURATION.to_owned(), "db".to_owned()), (LABEL_REPO.to_owned(), "s3".to_owned())]
+                .into(),
+            owner: Origin::owned_by::<DatabaseBackup>("db", Some(&"uid-1".to_owned())),
             repo,
-            plugin: PluginSource { builtin: Some("postgres".into()), ..PluginSource::default() },
-            database,
+            plugin: Some(PluginSource { builtin: Some("postgres".into()), ..PluginSource::default() }),
+            database: Some(database),
         };
         let object = object(&origin, &manifest);
         assert_eq!(object.name_any(), "db-20261204t101500z-0a1b2c");
@@ -158,5 +185,17 @@ mod tests {
         let owner = &object.metadata.owner_references.expect("owner")[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("DatabaseBackup", "uid-1", None));
         assert_eq!(object.metadata.labels.expect("labels")[LABEL_REPO], "s3");
+    }
+
+    #[test]
+    fn an_imported_object_restores_with_the_builtin_of_its_plugin_into_its_recorded_database() {
+        let manifest = crate::manifest::sample("20261204T101500Z-0a1b2c", chrono::Utc::now());
+        let repo: Repo = serde_json::from_value(json!({"name": "dr", "bucket": "backups"})).expect("repo");
+        let origin = Origin { labels: BTreeMap::new(), owner: None, repo, plugin: None, database: None };
+        let object = object(&origin, &manifest);
+        assert_eq!(object.spec.plugin.source.builtin.as_deref(), Some("p"));
+        assert_eq!(object.spec.plugin.source.sha256.as_deref(), Some("00"));
+        assert_eq!(object.spec.database.name, manifest.database.database);
+        assert_eq!(object.metadata.labels.expect("labels")[LABEL_CONFIGURATION], "db");
     }
 }

@@ -53,30 +53,21 @@ where
         StatusWriter { api, name: name.to_owned(), work, attempt }
     }
 
-    async fn write(&self, result: Option<(&str, &Value)>) -> Result<(), kube::Error> {
+    fn status(&self, result: Option<(&str, &Value)>) -> Value {
         let mut status = json!({"latestAttempt": self.attempt});
         if let Some((field, value)) = result {
             status[field] = value.clone();
         }
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
-        self.api.patch_status(&self.name, &params, &Patch::Merge(json!({"status": status}))).await?;
-        Ok(())
+        status
+    }
+
+    async fn write(&self, result: Option<(&str, &Value)>) -> Result<(), kube::Error> {
+        merge_status(&self.api, &self.name, self.status(result)).await
     }
 
     /// [`write`](Self::write), retried with backoff.
     async fn write_retrying(&self, result: Option<(&str, &Value)>) -> Result<(), kube::Error> {
-        let mut pause = Duration::from_secs(1);
-        let mut attempt = 1;
-        loop {
-            match self.write(result).await {
-                Ok(()) => return Ok(()),
-                Err(error) if attempt >= STATUS_ATTEMPTS => return Err(error),
-                Err(error) => tracing::warn!(%error, attempt, "cannot write the status; trying again"),
-            }
-            tokio::time::sleep(pause).await;
-            pause *= 2;
-            attempt += 1;
-        }
+        merge_status_retrying(&self.api, &self.name, self.status(result)).await
     }
 
     pub(super) async fn running(&mut self, message: String, bytes: u64) -> Result<(), kube::Error> {
@@ -115,6 +106,35 @@ where
         if let Err(status_error) = self.write_retrying(None).await {
             tracing::error!(%status_error, "cannot write the failure to the status");
         }
+    }
+}
+
+/// Merge `status` into the status of `name`.
+async fn merge_status<K>(api: &Api<K>, name: &str, status: Value) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..PatchParams::default() };
+    api.patch_status(name, &params, &Patch::Merge(json!({"status": status}))).await?;
+    Ok(())
+}
+
+/// [`merge_status`], retried with backoff.
+pub(super) async fn merge_status_retrying<K>(api: &Api<K>, name: &str, status: Value) -> Result<(), kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let mut pause = Duration::from_secs(1);
+    let mut attempt = 1;
+    loop {
+        match merge_status(api, name, status.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= STATUS_ATTEMPTS => return Err(error),
+            Err(error) => tracing::warn!(%error, attempt, "cannot write the status; trying again"),
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        attempt += 1;
     }
 }
 

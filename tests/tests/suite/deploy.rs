@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use stowage_tests::cluster::wait_for_crds;
 use stowage_tests::kube::{ControlPlane, kubectl};
 use stowage_tests::stowage::workspace_binary;
 
@@ -33,18 +34,7 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     let kubeconfig = kubeconfig.as_path();
     let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]).expect("kubectl");
     assert!(applied.contains("customresourcedefinition.apiextensions.k8s.io/databasebackups.stowage.dev"), "{applied}");
-    kubectl(
-        kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/databasebackups.stowage.dev",
-            "crd/databasesnapshots.stowage.dev",
-            "crd/databaserestores.stowage.dev",
-            "--timeout=30s",
-        ],
-    )
-    .expect("kubectl");
+    wait_for_crds(kubeconfig).expect("kubectl wait");
     kubectl(kubeconfig, &["create", "namespace", "database"]).expect("kubectl");
     // The API server validates the samples against the generated schema.
     kubectl(kubeconfig, &["apply", "-f", "deploy/samples/"]).expect("kubectl");
@@ -99,8 +89,13 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     assert!(!can_on("viewer", "create", "databaserestores"), "view may start restores");
     assert!(can_on("editor", "create", "databaserestores") && can_on("editor", "delete", "databasesnapshots"));
     assert!(!can_on("editor", "create", "databasesnapshots"), "edit may forge snapshot objects");
+    assert!(
+        can_on("editor", "create", "databasesnapshotimports") && can_on("viewer", "list", "databasesnapshotimports")
+    );
     let restores = kubectl(kubeconfig, &["get", "dbrestore", "-n", "database", "-o", "name"]).expect("kubectl");
     assert!(restores.contains("shop-copy") && restores.contains("shop-yesterday"), "{restores}");
+    let imports = kubectl(kubeconfig, &["get", "dbimport", "-n", "database", "-o", "name"]).expect("kubectl");
+    assert!(imports.contains("from-old-cluster"), "{imports}");
     let rejected = Command::new("kubectl")
         .env("KUBECONFIG", kubeconfig)
         .args(["apply", "-f", "-"])

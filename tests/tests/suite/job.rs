@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use serde_json::json;
-use stowage_api::{AttemptPhase, DatabaseBackup, DatabaseRestore, DatabaseSnapshot};
+use stowage_api::{AttemptPhase, DatabaseBackup, DatabaseRestore, DatabaseSnapshot, DatabaseSnapshotImport};
 use stowage_operator::workloads::{WorkloadSettings, manual_job, role, role_binding, runner_identity, service_account};
 use stowage_tests::kube::ControlPlane;
 use stowage_tests::registry::Registry;
@@ -29,7 +29,7 @@ where
 async fn install(plane: &ControlPlane) -> kube::Client {
     let client = plane.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd()] {
+    for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd(), DatabaseSnapshotImport::crd()] {
         crds.create(&PostParams::default(), &crd).await.expect("create CRD");
     }
     let namespaces: Api<Namespace> = Api::all(client.clone());

@@ -441,3 +441,31 @@ fn schema_and_table_data_selection_is_honoured() {
         "only the excluded table's rows are left out"
     );
 }
+
+#[test]
+fn a_drill_restores_into_a_scratch_database_twice_and_compares_the_counts() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
+    postgres.psql_file("source", &fixture()).expect("load the rich schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", dir.path().display());
+    let env = password_env();
+    let source = postgres.url(SCRAM_USER, "source");
+    stowage(&["backup", "--plugin", "postgres", "--database", &source, "--repo", &repo], &env).ok().expect("backup");
+
+    // The scratch database is created, then replaced by the next drill.
+    let scratch = postgres.url(SCRAM_USER, "scratch");
+    for _ in 0..2 {
+        let drill = stowage(&["drill", "--plugin", "postgres", "--database", &scratch, "--repo", &repo], &env);
+        let drill = drill.ok().expect("drill");
+        assert!(drill.stdout.contains("with the counts of the backup: rows: "), "{}", drill.stdout);
+        assert!(drill.stdout.contains("tables: 8/8"), "{}", drill.stdout);
+    }
+    assert_same_database(&postgres, "scratch", "source");
+
+    // A drill that cannot restore fails with the reason.
+    let wrong = [("STOWAGE_DATABASE_PASSWORD".to_owned(), "wrong".to_owned())];
+    let failed = stowage(&["drill", "--plugin", "postgres", "--database", &scratch, "--repo", &repo], &wrong);
+    let failed = failed.failed().expect("a drill with a wrong password");
+    assert!(failed.stderr.contains("did not pass (DatabaseAuthenticationFailed)"), "{}", failed.stderr);
+}

@@ -1,15 +1,17 @@
 //! Stored backups and restores as resources, end to end against the real API server,
 //! SeaweedFS and PostgreSQL: a DatabaseBackup's runs create and retire DatabaseSnapshot
-//! objects, and a DatabaseRestore of one recreates the database; every failure site
-//! ends with its own reason.
+//! objects, a DatabaseRestore of one recreates the database, every failure site ends with
+//! its own reason, another namespace imports the repository and restores from it, and
+//! scheduled restore drills verify the newest backup.
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
-use stowage_api::{DatabaseRestore, DatabaseSnapshot};
+use stowage_api::{DatabaseRestore, DatabaseSnapshot, DatabaseSnapshotImport, OneShotRuns};
 use stowage_tests::cluster::{Cluster, NAMESPACE, eventually};
 use stowage_tests::kube::kubectl;
 use stowage_tests::postgres::{PASSWORD, Postgres};
@@ -25,27 +27,71 @@ async fn snapshots(cluster: &Cluster, name: &str) -> Vec<DatabaseSnapshot> {
     listed
 }
 
-/// Create a DatabaseRestore with `spec`.
-async fn restore(cluster: &Cluster, name: &str, spec: serde_json::Value) {
-    let api: Api<DatabaseRestore> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+/// Create a DatabaseRestore with `spec` in `namespace`.
+async fn restore_in(cluster: &Cluster, namespace: &str, name: &str, spec: serde_json::Value) {
+    let api: Api<DatabaseRestore> = Api::namespaced(cluster.client.clone(), namespace);
     let resource = json!({"apiVersion": "stowage.dev/v1alpha1", "kind": "DatabaseRestore", "metadata": {"name": name}, "spec": spec});
     api.create(&PostParams::default(), &serde_json::from_value(resource).expect("restore")).await.expect("create");
 }
 
+async fn restore(cluster: &Cluster, name: &str, spec: serde_json::Value) {
+    restore_in(cluster, NAMESPACE, name, spec).await
+}
+
 /// The `Succeeded` condition's status, reason and message once it is True or False.
-async fn outcome(cluster: &Cluster, name: &str) -> (String, String, String) {
-    let api: Api<DatabaseRestore> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    eventually(&format!("the outcome of restore {name}"), WAIT, || async {
-        let status = api.get(name).await.ok()?.status?;
-        let condition = status.condition("Succeeded")?;
+async fn outcome_in<K>(cluster: &Cluster, namespace: &str, name: &str) -> (String, String, String)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + HasRuns,
+{
+    let api: Api<K> = Api::namespaced(cluster.client.clone(), namespace);
+    eventually(&format!("the outcome of {name}"), WAIT, || async {
+        let object = api.get(name).await.ok()?;
+        let condition = object.runs()?.condition("Succeeded")?.clone();
         (condition.status != "Unknown")
             .then(|| (condition.status.clone(), condition.reason.clone(), condition.message.clone()))
     })
     .await
 }
 
+/// Flip one byte in the middle of the first stored object under `prefix`.
+async fn flip_a_byte(cluster: &Cluster, prefix: &str) {
+    let s3 = cluster.s3.client();
+    let listed = s3.list_objects_v2().bucket("backups").prefix(prefix).send().await.expect("list");
+    let key = listed.contents().iter().filter_map(|o| o.key()).next().expect("an artifact").to_owned();
+    let object = s3.get_object().bucket("backups").key(&key).send().await.expect("get");
+    let mut bytes = object.body.collect().await.expect("body").into_bytes().to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    s3.put_object().bucket("backups").key(&key).body(bytes.into()).send().await.expect("put");
+}
+
+async fn outcome(cluster: &Cluster, name: &str) -> (String, String, String) {
+    outcome_in::<DatabaseRestore>(cluster, NAMESPACE, name).await
+}
+
+/// The resources whose status records one-shot runs.
+trait HasRuns {
+    fn runs(&self) -> Option<&OneShotRuns>;
+}
+
+impl HasRuns for DatabaseRestore {
+    fn runs(&self) -> Option<&OneShotRuns> {
+        self.status.as_ref().map(|status| &status.runs)
+    }
+}
+
+impl HasRuns for DatabaseSnapshotImport {
+    fn runs(&self) -> Option<&OneShotRuns> {
+        self.status.as_ref().map(|status| &status.runs)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn backups_appear_as_snapshots_and_a_database_restore_recreates_the_database() {
+async fn backups_appear_as_snapshots_restore_as_resources_and_come_back_from_the_bucket_alone() {
     let cluster = Cluster::start().await.expect("cluster");
     let postgres = Postgres::start().expect("postgres");
     postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
@@ -119,6 +165,8 @@ async fn backups_appear_as_snapshots_and_a_database_restore_recreates_the_databa
     assert_eq!(postgres.schema("shop_copy").expect("copy"), postgres.schema("shop").expect("source"));
     let restores: Api<DatabaseRestore> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let status = restores.get("shop-copy").await.expect("get").status.expect("status");
+    let attempt = status.runs.latest_attempt.expect("the runner's report");
+    assert!(attempt.bytes > 0 && attempt.reason == "RestoreSucceeded", "{attempt:?}");
     let restored = status.restored.expect("restored");
     assert_eq!(
         (restored.backup_id.as_str(), restored.snapshot.as_deref()),
@@ -126,7 +174,10 @@ async fn backups_appear_as_snapshots_and_a_database_restore_recreates_the_databa
     );
     assert!(restored.target.ends_with("/shop_copy") && restored.bytes > 0, "{restored:?}");
     assert_eq!(cluster.events("shop-copy", "RestoreJobCreated").await, 1);
-    assert_eq!(cluster.events("shop-copy", "RestoreSucceeded").await, 1);
+    eventually("the RestoreSucceeded Event", Duration::from_secs(10), || async {
+        (cluster.events("shop-copy", "RestoreSucceeded").await == 1).then_some(())
+    })
+    .await;
 
     // Every failure site has its reason, and none changes the source database.
     let source = postgres.contents("shop").expect("source");
@@ -161,23 +212,154 @@ async fn backups_appear_as_snapshots_and_a_database_restore_recreates_the_databa
         assert_eq!((state.as_str(), reason.as_str()), ("False", expected), "{name}: {message}");
         assert!(message.contains(says), "{name}: {message}");
         assert!(!message.contains("panicked"), "{name}: {message}");
-        assert_eq!(cluster.events(name, expected).await, 1, "{name}");
+        // The Event follows the status write.
+        eventually(&format!("the {expected} Event of {name}"), Duration::from_secs(10), || async {
+            (cluster.events(name, expected).await == 1).then_some(())
+        })
+        .await;
     }
     assert_eq!(postgres.contents("shop").expect("source"), source, "a failed restore changed the source");
 
+    // The configuration goes, its backups stay: its snapshot objects are collected with
+    // it, the bucket keeps the backup.
+    backups.delete("shop", &Default::default()).await.expect("delete the DatabaseBackup");
+    eventually("the snapshot objects go with their DatabaseBackup", WAIT, || async {
+        snapshots(&cluster, "shop").await.is_empty().then_some(())
+    })
+    .await;
+    let manifest = format!("{NAMESPACE}/shop/{}/manifest.json", second.spec.backup_id);
+    cluster.s3.client().head_object().bucket("backups").key(&manifest).send().await.expect("the backup stays");
+
+    // Another namespace (as another cluster would) imports the repository and restores from it.
+    let recovery = "recovery";
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let namespace = serde_json::from_value(json!({"metadata": {"name": recovery}})).expect("namespace");
+    namespaces.create(&PostParams::default(), &namespace).await.expect("namespace");
+    let in_recovery: Api<Secret> = Api::namespaced(cluster.client.clone(), recovery);
+    for name in ["s3", "db"] {
+        let mut secret = secrets.get(name).await.expect("secret");
+        secret.metadata = serde_json::from_value(json!({"name": name})).expect("metadata");
+        in_recovery.create(&PostParams::default(), &secret).await.expect("copy the secret");
+    }
+    let imports: Api<DatabaseSnapshotImport> = Api::namespaced(cluster.client.clone(), recovery);
+    let import = json!({
+        "apiVersion": "stowage.dev/v1alpha1", "kind": "DatabaseSnapshotImport", "metadata": {"name": "from-shop"},
+        "spec": {
+            "repo": {"name": "s3", "secretName": "s3", "serviceEndpoint": cluster.s3.endpoint, "bucket": "backups", "region": "us-east-1"},
+            "sourceNamespace": NAMESPACE
+        }
+    });
+    imports.create(&PostParams::default(), &serde_json::from_value(import).expect("import")).await.expect("create");
+    let (state, reason, message) = outcome_in::<DatabaseSnapshotImport>(&cluster, recovery, "from-shop").await;
+    assert_eq!((state.as_str(), reason.as_str()), ("True", "ImportSucceeded"), "{message}");
+    let imported = imports.get("from-shop").await.expect("get").status.and_then(|s| s.imported).expect("imported");
+    assert_eq!((imported.snapshots, imported.created, imported.removed), (1, 1, 0));
+    let recovered: Api<DatabaseSnapshot> = Api::namespaced(cluster.client.clone(), recovery);
+    let object = recovered.get(&snapshot).await.expect("the imported snapshot");
+    assert_eq!(object.spec.plugin.source.builtin.as_deref(), Some("postgres"));
+    assert_eq!(object.spec.plugin.source.sha256, second.spec.plugin.source.sha256);
+    assert_eq!(object.spec.database.name, "shop");
+    let owner = &object.metadata.owner_references.clone().expect("owner")[0];
+    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("DatabaseSnapshotImport", "from-shop"));
+    let target =
+        json!({"name": "shop_recovered", "user": "postgres", "passwordSecret": {"name": "db", "key": "password"}});
+    restore_in(&cluster, recovery, "recover", json!({"snapshot": snapshot, "target": target})).await;
+    let (state, reason, message) = outcome_in::<DatabaseRestore>(&cluster, recovery, "recover").await;
+    assert_eq!((state.as_str(), reason.as_str()), ("True", "RestoreSucceeded"), "{message}");
+    assert_eq!(postgres.contents("shop_recovered").expect("recovered"), source);
+
     // A flipped byte in the bucket is found before the target is touched.
-    let s3 = cluster.s3.client();
-    let prefix = format!("{NAMESPACE}/shop/{}/data/", second.spec.backup_id);
-    let listed = s3.list_objects_v2().bucket("backups").prefix(&prefix).send().await.expect("list");
-    let key = listed.contents().iter().filter_map(|o| o.key()).next().expect("an artifact").to_owned();
-    let object = s3.get_object().bucket("backups").key(&key).send().await.expect("get");
-    let mut bytes = object.body.collect().await.expect("body").into_bytes().to_vec();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    s3.put_object().bucket("backups").key(&key).body(bytes.into()).send().await.expect("put");
-    restore(&cluster, "damaged", json!({"snapshot": snapshot, "target": {"name": "shop_damaged"}})).await;
-    let (state, reason, message) = outcome(&cluster, "damaged").await;
+    flip_a_byte(&cluster, &format!("{NAMESPACE}/shop/{}/data/", second.spec.backup_id)).await;
+    let damaged = json!({"snapshot": snapshot, "target": {"name": "shop_damaged", "user": "postgres", "passwordSecret": {"name": "db", "key": "password"}}});
+    restore_in(&cluster, recovery, "damaged", damaged).await;
+    let (state, reason, message) = outcome_in::<DatabaseRestore>(&cluster, recovery, "damaged").await;
     assert_eq!((state.as_str(), reason.as_str()), ("False", "ChecksumMismatch"), "{message}");
     let exists = postgres.psql("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'shop_damaged'");
     assert_eq!(exists.expect("query").trim(), "0", "a damaged backup created the target");
+}
+
+/// The `Verified` condition's (status, reason, message), once it is `status`.
+async fn verified(cluster: &Cluster, name: &str, status: &str, timeout: Duration) -> (String, String) {
+    let backups = cluster.backups();
+    eventually(&format!("Verified={status} on {name}"), timeout, || async {
+        let conditions = backups.get(name).await.ok()?.status?.conditions;
+        let condition = conditions.into_iter().find(|c| c.type_ == "Verified")?;
+        (condition.status == status).then_some((condition.reason, condition.message))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drills_restore_the_newest_backup_on_schedule_and_fail_visibly_when_it_is_damaged() {
+    let cluster = Cluster::start().await.expect("cluster");
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
+    postgres
+        .psql("shop", "CREATE TABLE orders AS SELECT n AS id, md5(n::text) AS note FROM generate_series(1, 1000) n")
+        .expect("table");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let secret = json!({"metadata": {"name": "db"}, "stringData": {"password": PASSWORD}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
+    let database = json!({
+        "endpoint": format!("127.0.0.1:{}", postgres.port),
+        "name": "shop",
+        "user": "postgres",
+        "passwordSecret": {"name": "db", "key": "password"}
+    });
+    cluster
+        .create(
+            "drilled",
+            json!({"plugin": {"builtin": "postgres"}, "database": database,
+                   "manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"},
+                   "verification": {"schedule": "* * * * *"}}),
+        )
+        .await;
+    let backups = cluster.backups();
+    let (_, reason, _) = eventually("the backup", WAIT, || async {
+        let conditions = backups.get("drilled").await.ok()?.status?.conditions;
+        let condition = conditions.into_iter().find(|c| c.type_ == "Succeeded" && c.status != "Unknown")?;
+        Some((condition.status, condition.reason, condition.message))
+    })
+    .await;
+    assert_eq!(reason, "BackupSucceeded");
+
+    // The first scheduled drill restores the backup into <db>_stowage_drill and compares.
+    let (reason, message) = verified(&cluster, "drilled", "True", Duration::from_secs(150)).await;
+    assert_eq!(reason, "DrillPassed", "{message}");
+    assert!(message.contains("rows: 1000/1000") && message.contains("tables: 1/1"), "{message}");
+    assert_eq!(postgres.contents("shop_stowage_drill").expect("scratch"), postgres.contents("shop").expect("source"));
+    let snapshot = snapshots(&cluster, "drilled").await.pop().expect("the snapshot object");
+    let verification = snapshot.status.and_then(|s| s.verification).expect("the drill on the snapshot");
+    assert!(
+        verification.verified && verification.backup_id == Some(snapshot.spec.backup_id.clone()),
+        "{verification:?}"
+    );
+    eventually("the DrillPassed Event", Duration::from_secs(10), || async {
+        (cluster.events("drilled", "DrillPassed").await >= 1).then_some(())
+    })
+    .await;
+    let operator = cluster.operator.as_ref().expect("operator");
+    let metric = r#"stowage_backup_last_verified_timestamp_seconds{namespace="shop",name="drilled"}"#;
+    eventually("the verified metric", Duration::from_secs(10), || async {
+        operator.get("/metrics").await.filter(|(_, metrics)| metrics.contains(metric)).map(drop)
+    })
+    .await;
+    // A drill is not a backup run: the backup's outcome and report are untouched.
+    let status = backups.get("drilled").await.expect("get").status.expect("status");
+    assert_eq!(status.latest_attempt.map(|a| a.reason).as_deref(), Some("BackupSucceeded"));
+
+    // A flipped byte in the bucket: the next drill fails, visibly, with the reason.
+    flip_a_byte(&cluster, &format!("{NAMESPACE}/drilled/{}/data/", snapshot.spec.backup_id)).await;
+    let (reason, message) = verified(&cluster, "drilled", "False", Duration::from_secs(150)).await;
+    assert_eq!(reason, "ChecksumMismatch", "{message}");
+    eventually("the ChecksumMismatch Event", Duration::from_secs(10), || async {
+        (cluster.events("drilled", "ChecksumMismatch").await >= 1).then_some(())
+    })
+    .await;
+    let snapshot = snapshots(&cluster, "drilled").await.pop().expect("the snapshot object");
+    let verification = snapshot.status.and_then(|s| s.verification).expect("the failed drill on the snapshot");
+    assert_eq!((verification.verified, verification.reason.as_str()), (false, "ChecksumMismatch"));
+    let status = backups.get("drilled").await.expect("get").status.expect("status");
+    let succeeded = status.conditions.iter().find(|c| c.type_ == "Succeeded").expect("Succeeded");
+    assert_eq!(succeeded.status, "True", "a failed drill turned a committed backup into a failure");
 }
