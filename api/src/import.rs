@@ -63,6 +63,12 @@ impl DatabaseSnapshotImportSpec {
         if self.repo.bucket.is_none() && self.repo.bucket_name_prefix.is_none() {
             errors.push(FieldError::new("spec.repo", "sets neither bucket nor bucketNamePrefix"));
         }
+        if self.repo.bucket.is_none() && self.repo.bucket_name_prefix.is_some() && self.source_namespace.is_none() {
+            errors.push(FieldError::new(
+                "spec.repo.bucketNamePrefix",
+                "names a bucket per namespace: set sourceNamespace (or bucket)",
+            ));
+        }
         if self.database_backup.is_some() && self.source_namespace.is_none() {
             errors.push(FieldError::new(
                 "spec.databaseBackup",

@@ -6,6 +6,7 @@
 //! field's doc comment becomes its description in the generated CRD schema.
 
 mod conditions;
+mod drill;
 mod import;
 mod resource;
 mod restore;
@@ -15,6 +16,7 @@ mod status;
 mod validation;
 
 pub use conditions::{ConditionUpdate, Conditions, bounded_message, set_condition};
+pub use drill::{drill_conflict, drills_may_share_the_server, scratch_name};
 pub use import::*;
 pub use resource::*;
 pub use restore::*;

@@ -97,18 +97,41 @@ pub struct SnapshotPlugin {
 }
 
 /// The name of the snapshot object of backup `backup_id` of configuration `configuration`:
-/// both, lowercased (backup ids are `YYYYMMDDTHHMMSSZ-hex`). Names cut to fit carry a
-/// hash of the whole, so that two configurations never share a snapshot name.
+/// both, lowercased (backup ids are `YYYYMMDDTHHMMSSZ-hex`). Names that are not plain
+/// (characters a name cannot hold, or too long: a foreign bucket may hold anything) are
+/// made plain and carry a hash of the whole, so that two backups never share a name.
 pub fn snapshot_name(configuration: &str, backup_id: &str) -> String {
     const MAX: usize = 253;
-    let name = format!("{configuration}-{}", backup_id.to_ascii_lowercase());
-    if name.len() <= MAX {
-        return name;
+    let wanted = format!("{configuration}-{backup_id}").to_ascii_lowercase();
+    plain(&wanted, MAX, &[configuration, backup_id])
+}
+
+/// A label value for `value` (at most 63 characters of letters, digits, `-`, `_`, `.`):
+/// the value itself when it is one, else a plain form with a hash of it.
+pub fn label_value(value: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ends_plain =
+        value.starts_with(|c: char| c.is_ascii_alphanumeric()) && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if value.is_empty() || (value.len() <= 63 && value.chars().all(allowed) && ends_plain) {
+        return value.to_owned();
     }
-    let digest = crate::short_hash(&[configuration, backup_id]);
-    // Resource names are ASCII, so a byte cut is a character cut.
-    let keep = MAX - backup_id.len() - digest.len() - 2;
-    format!("{}-{digest}-{}", &configuration[..keep], backup_id.to_ascii_lowercase())
+    plain(&value.to_ascii_lowercase(), 63, &[value])
+}
+
+/// `wanted` as a DNS name of at most `max` characters; when it is not one already, the
+/// characters it cannot hold become `-` and a hash of `parts` ends it.
+fn plain(wanted: &str, max: usize, parts: &[&str]) -> String {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.');
+    let ends_plain = wanted.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && wanted.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if wanted.len() <= max && wanted.chars().all(allowed) && ends_plain {
+        return wanted.to_owned();
+    }
+    let digest = crate::short_hash(parts);
+    let mapped: String = wanted.chars().map(|c| if allowed(c) { c } else { '-' }).collect();
+    let keep = max.saturating_sub(digest.len() + 1).min(mapped.len());
+    let head = mapped[..keep].trim_matches(['-', '.']);
+    if head.is_empty() { digest } else { format!("{head}-{digest}") }
 }
 
 #[cfg(test)]
@@ -124,6 +147,17 @@ mod tests {
             (snapshot_name(&long_a, "20261204T101500Z-0a1b2c"), snapshot_name(&long_b, "20261204T101500Z-0a1b2c"));
         assert_ne!(a, b);
         assert!(a.len() <= 253 && b.len() <= 253, "{} {}", a.len(), b.len());
-        assert!(a.ends_with("-20261204t101500z-0a1b2c"), "{a}");
+        // A foreign bucket's odd names (a CLI configuration with `_`, an id of 300 characters).
+        let odd = snapshot_name("My_DB", &"9".repeat(300));
+        assert!(odd.len() <= 253 && odd.starts_with("my-db-"), "{odd}");
+        assert!(odd.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{odd}");
+    }
+
+    #[test]
+    fn label_values_are_the_name_when_they_can_be() {
+        assert_eq!(label_value("orders"), "orders");
+        let long = label_value(&"x".repeat(100));
+        assert!(long.len() <= 63 && long != label_value(&"x".repeat(101)), "{long}");
+        assert!(!label_value("-odd_").starts_with('-'));
     }
 }

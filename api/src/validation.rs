@@ -8,6 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::drill::{drill_conflict, scratch_name};
 use crate::resource::{Database, DatabaseBackupSpec, PluginSource, Repo};
 use crate::schedule::Schedule;
 
@@ -219,12 +220,13 @@ impl DatabaseBackupSpec {
     }
 
     /// The scratch database of restore drills: `verification.target` over the backed-up
-    /// database, named `<name>_stowage_drill` unless the target names it.
+    /// database, named `<name>_stowage_drill` (see [`scratch_name`]) unless the target
+    /// names it.
     pub fn drill_target(&self) -> Database {
         let target = self.verification.as_ref().and_then(|v| v.target.clone()).unwrap_or_default();
         let mut database = target.over(&self.database);
         if target.name.is_none() {
-            database.name = format!("{}_stowage_drill", self.database.name);
+            database.name = scratch_name(&self.database.name);
         }
         database
     }
@@ -273,15 +275,10 @@ impl DatabaseBackupSpec {
             check(schedule.map(drop).map_err(|m| FieldError::new("spec.verification.schedule", m)));
             check(self.verification_repo().map(drop));
             let target = self.drill_target();
-            if same_database(&target, &self.database) {
-                check(Err(FieldError::new(
-                    "spec.verification.target",
-                    format!(
-                        "is the backed-up database {} on {} itself; a drill replaces what its target holds, so name \
-                         a scratch database",
-                        target.name, target.endpoint
-                    ),
-                )));
+            let same_server = target.endpoint.eq_ignore_ascii_case(&self.database.endpoint);
+            let plugin = self.plugin.builtin.as_deref();
+            if let Some(conflict) = drill_conflict(plugin, &self.database.name, &target.name, same_server) {
+                check(Err(FieldError::new("spec.verification.target", conflict)));
             }
             let endpoint = target.host_port().map(drop);
             check(endpoint.map_err(|error| FieldError::new("spec.verification.target.endpoint", error.message)));
@@ -292,12 +289,6 @@ impl DatabaseBackupSpec {
         check(self.max_age().map(drop));
         if errors.is_empty() { Ok(()) } else { Err(InvalidSpec(errors)) }
     }
-}
-
-/// Whether `a` and `b` are the same database (names compared as given; endpoints without
-/// case, as host names are).
-fn same_database(a: &Database, b: &Database) -> bool {
-    a.name == b.name && a.endpoint.eq_ignore_ascii_case(&b.endpoint)
 }
 
 impl Database {

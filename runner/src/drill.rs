@@ -1,16 +1,21 @@
 //! Restore drills: restore a backup into a scratch database and compare what the plugin
-//! reports of the restore with what it reported of the backup. The counts a plugin
-//! reports under the same name in both summaries (`tables`, `rows`, `keys`,
-//! `keys_db0`, ...: attributes whose values are whole numbers in both) must be equal; a
-//! drill with nothing to compare does not pass.
+//! reports of the restore with what it reported of the backup. The counts and digests a
+//! plugin reports under the same name in both summaries (`tables`, `rows`, `keys`,
+//! `keys_db0`, ...: attributes whose values are whole numbers in both; and digests named
+//! `*_sha256`, such as PostgreSQL's rows per table) must be equal; a drill with nothing to
+//! compare does not pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Instant;
+
+use stowage_api::drill_conflict;
 
 use crate::manifest::Manifest;
 use crate::plugin::Plugin;
 use crate::repository::Repository;
 use crate::restore::{RestoreError, RestoreRequest, run_restore};
+use crate::settings::DatabaseTarget;
 
 /// What a drill found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,36 +86,73 @@ impl DrillReport {
 /// The backup is looked up first, so that a restore that fails is the drill of that backup.
 pub async fn run_drill(plugin: &Plugin, repository: &Repository, request: &RestoreRequest) -> DrillReport {
     let started = Instant::now();
-    let failed = |error: RestoreError| Verdict::RestoreFailed { reason: error.reason(), message: error.to_string() };
-    let (backup_id, verdict, compared) = match repository.find(&request.namespace, &request.name, &request.backup).await
-    {
-        Err(error) => (None, failed(error.into()), Vec::new()),
-        Ok(manifest) => {
-            let request = RestoreRequest { backup: manifest.backup_id.clone(), ..request.clone() };
-            match run_restore(plugin, repository, &request).await {
-                Ok((manifest, summary)) => {
-                    let (verdict, compared) = compare(&manifest, &summary.attributes);
-                    (Some(manifest.backup_id), verdict, compared)
-                }
-                Err(error) => (Some(manifest.backup_id), failed(error), Vec::new()),
-            }
-        }
-    };
+    let (backup_id, verdict, compared) = drill(plugin, repository, request).await;
     DrillReport { backup_id, verdict, compared, duration_seconds: started.elapsed().as_secs() }
 }
 
-/// Compare the whole-number attributes the backup's and the restore's summaries share.
+async fn drill(
+    plugin: &Plugin,
+    repository: &Repository,
+    request: &RestoreRequest,
+) -> (Option<String>, Verdict, Vec<String>) {
+    let failed = |error: RestoreError| Verdict::RestoreFailed { reason: error.reason(), message: error.to_string() };
+    let manifest = match repository.find(&request.namespace, &request.name, &request.backup).await {
+        Ok(manifest) => manifest,
+        Err(error) => return (None, failed(error.into()), Vec::new()),
+    };
+    let target = &request.database;
+    if let Some(conflict) = conflict(&manifest, target).await {
+        let message = format!("the drill target {}:{}/{} {conflict}", target.host, target.port, target.database);
+        return (
+            Some(manifest.backup_id),
+            Verdict::RestoreFailed { reason: "DrillTargetIsSource", message },
+            Vec::new(),
+        );
+    }
+    let request = RestoreRequest { backup: manifest.backup_id.clone(), ..request.clone() };
+    match run_restore(plugin, repository, &request).await {
+        Ok((manifest, summary)) => {
+            let (verdict, compared) = compare(&manifest, &summary.attributes);
+            (Some(manifest.backup_id), verdict, compared)
+        }
+        Err(error) => (Some(manifest.backup_id), failed(error), Vec::new()),
+    }
+}
+
+/// Why `target` may be the database `manifest` was taken from (see
+/// [`stowage_api::drill_conflict`]): checked before anything is restored, with both
+/// endpoints resolved, so that two names of one server are one server.
+async fn conflict(manifest: &Manifest, target: &DatabaseTarget) -> Option<String> {
+    let source = &manifest.database;
+    let same_name = source.host.eq_ignore_ascii_case(&target.host) && source.port == target.port;
+    let same_server = same_name || {
+        let resolved = tokio::net::lookup_host((source.host.as_str(), source.port)).await;
+        let source_addresses: BTreeSet<SocketAddr> = resolved.map(Iterator::collect).unwrap_or_default();
+        let target_addresses = target.resolve().await.unwrap_or_default();
+        target_addresses.iter().any(|address| source_addresses.contains(address))
+    };
+    drill_conflict(Some(&manifest.plugin.name), &source.database, &target.database, same_server)
+}
+
+/// Compare the counts and digests the backup's and the restore's summaries share.
 fn compare(manifest: &Manifest, restored: &[(String, String)]) -> (Verdict, Vec<String>) {
-    let whole = |value: &str| value.parse::<u64>().ok();
-    let backed_up: BTreeMap<&str, u64> =
-        manifest.summary.attributes.iter().filter_map(|(name, value)| Some((name.as_str(), whole(value)?))).collect();
-    let restored: BTreeMap<&str, u64> =
-        restored.iter().filter_map(|(name, value)| Some((name.as_str(), whole(value)?))).collect();
+    let comparable = |attributes: &mut dyn Iterator<Item = (&String, &String)>| -> BTreeMap<String, String> {
+        attributes
+            .filter(|(name, value)| name.ends_with("_sha256") || value.parse::<u64>().is_ok())
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    };
+    let backed_up = comparable(&mut manifest.summary.attributes.iter());
+    let restored = comparable(&mut restored.iter().map(|(name, value)| (name, value)));
     let mut compared = Vec::new();
     let mut differing = Vec::new();
     for (name, backup) in &backed_up {
         if let Some(restore) = restored.get(name) {
-            let line = format!("{name}: {backup}/{restore}");
+            // Digests are shown by their first 12 digits.
+            let short = |value: &str| {
+                if name.ends_with("_sha256") { value.chars().take(12).collect() } else { value.to_owned() }
+            };
+            let line = format!("{name}: {}/{}", short(backup), short(restore));
             if backup != restore {
                 differing.push(line.clone());
             }
@@ -149,5 +191,10 @@ mod tests {
         // A version (not a whole number) is never compared; with nothing shared, nothing passes.
         let unrelated = attributes(&[("server_version", "16.1"), ("keys", "3")]);
         assert_eq!(compare(&backup, &unrelated).0, Verdict::NothingToCompare);
+        // Digests are compared as they are: rows moved between tables keep the totals.
+        let (before, after) = ("aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb");
+        let backup = manifest(&[("rows", "5000"), ("table_rows_sha256", before)]);
+        let moved = compare(&backup, &attributes(&[("rows", "5000"), ("table_rows_sha256", after)]));
+        assert_eq!(moved.0, Verdict::CountsDiffer(vec!["table_rows_sha256: aaaaaaaaaaaa/bbbbbbbbbbbb".into()]));
     }
 }

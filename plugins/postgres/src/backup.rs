@@ -8,6 +8,7 @@ use stowage_plugin_sdk::{PluginError, Summary, report};
 use crate::catalog::{self, Statement};
 use crate::protocol::{Connection, CopyOutError, quote_literal};
 use crate::script::{MEDIA_TYPE, SECTIONS, ScriptWriter};
+use crate::tally::{self, TableRows};
 use crate::{Config, failure};
 
 /// `server_version_num` of PostgreSQL 15, the oldest release still supported upstream
@@ -98,8 +99,10 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
     let mut data = start_section(SECTIONS[1], database)?;
     let total_tables = catalog.tables.len() as u64;
     let (mut rows, mut bytes) = (0u64, 0u64);
+    let mut table_rows = TableRows::default();
     for (done, table) in catalog.tables.iter().enumerate() {
-        data.copy(&format!("TABLE DATA {}", table.name), &table.copy_in()).map_err(artifact_error)?;
+        let entry = format!("TABLE DATA {}", table.name);
+        data.copy(&entry, &table.copy_in()).map_err(artifact_error)?;
         let (table_rows_before, table_bytes_before) = (rows, bytes);
         connection
             .copy_out(&table.copy_out(), |row| {
@@ -117,6 +120,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             })?;
         data.end_rows().map_err(artifact_error)?;
         report::progress(&table.name, done as u64 + 1, Some(total_tables), rows);
+        table_rows.add(&entry, rows - table_rows_before);
         report::debug(&format!(
             "table {}: {} rows, {} bytes",
             table.name,
@@ -140,6 +144,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             ("server_version".into(), server_version),
             ("tables".into(), total_tables.to_string()),
             ("rows".into(), rows.to_string()),
+            (tally::ATTRIBUTE.into(), table_rows.digest()),
             ("data_bytes".into(), bytes.to_string()),
             ("large_objects".into(), catalog.large_objects.len().to_string()),
             ("large_object_bytes".into(), large_object_bytes.to_string()),

@@ -10,6 +10,7 @@ mod catalog;
 mod protocol;
 mod restore;
 mod script;
+mod tally;
 mod tls;
 
 use stowage_plugin_sdk::{

@@ -7,6 +7,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_emp
 
 use crate::protocol::{ConnectOptions, Connection, Error, quote_identifier};
 use crate::script::{Entry, SECTIONS, ScriptReader};
+use crate::tally::{self, TableRows};
 use crate::{Config, catalog, failure};
 
 /// Bytes read from an artifact at a time.
@@ -76,6 +77,7 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     }
 
     let (mut tables, mut rows) = (0u64, 0u64);
+    let mut table_rows = TableRows::default();
     for section in SECTIONS {
         let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(section)?);
         let mut script = ScriptReader::new(reader);
@@ -104,6 +106,7 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
                     connection.copy_done().map_err(|e| failure(&format!("loading {what}"), e))?;
                     tables += 1;
                     rows += loaded;
+                    table_rows.add(&what, loaded);
                     report::progress(&what, tables, None, rows);
                 }
             }
@@ -113,6 +116,10 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     connection.close();
     Ok(Summary {
         description: format!("database {database}: {tables} tables, {rows} rows restored"),
-        attributes: vec![("tables".into(), tables.to_string()), ("rows".into(), rows.to_string())],
+        attributes: vec![
+            ("tables".into(), tables.to_string()),
+            ("rows".into(), rows.to_string()),
+            (tally::ATTRIBUTE.into(), table_rows.digest()),
+        ],
     })
 }

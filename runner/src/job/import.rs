@@ -4,7 +4,9 @@
 //! backups that are gone), then reports `imported` in the resource's status.
 
 use kube::{Api, Client};
-use stowage_api::{DatabaseSnapshot, DatabaseSnapshotImport, DatabaseSnapshotImportSpec, Imported, LABEL_IMPORT};
+use stowage_api::{
+    DatabaseSnapshot, DatabaseSnapshotImport, DatabaseSnapshotImportSpec, Imported, LABEL_IMPORT, label_value,
+};
 
 use super::inputs::storage;
 use super::snapshots::{self, Origin};
@@ -19,7 +21,8 @@ pub async fn run_import_job(inputs: JobInputs) -> Result<Imported, JobError> {
     let name = inputs.one_shot_name.clone().ok_or(JobError::MissingEnvironment("STOWAGE_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
-    let mut status = StatusWriter::new(Api::namespaced(client.clone(), &namespace), &name, "Import", &inputs);
+    let api = Api::namespaced(client.clone(), &namespace);
+    let mut status = StatusWriter::new(api, &name, "Import", &inputs).clearing("imported");
     let result = import(&client, &name, &namespace, &inputs, &mut status).await;
     if let Err(error) = &result {
         status.failed(error).await;
@@ -38,7 +41,9 @@ async fn import(
     let spec: DatabaseSnapshotImportSpec = serde_json::from_str(text)
         .map_err(|e| invalid_spec(format!("STOWAGE_RUN_SPEC is not a DatabaseSnapshotImport spec: {e}")))?;
     spec.validate().map_err(invalid_spec)?;
-    let (location, s3) = storage(&spec.repo, namespace, inputs)?;
+    // A bucket named after a namespace is the source namespace's.
+    let bucket_namespace = spec.source_namespace.as_deref().unwrap_or(namespace);
+    let (location, s3) = storage(&spec.repo, bucket_namespace, inputs)?;
     let repository = Repository::open(&location, &s3).await;
     status.running(format!("Listing the backups of repository {}", spec.repo.name), 0).await?;
     let time = now_rfc3339();
@@ -48,9 +53,9 @@ async fn import(
         manifests.retain(|manifest| &manifest.namespace == source);
     }
     let mut repo = spec.repo.clone();
-    repo.bucket = spec.repo.bucket_for(namespace);
+    repo.bucket = spec.repo.bucket_for(bucket_namespace);
     let origin = Origin {
-        labels: [(LABEL_IMPORT.to_owned(), name.to_owned())].into(),
+        labels: [(LABEL_IMPORT.to_owned(), label_value(name))].into(),
         owner: Origin::owned_by::<DatabaseSnapshotImport>(name, inputs.resource_uid.as_ref()),
         repo,
         plugin: spec.plugin.clone(),
@@ -65,10 +70,16 @@ async fn import(
         removed: count(synced.removed),
         time,
     };
-    let message = format!(
+    let mut message = format!(
         "{} backups in repository {}: {} snapshot objects created, {} removed",
         imported.snapshots, spec.repo.name, imported.created, imported.removed
     );
+    if synced.refused > 0 {
+        message.push_str(&format!(
+            "; the API server refused the objects of {} backups (see the runner's log)",
+            synced.refused
+        ));
+    }
     let value = serde_json::to_value(&imported).unwrap_or_default();
     status.succeeded(message, 0, "imported", &value).await?;
     Ok(imported)

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use kube::{Api, Client};
 use stowage_api::{
     DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, LABEL_CONFIGURATION, LABEL_REPO, LastBackup, Repo,
+    label_value,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -167,6 +168,7 @@ const PERMANENT_REASONS: &[&str] = &[
     "ChecksumMismatch",
     "TargetNotEmpty",
     "InvalidAgeIdentity",
+    "DrillTargetIsSource",
 ];
 
 /// Everything a backup needs, checked.
@@ -342,8 +344,11 @@ async fn sync_snapshots(
     let mut repo = plan.repo.clone();
     repo.bucket = plan.repo.bucket_for(namespace);
     let origin = Origin {
-        labels: [(LABEL_CONFIGURATION.to_owned(), name.to_owned()), (LABEL_REPO.to_owned(), plan.repo.name.clone())]
-            .into(),
+        labels: [
+            (LABEL_CONFIGURATION.to_owned(), label_value(name)),
+            (LABEL_REPO.to_owned(), label_value(&plan.repo.name)),
+        ]
+        .into(),
         owner: Origin::owned_by::<DatabaseBackup>(name, inputs.resource_uid.as_ref()),
         repo,
         plugin: Some(spec.plugin.clone()),
@@ -354,6 +359,9 @@ async fn sync_snapshots(
         .await
         .map_err(|e| format!("the snapshot objects were not updated: {e}"))?;
     tracing::info!(created = synced.created, removed = synced.removed, "snapshot objects in line with the repository");
+    if synced.refused > 0 {
+        return Err(format!("the API server refused the snapshot objects of {} backups", synced.refused));
+    }
     Ok(())
 }
 

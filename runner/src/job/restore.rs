@@ -29,7 +29,8 @@ pub async fn run_restore_job(inputs: JobInputs, interrupt: CancellationToken) ->
     let name = inputs.one_shot_name.clone().ok_or(JobError::MissingEnvironment("STOWAGE_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
-    let mut status = StatusWriter::new(Api::namespaced(client.clone(), &namespace), &name, "Restore", &inputs);
+    let api = Api::namespaced(client.clone(), &namespace);
+    let mut status = StatusWriter::new(api, &name, "Restore", &inputs).clearing("restored");
     let result = match restore_plan(&inputs) {
         Ok(plan) => restore(&client, &plan, &namespace, &inputs, &interrupt, &mut status).await,
         Err(error) => Err(error),

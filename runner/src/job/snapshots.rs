@@ -11,7 +11,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use stowage_api::{
     Database, DatabaseSnapshot, DatabaseSnapshotSpec, LABEL_CONFIGURATION, PluginSource, Repo, SnapshotPlugin,
-    snapshot_name,
+    label_value, snapshot_name,
 };
 
 use crate::manifest::Manifest;
@@ -53,6 +53,13 @@ impl Origin {
 pub(super) struct Synced {
     pub created: usize,
     pub removed: usize,
+    /// Backups whose object the API server refused.
+    pub refused: usize,
+}
+
+/// Whether two repositories name the same place (bucket, prefix, endpoint).
+fn same_place(a: &Repo, b: &Repo) -> bool {
+    (&a.bucket, &a.prefix, &a.service_endpoint) == (&b.bucket, &b.prefix, &b.service_endpoint)
 }
 
 /// Make the objects of `origin` in `api`'s namespace match `manifests`, the committed
@@ -74,12 +81,20 @@ pub(super) async fn sync(
         match api.create(&PostParams::default(), &object(origin, manifest)).await {
             Ok(_) => synced.created += 1,
             Err(kube::Error::Api(status)) if status.code == 409 => {}
+            // One object the API server refuses (a foreign bucket may hold anything) does
+            // not keep the others from appearing.
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                tracing::warn!(backup_id = %manifest.backup_id, message = %status.message, "no snapshot object for a backup");
+                synced.refused += 1;
+            }
             Err(error) => return Err(error),
         }
     }
     let newest = manifests.iter().map(|m| rfc3339(m.finished_at)).max();
     for object in existing {
-        let gone = !listed.contains(object.spec.backup_id.as_str());
+        // Objects of another place (the repository was moved) describe backups still there.
+        let here = same_place(&object.spec.repo, &origin.repo);
+        let gone = here && !listed.contains(object.spec.backup_id.as_str());
         if gone && newest.as_ref().is_some_and(|newest| object.spec.finished_at <= *newest) {
             match api.delete(&object.name_any(), &DeleteParams::default()).await {
                 Ok(_) => synced.removed += 1,
@@ -145,7 +160,7 @@ fn object(origin: &Origin, manifest: &Manifest) -> DatabaseSnapshot {
     };
     let mut snapshot = DatabaseSnapshot::new(&snapshot_name(&manifest.name, &manifest.backup_id), spec);
     let mut labels = origin.labels.clone();
-    labels.insert(LABEL_CONFIGURATION.to_owned(), manifest.name.clone());
+    labels.insert(LABEL_CONFIGURATION.to_owned(), label_value(&manifest.name));
     labels.insert("app.kubernetes.io/managed-by".to_owned(), "stowage-runner".to_owned());
     snapshot.metadata.labels = Some(labels);
     // Owned, not controlled: garbage collection removes the objects with their owner, and

@@ -28,6 +28,8 @@ pub(super) struct StatusWriter<K: Clone> {
     /// What runs: `Backup` or `Restore`, the first word of every reason written.
     work: &'static str,
     attempt: Attempt,
+    /// The result field an earlier run wrote, cleared while this one has none.
+    clears: Option<&'static str>,
 }
 
 impl<K> StatusWriter<K>
@@ -50,13 +52,21 @@ where
             bytes: 0,
             updated: now,
         };
-        StatusWriter { api, name: name.to_owned(), work, attempt }
+        StatusWriter { api, name: name.to_owned(), work, attempt, clears: None }
+    }
+
+    /// Clear `field` (the result of an earlier run) with every write until this run has its own.
+    pub(super) fn clearing(mut self, field: &'static str) -> Self {
+        self.clears = Some(field);
+        self
     }
 
     fn status(&self, result: Option<(&str, &Value)>) -> Value {
         let mut status = json!({"latestAttempt": self.attempt});
-        if let Some((field, value)) = result {
-            status[field] = value.clone();
+        match (result, self.clears) {
+            (Some((field, value)), _) => status[field] = value.clone(),
+            (None, Some(field)) => status[field] = Value::Null,
+            (None, None) => {}
         }
         status
     }

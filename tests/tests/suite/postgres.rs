@@ -459,8 +459,19 @@ fn a_drill_restores_into_a_scratch_database_twice_and_compares_the_counts() {
         let drill = stowage(&["drill", "--plugin", "postgres", "--database", &scratch, "--repo", &repo], &env);
         let drill = drill.ok().expect("drill");
         assert!(drill.stdout.contains("with the counts of the backup: rows: "), "{}", drill.stdout);
-        assert!(drill.stdout.contains("tables: 8/8"), "{}", drill.stdout);
+        assert!(
+            drill.stdout.contains("tables: 8/8") && drill.stdout.contains("table_rows_sha256: "),
+            "{}",
+            drill.stdout
+        );
     }
+    assert_same_database(&postgres, "scratch", "source");
+
+    // Never into the backed-up database, under any name of its server.
+    let onto_source = postgres.url(SCRAM_USER, "source").replace("127.0.0.1", "localhost");
+    let refused = stowage(&["drill", "--plugin", "postgres", "--database", &onto_source, "--repo", &repo], &env);
+    let refused = refused.failed().expect("a drill into the source");
+    assert!(refused.stderr.contains("(DrillTargetIsSource)"), "{}", refused.stderr);
     assert_same_database(&postgres, "scratch", "source");
 
     // A drill that cannot restore fails with the reason.

@@ -57,6 +57,24 @@ where
     .await
 }
 
+/// A PostgreSQL server whose database `shop` `sql` fills, and the Secret `db` with its
+/// password; returns the server and the `database` section of a spec naming it.
+async fn shop(cluster: &Cluster, sql: &str) -> (Postgres, serde_json::Value) {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
+    postgres.psql("shop", sql).expect("fixture");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let secret = json!({"metadata": {"name": "db"}, "stringData": {"password": PASSWORD}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
+    let database = json!({
+        "endpoint": format!("127.0.0.1:{}", postgres.port),
+        "name": "shop",
+        "user": "postgres",
+        "passwordSecret": {"name": "db", "key": "password"}
+    });
+    (postgres, database)
+}
+
 /// Flip one byte in the middle of the first stored object under `prefix`.
 async fn flip_a_byte(cluster: &Cluster, prefix: &str) {
     let s3 = cluster.s3.client();
@@ -93,27 +111,16 @@ impl HasRuns for DatabaseSnapshotImport {
 #[tokio::test(flavor = "multi_thread")]
 async fn backups_appear_as_snapshots_restore_as_resources_and_come_back_from_the_bucket_alone() {
     let cluster = Cluster::start().await.expect("cluster");
-    let postgres = Postgres::start().expect("postgres");
-    postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
-    postgres
-        .psql(
-            "shop",
-            "CREATE TABLE orders (id int PRIMARY KEY, note text);
-             INSERT INTO orders SELECT n, 'order ' || n FROM generate_series(1, 5000) n;
-             CREATE VIEW big_orders AS SELECT * FROM orders WHERE id > 4000;",
-        )
-        .expect("fixture");
+    let (postgres, database) = shop(
+        &cluster,
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT n, 'order ' || n FROM generate_series(1, 5000) n;
+         CREATE VIEW big_orders AS SELECT * FROM orders WHERE id > 4000;",
+    )
+    .await;
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    for (name, password) in [("db", PASSWORD), ("db-wrong", "not-the-password")] {
-        let secret = json!({"metadata": {"name": name}, "stringData": {"password": password}});
-        secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
-    }
-    let database = json!({
-        "endpoint": format!("127.0.0.1:{}", postgres.port),
-        "name": "shop",
-        "user": "postgres",
-        "passwordSecret": {"name": "db", "key": "password"}
-    });
+    let secret = json!({"metadata": {"name": "db-wrong"}, "stringData": {"password": "not-the-password"}});
+    secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
     let trigger = |time: &str| json!({"enabled": true, "time": time, "repo": "s3"});
     cluster
         .create(
@@ -292,20 +299,8 @@ async fn verified(cluster: &Cluster, name: &str, status: &str, timeout: Duration
 #[tokio::test(flavor = "multi_thread")]
 async fn drills_restore_the_newest_backup_on_schedule_and_fail_visibly_when_it_is_damaged() {
     let cluster = Cluster::start().await.expect("cluster");
-    let postgres = Postgres::start().expect("postgres");
-    postgres.psql("postgres", "CREATE DATABASE shop").expect("database");
-    postgres
-        .psql("shop", "CREATE TABLE orders AS SELECT n AS id, md5(n::text) AS note FROM generate_series(1, 1000) n")
-        .expect("table");
-    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    let secret = json!({"metadata": {"name": "db"}, "stringData": {"password": PASSWORD}});
-    secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("create");
-    let database = json!({
-        "endpoint": format!("127.0.0.1:{}", postgres.port),
-        "name": "shop",
-        "user": "postgres",
-        "passwordSecret": {"name": "db", "key": "password"}
-    });
+    let orders = "CREATE TABLE orders AS SELECT n AS id, md5(n::text) AS note FROM generate_series(1, 1000) n";
+    let (postgres, database) = shop(&cluster, orders).await;
     cluster
         .create(
             "drilled",
@@ -327,6 +322,7 @@ async fn drills_restore_the_newest_backup_on_schedule_and_fail_visibly_when_it_i
     let (reason, message) = verified(&cluster, "drilled", "True", Duration::from_secs(150)).await;
     assert_eq!(reason, "DrillPassed", "{message}");
     assert!(message.contains("rows: 1000/1000") && message.contains("tables: 1/1"), "{message}");
+    assert!(message.contains("table_rows_sha256: "), "the rows per table were not compared: {message}");
     assert_eq!(postgres.contents("shop_stowage_drill").expect("scratch"), postgres.contents("shop").expect("source"));
     let snapshot = snapshots(&cluster, "drilled").await.pop().expect("the snapshot object");
     let verification = snapshot.status.and_then(|s| s.verification).expect("the drill on the snapshot");
@@ -348,9 +344,38 @@ async fn drills_restore_the_newest_backup_on_schedule_and_fail_visibly_when_it_i
     let status = backups.get("drilled").await.expect("get").status.expect("status");
     assert_eq!(status.latest_attempt.map(|a| a.reason).as_deref(), Some("BackupSucceeded"));
 
-    // A flipped byte in the bucket: the next drill fails, visibly, with the reason.
+    // A flipped byte in the bucket: the next drill fails, visibly, with the reason. The
+    // schedule moves out of the way, and the drill runs now, from its CronJob.
+    let patch = json!({"spec": {"verification": {"schedule": "@yearly"}}});
+    backups.patch("drilled", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+    let admin =
+        cluster.plane.access().write_kubeconfig("admin", cluster.plane.access().admin_token()).expect("kubeconfig");
+    let schedule =
+        || kubectl(&admin, &["get", "cronjob", "drilled-drill", "-n", NAMESPACE, "-o", "jsonpath={.spec.schedule}"]);
+    eventually("the drill CronJob follows the spec", Duration::from_secs(30), || async {
+        (schedule().ok()?.trim() == "@yearly").then_some(())
+    })
+    .await;
+    // A drill the old schedule started before the change finishes first (it read the
+    // backup before the flip; its report must not land after the one awaited below).
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let drill_jobs = kube::api::ListParams::default().labels("stowage.dev/drill=drilled");
+    eventually("no drill runs", WAIT, || async {
+        let listed = jobs.list(&drill_jobs).await.ok()?.items;
+        let done = |job: &k8s_openapi::api::batch::v1::Job| {
+            job.status.as_ref().is_some_and(|s| s.succeeded.unwrap_or(0) + s.failed.unwrap_or(0) > 0)
+        };
+        listed.iter().all(done).then_some(())
+    })
+    .await;
     flip_a_byte(&cluster, &format!("{NAMESPACE}/drilled/{}/data/", snapshot.spec.backup_id)).await;
-    let (reason, message) = verified(&cluster, "drilled", "False", Duration::from_secs(150)).await;
+    // What `kubectl create job --from=cronjob/...` does (this kubectl cannot for batch/v1beta1).
+    let cronjob = kubectl(&admin, &["get", "cronjob", "drilled-drill", "-n", NAMESPACE, "-o", "json"]).expect("get");
+    let template = serde_json::from_str::<serde_json::Value>(&cronjob).expect("json")["spec"]["jobTemplate"].clone();
+    let job =
+        json!({"metadata": {"name": "drill-now", "labels": template["metadata"]["labels"]}, "spec": template["spec"]});
+    jobs.create(&PostParams::default(), &serde_json::from_value(job).expect("job")).await.expect("drill now");
+    let (reason, message) = verified(&cluster, "drilled", "False", WAIT).await;
     assert_eq!(reason, "ChecksumMismatch", "{message}");
     eventually("the ChecksumMismatch Event", Duration::from_secs(10), || async {
         (cluster.events("drilled", "ChecksumMismatch").await >= 1).then_some(())
