@@ -19,14 +19,19 @@ pub struct ConditionUpdate<'a> {
 
 /// A message cut to what the condition schema allows, on a character boundary.
 pub fn bounded_message(message: &str) -> &str {
-    if message.len() <= CONDITION_MESSAGE_MAX {
-        return message;
+    cut_text(message, CONDITION_MESSAGE_MAX)
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn cut_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
     }
-    let mut end = CONDITION_MESSAGE_MAX;
-    while !message.is_char_boundary(end) {
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &message[..end]
+    &text[..end]
 }
 
 /// The conditions of a status being written about one generation.

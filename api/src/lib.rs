@@ -15,7 +15,7 @@ mod snapshot;
 mod status;
 mod validation;
 
-pub use conditions::{ConditionUpdate, Conditions, bounded_message, set_condition};
+pub use conditions::{ConditionUpdate, Conditions, bounded_message, cut_text, set_condition};
 pub use drill::{drill_conflict, drills_may_share_the_server, scratch_name};
 pub use import::*;
 pub use resource::*;

@@ -158,14 +158,8 @@ impl DatabaseRestoreSpec {
         {
             errors.push(error);
         }
-        if let Some(limits) = &self.limits
-            && let Some(deadline) = &limits.deadline
-            && let Err(error) = humantime::parse_duration(deadline)
-        {
-            errors.push(FieldError::new(
-                "spec.limits.deadline",
-                format!("{deadline:?} is not a duration like 90m or 6h: {error}"),
-            ));
+        if let Err(error) = Limits::deadline_of(self.limits.as_ref()) {
+            errors.push(error);
         }
         if errors.is_empty() { Ok(()) } else { Err(InvalidSpec(errors)) }
     }

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::drill::{drill_conflict, scratch_name};
-use crate::resource::{Database, DatabaseBackupSpec, PluginSource, Repo};
+use crate::resource::{Database, DatabaseBackupSpec, Limits, PluginSource, Repo};
 use crate::schedule::Schedule;
 
 /// A run may take this long unless the resource sets `limits.deadline`.
@@ -158,6 +158,16 @@ fn parse_duration(field: &str, value: &str) -> Result<Duration, FieldError> {
         .map_err(|e| FieldError::new(field, format!("{value:?} is not a duration like 90m, 6h or 30d: {e}")))
 }
 
+impl Limits {
+    /// How long a run with `limits` may take: `limits.deadline`, or [`DEFAULT_DEADLINE`].
+    pub fn deadline_of(limits: Option<&Limits>) -> Result<Duration, FieldError> {
+        match limits.and_then(|l| l.deadline.as_deref()) {
+            Some(value) => parse_duration("spec.limits.deadline", value),
+            None => Ok(DEFAULT_DEADLINE),
+        }
+    }
+}
+
 impl DatabaseBackupSpec {
     /// The repository a trigger (at `field`) names.
     pub fn repo(&self, field: &str, name: &str) -> Result<&Repo, FieldError> {
@@ -190,10 +200,7 @@ impl DatabaseBackupSpec {
 
     /// How long one run may take.
     pub fn deadline(&self) -> Result<Duration, FieldError> {
-        match self.limits.as_ref().and_then(|l| l.deadline.as_deref()) {
-            Some(value) => parse_duration("spec.limits.deadline", value),
-            None => Ok(DEFAULT_DEADLINE),
-        }
+        Limits::deadline_of(self.limits.as_ref())
     }
 
     /// `retention.maxAge`.

@@ -3,7 +3,7 @@
 
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{DEFAULT_DEADLINE, DatabaseRestore, FieldError, RestorePlan};
+use stowage_api::{DatabaseRestore, FieldError, Limits, RestorePlan};
 
 use super::{
     OneShotJob, WorkloadSettings, database_env, one_shot_identity, one_shot_job, one_shot_metadata,
@@ -57,11 +57,7 @@ pub fn restore_job(
         env.push(secret_env("STOWAGE_AGE_IDENTITY", &identity.name, &identity.key));
     }
     let limits = plan.limits.as_ref();
-    let deadline = match limits.and_then(|l| l.deadline.as_deref()) {
-        Some(value) => humantime::parse_duration(value)
-            .map_err(|e| FieldError::new("spec.limits.deadline", format!("{value:?}: {e}")))?,
-        None => DEFAULT_DEADLINE,
-    };
+    let deadline = Limits::deadline_of(limits)?;
     let job = OneShotJob {
         label: LABEL_RESTORE,
         work: WORK,

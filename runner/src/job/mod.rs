@@ -186,10 +186,7 @@ fn invalid_spec(error: impl std::fmt::Display) -> JobError {
 
 /// The limits of a run: the deadline and the plugin's memory.
 fn run_limits(limits: Option<&stowage_api::Limits>, interrupt: &CancellationToken) -> Result<Limits, JobError> {
-    let deadline = match limits.and_then(|l| l.deadline.as_deref()) {
-        Some(value) => humantime::parse_duration(value).map_err(|e| invalid_spec(format!("limits.deadline: {e}")))?,
-        None => stowage_api::DEFAULT_DEADLINE,
-    };
+    let deadline = stowage_api::Limits::deadline_of(limits).map_err(invalid_spec)?;
     let mut run = Limits { interrupt: interrupt.clone(), deadline, ..Limits::default() };
     if let Some(mib) = limits.and_then(|l| l.plugin_memory_mib) {
         run.memory_bytes = (mib as usize) << 20;
@@ -302,7 +299,7 @@ async fn backup(
     let manifest = &report.manifest;
     let last_backup = LastBackup {
         id: manifest.backup_id.clone(),
-        time: manifest.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        time: status::rfc3339(manifest.finished_at),
         repo: plan.repo.name.clone(),
         bytes: manifest.raw_size(),
         stored_bytes: manifest.stored_size(),

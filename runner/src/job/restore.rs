@@ -14,7 +14,7 @@ use stowage_api::{DatabaseRestore, RestorePlan, Restored};
 use tokio_util::sync::CancellationToken;
 
 use super::inputs::{database_target, identities, load_plugin, storage};
-use super::status::StatusWriter;
+use super::status::{StatusWriter, rfc3339};
 use super::{JobError, JobInputs, invalid_spec, report_progress, run_limits};
 use crate::plugin::{PluginEngine, RestoreProgress};
 use crate::repository::Repository;
@@ -99,7 +99,7 @@ async fn restore(
         backup_id: manifest.backup_id.clone(),
         snapshot: plan.snapshot.clone(),
         target: target_name.clone(),
-        backup_time: manifest.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        backup_time: rfc3339(manifest.finished_at),
         bytes: request.progress.bytes.load(Ordering::Relaxed),
         summary: summary.description.clone(),
         attributes,

@@ -11,9 +11,10 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use stowage_api::{
     Database, DatabaseSnapshot, DatabaseSnapshotSpec, LABEL_CONFIGURATION, PluginSource, Repo, SnapshotPlugin,
-    label_value, snapshot_name,
+    cut_text, label_value, snapshot_name,
 };
 
+use super::status::rfc3339;
 use crate::manifest::Manifest;
 
 /// The longest plugin summary copied into an object.
@@ -111,20 +112,9 @@ fn endpoint(host: &str, port: u16) -> String {
     if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
-fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
-    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 /// The object of one backup.
 fn object(origin: &Origin, manifest: &Manifest) -> DatabaseSnapshot {
-    let mut summary = manifest.summary.description.clone();
-    if summary.len() > MAX_SUMMARY {
-        let mut end = MAX_SUMMARY;
-        while !summary.is_char_boundary(end) {
-            end -= 1;
-        }
-        summary.truncate(end);
-    }
+    let summary = cut_text(&manifest.summary.description, MAX_SUMMARY).to_owned();
     let spec = DatabaseSnapshotSpec {
         database_backup: manifest.name.clone(),
         source_namespace: manifest.namespace.clone(),

@@ -148,6 +148,11 @@ where
     }
 }
 
+/// A time as the statuses write it: RFC 3339 in whole seconds, UTC.
+pub(super) fn rfc3339(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub(super) fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    rfc3339(chrono::Utc::now())
 }
