@@ -24,7 +24,7 @@ use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshotImport, Field
 
 use crate::report::{Workloads, observe_outcome, observe_schedule, publish, write_status};
 use crate::status::{JobState, Observation, observe};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Labels, Telemetry};
 use crate::workloads::{
     LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, drill_cronjob, drill_cronjob_name, manual_job, role,
     role_binding, runner_identity, service_account,
@@ -177,6 +177,18 @@ impl Context {
         }
     }
 
+    /// Write the metric series of `backup`, unless it is gone (see [`Telemetry::export`]).
+    pub(crate) fn export(&self, backup: &DatabaseBackup, write: impl FnOnce(&Telemetry, &Labels)) {
+        let (uid, namespace) = (backup.uid().unwrap_or_default(), backup.namespace().unwrap_or_default());
+        self.telemetry.export(&uid, &namespace, &backup.name_any(), write);
+    }
+
+    /// Remove the metric series of `backup`, deleted or being deleted, for good.
+    pub(crate) fn bury(&self, backup: &DatabaseBackup) {
+        let (uid, namespace) = (backup.uid().unwrap_or_default(), backup.namespace().unwrap_or_default());
+        self.telemetry.bury(&uid, &namespace, &backup.name_any());
+    }
+
     /// The Jobs of `backup`, from the cache: manual ones owned by it, scheduled ones
     /// owned by its CronJob, all labelled with its name.
     fn jobs_of(&self, namespace: &str, backup: &DatabaseBackup) -> Vec<JobState> {
@@ -229,7 +241,7 @@ pub async fn run(context: Context) {
         .reflect(backups_writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(backup) = event {
-                forget.telemetry.forget(&backup.namespace().unwrap_or_default(), &backup.name_any());
+                forget.bury(backup);
                 forget.forget(&backup.uid().unwrap_or_default());
             }
         })
@@ -325,8 +337,16 @@ pub(crate) fn is_status(error: &kube::Error, code: u16) -> bool {
 pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Result<Action, Error> {
     context.telemetry.reconciles.inc();
     let namespace = backup.namespace().ok_or(Error::NoNamespace)?;
-    observe_outcome(&context.telemetry, &namespace, &backup);
-    observe_schedule(&context.telemetry, &namespace, &backup);
+    if backup.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes what the resource owns; creating any of it again
+        // would only hold up a foreground deletion.
+        context.bury(&backup);
+        return Ok(Action::await_change());
+    }
+    context.export(&backup, |telemetry, labels| {
+        observe_outcome(telemetry, labels, &backup);
+        observe_schedule(telemetry, labels, &backup);
+    });
     let client = &context.client;
     let identity = runner_identity(&backup);
     apply(

@@ -183,6 +183,10 @@ async fn reconcile<K: OneShot>(object: Arc<K>, shared: Arc<Shared>) -> Result<Ac
     let context = &shared.context;
     context.telemetry.reconciles.inc();
     let namespace = object.namespace().ok_or(Error::NoNamespace)?;
+    if object.meta().deletion_timestamp.is_some() {
+        // Being deleted: no Job is started for it, and the garbage collector ends its own.
+        return Ok(Action::await_change());
+    }
     let generation = object.meta().generation.unwrap_or_default();
     let runs = object.runs().cloned().unwrap_or_default();
     let jobs = shared.jobs_of(&namespace, object.as_ref());

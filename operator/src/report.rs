@@ -14,7 +14,7 @@ use stowage_api::{
 
 use crate::controller::{Context, Error, FIELD_MANAGER, is_status};
 use crate::status::Observation;
-use crate::telemetry::{Telemetry, resource_labels};
+use crate::telemetry::{Labels, Telemetry};
 
 /// What the triggers came to, for the status.
 #[derive(Debug)]
@@ -27,25 +27,23 @@ pub struct Workloads {
 }
 
 /// Export the latest backup's outcome as metrics.
-pub fn observe_outcome(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
+pub fn observe_outcome(telemetry: &Telemetry, labels: &Labels, backup: &DatabaseBackup) {
     let Some(status) = &backup.status else { return };
-    let labels = resource_labels(namespace, &backup.name_any());
     if let Some(run) = &status.last_run {
-        telemetry.backup_succeeded.get_or_create(&labels).set(i64::from(run.succeeded));
+        telemetry.backup_succeeded.get_or_create(labels).set(i64::from(run.succeeded));
     }
     if let Some(time) = status.last_backup.as_ref().and_then(|b| b.time.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
-        telemetry.last_success.get_or_create(&labels).set(time.as_second());
+        telemetry.last_success.get_or_create(labels).set(time.as_second());
     }
     let verified = status.last_verification.as_ref().filter(|drill| drill.verified);
     if let Some(time) = verified.and_then(|drill| drill.finished_at.parse::<k8s_openapi::jiff::Timestamp>().ok()) {
-        telemetry.last_verified.get_or_create(&labels).set(time.as_second());
+        telemetry.last_verified.get_or_create(labels).set(time.as_second());
     }
 }
 
 /// Export the longest interval of an active schedule, which the sample alert compares the
 /// last backup's age with.
-pub fn observe_schedule(telemetry: &Telemetry, namespace: &str, backup: &DatabaseBackup) {
-    let labels = resource_labels(namespace, &backup.name_any());
+pub fn observe_schedule(telemetry: &Telemetry, labels: &Labels, backup: &DatabaseBackup) {
     let spec = &backup.spec;
     let interval = spec
         .scheduled_trigger
@@ -57,11 +55,11 @@ pub fn observe_schedule(telemetry: &Telemetry, namespace: &str, backup: &Databas
         Some(interval) => {
             telemetry
                 .schedule_interval
-                .get_or_create(&labels)
+                .get_or_create(labels)
                 .set(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
         }
         None => {
-            telemetry.schedule_interval.remove(&labels);
+            telemetry.schedule_interval.remove(labels);
         }
     }
 }
@@ -209,9 +207,10 @@ fn observe_run(context: &Context, backup: &DatabaseBackup, run: &RunOutcome) {
     if !first {
         return;
     }
-    let labels = resource_labels(&backup.namespace().unwrap_or_default(), &backup.name_any());
-    context.telemetry.backup_duration.get_or_create(&labels).observe(last.duration_seconds);
-    context.telemetry.backup_stored_bytes.get_or_create(&labels).observe(last.stored_bytes as f64);
+    context.export(backup, |telemetry, labels| {
+        telemetry.backup_duration.get_or_create(labels).observe(last.duration_seconds);
+        telemetry.backup_stored_bytes.get_or_create(labels).observe(last.stored_bytes as f64);
+    });
 }
 
 /// Publish an Event about `object` (a DatabaseBackup or DatabaseRestore).

@@ -1,10 +1,12 @@
 //! What the operator tells the outside: Prometheus metrics and the health and readiness
 //! endpoints for kubelet probes, served over plain HTTP.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -18,8 +20,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-type Labels = Vec<(String, String)>;
+/// The labels of one series.
+pub type Labels = Vec<(String, String)>;
 type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// How long a deleted resource's UID is remembered: longer than any reconcile that began
+/// before its deletion can still run (the client's requests time out well before).
+const GONE_MEMORY: Duration = Duration::from_secs(900);
 
 /// Backup durations: ten seconds to a day.
 fn duration_histogram() -> Histogram {
@@ -52,6 +59,9 @@ pub struct Telemetry {
     pub backup_duration: Histograms,
     pub backup_stored_bytes: Histograms,
     ready: AtomicBool,
+    /// Resources deleted or being deleted, by UID, with when this process learned it:
+    /// their series are removed, and a reconcile that began before must not bring them back.
+    gone: Mutex<HashMap<String, Instant>>,
 }
 
 impl Default for Telemetry {
@@ -102,6 +112,7 @@ impl Default for Telemetry {
             backup_duration,
             backup_stored_bytes,
             ready: AtomicBool::new(false),
+            gone: Mutex::default(),
         }
     }
 }
@@ -154,8 +165,21 @@ impl Telemetry {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    /// Remove every series of a deleted resource.
-    pub fn forget(&self, namespace: &str, name: &str) {
+    /// Write series of the resource with `uid` unless it is gone. [`Telemetry::bury`] takes
+    /// the same lock, so no series is written after its resource's series were removed.
+    pub fn export(&self, uid: &str, namespace: &str, name: &str, write: impl FnOnce(&Telemetry, &Labels)) {
+        let Ok(gone) = self.gone.lock() else { return };
+        if !gone.contains_key(uid) {
+            write(self, &resource_labels(namespace, name));
+        }
+    }
+
+    /// Remove every series of a resource deleted or being deleted, for good.
+    pub fn bury(&self, uid: &str, namespace: &str, name: &str) {
+        let Ok(mut gone) = self.gone.lock() else { return };
+        let now = Instant::now();
+        gone.retain(|_, since| now.duration_since(*since) < GONE_MEMORY);
+        gone.entry(uid.to_owned()).or_insert(now);
         let labels = resource_labels(namespace, name);
         self.backup_succeeded.remove(&labels);
         self.last_success.remove(&labels);
@@ -226,9 +250,21 @@ mod tests {
         assert!(text.contains("stowage_reconciles_total 1"), "{text}");
         let last = r#"stowage_last_successful_backup_timestamp_seconds{namespace="shop",name="orders"} 1700000000"#;
         assert!(text.contains(last), "{text}");
-        telemetry.forget("shop", "orders");
+        telemetry.bury("uid-1", "shop", "orders");
         let text = telemetry.metrics_text().expect("metrics");
         assert!(!text.contains(r#"name="orders""#), "series of a deleted resource: {text}");
+        // A reconcile that began before the deletion writes nothing; a new resource of the
+        // same name does.
+        telemetry.export("uid-1", "shop", "orders", |t, labels| {
+            t.backup_succeeded.get_or_create(labels).set(1);
+        });
+        let text = telemetry.metrics_text().expect("metrics");
+        assert!(!text.contains(r#"name="orders""#), "series of a deleted resource came back: {text}");
+        telemetry.export("uid-2", "shop", "orders", |t, labels| {
+            t.backup_succeeded.get_or_create(labels).set(1);
+        });
+        let text = telemetry.metrics_text().expect("metrics");
+        assert!(text.contains(r#"stowage_backup_succeeded{namespace="shop",name="orders"} 1"#), "{text}");
     }
 
     /// The sample alerts in deploy/ use only metrics the operator exports.

@@ -382,14 +382,15 @@ async fn drills_restore_the_newest_backup_on_schedule_and_fail_visibly_when_it_i
     let job =
         json!({"metadata": {"name": "drill-now", "labels": template["metadata"]["labels"]}, "spec": template["spec"]});
     jobs.create(&PostParams::default(), &serde_json::from_value(job).expect("job")).await.expect("drill now");
-    // The drill's own report. (The operator's Verified condition does not always follow a
-    // drill Job made by hand under load: a known gap, see the closing note of this stop.)
     let drill = eventually("the failed drill's report", WAIT, || async {
         let drill = backups.get("drilled").await.ok()?.status?.last_verification?;
         (!drill.verified).then_some(drill)
     })
     .await;
     assert_eq!(drill.reason, "ChecksumMismatch", "{}", drill.message);
+    let (reason, message) = verified(&cluster, "drilled", "False", Duration::from_secs(30)).await;
+    assert_eq!(reason, "ChecksumMismatch", "{message}");
+    assert!(message.starts_with(&format!("{}: ", drill.finished_at)), "{message}");
     let snapshot = snapshots(&cluster, "drilled").await.pop().expect("the snapshot object");
     let verification = snapshot.status.and_then(|s| s.verification).expect("the failed drill on the snapshot");
     assert_eq!((verification.verified, verification.reason.as_str()), (false, "ChecksumMismatch"));
