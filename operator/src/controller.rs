@@ -6,13 +6,15 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
+};
 use kube::core::GroupVersion;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
@@ -26,8 +28,8 @@ use crate::report::{Workloads, observe_outcome, observe_schedule, publish, write
 use crate::status::{JobState, Observation, observe};
 use crate::telemetry::{Labels, Telemetry};
 use crate::workloads::{
-    LABEL_BACKUP, WorkloadSettings, cronjob, cronjob_name, drill_cronjob, drill_cronjob_name, manual_job, role,
-    role_binding, runner_identity, service_account,
+    LABEL_BACKUP, LABEL_MANAGED_BY, MANAGED_BY, WorkloadSettings, cronjob, cronjob_name, drill_cronjob,
+    drill_cronjob_name, manual_job, role, role_binding, runner_identity, service_account,
 };
 
 /// The field manager of everything the operator writes.
@@ -91,15 +93,23 @@ pub struct Context {
     pub telemetry: Arc<Telemetry>,
     /// The Jobs of all resources, by the `stowage.dev/backup` label.
     pub jobs: Store<Job>,
-    jobs_writer: Mutex<Option<reflector::store::Writer<Job>>>,
+    /// The CronJobs the operator made, metadata only: whether one exists is known without
+    /// a request (a delete per CronJob and resource at start-up, otherwise).
+    cronjobs: Store<PartialObjectMeta<DynamicObject>>,
+    writers: Mutex<Option<CacheWriters>>,
     /// The outcome last announced with an Event, per resource UID: a reconcile that reads
     /// a status not yet updated by the previous one never announces an outcome twice.
     pub(crate) announced: Mutex<HashMap<String, (String, String)>>,
     /// The Job UID of the run last observed in the duration and size metrics, per
     /// resource UID.
     pub(crate) observed: Mutex<HashMap<String, String>>,
-    /// `UID/NAME` of CronJobs known to be absent.
-    without_cronjob: Mutex<HashSet<String>>,
+    /// `UID/NAME` of CronJobs this process applied and has not deleted since: the CronJob
+    /// cache may not have seen them yet.
+    applied_cronjobs: Mutex<HashSet<String>>,
+    /// The digest of the runner identity (ServiceAccount, Role, RoleBinding) last applied
+    /// per resource UID, and when: unchanged, it is applied again only at the resync,
+    /// which repairs edits.
+    applied_identities: Mutex<HashMap<String, (u64, Instant)>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -134,6 +144,7 @@ impl Context {
         let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity.to_owned()) };
         let recorder = Recorder::new(client.clone(), reporter);
         let (jobs, writer) = reflector::store();
+        let cronjob_writer = reflector::store::Writer::new(cronjob_api.clone());
         Ok(Context {
             client,
             settings,
@@ -141,33 +152,55 @@ impl Context {
             recorder,
             telemetry,
             jobs,
-            jobs_writer: Mutex::new(Some(writer)),
+            cronjobs: cronjob_writer.as_reader(),
+            writers: Mutex::new(Some(CacheWriters { jobs: writer, cronjobs: cronjob_writer })),
             announced: Mutex::default(),
             observed: Mutex::default(),
-            without_cronjob: Mutex::default(),
+            applied_cronjobs: Mutex::default(),
+            applied_identities: Mutex::default(),
         })
     }
 
-    /// Whether CronJob `key` (`UID/NAME`) is known to be absent (deleted by this process,
-    /// or found missing), which spares a delete request per reconcile.
-    fn without_cronjob(&self, key: &str) -> bool {
-        self.without_cronjob.lock().is_ok_and(|known| known.contains(key))
+    /// Whether CronJob `name` of `backup` may exist: in the cache, or applied by this
+    /// process and not deleted since. Absent, it needs no delete or suspend request.
+    fn may_have_cronjob(&self, backup: &DatabaseBackup, namespace: &str, name: &str) -> bool {
+        let key = format!("{}/{name}", backup.uid().unwrap_or_default());
+        self.applied_cronjobs.lock().map_or(true, |applied| applied.contains(&key))
+            || self.cronjobs.get(&ObjectRef::new_with(name, self.cronjob_api.clone()).within(namespace)).is_some()
     }
 
-    fn set_without_cronjob(&self, key: &str, absent: bool) {
-        if let Ok(mut known) = self.without_cronjob.lock() {
-            if absent {
-                known.insert(key.to_owned());
+    fn set_cronjob_applied(&self, backup: &DatabaseBackup, name: &str, applied: bool) {
+        let key = format!("{}/{name}", backup.uid().unwrap_or_default());
+        if let Ok(mut known) = self.applied_cronjobs.lock() {
+            if applied {
+                known.insert(key);
             } else {
-                known.remove(key);
+                known.remove(&key);
             }
+        }
+    }
+
+    /// Whether the runner identity of digest `digest` was applied for resource `uid`
+    /// within the resync period.
+    fn identity_current(&self, uid: &str, digest: u64) -> bool {
+        self.applied_identities.lock().is_ok_and(|applied| {
+            applied.get(uid).is_some_and(|(applied, when)| *applied == digest && when.elapsed() < RESYNC)
+        })
+    }
+
+    fn set_identity_applied(&self, uid: &str, digest: u64) {
+        if let Ok(mut applied) = self.applied_identities.lock() {
+            applied.insert(uid.to_owned(), (digest, Instant::now()));
         }
     }
 
     /// Forget what is remembered of a deleted resource.
     pub(crate) fn forget(&self, uid: &str) {
-        if let Ok(mut known) = self.without_cronjob.lock() {
+        if let Ok(mut known) = self.applied_cronjobs.lock() {
             known.retain(|key| !key.starts_with(&format!("{uid}/")));
+        }
+        if let Ok(mut applied) = self.applied_identities.lock() {
+            applied.remove(uid);
         }
         if let Ok(mut announced) = self.announced.lock() {
             announced.retain(|key, _| key != uid && !key.starts_with(&format!("{uid}/")));
@@ -203,6 +236,12 @@ impl Context {
     }
 }
 
+/// The writers of the caches the backup controller fills, taken once by [`run`].
+struct CacheWriters {
+    jobs: reflector::store::Writer<Job>,
+    cronjobs: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
+}
+
 /// batch/v1 CronJob where served (Kubernetes 1.21+), else batch/v1beta1.
 async fn discover_cronjob(client: &Client) -> Result<ApiResource, Error> {
     for version in ["v1", "v1beta1"] {
@@ -224,8 +263,10 @@ fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
     backup.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     let attempt = backup.status.as_ref().and_then(|s| s.latest_attempt.as_ref());
     attempt.map(|a| (&a.job_uid, &a.pod, format!("{:?}", a.phase), &a.reason)).hash(&mut hasher);
+    // Two drills can end in the same second (a passed one, then one run by hand on a
+    // damaged backup): the outcome, not only its time, is what is new.
     let drill = backup.status.as_ref().and_then(|s| s.last_verification.as_ref());
-    drill.map(|d| &d.finished_at).hash(&mut hasher);
+    drill.map(|d| (&d.finished_at, d.verified, &d.reason, &d.message)).hash(&mut hasher);
     Some(hasher.finish())
 }
 
@@ -248,13 +289,14 @@ pub async fn run(context: Context) {
         .applied_objects()
         .predicate_filter(reconcile_trigger, PredicateConfig::default());
     // Jobs of scheduled runs belong to their CronJob, so map Jobs back by label.
-    let Some(jobs_writer) = context.jobs_writer.lock().ok().and_then(|mut writer| writer.take()) else {
+    let Some(writers) = context.writers.lock().ok().and_then(|mut writers| writers.take()) else {
         tracing::error!("the controller runs once per context");
         return;
     };
-    let (changed_jobs, job_watch) = watch_jobs(client, LABEL_BACKUP, jobs_writer);
-    if context.jobs.wait_until_ready().await.is_err() {
-        tracing::error!("the Job cache stopped before it was complete");
+    let (changed_jobs, job_watch) = watch_jobs(client.clone(), LABEL_BACKUP, writers.jobs);
+    let _stop_cronjob_watch = AbortOnDrop(watch_cronjobs(client, &context.cronjob_api, writers.cronjobs));
+    if context.jobs.wait_until_ready().await.is_err() || context.cronjobs.wait_until_ready().await.is_err() {
+        tracing::error!("the Job or CronJob cache stopped before it was complete");
         return;
     }
     let controller = Controller::for_stream(backups, backups_store)
@@ -304,6 +346,25 @@ pub(crate) fn watch_jobs(
     (changed_jobs, tokio::spawn(job_watch))
 }
 
+/// Watch the metadata of the operator's CronJobs into `writer` on a task of its own; the
+/// task stops when the returned handle is aborted.
+fn watch_cronjobs(
+    client: Client,
+    resource: &ApiResource,
+    writer: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
+) -> tokio::task::JoinHandle<()> {
+    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, resource);
+    let labels = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
+    let watch =
+        watcher(api, watcher::Config::default().labels(&labels)).default_backoff().reflect(writer).for_each(|event| {
+            if let Err(error) = event {
+                tracing::warn!(%error, "watching CronJobs failed; retrying");
+            }
+            std::future::ready(())
+        });
+    tokio::spawn(watch)
+}
+
 /// Aborts a task when dropped.
 pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
@@ -329,6 +390,18 @@ where
         .map_err(|source| Error::Apply { kind, name: name.to_owned(), source })
 }
 
+/// Apply `patch` to the status of `name` in `api`; false when the resource is gone.
+pub(crate) async fn apply_status<K>(api: &Api<K>, name: &str, patch: &Value) -> Result<bool, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await {
+        Ok(_) => Ok(true),
+        Err(error) if is_status(&error, 404) => Ok(false),
+        Err(error) => Err(Error::Status(error)),
+    }
+}
+
 pub(crate) fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
@@ -348,22 +421,7 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         observe_schedule(telemetry, labels, &backup);
     });
     let client = &context.client;
-    let identity = runner_identity(&backup);
-    apply(
-        &Api::<ServiceAccount>::namespaced(client.clone(), &namespace),
-        "ServiceAccount",
-        &identity,
-        &service_account(&backup),
-    )
-    .await?;
-    apply(&Api::<Role>::namespaced(client.clone(), &namespace), "Role", &identity, &role(&backup)).await?;
-    apply(
-        &Api::<RoleBinding>::namespaced(client.clone(), &namespace),
-        "RoleBinding",
-        &identity,
-        &role_binding(&backup),
-    )
-    .await?;
+    runner_identity_in_place(&context, &backup, &namespace).await?;
 
     let status = backup.status.clone().unwrap_or_default();
     let observation = observe(
@@ -391,6 +449,45 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     Ok(Action::requeue(RESYNC))
 }
 
+/// Apply the runner's ServiceAccount, Role and RoleBinding, unless this process applied
+/// the same within the resync period (which repairs what was edited or deleted since).
+async fn runner_identity_in_place(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
+    let (account, role, binding) = runner_identity_objects(backup);
+    let mut hasher = DefaultHasher::new();
+    (account.to_string(), role.to_string(), binding.to_string()).hash(&mut hasher);
+    let (uid, digest) = (backup.uid().unwrap_or_default(), hasher.finish());
+    if context.identity_current(&uid, digest) {
+        return Ok(());
+    }
+    apply_runner_identity(context, backup, namespace, (account, role, binding)).await?;
+    context.set_identity_applied(&uid, digest);
+    Ok(())
+}
+
+/// The runner's ServiceAccount, Role and RoleBinding of `backup`.
+fn runner_identity_objects(backup: &DatabaseBackup) -> (Value, Value, Value) {
+    (service_account(backup), role(backup), role_binding(backup))
+}
+
+/// Apply the runner's identity `objects` (see [`runner_identity_objects`]).
+async fn apply_runner_identity(
+    context: &Context,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    (account, role, binding): (Value, Value, Value),
+) -> Result<(), Error> {
+    let (client, identity) = (&context.client, runner_identity(backup));
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let roles = Api::<Role>::namespaced(client.clone(), namespace);
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
+    futures::try_join!(
+        apply(&accounts, "ServiceAccount", &identity, &account),
+        apply(&roles, "Role", &identity, &role),
+    )?;
+    // The API server checks a binding against the rules of its Role, which must exist.
+    apply(&bindings, "RoleBinding", &identity, &binding).await
+}
+
 /// Create the manual trigger's Job for a new `time`, once no other run is active.
 async fn manual_trigger(
     context: &Context,
@@ -408,6 +505,9 @@ async fn manual_trigger(
         workloads.queued = Some(format!("manual trigger {time} waits for Job {}", active.job));
         return Ok(());
     }
+    // A Job is rare: its identity is applied again whatever this process remembers, so
+    // that one deleted by hand since the last resync is back before the Job needs it.
+    apply_runner_identity(context, backup, namespace, runner_identity_objects(backup)).await?;
     let job = manual_job(backup, time, &trigger.repo, &context.settings).map_err(Error::Workload)?;
     let job: Job = serde_json::from_value(job)
         .map_err(|e| Error::CreateJob { name: time.clone(), source: kube::Error::SerdeError(e) })?;
@@ -479,9 +579,8 @@ async fn cronjob_in_place(
     workloads: &mut Workloads,
 ) -> Result<(), Error> {
     let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
-    let key = format!("{}/{name}", backup.uid().unwrap_or_default());
     let Some(value) = value else {
-        if context.without_cronjob(&key) {
+        if !context.may_have_cronjob(backup, namespace, &name) {
             return Ok(());
         }
         let orphan = DeleteParams { propagation_policy: Some(PropagationPolicy::Orphan), ..DeleteParams::default() };
@@ -492,10 +591,10 @@ async fn cronjob_in_place(
             Err(error) if is_status(&error, 404) => {}
             Err(source) => return Err(Error::DeleteCronJob { name, source }),
         }
-        context.set_without_cronjob(&key, true);
+        context.set_cronjob_applied(backup, &name, false);
         return Ok(());
     };
-    context.set_without_cronjob(&key, false);
+    context.set_cronjob_applied(backup, &name, true);
     match apply(&cronjobs, "CronJob", &name, &value.map_err(Error::Workload)?).await {
         // The API server refuses what the operator's checks let pass: the spec is at fault.
         Err(Error::Apply { source: kube::Error::Api(status), .. }) if status.code == 422 => {
@@ -513,7 +612,7 @@ async fn cronjob_in_place(
 async fn suspend_cronjobs(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
     let cronjobs: Api<DynamicObject> = Api::namespaced_with(context.client.clone(), namespace, &context.cronjob_api);
     for name in [cronjob_name(backup), drill_cronjob_name(backup)] {
-        if context.without_cronjob(&format!("{}/{name}", backup.uid().unwrap_or_default())) {
+        if !context.may_have_cronjob(backup, namespace, &name) {
             continue;
         }
         let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
@@ -534,5 +633,34 @@ async fn stop_retries(client: &Client, namespace: &str, name: &str) -> Result<()
     match jobs.patch(name, &PatchParams::default(), &patch).await {
         Err(error) if !is_status(&error, 404) => Err(Error::StopJob { name: name.to_owned(), source: error }),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_drill_outcome_in_the_same_second_is_a_reason_to_reconcile() {
+        let backup = |verified: bool, reason: &str| -> DatabaseBackup {
+            serde_json::from_value(json!({
+                "apiVersion": "stowage.dev/v1alpha1",
+                "kind": "DatabaseBackup",
+                "metadata": {"name": "shop", "namespace": "prod", "uid": "1234", "generation": 1},
+                "spec": {
+                    "repos": [{"name": "s3", "secretName": "s3", "bucket": "backups"}],
+                    "plugin": {"builtin": "postgres"},
+                    "database": {"endpoint": "db:5432", "name": "shop"}
+                },
+                "status": {"lastVerification": {
+                    "repo": "s3", "target": "db:5432/shop_stowage_drill", "verified": verified, "reason": reason,
+                    "message": reason, "finishedAt": "2026-12-06T21:41:06Z", "durationSeconds": 0.0
+                }}
+            }))
+            .expect("valid resource")
+        };
+        let passed = reconcile_trigger(&backup(true, "DrillPassed"));
+        assert_eq!(passed, reconcile_trigger(&backup(true, "DrillPassed")));
+        assert_ne!(passed, reconcile_trigger(&backup(false, "ChecksumMismatch")));
     }
 }

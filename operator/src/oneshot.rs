@@ -16,7 +16,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stowage_api::{CONDITION_RUNNING, CONDITION_SUCCEEDED, Conditions, OneShotRuns, bounded_message};
 
-use crate::controller::{AbortOnDrop, Context, Error, FIELD_MANAGER, apply, is_status, watch_jobs};
+use crate::controller::{AbortOnDrop, Context, Error, apply, apply_status, is_status, watch_jobs};
 use crate::report::{announce, publish};
 use crate::status::{JobState, Observation, observe};
 use crate::workloads::one_shot_job_name;
@@ -297,11 +297,8 @@ async fn write_status<K: OneShot>(
         }
     });
     let api: Api<K> = Api::namespaced(context.client.clone(), namespace);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    match api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch)).await {
-        Err(error) if is_status(&error, 404) => return Ok(()),
-        Err(error) => return Err(Error::Status(error)),
-        Ok(_) => {}
+    if !apply_status(&api, &object.name_any(), &patch).await? {
+        return Ok(());
     }
     if let Progress::Refused(refusal) = progress {
         let previous = runs.condition(CONDITION_SUCCEEDED).map(|c| (c.reason.as_str(), c.message.as_str()));

@@ -3,7 +3,6 @@
 //! per-resource metrics.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -12,7 +11,7 @@ use stowage_api::{
     DrillOutcome, InvalidSpec, RunOutcome, Schedule, bounded_message,
 };
 
-use crate::controller::{Context, Error, FIELD_MANAGER, is_status};
+use crate::controller::{Context, Error, apply_status};
 use crate::status::Observation;
 use crate::telemetry::{Labels, Telemetry};
 
@@ -108,24 +107,33 @@ pub async fn write_status(
         }
         (None, _) => conditions.set(CONDITION_RUNNING, "False", "Idle", "No backup is running"),
     }
-    let patch = json!({
-        "apiVersion": "stowage.dev/v1alpha1",
-        "kind": "DatabaseBackup",
-        "status": {
-            "observedGeneration": generation,
-            "plugin": backup.spec.plugin.source().ok().map(|source| source.to_string()),
-            "conditions": conditions.into_vec(),
-            "lastRun": observation.last_run,
-            "manualTriggerTime": workloads.manual_time,
+    let plugin = backup.spec.plugin.source().ok().map(|source| source.to_string());
+    let conditions = conditions.into_vec();
+    // What the operator writes is what the resource says already: no request (a resync of
+    // thousands of resources would otherwise write every status again).
+    let unchanged = status.observed_generation == generation
+        && status.plugin == plugin
+        && status.last_run == observation.last_run
+        && status.manual_trigger_time == workloads.manual_time
+        && status.conditions.len() == conditions.len()
+        && conditions.iter().all(|condition| status.conditions.contains(condition));
+    if !unchanged {
+        let patch = json!({
+            "apiVersion": "stowage.dev/v1alpha1",
+            "kind": "DatabaseBackup",
+            "status": {
+                "observedGeneration": generation,
+                "plugin": plugin,
+                "conditions": conditions,
+                "lastRun": observation.last_run,
+                "manualTriggerTime": workloads.manual_time,
+            }
+        });
+        let api: Api<DatabaseBackup> = Api::namespaced(context.client.clone(), namespace);
+        if !apply_status(&api, &backup.name_any(), &patch).await? {
+            // Deleted meanwhile: there is nothing left to say.
+            return Ok(());
         }
-    });
-    let api: Api<DatabaseBackup> = Api::namespaced(context.client.clone(), namespace);
-    match api.patch_status(&backup.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
-    {
-        // Deleted meanwhile: there is no status left to write.
-        Err(error) if is_status(&error, 404) => return Ok(()),
-        Err(error) => return Err(Error::Status(error)),
-        Ok(_) => {}
     }
     let was_invalid = status.condition(CONDITION_READY).filter(|c| c.reason == "InvalidSpec").map(|c| &c.message);
     if let Some(message) =

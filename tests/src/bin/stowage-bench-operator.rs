@@ -6,12 +6,23 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::json;
 use stowage_tests::cluster::{Cluster, NAMESPACE};
 use tokio::task::JoinSet;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Creations in flight, as a client applying many manifests would have.
 const CONCURRENCY: usize = 16;
@@ -53,12 +64,16 @@ async fn main() -> anyhow::Result<()> {
     println!("    created in {:.1} s", created.as_secs_f64());
 
     let bindings: Api<RoleBinding> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    // The resources are watched, not listed every round: a list of thousands of objects
+    // twice a second would load the API server more than the operator does.
+    let (store, writer) = reflector::store();
+    let watch = watcher(backups.clone(), watcher::Config::default()).reflect(writer).for_each(|_| async {});
+    let _watch = AbortOnDrop(tokio::spawn(watch));
     let mut peak_rss = 0u64;
     let steady = loop {
         peak_rss = peak_rss.max(memory(pid, "VmRSS:"));
-        let listed = backups.list(&ListParams::default()).await?;
-        let ready = listed
-            .items
+        let ready = store
+            .state()
             .iter()
             .filter(|backup| {
                 let status = backup.status.as_ref();
