@@ -45,7 +45,6 @@ async fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start().await?;
     let pid = cluster.operator.as_ref().context("operator")?.pid();
     let backups = cluster.backups();
-    println!("    operator RSS at start: {:.1} MiB", memory(pid, "VmRSS:") as f64 / MIB);
 
     println!("==> creating {count} DatabaseBackups ({CONCURRENCY} at a time)");
     let started = Instant::now();
