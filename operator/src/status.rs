@@ -148,7 +148,13 @@ pub fn observe(work: &str, jobs: &[JobState], attempt: Option<&Attempt>, recorde
         .filter_map(|job| job.finished.as_ref().map(|end| (job, end)))
         .max_by_key(|(job, end)| (end.at, job.created));
     let candidate = newest_finished.map(|(job, end)| outcome(work, job, end, attempt));
+    let reported = |run: &RunOutcome| attempt.is_some_and(|a| a.job_uid == run.job_uid && a.finished());
     let last_run = match (candidate, recorded) {
+        // The recorded run again, now without a finished report: a retry's Pod began (its
+        // report says Running) just before the Job was ended. What was recorded stands.
+        (Some(candidate), Some(recorded)) if candidate.job_uid == recorded.job_uid && !reported(&candidate) => {
+            Some(recorded.clone())
+        }
         (Some(candidate), Some(recorded))
             if candidate.job_uid != recorded.job_uid && !is_newer(&candidate, recorded, jobs) =>
         {
@@ -230,6 +236,24 @@ mod tests {
         assert_eq!(failed.active, None);
         // The Job removed by its TTL: the outcome stays.
         assert_eq!(observe("Backup", &[], None, failed.last_run.as_ref()).last_run, failed.last_run);
+    }
+
+    #[test]
+    fn a_retry_that_starts_as_its_job_is_ended_keeps_the_recorded_outcome() {
+        let ended = [job("a", 0, Some((false, 60)))];
+        let failed = report("a", AttemptPhase::Failed, "InvalidPluginSettings", true);
+        let recorded = observe("Backup", &ended, Some(&failed), None).last_run;
+        assert_eq!(
+            summary(&observe("Backup", &ended, Some(&failed), None)).map(|s| s.2).as_deref(),
+            Some("InvalidPluginSettings")
+        );
+        // The immediate retry's Pod reports Running after the operator ended the Job.
+        let retry = report("a", AttemptPhase::Running, "", false);
+        let again = observe("Backup", &ended, Some(&retry), recorded.as_ref());
+        assert_eq!(again.last_run, recorded);
+        // Without a recorded outcome the Job's own reason is all there is.
+        let unrecorded = observe("Backup", &ended, Some(&retry), None);
+        assert_eq!(summary(&unrecorded), Some(("a".into(), false, "JobBackoffLimitExceeded".into())));
     }
 
     #[test]
