@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -96,6 +96,9 @@ pub struct Context {
     /// The CronJobs the operator made, metadata only: whether one exists is known without
     /// a request (a delete per CronJob and resource at start-up, otherwise).
     cronjobs: Store<PartialObjectMeta<DynamicObject>>,
+    /// The runner identities the operator made, metadata only: whether one is as this
+    /// process applied it is known without a request.
+    identities: IdentityStores,
     writers: Mutex<Option<CacheWriters>>,
     /// The outcome last announced with an Event, per resource UID: a reconcile that reads
     /// a status not yet updated by the previous one never announces an outcome twice.
@@ -106,10 +109,11 @@ pub struct Context {
     /// `UID/NAME` of CronJobs this process applied and has not deleted since: the CronJob
     /// cache may not have seen them yet.
     applied_cronjobs: Mutex<HashSet<String>>,
-    /// The digest of the runner identity (ServiceAccount, Role, RoleBinding) last applied
-    /// per resource UID, and when: unchanged, it is applied again only at the resync,
-    /// which repairs edits.
-    applied_identities: Mutex<HashMap<String, (u64, Instant)>>,
+    /// The runner identity (ServiceAccount, Role, RoleBinding) last applied per resource
+    /// UID: the digest of what was applied and the resourceVersion of each object after.
+    /// Neither changed, it is not applied again: each Role or RoleBinding write costs the
+    /// API server a read of every RoleBinding in the namespace (its escalation check).
+    applied_identities: Mutex<HashMap<String, (u64, [String; 3])>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -145,6 +149,9 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         let (jobs, writer) = reflector::store();
         let cronjob_writer = reflector::store::Writer::new(cronjob_api.clone());
+        let (accounts, accounts_writer) = reflector::store();
+        let (roles, roles_writer) = reflector::store();
+        let (bindings, bindings_writer) = reflector::store();
         Ok(Context {
             client,
             settings,
@@ -153,7 +160,14 @@ impl Context {
             telemetry,
             jobs,
             cronjobs: cronjob_writer.as_reader(),
-            writers: Mutex::new(Some(CacheWriters { jobs: writer, cronjobs: cronjob_writer })),
+            identities: IdentityStores { accounts, roles, bindings },
+            writers: Mutex::new(Some(CacheWriters {
+                jobs: writer,
+                cronjobs: cronjob_writer,
+                accounts: accounts_writer,
+                roles: roles_writer,
+                bindings: bindings_writer,
+            })),
             announced: Mutex::default(),
             observed: Mutex::default(),
             applied_cronjobs: Mutex::default(),
@@ -180,17 +194,17 @@ impl Context {
         }
     }
 
-    /// Whether the runner identity of digest `digest` was applied for resource `uid`
-    /// within the resync period.
-    fn identity_current(&self, uid: &str, digest: u64) -> bool {
-        self.applied_identities.lock().is_ok_and(|applied| {
-            applied.get(uid).is_some_and(|(applied, when)| *applied == digest && when.elapsed() < RESYNC)
-        })
+    /// Whether the runner identity `name` of resource `uid` is what this process applied
+    /// with digest `digest`, untouched since (deleted or edited, its resourceVersion moved).
+    fn identity_current(&self, uid: &str, namespace: &str, name: &str, digest: u64) -> bool {
+        let Ok(applied) = self.applied_identities.lock() else { return false };
+        let Some((_, versions)) = applied.get(uid).filter(|(applied, _)| *applied == digest) else { return false };
+        self.identities.versions(namespace, name).as_ref() == Some(versions)
     }
 
-    fn set_identity_applied(&self, uid: &str, digest: u64) {
+    fn set_identity_applied(&self, uid: &str, digest: u64, versions: [String; 3]) {
         if let Ok(mut applied) = self.applied_identities.lock() {
-            applied.insert(uid.to_owned(), (digest, Instant::now()));
+            applied.insert(uid.to_owned(), (digest, versions));
         }
     }
 
@@ -240,6 +254,43 @@ impl Context {
 struct CacheWriters {
     jobs: reflector::store::Writer<Job>,
     cronjobs: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
+    accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
+    roles: reflector::store::Writer<PartialObjectMeta<Role>>,
+    bindings: reflector::store::Writer<PartialObjectMeta<RoleBinding>>,
+}
+
+/// The metadata of the runner identities the operator made.
+struct IdentityStores {
+    accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    roles: Store<PartialObjectMeta<Role>>,
+    bindings: Store<PartialObjectMeta<RoleBinding>>,
+}
+
+impl IdentityStores {
+    /// The resourceVersions of the ServiceAccount, Role and RoleBinding `name`, if all exist.
+    fn versions(&self, namespace: &str, name: &str) -> Option<[String; 3]> {
+        fn version<K: Resource<DynamicType = ()> + Clone>(
+            store: &Store<K>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<String> {
+            store.get(&ObjectRef::new(name).within(namespace))?.meta().resource_version.clone()
+        }
+        Some([
+            version(&self.accounts, namespace, name)?,
+            version(&self.roles, namespace, name)?,
+            version(&self.bindings, namespace, name)?,
+        ])
+    }
+
+    async fn ready(&self) -> bool {
+        let (accounts, roles, bindings) = futures::join!(
+            self.accounts.wait_until_ready(),
+            self.roles.wait_until_ready(),
+            self.bindings.wait_until_ready()
+        );
+        accounts.is_ok() && roles.is_ok() && bindings.is_ok()
+    }
 }
 
 /// batch/v1 CronJob where served (Kubernetes 1.21+), else batch/v1beta1.
@@ -294,9 +345,17 @@ pub async fn run(context: Context) {
         return;
     };
     let (changed_jobs, job_watch) = watch_jobs(client.clone(), LABEL_BACKUP, writers.jobs);
-    let _stop_cronjob_watch = AbortOnDrop(watch_cronjobs(client, &context.cronjob_api, writers.cronjobs));
-    if context.jobs.wait_until_ready().await.is_err() || context.cronjobs.wait_until_ready().await.is_err() {
-        tracing::error!("the Job or CronJob cache stopped before it was complete");
+    let _stop_metadata_watches = [
+        AbortOnDrop(watch_metadata("CronJob", Api::all_with(client.clone(), &context.cronjob_api), writers.cronjobs)),
+        AbortOnDrop(watch_metadata("ServiceAccount", Api::all(client.clone()), writers.accounts)),
+        AbortOnDrop(watch_metadata("Role", Api::all(client.clone()), writers.roles)),
+        AbortOnDrop(watch_metadata("RoleBinding", Api::all(client), writers.bindings)),
+    ];
+    if context.jobs.wait_until_ready().await.is_err()
+        || context.cronjobs.wait_until_ready().await.is_err()
+        || !context.identities.ready().await
+    {
+        tracing::error!("a cache stopped before it was complete");
         return;
     }
     let controller = Controller::for_stream(backups, backups_store)
@@ -346,19 +405,27 @@ pub(crate) fn watch_jobs(
     (changed_jobs, tokio::spawn(job_watch))
 }
 
-/// Watch the metadata of the operator's CronJobs into `writer` on a task of its own; the
-/// task stops when the returned handle is aborted.
-fn watch_cronjobs(
-    client: Client,
-    resource: &ApiResource,
-    writer: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
-) -> tokio::task::JoinHandle<()> {
-    let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(client, resource);
+/// Watch the metadata of the objects of `api` the operator made into `writer` (without
+/// their managed fields, most of their size) on a task of its own; the task stops when
+/// the returned handle is aborted.
+fn watch_metadata<K>(
+    kind: &'static str,
+    api: Api<PartialObjectMeta<K>>,
+    writer: reflector::store::Writer<PartialObjectMeta<K>>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    PartialObjectMeta<K>: Resource<DynamicType = K::DynamicType>,
+{
     let labels = format!("{LABEL_MANAGED_BY}={MANAGED_BY}");
-    let watch =
-        watcher(api, watcher::Config::default().labels(&labels)).default_backoff().reflect(writer).for_each(|event| {
+    let watch = watcher(api, watcher::Config::default().labels(&labels))
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .for_each(move |event| {
             if let Err(error) = event {
-                tracing::warn!(%error, "watching CronJobs failed; retrying");
+                tracing::warn!(%error, kind, "watching failed; retrying");
             }
             std::future::ready(())
         });
@@ -380,13 +447,13 @@ fn error_policy(_backup: Arc<DatabaseBackup>, error: &Error, context: Arc<Contex
     Action::requeue(Duration::from_secs(15))
 }
 
-pub(crate) async fn apply<K>(api: &Api<K>, kind: &'static str, name: &str, value: &Value) -> Result<(), Error>
+/// Apply `value` as `name` of `kind`; the object after.
+pub(crate) async fn apply<K>(api: &Api<K>, kind: &'static str, name: &str, value: &Value) -> Result<K, Error>
 where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
         .await
-        .map(|_| ())
         .map_err(|source| Error::Apply { kind, name: name.to_owned(), source })
 }
 
@@ -450,17 +517,17 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
 }
 
 /// Apply the runner's ServiceAccount, Role and RoleBinding, unless this process applied
-/// the same within the resync period (which repairs what was edited or deleted since).
+/// the same and none was edited or deleted since.
 async fn runner_identity_in_place(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
     let (account, role, binding) = runner_identity_objects(backup);
     let mut hasher = DefaultHasher::new();
     (account.to_string(), role.to_string(), binding.to_string()).hash(&mut hasher);
     let (uid, digest) = (backup.uid().unwrap_or_default(), hasher.finish());
-    if context.identity_current(&uid, digest) {
+    if context.identity_current(&uid, namespace, &runner_identity(backup), digest) {
         return Ok(());
     }
-    apply_runner_identity(context, backup, namespace, (account, role, binding)).await?;
-    context.set_identity_applied(&uid, digest);
+    let versions = apply_runner_identity(context, backup, namespace, (account, role, binding)).await?;
+    context.set_identity_applied(&uid, digest, versions);
     Ok(())
 }
 
@@ -469,23 +536,26 @@ fn runner_identity_objects(backup: &DatabaseBackup) -> (Value, Value, Value) {
     (service_account(backup), role(backup), role_binding(backup))
 }
 
-/// Apply the runner's identity `objects` (see [`runner_identity_objects`]).
+/// Apply the runner's identity `objects` (see [`runner_identity_objects`]); their
+/// resourceVersions after.
 async fn apply_runner_identity(
     context: &Context,
     backup: &DatabaseBackup,
     namespace: &str,
     (account, role, binding): (Value, Value, Value),
-) -> Result<(), Error> {
+) -> Result<[String; 3], Error> {
     let (client, identity) = (&context.client, runner_identity(backup));
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let roles = Api::<Role>::namespaced(client.clone(), namespace);
     let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
-    futures::try_join!(
+    let (account, role) = futures::try_join!(
         apply(&accounts, "ServiceAccount", &identity, &account),
         apply(&roles, "Role", &identity, &role),
     )?;
     // The API server checks a binding against the rules of its Role, which must exist.
-    apply(&bindings, "RoleBinding", &identity, &binding).await
+    let binding = apply(&bindings, "RoleBinding", &identity, &binding).await?;
+    let version = |meta: &kube::api::ObjectMeta| meta.resource_version.clone().unwrap_or_default();
+    Ok([version(&account.metadata), version(&role.metadata), version(&binding.metadata)])
 }
 
 /// Create the manual trigger's Job for a new `time`, once no other run is active.
@@ -505,9 +575,6 @@ async fn manual_trigger(
         workloads.queued = Some(format!("manual trigger {time} waits for Job {}", active.job));
         return Ok(());
     }
-    // A Job is rare: its identity is applied again whatever this process remembers, so
-    // that one deleted by hand since the last resync is back before the Job needs it.
-    apply_runner_identity(context, backup, namespace, runner_identity_objects(backup)).await?;
     let job = manual_job(backup, time, &trigger.repo, &context.settings).map_err(Error::Workload)?;
     let job: Job = serde_json::from_value(job)
         .map_err(|e| Error::CreateJob { name: time.clone(), source: kube::Error::SerdeError(e) })?;
@@ -604,7 +671,7 @@ async fn cronjob_in_place(
             )]));
             Ok(())
         }
-        result => result,
+        result => result.map(drop),
     }
 }
 

@@ -92,6 +92,13 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     let owner = &jobs[0].metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("DatabaseBackup", "orders", Some(true)));
 
+    // A runner Role deleted by hand is back before the next run needs it: the operator
+    // applies an identity only when its cache says it is not as applied, and hears of the
+    // deletion from its watch within moments.
+    let roles: Api<Role> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    roles.delete("orders-stowage-runner", &DeleteParams::default()).await.expect("delete the runner's Role");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
     // A new time is a new backup.
     let patch = json!({"spec": {"manualTrigger": {"enabled": true, "time": "t2", "repo": "s3"}}});
     backups.patch("orders", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch time");
@@ -172,7 +179,6 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
 
     // Deleting the resource garbage-collects what the operator created for it.
     backups.delete("orders", &DeleteParams::foreground()).await.expect("delete");
-    let roles: Api<Role> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     eventually("owned objects collected", Duration::from_secs(60), || async {
         let gone = roles.get_opt("orders-stowage-runner").await.ok()?.is_none()
