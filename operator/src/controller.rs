@@ -178,13 +178,13 @@ impl Context {
     /// Whether CronJob `name` of `backup` may exist: in the cache, or applied by this
     /// process and not deleted since. Absent, it needs no delete or suspend request.
     fn may_have_cronjob(&self, backup: &DatabaseBackup, namespace: &str, name: &str) -> bool {
-        let key = format!("{}/{name}", backup.uid().unwrap_or_default());
+        let key = cronjob_key(backup, name);
         self.applied_cronjobs.lock().map_or(true, |applied| applied.contains(&key))
             || self.cronjobs.get(&ObjectRef::new_with(name, self.cronjob_api.clone()).within(namespace)).is_some()
     }
 
     fn set_cronjob_applied(&self, backup: &DatabaseBackup, name: &str, applied: bool) {
-        let key = format!("{}/{name}", backup.uid().unwrap_or_default());
+        let key = cronjob_key(backup, name);
         if let Ok(mut known) = self.applied_cronjobs.lock() {
             if applied {
                 known.insert(key);
@@ -248,6 +248,11 @@ impl Context {
         };
         self.jobs.state().iter().filter(|job| ours(job)).filter_map(|job| JobState::of(job)).collect()
     }
+}
+
+/// `UID/NAME`: CronJob `name` of `backup` (a resource recreated under its name is another).
+fn cronjob_key(backup: &DatabaseBackup, name: &str) -> String {
+    format!("{}/{name}", backup.uid().unwrap_or_default())
 }
 
 /// The writers of the caches the backup controller fills, taken once by [`run`].
@@ -519,41 +524,38 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
 /// Apply the runner's ServiceAccount, Role and RoleBinding, unless this process applied
 /// the same and none was edited or deleted since.
 async fn runner_identity_in_place(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
-    let (account, role, binding) = runner_identity_objects(backup);
+    let (account, role, binding) = (service_account(backup), role(backup), role_binding(backup));
     let mut hasher = DefaultHasher::new();
     (account.to_string(), role.to_string(), binding.to_string()).hash(&mut hasher);
     let (uid, digest) = (backup.uid().unwrap_or_default(), hasher.finish());
-    if context.identity_current(&uid, namespace, &runner_identity(backup), digest) {
+    let identity = runner_identity(backup);
+    if context.identity_current(&uid, namespace, &identity, digest) {
         return Ok(());
     }
-    let versions = apply_runner_identity(context, backup, namespace, (account, role, binding)).await?;
+    let versions = apply_identity(&context.client, namespace, &identity, &account, &role, &binding).await?;
     context.set_identity_applied(&uid, digest, versions);
     Ok(())
 }
 
-/// The runner's ServiceAccount, Role and RoleBinding of `backup`.
-fn runner_identity_objects(backup: &DatabaseBackup) -> (Value, Value, Value) {
-    (service_account(backup), role(backup), role_binding(backup))
-}
-
-/// Apply the runner's identity `objects` (see [`runner_identity_objects`]); their
-/// resourceVersions after.
-async fn apply_runner_identity(
-    context: &Context,
-    backup: &DatabaseBackup,
+/// Apply a runner identity: ServiceAccount, Role and RoleBinding, all named `identity`;
+/// their resourceVersions after.
+pub(crate) async fn apply_identity(
+    client: &Client,
     namespace: &str,
-    (account, role, binding): (Value, Value, Value),
+    identity: &str,
+    account: &Value,
+    role: &Value,
+    binding: &Value,
 ) -> Result<[String; 3], Error> {
-    let (client, identity) = (&context.client, runner_identity(backup));
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let roles = Api::<Role>::namespaced(client.clone(), namespace);
     let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
     let (account, role) = futures::try_join!(
-        apply(&accounts, "ServiceAccount", &identity, &account),
-        apply(&roles, "Role", &identity, &role),
+        apply(&accounts, "ServiceAccount", identity, account),
+        apply(&roles, "Role", identity, role),
     )?;
     // The API server checks a binding against the rules of its Role, which must exist.
-    let binding = apply(&bindings, "RoleBinding", &identity, &binding).await?;
+    let binding = apply(&bindings, "RoleBinding", identity, binding).await?;
     let version = |meta: &kube::api::ObjectMeta| meta.resource_version.clone().unwrap_or_default();
     Ok([version(&account.metadata), version(&role.metadata), version(&binding.metadata)])
 }

@@ -13,8 +13,6 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
@@ -27,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stowage_api::{CONDITION_RUNNING, CONDITION_SUCCEEDED, Conditions, OneShotRuns, bounded_message};
 
-use crate::controller::{AbortOnDrop, Context, Error, apply, apply_status, is_status, watch_jobs};
+use crate::controller::{AbortOnDrop, Context, Error, apply_identity, apply_status, is_status, watch_jobs};
 use crate::report::{announce, publish};
 use crate::status::{JobState, Observation, observe};
 use crate::workloads::one_shot_job_name;
@@ -224,11 +222,8 @@ async fn start<K: OneShot>(
     };
     let client = &context.client;
     let identity = prepared.service_account["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-    apply(&accounts, "ServiceAccount", &identity, &prepared.service_account).await?;
-    apply(&Api::<Role>::namespaced(client.clone(), namespace), "Role", &identity, &prepared.role).await?;
-    let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
-    apply(&bindings, "RoleBinding", &identity, &prepared.role_binding).await?;
+    apply_identity(client, namespace, &identity, &prepared.service_account, &prepared.role, &prepared.role_binding)
+        .await?;
     let job: Job = serde_json::from_value(prepared.job)
         .map_err(|e| Error::CreateJob { name: name.clone(), source: kube::Error::SerdeError(e) })?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
