@@ -3,7 +3,7 @@
 //! is gone): the way back from nothing but the bucket. One run of the runner per
 //! generation lists the repository and brings the import's objects in line with it.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use crate::validation::{FieldError, InvalidSpec};
 pub const LABEL_IMPORT: &str = "stowage.dev/import";
 
 /// Import the backups of a repository as DatabaseSnapshot objects in this namespace.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "stowage.dev",
     version = "v1alpha1",
@@ -31,6 +31,12 @@ pub const LABEL_IMPORT: &str = "stowage.dev/import";
     printcolumn = r#"{"name": "Succeeded", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].status"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("has(self.repo.bucket) || !has(self.repo.bucketNamePrefix) || has(self.sourceNamespace)")
+        .message("repo.bucketNamePrefix names a bucket per namespace: set sourceNamespace (or bucket)"),
+    validation = Rule::new("!has(self.databaseBackup) || has(self.sourceNamespace)")
+        .message("databaseBackup needs sourceNamespace: a configuration is named within one")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSnapshotImportSpec {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +71,8 @@ pub struct DatabaseBackupSpec {
     pub suspend: bool,
     /// Metadata for the runner's ServiceAccount, e.g. the annotation
     /// `eks.amazonaws.com/role-arn` that gives it a cloud identity (workload identity).
+    /// Set, the runner gets a ServiceAccount of its own; unset, it shares the namespace's
+    /// `stowage-backup-runner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_template: Option<ServiceAccountTemplate>,
     /// Runner image for the backup Jobs, overriding the operator's default.
@@ -79,7 +81,9 @@ pub struct DatabaseBackupSpec {
 }
 
 /// An S3-compatible object-storage repository.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new("has(self.bucket) || has(self.bucketNamePrefix)")
+    .message("sets neither bucket nor bucketNamePrefix"))]
 #[serde(rename_all = "camelCase")]
 pub struct Repo {
     /// The name triggers use to pick this repository.
@@ -163,7 +167,17 @@ pub enum RepoKind {
 }
 
 /// Where the plugin component comes from. Exactly one source is set.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+///
+/// The rules of [`PluginSource::source`] the API server can check itself (1.25+), as CEL.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("[has(self.builtin), has(self.configMap), has(self.url), has(self.oci)].filter(set, set).size() == 1")
+        .message("set exactly one of builtin, configMap, url and oci"),
+    validation = Rule::new("!has(self.url) || self.url.startsWith('https://')").message("url must be an https:// URL"),
+    validation = Rule::new("!has(self.url) || has(self.sha256)")
+        .message("a plugin from a URL must be pinned: set sha256 to the component's digest"),
+    validation = Rule::new("!has(self.pullSecret) || has(self.oci)").message("pullSecret applies to oci plugins only")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct PluginSource {
     /// A plugin shipped in the runner image, e.g. `postgres`.

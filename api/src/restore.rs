@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use crate::status::{Attempt, RunOutcome, conditions_schema};
 use crate::validation::{FieldError, InvalidSpec};
 
 /// Restore a stored backup into a database.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "stowage.dev",
     version = "v1alpha1",
@@ -33,6 +33,8 @@ use crate::validation::{FieldError, InvalidSpec};
     printcolumn = r#"{"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Succeeded\")].reason"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("has(self.snapshot) != has(self.databaseBackup)")
+    .message("name the backup once: set snapshot or databaseBackup"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseRestoreSpec {
     /// The backup to restore: a DatabaseSnapshot in this namespace. Set this or

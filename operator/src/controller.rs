@@ -3,7 +3,7 @@
 //! reconciling is idempotent and drift is corrected. Reconciles run on a change of the
 //! spec, of a run's phase or of the resource's Jobs, not on every progress report.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, PartialObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy,
 };
@@ -28,8 +28,9 @@ use crate::report::{Workloads, observe_outcome, observe_schedule, publish, write
 use crate::status::{JobState, Observation, observe};
 use crate::telemetry::{Labels, Telemetry};
 use crate::workloads::{
-    LABEL_BACKUP, LABEL_MANAGED_BY, MANAGED_BY, WorkloadSettings, cronjob, cronjob_name, drill_cronjob,
-    drill_cronjob_name, manual_job, role, role_binding, runner_identity, service_account,
+    LABEL_BACKUP, LABEL_MANAGED_BY, MANAGED_BY, SHARED_RUNNER_IDENTITY, WorkloadSettings, cronjob, cronjob_name,
+    drill_cronjob, drill_cronjob_name, manual_job, role_binding, runner_identity, service_account,
+    shares_runner_identity,
 };
 
 /// The field manager of everything the operator writes.
@@ -106,14 +107,14 @@ pub struct Context {
     /// The Job UID of the run last observed in the duration and size metrics, per
     /// resource UID.
     pub(crate) observed: Mutex<HashMap<String, String>>,
-    /// `UID/NAME` of CronJobs this process applied and has not deleted since: the CronJob
-    /// cache may not have seen them yet.
-    applied_cronjobs: Mutex<HashSet<String>>,
-    /// The runner identity (ServiceAccount, Role, RoleBinding) last applied per resource
-    /// UID: the digest of what was applied and the resourceVersion of each object after.
-    /// Neither changed, it is not applied again: each Role or RoleBinding write costs the
-    /// API server a read of every RoleBinding in the namespace (its escalation check).
-    applied_identities: Mutex<HashMap<String, (u64, [String; 3])>>,
+    /// CronJobs this process applied and has not deleted since, by `UID/NAME` (the CronJob
+    /// cache may not have seen them yet): once an apply succeeded, the digest of what was
+    /// applied and the resourceVersion after. Neither changed, it is not applied again.
+    applied_cronjobs: Mutex<HashMap<String, Option<(u64, String)>>>,
+    /// The runner identities (ServiceAccount, RoleBinding) last applied, by
+    /// `NAMESPACE/NAME`: the digest of what was applied and the resourceVersion of each
+    /// object after. Neither changed, it is not applied again.
+    applied_identities: Mutex<HashMap<String, (u64, [String; 2])>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -150,7 +151,6 @@ impl Context {
         let (jobs, writer) = reflector::store();
         let cronjob_writer = reflector::store::Writer::new(cronjob_api.clone());
         let (accounts, accounts_writer) = reflector::store();
-        let (roles, roles_writer) = reflector::store();
         let (bindings, bindings_writer) = reflector::store();
         Ok(Context {
             client,
@@ -160,12 +160,11 @@ impl Context {
             telemetry,
             jobs,
             cronjobs: cronjob_writer.as_reader(),
-            identities: IdentityStores { accounts, roles, bindings },
+            identities: IdentityStores { accounts, bindings },
             writers: Mutex::new(Some(CacheWriters {
                 jobs: writer,
                 cronjobs: cronjob_writer,
                 accounts: accounts_writer,
-                roles: roles_writer,
                 bindings: bindings_writer,
             })),
             announced: Mutex::default(),
@@ -179,42 +178,61 @@ impl Context {
     /// process and not deleted since. Absent, it needs no delete or suspend request.
     fn may_have_cronjob(&self, backup: &DatabaseBackup, namespace: &str, name: &str) -> bool {
         let key = cronjob_key(backup, name);
-        self.applied_cronjobs.lock().map_or(true, |applied| applied.contains(&key))
-            || self.cronjobs.get(&ObjectRef::new_with(name, self.cronjob_api.clone()).within(namespace)).is_some()
+        self.applied_cronjobs.lock().map_or(true, |applied| applied.contains_key(&key))
+            || self.cronjob_version(namespace, name).is_some()
     }
 
-    fn set_cronjob_applied(&self, backup: &DatabaseBackup, name: &str, applied: bool) {
+    /// The resourceVersion of CronJob `name` in the cache.
+    fn cronjob_version(&self, namespace: &str, name: &str) -> Option<String> {
+        let cronjob = self.cronjobs.get(&ObjectRef::new_with(name, self.cronjob_api.clone()).within(namespace))?;
+        cronjob.metadata.resource_version.clone()
+    }
+
+    /// Whether CronJob `name` of `backup` is what this process applied with digest
+    /// `digest`, untouched since (deleted, edited or suspended, its resourceVersion moved).
+    fn cronjob_current(&self, backup: &DatabaseBackup, namespace: &str, name: &str, digest: u64) -> bool {
+        let Ok(applied) = self.applied_cronjobs.lock() else { return false };
+        let Some(Some((applied, version))) = applied.get(&cronjob_key(backup, name)) else { return false };
+        *applied == digest && self.cronjob_version(namespace, name).as_ref() == Some(version)
+    }
+
+    /// Record CronJob `name` of `backup` as applied (with what and the resourceVersion
+    /// after, once known), or as deleted (`None`).
+    fn set_cronjob_applied(&self, backup: &DatabaseBackup, name: &str, applied: Option<Option<(u64, String)>>) {
         let key = cronjob_key(backup, name);
         if let Ok(mut known) = self.applied_cronjobs.lock() {
-            if applied {
-                known.insert(key);
-            } else {
-                known.remove(&key);
-            }
+            match applied {
+                Some(applied) => known.insert(key, applied),
+                None => known.remove(&key),
+            };
         }
     }
 
-    /// Whether the runner identity `name` of resource `uid` is what this process applied
-    /// with digest `digest`, untouched since (deleted or edited, its resourceVersion moved).
-    fn identity_current(&self, uid: &str, namespace: &str, name: &str, digest: u64) -> bool {
+    /// Whether the runner identity `name` is what this process applied with digest
+    /// `digest`, untouched since (deleted or edited, its resourceVersion moved).
+    fn identity_current(&self, namespace: &str, name: &str, digest: u64) -> bool {
         let Ok(applied) = self.applied_identities.lock() else { return false };
-        let Some((_, versions)) = applied.get(uid).filter(|(applied, _)| *applied == digest) else { return false };
+        let key = format!("{namespace}/{name}");
+        let Some((_, versions)) = applied.get(&key).filter(|(applied, _)| *applied == digest) else { return false };
         self.identities.versions(namespace, name).as_ref() == Some(versions)
     }
 
-    fn set_identity_applied(&self, uid: &str, digest: u64, versions: [String; 3]) {
-        if let Ok(mut applied) = self.applied_identities.lock() {
-            applied.insert(uid.to_owned(), (digest, versions));
+    /// Record runner identity `name` as applied with `digest` (at `versions`), or as not
+    /// known to be in place (`None`).
+    fn set_identity_applied(&self, namespace: &str, name: &str, applied: Option<(u64, [String; 2])>) {
+        if let Ok(mut known) = self.applied_identities.lock() {
+            let key = format!("{namespace}/{name}");
+            match applied {
+                Some(applied) => known.insert(key, applied),
+                None => known.remove(&key),
+            };
         }
     }
 
     /// Forget what is remembered of a deleted resource.
     pub(crate) fn forget(&self, uid: &str) {
         if let Ok(mut known) = self.applied_cronjobs.lock() {
-            known.retain(|key| !key.starts_with(&format!("{uid}/")));
-        }
-        if let Ok(mut applied) = self.applied_identities.lock() {
-            applied.remove(uid);
+            known.retain(|key, _| !key.starts_with(&format!("{uid}/")));
         }
         if let Ok(mut announced) = self.announced.lock() {
             announced.retain(|key, _| key != uid && !key.starts_with(&format!("{uid}/")));
@@ -260,20 +278,18 @@ struct CacheWriters {
     jobs: reflector::store::Writer<Job>,
     cronjobs: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
     accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
-    roles: reflector::store::Writer<PartialObjectMeta<Role>>,
     bindings: reflector::store::Writer<PartialObjectMeta<RoleBinding>>,
 }
 
 /// The metadata of the runner identities the operator made.
 struct IdentityStores {
     accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    roles: Store<PartialObjectMeta<Role>>,
     bindings: Store<PartialObjectMeta<RoleBinding>>,
 }
 
 impl IdentityStores {
-    /// The resourceVersions of the ServiceAccount, Role and RoleBinding `name`, if all exist.
-    fn versions(&self, namespace: &str, name: &str) -> Option<[String; 3]> {
+    /// The resourceVersions of the ServiceAccount and RoleBinding `name`, if both exist.
+    fn versions(&self, namespace: &str, name: &str) -> Option<[String; 2]> {
         fn version<K: Resource<DynamicType = ()> + Clone>(
             store: &Store<K>,
             namespace: &str,
@@ -281,20 +297,12 @@ impl IdentityStores {
         ) -> Option<String> {
             store.get(&ObjectRef::new(name).within(namespace))?.meta().resource_version.clone()
         }
-        Some([
-            version(&self.accounts, namespace, name)?,
-            version(&self.roles, namespace, name)?,
-            version(&self.bindings, namespace, name)?,
-        ])
+        Some([version(&self.accounts, namespace, name)?, version(&self.bindings, namespace, name)?])
     }
 
     async fn ready(&self) -> bool {
-        let (accounts, roles, bindings) = futures::join!(
-            self.accounts.wait_until_ready(),
-            self.roles.wait_until_ready(),
-            self.bindings.wait_until_ready()
-        );
-        accounts.is_ok() && roles.is_ok() && bindings.is_ok()
+        let (accounts, bindings) = futures::join!(self.accounts.wait_until_ready(), self.bindings.wait_until_ready());
+        accounts.is_ok() && bindings.is_ok()
     }
 }
 
@@ -333,13 +341,18 @@ pub async fn run(context: Context) {
     let (backups_store, backups_writer) = reflector::store();
     let context = Arc::new(context);
     let forget = Arc::clone(&context);
+    let users = backups_store.clone();
     let backups = watcher(Api::<DatabaseBackup>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        // Most of a cached object's size, and read by nothing here.
+        .modify(|backup| backup.managed_fields_mut().clear())
         .reflect(backups_writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(backup) = event {
                 forget.bury(backup);
                 forget.forget(&backup.uid().unwrap_or_default());
+                let (context, users, backup) = (Arc::clone(&forget), users.clone(), backup.clone());
+                tokio::spawn(async move { retire_shared_identity(&context, &users, &backup).await });
             }
         })
         .applied_objects()
@@ -353,7 +366,6 @@ pub async fn run(context: Context) {
     let _stop_metadata_watches = [
         AbortOnDrop(watch_metadata("CronJob", Api::all_with(client.clone(), &context.cronjob_api), writers.cronjobs)),
         AbortOnDrop(watch_metadata("ServiceAccount", Api::all(client.clone()), writers.accounts)),
-        AbortOnDrop(watch_metadata("Role", Api::all(client.clone()), writers.roles)),
         AbortOnDrop(watch_metadata("RoleBinding", Api::all(client), writers.bindings)),
     ];
     if context.jobs.wait_until_ready().await.is_err()
@@ -398,6 +410,14 @@ pub(crate) fn watch_jobs(
     let (job_changes, changed_jobs) = futures::channel::mpsc::unbounded();
     let job_watch = watcher(Api::<Job>::all(client), watcher::Config::default().labels(label))
         .default_backoff()
+        // The Pod template (the run's spec and environment) and the managed fields are
+        // most of a Job's size; the operator reads a Job's metadata and status only.
+        .modify(|job| {
+            job.managed_fields_mut().clear();
+            if let Some(spec) = job.spec.as_mut() {
+                spec.template = Default::default();
+            }
+        })
         .reflect(writer)
         .touched_objects()
         .for_each(move |job| {
@@ -521,43 +541,75 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     Ok(Action::requeue(RESYNC))
 }
 
-/// Apply the runner's ServiceAccount, Role and RoleBinding, unless this process applied
-/// the same and none was edited or deleted since.
+/// Apply the runner's ServiceAccount and RoleBinding, unless this process applied the
+/// same and neither was edited or deleted since.
 async fn runner_identity_in_place(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
-    let (account, role, binding) = (service_account(backup), role(backup), role_binding(backup));
+    let (account, binding) = (service_account(backup), role_binding(backup));
     let mut hasher = DefaultHasher::new();
-    (account.to_string(), role.to_string(), binding.to_string()).hash(&mut hasher);
-    let (uid, digest) = (backup.uid().unwrap_or_default(), hasher.finish());
-    let identity = runner_identity(backup);
-    if context.identity_current(&uid, namespace, &identity, digest) {
+    (account.to_string(), binding.to_string()).hash(&mut hasher);
+    let (identity, digest) = (runner_identity(backup), hasher.finish());
+    if context.identity_current(namespace, &identity, digest) {
         return Ok(());
     }
-    let versions = apply_identity(&context.client, namespace, &identity, &account, &role, &binding).await?;
-    context.set_identity_applied(&uid, digest, versions);
+    let versions = apply_identity(&context.client, namespace, &identity, &account, &binding).await?;
+    context.set_identity_applied(namespace, &identity, Some((digest, versions)));
     Ok(())
 }
 
-/// Apply a runner identity: ServiceAccount, Role and RoleBinding, all named `identity`;
-/// their resourceVersions after.
+/// When the last DatabaseBackup of a namespace that shares the runner identity is gone,
+/// delete the identity (a resource's own goes with it: it owns it).
+async fn retire_shared_identity(context: &Context, users: &Store<DatabaseBackup>, deleted: &DatabaseBackup) {
+    let Some(namespace) = deleted.namespace() else { return };
+    let in_use = users
+        .state()
+        .iter()
+        .any(|backup| backup.namespace().as_deref() == Some(namespace.as_str()) && shares_runner_identity(backup));
+    if !shares_runner_identity(deleted) || in_use {
+        return;
+    }
+    context.set_identity_applied(&namespace, SHARED_RUNNER_IDENTITY, None);
+    let bindings = Api::<RoleBinding>::namespaced(context.client.clone(), &namespace);
+    let accounts = Api::<ServiceAccount>::namespaced(context.client.clone(), &namespace);
+    let params = DeleteParams::default();
+    let (binding, account) = futures::join!(
+        bindings.delete(SHARED_RUNNER_IDENTITY, &params),
+        accounts.delete(SHARED_RUNNER_IDENTITY, &params)
+    );
+    for error in [binding.err(), account.err()].into_iter().flatten().filter(|error| !is_status(error, 404)) {
+        tracing::warn!(%error, %namespace, "deleting the shared runner identity failed; it stays unused");
+    }
+}
+
+/// Apply a runner identity: ServiceAccount and RoleBinding, both named `identity`; their
+/// resourceVersions after.
 pub(crate) async fn apply_identity(
     client: &Client,
     namespace: &str,
     identity: &str,
     account: &Value,
-    role: &Value,
     binding: &Value,
-) -> Result<[String; 3], Error> {
+) -> Result<[String; 2], Error> {
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-    let roles = Api::<Role>::namespaced(client.clone(), namespace);
     let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
-    let (account, role) = futures::try_join!(
+    let (account, binding) = futures::try_join!(
         apply(&accounts, "ServiceAccount", identity, account),
-        apply(&roles, "Role", identity, role),
+        apply_role_binding(&bindings, identity, binding),
     )?;
-    // The API server checks a binding against the rules of its Role, which must exist.
-    let binding = apply(&bindings, "RoleBinding", identity, binding).await?;
     let version = |meta: &kube::api::ObjectMeta| meta.resource_version.clone().unwrap_or_default();
-    Ok([version(&account.metadata), version(&role.metadata), version(&binding.metadata)])
+    Ok([version(&account.metadata), version(&binding.metadata)])
+}
+
+/// Apply RoleBinding `name`; one whose role is another (a per-resource Role of operators
+/// before decision 10) is replaced, as the API server never changes a `roleRef`.
+async fn apply_role_binding(api: &Api<RoleBinding>, name: &str, binding: &Value) -> Result<RoleBinding, Error> {
+    match apply(api, "RoleBinding", name, binding).await {
+        Err(Error::Apply { source, .. }) if is_status(&source, 422) => {
+            let replace = |source| Error::Apply { kind: "RoleBinding", name: name.to_owned(), source };
+            api.delete(name, &Default::default()).await.map_err(replace)?;
+            apply(api, "RoleBinding", name, binding).await
+        }
+        applied => applied,
+    }
 }
 
 /// Create the manual trigger's Job for a new `time`, once no other run is active.
@@ -660,11 +712,18 @@ async fn cronjob_in_place(
             Err(error) if is_status(&error, 404) => {}
             Err(source) => return Err(Error::DeleteCronJob { name, source }),
         }
-        context.set_cronjob_applied(backup, &name, false);
+        context.set_cronjob_applied(backup, &name, None);
         return Ok(());
     };
-    context.set_cronjob_applied(backup, &name, true);
-    match apply(&cronjobs, "CronJob", &name, &value.map_err(Error::Workload)?).await {
+    let value = value.map_err(Error::Workload)?;
+    let mut hasher = DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    let digest = hasher.finish();
+    if context.cronjob_current(backup, namespace, &name, digest) {
+        return Ok(());
+    }
+    context.set_cronjob_applied(backup, &name, Some(None));
+    match apply(&cronjobs, "CronJob", &name, &value).await {
         // The API server refuses what the operator's checks let pass: the spec is at fault.
         Err(Error::Apply { source: kube::Error::Api(status), .. }) if status.code == 422 => {
             workloads.invalid = Some(InvalidSpec(vec![FieldError::new(
@@ -673,7 +732,12 @@ async fn cronjob_in_place(
             )]));
             Ok(())
         }
-        result => result.map(drop),
+        Ok(applied) => {
+            let version = applied.metadata.resource_version.unwrap_or_default();
+            context.set_cronjob_applied(backup, &name, Some(Some((digest, version))));
+            Ok(())
+        }
+        Err(error) => Err(error),
     }
 }
 

@@ -5,7 +5,7 @@ use stowage_api::{DatabaseSnapshotImport, LABEL_IMPORT, OneShotRuns};
 
 use crate::controller::{Context, Error};
 use crate::oneshot::{OneShot, Prepared, Refusal};
-use crate::workloads::import::{import_job, role, role_binding, service_account};
+use crate::workloads::import::{import_job, role_binding, service_account};
 
 impl OneShot for DatabaseSnapshotImport {
     const WORK: &'static str = "Import";
@@ -32,7 +32,6 @@ impl OneShot for DatabaseSnapshotImport {
         );
         Ok(Ok(Prepared {
             service_account: service_account(import),
-            role: role(import),
             role_binding: role_binding(import),
             job: import_job(import, generation, &context.settings).map_err(Error::Workload)?,
             note,

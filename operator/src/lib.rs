@@ -1,5 +1,5 @@
 //! The Stowage operator: turns `DatabaseBackup` resources into the runner's identity
-//! (ServiceAccount, Role, RoleBinding), Jobs for manual triggers and CronJobs for
+//! (ServiceAccount, RoleBinding), Jobs for manual triggers and CronJobs for
 //! scheduled ones, and `DatabaseRestore` resources into one restore Job per generation,
 //! and keeps their status true. `DatabaseSnapshot` objects are written by the runs.
 

@@ -67,7 +67,6 @@ pub trait OneShot:
 #[derive(Debug)]
 pub struct Prepared {
     pub service_account: Value,
-    pub role: Value,
     pub role_binding: Value,
     pub job: Value,
     /// The Event announcing the Job, after "Created Job NAME".
@@ -118,6 +117,7 @@ pub async fn run<K: OneShot>(context: Arc<Context>) {
     let forget = Arc::clone(&context);
     let objects = watcher(Api::<K>::all(client), watcher::Config::default())
         .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(object) = event {
@@ -222,8 +222,7 @@ async fn start<K: OneShot>(
     };
     let client = &context.client;
     let identity = prepared.service_account["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    apply_identity(client, namespace, &identity, &prepared.service_account, &prepared.role, &prepared.role_binding)
-        .await?;
+    apply_identity(client, namespace, &identity, &prepared.service_account, &prepared.role_binding).await?;
     let job: Job = serde_json::from_value(prepared.job)
         .map_err(|e| Error::CreateJob { name: name.clone(), source: kube::Error::SerdeError(e) })?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);

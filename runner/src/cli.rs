@@ -143,6 +143,9 @@ pub struct JobArgs {
     /// Directories searched for builtin plugins, `:`-separated.
     #[arg(long, env = "STOWAGE_PLUGIN_PATH", default_value = "/usr/lib/stowage/plugins")]
     pub plugin_path: String,
+    /// The plugin of a `configMap` source, where the Job mounts it.
+    #[arg(long, env = "STOWAGE_PLUGIN_FILE")]
+    pub plugin_file: Option<PathBuf>,
     /// Directory for precompiled plugins; must be writable only by this user.
     #[arg(long, env = "STOWAGE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -175,6 +178,7 @@ impl JobArgs {
             database_tls_ca: self.database_tls_ca,
             registry_auth: self.registry_auth,
             plugin_path: self.plugin_path,
+            plugin_file: self.plugin_file,
             cache_dir: self.cache_dir,
             lock_wait: self.lock_wait,
         }

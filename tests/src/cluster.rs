@@ -14,7 +14,7 @@ use serde_json::json;
 use stowage_api::DatabaseBackup;
 
 use crate::Result;
-use crate::kube::{ClusterAccess, ControlPlane, kubectl};
+use crate::kube::{ClusterAccess, ControlPlane, apply_deployment, kubectl};
 use crate::kubelet::{FakeKubelet, PodRuntime};
 use crate::seaweedfs::SeaweedFs;
 use crate::stowage::{binary, plugin_dir, workspace_binary};
@@ -83,7 +83,7 @@ impl Drop for Operator {
 
 /// Everything an end-to-end test needs, stopped on drop (in reverse order).
 pub struct Cluster {
-    _kubelet: FakeKubelet,
+    _kubelet: Option<FakeKubelet>,
     pub operator: Option<Operator>,
     pub client: Client,
     pub s3: SeaweedFs,
@@ -99,12 +99,22 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Start everything; the bucket `backups` and the Secret `s3` with its credentials exist.
     pub async fn start() -> Result<Cluster> {
+        Self::start_with(true).await
+    }
+
+    /// The same without the kubelet stand-in: runner Pods stay Pending (the operator
+    /// benchmark plays their runners itself).
+    pub async fn without_kubelet() -> Result<Cluster> {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(kubelet: bool) -> Result<Cluster> {
         let plane = ControlPlane::start_with_controllers().await?;
         let s3 = SeaweedFs::start()?;
         s3.create_bucket("backups").await?;
         let access = plane.access();
         let admin = access.write_kubeconfig("admin", access.admin_token())?;
-        kubectl(&admin, &["apply", "-k", "deploy/"])?;
+        apply_deployment(&admin)?;
         wait_for_crds(&admin)?;
         let client = plane.client().await?;
         let namespaces: Api<Namespace> = Api::all(client.clone());
@@ -124,7 +134,7 @@ impl Cluster {
             binary: binary()?,
             extra_env: vec![("STOWAGE_PLUGIN_PATH".into(), plugin_dir()?.display().to_string())],
         };
-        let kubelet = FakeKubelet::start(access.clone(), client.clone(), runtime);
+        let kubelet = kubelet.then(|| FakeKubelet::start(access.clone(), client.clone(), runtime));
         let operator = Some(Operator::start(&access, "operator-a").await?);
         Ok(Cluster { _kubelet: kubelet, operator, client, s3, plane })
     }

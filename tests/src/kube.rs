@@ -306,3 +306,10 @@ pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String> {
         .context("running kubectl")?;
     crate::checked(output, &format!("kubectl {args:?}"))
 }
+
+/// `kubectl apply -k deploy/`, the standard deployment. Without kubectl's client-side
+/// validation: it checks against the test API server's (1.20) OpenAPI, which predates the
+/// CRDs' CEL rules (`x-kubernetes-validations`, 1.25+); the server itself drops them.
+pub fn apply_deployment(kubeconfig: &Path) -> Result<String> {
+    kubectl(kubeconfig, &["apply", "-k", "deploy/", "--validate=false"])
+}

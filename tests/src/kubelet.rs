@@ -1,15 +1,15 @@
 //! A stand-in for the kubelet, for Pods of backup Jobs: nothing here can run containers,
 //! so Pods are run as local processes of the `stowage` binary with the environment a
-//! kubelet would give them (values, Secret keys, field references), authenticated with a
-//! token of the Pod's ServiceAccount; their phase is then reported so that the real Job
-//! controller completes or fails the Job.
+//! kubelet would give them (values, Secret keys, field references) and their ConfigMap
+//! volumes in local directories, authenticated with a token of the Pod's ServiceAccount;
+//! their phase is then reported so that the real Job controller completes or fails the Job.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::{EnvVar, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, PodSpec, Secret};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -112,10 +112,16 @@ async fn run_pod(access: &ClusterAccess, client: &Client, runtime: &PodRuntime, 
     if container.image.as_deref() != Some(runtime.runner_image.as_str()) {
         return set_phase(client, pod, "Failed", Some("ErrImagePull")).await;
     }
+    let volumes = tempfile::tempdir()?;
+    let mounts = mount_config_maps(client, &namespace, &spec, container, volumes.path()).await?;
     let mut env = Vec::new();
     for var in container.env.clone().unwrap_or_default() {
         if let Some(value) = resolve(client, &namespace, pod, &var).await? {
-            env.push((var.name, value));
+            // A path inside a mount is that path in the mount's local directory.
+            let local = mounts.iter().find_map(|(mount, dir)| {
+                value.strip_prefix(mount.as_str()).map(|rest| format!("{}{rest}", dir.display()))
+            });
+            env.push((var.name, local.unwrap_or(value)));
         }
     }
     let account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
@@ -139,6 +145,50 @@ async fn run_pod(access: &ClusterAccess, client: &Client, runtime: &PodRuntime, 
     }
     let phase = if output.status.success() { "Succeeded" } else { "Failed" };
     set_phase(client, pod, phase, None).await
+}
+
+/// Write the Pod's ConfigMap volumes under `root` as a kubelet does (the keys `items`
+/// names, or all; a missing ConfigMap or key skipped where optional, else the Pod cannot
+/// start); the container's mount points and their directories.
+async fn mount_config_maps(
+    client: &Client,
+    namespace: &str,
+    spec: &PodSpec,
+    container: &Container,
+    root: &std::path::Path,
+) -> Result<Vec<(String, PathBuf)>> {
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let mut mounts = Vec::new();
+    for volume in spec.volumes.iter().flatten() {
+        let Some(source) = &volume.config_map else { continue };
+        let optional = source.optional == Some(true);
+        let dir = root.join(&volume.name);
+        std::fs::create_dir_all(&dir)?;
+        let map = maps.get_opt(&source.name).await?;
+        anyhow::ensure!(map.is_some() || optional, "ConfigMap {} of volume {} is missing", source.name, volume.name);
+        let map = map.unwrap_or_default();
+        let value = |key: &str| {
+            let binary = map.binary_data.as_ref().and_then(|data| data.get(key)).map(|bytes| bytes.0.clone());
+            binary.or_else(|| map.data.as_ref().and_then(|data| data.get(key)).map(|text| text.clone().into_bytes()))
+        };
+        let keys: Vec<(String, String)> = match &source.items {
+            Some(items) => items.iter().map(|item| (item.key.clone(), item.path.clone())).collect(),
+            None => {
+                let binary = map.binary_data.iter().flat_map(|data| data.keys());
+                binary.chain(map.data.iter().flat_map(|data| data.keys())).map(|k| (k.clone(), k.clone())).collect()
+            }
+        };
+        for (key, path) in keys {
+            match value(&key) {
+                Some(bytes) => std::fs::write(dir.join(path), bytes)?,
+                None => anyhow::ensure!(optional, "ConfigMap {} has no key {key}", source.name),
+            }
+        }
+        for mount in container.volume_mounts.iter().flatten().filter(|mount| mount.name == volume.name) {
+            mounts.push((mount.mount_path.clone(), dir.clone()));
+        }
+    }
+    Ok(mounts)
 }
 
 /// SIGKILL the runner processes of resource `name` (found by their environment), as a

@@ -10,7 +10,7 @@ use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshot, OneShotRuns
 
 use crate::controller::{Context, Error};
 use crate::oneshot::{OneShot, Prepared, Refusal};
-use crate::workloads::restore::{LABEL_RESTORE, restore_job, role, role_binding, service_account};
+use crate::workloads::restore::{LABEL_RESTORE, restore_job, role_binding, service_account};
 use plan::Named;
 
 impl OneShot for DatabaseRestore {
@@ -41,7 +41,6 @@ impl OneShot for DatabaseRestore {
         );
         Ok(Ok(Prepared {
             service_account: service_account(restore),
-            role: role(restore, &plan),
             role_binding: role_binding(restore),
             job: restore_job(restore, generation, &plan, &context.settings).map_err(Error::Workload)?,
             note,

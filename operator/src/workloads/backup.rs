@@ -1,17 +1,16 @@
-//! What the operator creates for each DatabaseBackup: the runner's ServiceAccount, Role
-//! and RoleBinding, the Job of a manual trigger, the CronJob of a scheduled one and the
+//! What the operator creates for each DatabaseBackup: the runner's ServiceAccount and
+//! RoleBinding, the Job of a manual trigger, the CronJob of a scheduled one and the
 //! CronJob of its restore drills.
 
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use stowage_api::{
-    DatabaseBackup, DatabaseBackupSpec, DatabaseSnapshot, FieldError, InvalidSpec, ScheduledTrigger, Verification,
-    short_hash,
+    DatabaseBackup, DatabaseBackupSpec, FieldError, InvalidSpec, ScheduledTrigger, Verification, short_hash,
 };
 
 use super::{
-    LABEL_MANAGED_BY, MANAGED_BY, NAME_PREFIX, RunnerPod, database_env, pod_env, role_binding_object, role_object,
-    runner_job_spec, secret_env, service_account_object, storage_env, truncate, value_env,
+    BACKUP_RUNNER_ROLE, LABEL_MANAGED_BY, MANAGED_BY, NAME_PREFIX, RunnerPod, database_env, pod_env,
+    role_binding_object, runner_job_spec, secret_env, service_account_object, storage_env, truncate, value_env,
 };
 
 /// Labels on everything the operator creates for a resource.
@@ -78,9 +77,34 @@ impl WorkloadSettings {
     }
 }
 
-/// The name of the runner's ServiceAccount, Role and RoleBinding.
+/// The ServiceAccount and RoleBinding the backup runners of a namespace share, unless
+/// their resource asks for a cloud identity of its own (`serviceAccountTemplate`): one
+/// pair per namespace instead of one per resource (decision 10).
+pub const SHARED_RUNNER_IDENTITY: &str = "stowage-backup-runner";
+
+/// Whether the runners of `backup` use the namespace's [`SHARED_RUNNER_IDENTITY`].
+pub fn shares_runner_identity(backup: &DatabaseBackup) -> bool {
+    backup.spec.service_account_template.is_none()
+}
+
+/// The name of the runner's ServiceAccount and RoleBinding.
 pub fn runner_identity(backup: &DatabaseBackup) -> String {
-    format!("{}-stowage-runner", backup.name_any())
+    if shares_runner_identity(backup) {
+        SHARED_RUNNER_IDENTITY.to_owned()
+    } else {
+        format!("{}-stowage-runner", backup.name_any())
+    }
+}
+
+/// Metadata of the runner identity: a resource's own is owned by it; the shared one by no
+/// resource (the operator deletes it with the namespace's last user).
+fn identity_metadata(backup: &DatabaseBackup) -> Value {
+    let identity = runner_identity(backup);
+    if shares_runner_identity(backup) {
+        json!({"name": identity, "namespace": backup.namespace(), "labels": {LABEL_MANAGED_BY: MANAGED_BY}})
+    } else {
+        metadata(backup, &identity, None)
+    }
 }
 
 /// The Job of a manual trigger: named after a hash of the resource's UID and `time`, so
@@ -139,29 +163,14 @@ fn metadata_labelled(backup: &DatabaseBackup, name: &str, labels: Value) -> Valu
 /// The runner's ServiceAccount, with the labels and annotations of the resource's
 /// `serviceAccountTemplate` (a cloud identity for workload identity, say).
 pub fn service_account(backup: &DatabaseBackup) -> Value {
-    let meta = metadata(backup, &runner_identity(backup), None);
-    service_account_object(meta, backup.spec.service_account_template.as_ref())
+    service_account_object(identity_metadata(backup), backup.spec.service_account_template.as_ref())
 }
 
-/// What the runner may do: write this one resource's status (its report; the spec it
-/// runs comes in the Job), keep the resource's snapshot objects in line with the
-/// repository and record drills on them (RBAC cannot narrow these verbs to names, and the
-/// names of new snapshots are not known in advance), and read the ConfigMap holding its
-/// plugin, if any.
-pub fn role(backup: &DatabaseBackup) -> Value {
-    let group = DatabaseBackup::group(&());
-    let rules = vec![
-        json!({"apiGroups": [group], "resources": ["databasebackups/status"], "resourceNames": [backup.name_any()], "verbs": ["patch"]}),
-        json!({"apiGroups": [group], "resources": [DatabaseSnapshot::plural(&())], "verbs": ["list", "create", "delete"]}),
-        json!({"apiGroups": [group], "resources": ["databasesnapshots/status"], "verbs": ["patch"]}),
-    ];
-    role_object(metadata(backup, &runner_identity(backup), None), rules, &backup.spec.plugin)
-}
-
-/// Binds [`role`] to [`service_account`].
+/// Grants the runner what `deploy/rbac.yaml` gives every backup runner in its namespace:
+/// writing the report into a DatabaseBackup's status (the spec it runs comes in the Job),
+/// keeping snapshot objects in line with the repository and recording drills on them.
 pub fn role_binding(backup: &DatabaseBackup) -> Value {
-    let identity = runner_identity(backup);
-    role_binding_object(metadata(backup, &identity, None), &identity, backup.namespace())
+    role_binding_object(identity_metadata(backup), &runner_identity(backup), backup.namespace(), BACKUP_RUNNER_ROLE)
 }
 
 /// What a runner Job of a DatabaseBackup does.
@@ -205,6 +214,7 @@ fn job_spec(backup: &DatabaseBackup, run: Run, repo: &str, settings: &WorkloadSe
         labels,
         env,
         image: settings.runner_image(spec)?,
+        plugin: spec.plugin.config_map.as_ref(),
         plugin_memory_mib: spec.limits.as_ref().and_then(|l| l.plugin_memory_mib),
         deadline: spec.deadline()?,
         backoff_limit,
@@ -390,7 +400,7 @@ mod tests {
         assert_eq!(container["securityContext"]["capabilities"]["drop"][0], "ALL");
         assert_eq!(container["resources"]["limits"]["memory"], "512Mi");
         assert_eq!(job["spec"]["activeDeadlineSeconds"], 2 * 3600 + 300);
-        assert_eq!(pod["serviceAccountName"], "shop-stowage-runner");
+        assert_eq!(pod["serviceAccountName"], SHARED_RUNNER_IDENTITY);
     }
 
     #[test]
@@ -515,15 +525,42 @@ mod tests {
     }
 
     #[test]
-    fn the_runner_role_reaches_only_its_own_resource_and_the_snapshot_objects() {
-        let role = role(&backup());
+    fn runners_share_an_identity_unless_they_have_their_own_and_get_a_configmap_plugin_mounted() {
+        let binding = role_binding(&backup());
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        assert_eq!(binding["roleRef"]["name"], BACKUP_RUNNER_ROLE);
+        assert_eq!(binding["subjects"][0]["name"], SHARED_RUNNER_IDENTITY);
+        assert!(binding["metadata"]["ownerReferences"].is_null(), "the shared binding owned by one resource");
+        // A resource with a cloud identity of its own has its own ServiceAccount and binding.
+        let mut own = backup();
+        own.spec.service_account_template =
+            Some(serde_json::from_value(json!({"metadata": {"annotations": {"iam": "role"}}})).expect("template"));
+        let account = service_account(&own);
+        assert_eq!(account["metadata"]["name"], "shop-stowage-runner");
+        assert_eq!(account["metadata"]["annotations"]["iam"], "role");
+        assert_eq!(account["metadata"]["ownerReferences"][0]["name"], "shop");
+        assert_eq!(role_binding(&own)["subjects"][0]["name"], "shop-stowage-runner");
+        let job = manual_job(&own, "t1", "cos", &settings()).expect("job");
+        assert_eq!(job["spec"]["template"]["spec"]["serviceAccountName"], "shop-stowage-runner");
+
+        let mut from_map = backup();
+        from_map.spec.plugin = serde_json::from_value(
+            json!({"configMap": {"name": "plugins", "key": "pg.wasm"}, "sha256": "ab".repeat(32)}),
+        )
+        .expect("plugin");
+        let job = manual_job(&from_map, "t1", "cos", &settings()).expect("job");
+        let pod = &job["spec"]["template"]["spec"];
+        let volume = pod["volumes"].as_array().and_then(|v| v.iter().find(|v| v["name"] == "plugin")).expect("volume");
         assert_eq!(
-            role["rules"],
-            json!([
-                {"apiGroups": ["stowage.dev"], "resources": ["databasebackups/status"], "resourceNames": ["shop"], "verbs": ["patch"]},
-                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots"], "verbs": ["list", "create", "delete"]},
-                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots/status"], "verbs": ["patch"]}
-            ])
+            volume["configMap"],
+            json!({"name": "plugins", "items": [{"key": "pg.wasm", "path": "plugin.wasm"}], "optional": true})
         );
+        let container = &pod["containers"][0];
+        assert!(container["volumeMounts"].as_array().expect("mounts").iter().any(|m| m["name"] == "plugin"));
+        let file = container["env"].as_array().and_then(|e| e.iter().find(|v| v["name"] == "STOWAGE_PLUGIN_FILE"));
+        assert_eq!(file.expect("plugin file")["value"], "/var/run/stowage/plugin/plugin.wasm");
+        // A builtin plugin mounts nothing.
+        let job = manual_job(&backup(), "t1", "cos", &settings()).expect("job");
+        assert_eq!(job["spec"]["template"]["spec"]["volumes"].as_array().map(Vec::len), Some(1));
     }
 }

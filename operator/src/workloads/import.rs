@@ -1,14 +1,14 @@
-//! What the operator creates for each DatabaseSnapshotImport: the runner's ServiceAccount,
-//! Role and RoleBinding, and the one Job of each generation, which carries the spec. They
+//! What the operator creates for each DatabaseSnapshotImport: the runner's ServiceAccount
+//! and RoleBinding, and the one Job of each generation, which carries the spec. They
 //! are labelled `stowage.dev/import` like the snapshot objects the import makes.
 
-use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
-use stowage_api::{DEFAULT_DEADLINE, DatabaseSnapshot, DatabaseSnapshotImport, FieldError, LABEL_IMPORT};
+use kube::ResourceExt;
+use serde_json::Value;
+use stowage_api::{DEFAULT_DEADLINE, DatabaseSnapshotImport, FieldError, LABEL_IMPORT};
 
 use super::{
-    OneShotJob, WorkloadSettings, one_shot_identity, one_shot_job, one_shot_metadata, role_binding_object, role_object,
-    service_account_object, storage_env, value_env,
+    IMPORT_RUNNER_ROLE, OneShotJob, WorkloadSettings, one_shot_identity, one_shot_job, one_shot_metadata,
+    role_binding_object, service_account_object, storage_env, value_env,
 };
 
 const WORK: &str = "Import";
@@ -23,23 +23,12 @@ pub fn service_account(import: &DatabaseSnapshotImport) -> Value {
     service_account_object(meta, import.spec.service_account_template.as_ref())
 }
 
-/// What the import runner may do: write this one resource's status, and keep the
-/// snapshot objects of the namespace in line with the repository (RBAC cannot narrow
-/// these verbs to names not known in advance).
-pub fn role(import: &DatabaseSnapshotImport) -> Value {
-    let group = DatabaseSnapshotImport::group(&());
-    let rules = vec![
-        json!({"apiGroups": [group], "resources": ["databasesnapshotimports/status"], "resourceNames": [import.name_any()], "verbs": ["patch"]}),
-        json!({"apiGroups": [group], "resources": [DatabaseSnapshot::plural(&())], "verbs": ["list", "create", "delete"]}),
-    ];
-    let no_plugin = Default::default();
-    role_object(one_shot_metadata(import, LABEL_IMPORT, &identity(import)), rules, &no_plugin)
-}
-
-/// Binds [`role`] to [`service_account`].
+/// Grants the runner what `deploy/rbac.yaml` gives every import runner in its namespace:
+/// writing the report into a DatabaseSnapshotImport's status, and keeping the snapshot
+/// objects of the namespace in line with the repository.
 pub fn role_binding(import: &DatabaseSnapshotImport) -> Value {
     let name = identity(import);
-    role_binding_object(one_shot_metadata(import, LABEL_IMPORT, &name), &name, import.namespace())
+    role_binding_object(one_shot_metadata(import, LABEL_IMPORT, &name), &name, import.namespace(), IMPORT_RUNNER_ROLE)
 }
 
 /// The Job of `generation`, importing what the spec says.
@@ -61,6 +50,7 @@ pub fn import_job(
         command: "import-job",
         generation,
         env,
+        plugin: None,
         plugin_memory_mib: None,
         deadline: DEFAULT_DEADLINE,
     };
@@ -69,6 +59,8 @@ pub fn import_job(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -80,13 +72,7 @@ mod tests {
             "spec": {"repo": {"name": "s3", "secretName": "s3", "bucket": "backups"}, "sourceNamespace": "shop"}
         }))
         .expect("import");
-        assert_eq!(
-            role(&import)["rules"],
-            json!([
-                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshotimports/status"], "resourceNames": ["dr"], "verbs": ["patch"]},
-                {"apiGroups": ["stowage.dev"], "resources": ["databasesnapshots"], "verbs": ["list", "create", "delete"]}
-            ])
-        );
+        assert_eq!(role_binding(&import)["roleRef"]["name"], IMPORT_RUNNER_ROLE);
         let settings = WorkloadSettings {
             runner_image: "stowage-runner:test".into(),
             allowed_runner_images: Vec::new(),

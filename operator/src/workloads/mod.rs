@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{Database, EXIT_PERMANENT_FAILURE, PluginSource, Repo, ServiceAccountTemplate, short_hash};
+use stowage_api::{
+    ConfigMapKey, Database, EXIT_PERMANENT_FAILURE, PluginSource, Repo, ServiceAccountTemplate, short_hash,
+};
 
 /// The label on everything the operator creates; the kubelet stand-in of the tests, and
 /// anyone else, finds runner Pods by it.
@@ -27,6 +29,17 @@ const TTL_AFTER_FINISHED: u64 = 24 * 3600;
 /// Memory for the runner itself besides the plugin's limit.
 const RUNNER_MEMORY_MIB: u32 = 256;
 const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
+
+/// Where a runner Pod finds the plugin of a `configMap` source: the ConfigMap's key is
+/// mounted there, so the runner needs no API access to it.
+const PLUGIN_MOUNT: &str = "/var/run/stowage/plugin";
+const PLUGIN_FILE: &str = "plugin.wasm";
+
+/// The ClusterRoles of `deploy/rbac.yaml` that each runner's RoleBinding grants in its
+/// namespace (decision 10): one per kind of run, shared by every resource.
+pub const BACKUP_RUNNER_ROLE: &str = "stowage-backup-runner";
+pub const RESTORE_RUNNER_ROLE: &str = "stowage-restore-runner";
+pub const IMPORT_RUNNER_ROLE: &str = "stowage-import-runner";
 
 /// Names of Jobs and CronJobs keep this much of the resource's name (a Job name has at
 /// most 63 characters, a CronJob's 52, for the suffixes the controllers add).
@@ -102,6 +115,8 @@ struct RunnerPod<'a> {
     labels: Value,
     env: Vec<Value>,
     image: &'a str,
+    /// The ConfigMap key holding the plugin, if that is its source.
+    plugin: Option<&'a ConfigMapKey>,
     plugin_memory_mib: Option<u32>,
     deadline: Duration,
     /// Pods after the first that may try again.
@@ -112,6 +127,19 @@ struct RunnerPod<'a> {
 /// time; a failure no retry can mend ends the Job.
 fn runner_job_spec(pod: RunnerPod<'_>, pod_failure_policy: bool) -> Value {
     let memory = pod.plugin_memory_mib.unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB) + RUNNER_MEMORY_MIB;
+    let (mut env, mut volumes) = (pod.env, vec![json!({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})]);
+    let mut mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
+    if let Some(plugin) = pod.plugin {
+        // Optional: a missing ConfigMap or key reaches the runner, which names it in the
+        // status, instead of a Pod that never starts.
+        volumes.push(json!({"name": "plugin", "configMap": {
+            "name": plugin.name,
+            "items": [{"key": plugin.key, "path": PLUGIN_FILE}],
+            "optional": true
+        }}));
+        mounts.push(json!({"name": "plugin", "mountPath": PLUGIN_MOUNT, "readOnly": true}));
+        env.push(value_env("STOWAGE_PLUGIN_FILE", format!("{PLUGIN_MOUNT}/{PLUGIN_FILE}")));
+    }
     let mut job = json!({
         "backoffLimit": pod.backoff_limit,
         // The runner stops the plugin at the deadline; the Job gives it time to report.
@@ -132,7 +160,7 @@ fn runner_job_spec(pod: RunnerPod<'_>, pod_failure_policy: bool) -> Value {
                     "name": "runner",
                     "image": pod.image,
                     "args": [pod.command],
-                    "env": pod.env,
+                    "env": env,
                     "resources": {
                         "requests": {"cpu": "100m", "memory": "128Mi"},
                         "limits": {"memory": format!("{memory}Mi")}
@@ -142,9 +170,9 @@ fn runner_job_spec(pod: RunnerPod<'_>, pod_failure_policy: bool) -> Value {
                         "allowPrivilegeEscalation": false,
                         "capabilities": {"drop": ["ALL"]}
                     },
-                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]
+                    "volumeMounts": mounts
                 }],
-                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}]
+                "volumes": volumes
             }
         }
     });
@@ -182,28 +210,18 @@ fn service_account_object(mut meta: Value, template: Option<&ServiceAccountTempl
     })
 }
 
-/// A runner's Role: `rules`, and `get` of the one ConfigMap holding its plugin, if any.
-fn role_object(meta: Value, mut rules: Vec<Value>, plugin: &PluginSource) -> Value {
-    if let Some(map) = &plugin.config_map {
-        rules.push(
-            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [map.name], "verbs": ["get"]}),
-        );
-    }
-    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta, "rules": rules})
-}
-
-/// Binds the Role `identity` to the ServiceAccount `identity`.
-fn role_binding_object(meta: Value, identity: &str, namespace: Option<String>) -> Value {
+/// Grants the ClusterRole `role` to the ServiceAccount `identity`, in its namespace only.
+fn role_binding_object(meta: Value, identity: &str, namespace: Option<String>, role: &str) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": meta,
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": identity},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
         "subjects": [{"kind": "ServiceAccount", "name": identity, "namespace": namespace}]
     })
 }
 
-/// The name of the runner identity (ServiceAccount, Role, RoleBinding) of a resource that
+/// The name of the runner identity (ServiceAccount, RoleBinding) of a resource that
 /// runs one Job per generation: `NAME-stowage-WORK`.
 pub fn one_shot_identity(name: &str, work: &str) -> String {
     format!("{name}-stowage-{}", work.to_lowercase())
@@ -236,6 +254,7 @@ struct OneShotJob<'a> {
     command: &'static str,
     generation: i64,
     env: Vec<Value>,
+    plugin: Option<&'a ConfigMapKey>,
     plugin_memory_mib: Option<u32>,
     deadline: Duration,
 }
@@ -250,6 +269,7 @@ fn one_shot_job<K: Resource<DynamicType = ()>>(object: &K, job: OneShotJob<'_>, 
         labels: json!({job.label: object.name_any(), LABEL_MANAGED_BY: MANAGED_BY}),
         env,
         image: &settings.runner_image,
+        plugin: job.plugin,
         plugin_memory_mib: job.plugin_memory_mib,
         deadline: job.deadline,
         backoff_limit: 0,

@@ -1,13 +1,13 @@
-//! What the operator creates for each DatabaseRestore: the runner's ServiceAccount, Role
-//! and RoleBinding, and the one Job of each generation, which carries its resolved plan.
+//! What the operator creates for each DatabaseRestore: the runner's ServiceAccount and
+//! RoleBinding, and the one Job of each generation, which carries its resolved plan.
 
-use kube::{Resource, ResourceExt};
-use serde_json::{Value, json};
+use kube::ResourceExt;
+use serde_json::Value;
 use stowage_api::{DatabaseRestore, FieldError, Limits, RestorePlan};
 
 use super::{
-    OneShotJob, WorkloadSettings, database_env, one_shot_identity, one_shot_job, one_shot_metadata,
-    role_binding_object, role_object, secret_env, service_account_object, storage_env, value_env,
+    OneShotJob, RESTORE_RUNNER_ROLE, WorkloadSettings, database_env, one_shot_identity, one_shot_job,
+    one_shot_metadata, role_binding_object, secret_env, service_account_object, storage_env, value_env,
 };
 
 /// The label on everything the operator creates for a restore.
@@ -24,22 +24,16 @@ pub fn service_account(restore: &DatabaseRestore) -> Value {
     service_account_object(meta, restore.spec.service_account_template.as_ref())
 }
 
-/// What the restore runner may do: write this one resource's status, and read the
-/// ConfigMap holding its plugin, if any.
-pub fn role(restore: &DatabaseRestore, plan: &RestorePlan) -> Value {
-    let rules = vec![json!({
-        "apiGroups": [DatabaseRestore::group(&())],
-        "resources": ["databaserestores/status"],
-        "resourceNames": [restore.name_any()],
-        "verbs": ["patch"]
-    })];
-    role_object(one_shot_metadata(restore, LABEL_RESTORE, &identity(restore)), rules, &plan.plugin)
-}
-
-/// Binds [`role`] to [`service_account`].
+/// Grants the runner what `deploy/rbac.yaml` gives every restore runner in its namespace:
+/// writing the report into a DatabaseRestore's status.
 pub fn role_binding(restore: &DatabaseRestore) -> Value {
     let name = identity(restore);
-    role_binding_object(one_shot_metadata(restore, LABEL_RESTORE, &name), &name, restore.namespace())
+    role_binding_object(
+        one_shot_metadata(restore, LABEL_RESTORE, &name),
+        &name,
+        restore.namespace(),
+        RESTORE_RUNNER_ROLE,
+    )
 }
 
 /// The Job of `generation`, running `plan`.
@@ -64,6 +58,7 @@ pub fn restore_job(
         command: "restore-job",
         generation,
         env,
+        plugin: plan.plugin.config_map.as_ref(),
         plugin_memory_mib: limits.and_then(|l| l.plugin_memory_mib),
         deadline,
     };
@@ -72,6 +67,8 @@ pub fn restore_job(
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn restore() -> DatabaseRestore {
@@ -134,14 +131,10 @@ mod tests {
     }
 
     #[test]
-    fn the_restore_runner_reaches_its_own_status_and_plugin_only() {
-        let role = role(&restore(), &plan());
-        assert_eq!(
-            role["rules"],
-            json!([
-                {"apiGroups": ["stowage.dev"], "resources": ["databaserestores/status"], "resourceNames": ["shop-copy"], "verbs": ["patch"]},
-                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["plugins"], "verbs": ["get"]}
-            ])
-        );
+    fn the_restore_runner_is_bound_to_the_restore_runner_role_and_gets_its_plugin_mounted() {
+        assert_eq!(role_binding(&restore())["roleRef"]["name"], RESTORE_RUNNER_ROLE);
+        let job = restore_job(&restore(), 1, &plan(), &settings()).expect("job");
+        let volumes = job["spec"]["template"]["spec"]["volumes"].as_array().expect("volumes").clone();
+        assert!(volumes.iter().any(|v| v["configMap"]["name"] == "plugins"), "{volumes:?}");
     }
 }

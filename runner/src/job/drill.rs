@@ -24,7 +24,7 @@ pub async fn run_drill_job(inputs: JobInputs, interrupt: CancellationToken) -> R
     let name = inputs.resource_name.clone().ok_or(JobError::MissingEnvironment("BACKUP_RESOURCE_NAME"))?;
     let namespace = inputs.namespace.clone().ok_or(JobError::MissingEnvironment("NAMESPACE"))?;
     let client = Client::try_default().await?;
-    let outcome = match drill(&client, &name, &namespace, &inputs, &interrupt).await {
+    let outcome = match drill(&name, &namespace, &inputs, &interrupt).await {
         Ok(outcome) => outcome,
         // Inputs that keep any drill from starting are reported like a failed one.
         Err(error) => DrillOutcome {
@@ -47,7 +47,6 @@ pub async fn run_drill_job(inputs: JobInputs, interrupt: CancellationToken) -> R
 }
 
 async fn drill(
-    client: &Client,
     name: &str,
     namespace: &str,
     inputs: &JobInputs,
@@ -62,7 +61,7 @@ async fn drill(
     let target = format!("{}/{}", scratch.endpoint, scratch.name);
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let plugin = load_plugin(&engine, client, namespace, &spec.plugin, inputs).await?;
+    let plugin = load_plugin(&engine, &spec.plugin, inputs).await?;
     let repository = Repository::open(&location, &s3).await;
     let request = RestoreRequest {
         namespace: namespace.to_owned(),

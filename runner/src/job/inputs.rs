@@ -2,8 +2,6 @@
 //! source of a resource, with the secrets the Job's environment carries, into what the
 //! runner uses. Every missing or wrong input has its own reason.
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Api, Client};
 use stowage_api::{Database, PluginRef, PluginSource, Repo};
 
 use super::{JobError, JobInputs};
@@ -96,8 +94,6 @@ pub(super) fn identities(inputs: &JobInputs) -> Result<Identities, JobError> {
 /// Load the plugin `source` names, checked against its pinned sha256.
 pub(super) async fn load_plugin(
     engine: &PluginEngine,
-    client: &Client,
-    namespace: &str,
     source: &PluginSource,
     inputs: &JobInputs,
 ) -> Result<Plugin, JobError> {
@@ -105,7 +101,7 @@ pub(super) async fn load_plugin(
     let plugin = match source.source().map_err(super::invalid_spec)? {
         PluginRef::Builtin(name) => engine.load(&locate(name, &inputs.plugin_path), pin),
         PluginRef::ConfigMap { name, key } => {
-            let bytes = config_map_plugin(client, namespace, name, key).await?;
+            let bytes = config_map_plugin(inputs, name, key)?;
             engine.load_bytes(&format!("configMap:{name}/{key}"), &bytes, pin)
         }
         PluginRef::Url(url) => engine.load_url(url, pin).await,
@@ -122,16 +118,20 @@ pub(super) async fn load_plugin(
     plugin.map_err(JobError::Plugin)
 }
 
-/// The plugin component stored in a ConfigMap key (`binaryData`, or `data` for text).
-async fn config_map_plugin(client: &Client, namespace: &str, name: &str, key: &str) -> Result<Vec<u8>, JobError> {
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let map = maps
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| JobError::invalid("PluginNotFound", format!("ConfigMap {name} of the plugin does not exist")))?;
-    let binary = map.binary_data.and_then(|data| data.get(key).map(|bytes| bytes.0.clone()));
-    let text = || map.data.as_ref().and_then(|data| data.get(key).map(|text| text.clone().into_bytes()));
-    binary
-        .or_else(text)
-        .ok_or_else(|| JobError::invalid("PluginNotFound", format!("ConfigMap {name} has no key {key}")))
+/// The plugin component in ConfigMap key `name`/`key`, as the Job mounts it (the Pod
+/// starts without it when the ConfigMap or key is missing).
+fn config_map_plugin(inputs: &JobInputs, name: &str, key: &str) -> Result<Vec<u8>, JobError> {
+    let file = inputs.plugin_file.as_ref().ok_or_else(|| {
+        JobError::invalid(
+            "PluginNotFound",
+            format!("the plugin is in ConfigMap {name}: STOWAGE_PLUGIN_FILE must name where key {key} is mounted"),
+        )
+    })?;
+    std::fs::read(file).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => JobError::invalid(
+            "PluginNotFound",
+            format!("ConfigMap {name} of the plugin does not exist or has no key {key}"),
+        ),
+        _ => JobError::invalid("PluginNotFound", format!("reading the plugin of ConfigMap {name}, key {key}: {error}")),
+    })
 }

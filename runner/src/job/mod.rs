@@ -77,6 +77,8 @@ pub struct JobInputs {
     /// age identities that decrypt the backup a restore reads.
     pub age_identity: Option<String>,
     pub plugin_path: String,
+    /// Where the Job mounts the plugin of a `configMap` source.
+    pub plugin_file: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
     /// How long to wait for another run of the same resource.
     pub lock_wait: Duration,
@@ -280,7 +282,7 @@ async fn backup(
     let plan = plan(spec, namespace, name, inputs, interrupt)?;
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let plugin = load_plugin(&engine, client, namespace, &spec.plugin, inputs).await?;
+    let plugin = load_plugin(&engine, &spec.plugin, inputs).await?;
     let repository = Repository::open(&plan.location, &plan.s3).await;
 
     status.running(format!("Backing up to repository {}", plan.repo.name), 0).await?;

@@ -32,7 +32,7 @@ pub async fn run_restore_job(inputs: JobInputs, interrupt: CancellationToken) ->
     let api = Api::namespaced(client.clone(), &namespace);
     let mut status = StatusWriter::new(api, &name, "Restore", &inputs).clearing("restored");
     let result = match restore_plan(&inputs) {
-        Ok(plan) => restore(&client, &plan, &namespace, &inputs, &interrupt, &mut status).await,
+        Ok(plan) => restore(&plan, &inputs, &interrupt, &mut status).await,
         Err(error) => Err(error),
     };
     if let Err(error) = &result {
@@ -48,9 +48,7 @@ fn restore_plan(inputs: &JobInputs) -> Result<RestorePlan, JobError> {
 }
 
 async fn restore(
-    client: &Client,
     plan: &RestorePlan,
-    namespace: &str,
     inputs: &JobInputs,
     interrupt: &CancellationToken,
     status: &mut StatusWriter<DatabaseRestore>,
@@ -60,7 +58,7 @@ async fn restore(
     let identities = identities(inputs)?;
     let engine = PluginEngine::new(inputs.cache_dir.clone())
         .map_err(|e| JobError::invalid("RunnerFailed", format!("cannot start the WebAssembly engine: {e:#}")))?;
-    let plugin = load_plugin(&engine, client, namespace, &plan.plugin, inputs).await?;
+    let plugin = load_plugin(&engine, &plan.plugin, inputs).await?;
     let repository = Repository::open(&location, &s3).await;
     let target_name = format!("{}/{}", plan.database.endpoint, plan.database.name);
     let request = RestoreRequest {

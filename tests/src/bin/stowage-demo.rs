@@ -156,7 +156,7 @@ async fn demo() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&file);
     show(&kubeconfig, &["get", "databasebackups", "-n", NAMESPACE])?;
-    show(&kubeconfig, &["get", "jobs,serviceaccounts,roles", "-n", NAMESPACE, "-l", "stowage.dev/backup=shop"])?;
+    show(&kubeconfig, &["get", "jobs,serviceaccounts,rolebindings", "-n", NAMESPACE, "-l", "stowage.dev/backup=shop"])?;
     show(&kubeconfig, &["get", "databasebackup", "shop", "-n", NAMESPACE, "-o", "jsonpath={.status}"])?;
     println!();
     step(&["list", "--repo", "s3://backups/k8s"], &env)?;

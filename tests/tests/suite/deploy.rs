@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use stowage_tests::cluster::wait_for_crds;
-use stowage_tests::kube::{ControlPlane, kubectl};
+use stowage_tests::kube::{ControlPlane, apply_deployment, kubectl};
 use stowage_tests::stowage::workspace_binary;
 
 fn repository_root() -> &'static Path {
@@ -32,7 +32,7 @@ async fn the_deployment_and_the_samples_apply_to_a_real_api_server() {
     let plane = ControlPlane::start_with_controllers().await.expect("control plane");
     let kubeconfig = plane.access().write_kubeconfig("admin", plane.access().admin_token()).expect("kubeconfig");
     let kubeconfig = kubeconfig.as_path();
-    let applied = kubectl(kubeconfig, &["apply", "-k", "deploy/"]).expect("kubectl");
+    let applied = apply_deployment(kubeconfig).expect("kubectl");
     assert!(applied.contains("customresourcedefinition.apiextensions.k8s.io/databasebackups.stowage.dev"), "{applied}");
     wait_for_crds(kubeconfig).expect("kubectl wait");
     kubectl(kubeconfig, &["create", "namespace", "database"]).expect("kubectl");

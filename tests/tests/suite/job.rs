@@ -1,21 +1,23 @@
 //! `stowage job` against a real API server, with the runner authenticated as the Job's
-//! ServiceAccount under a namespaced Role, so RBAC is really exercised, and the
-//! environment the operator writes into its Jobs.
+//! ServiceAccount under the RoleBinding the operator gives it, so RBAC is really
+//! exercised, and the environment the operator writes into its Jobs.
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, CustomResourceExt};
 use serde_json::json;
 use stowage_api::{AttemptPhase, DatabaseBackup, DatabaseRestore, DatabaseSnapshot, DatabaseSnapshotImport};
-use stowage_operator::workloads::{WorkloadSettings, manual_job, role, role_binding, runner_identity, service_account};
-use stowage_tests::kube::ControlPlane;
+use stowage_operator::workloads::{WorkloadSettings, manual_job, role_binding, runner_identity, service_account};
+use stowage_tests::kube::{ControlPlane, kubectl};
 use stowage_tests::registry::Registry;
 use stowage_tests::seaweedfs::SeaweedFs;
 use stowage_tests::stowage::{Run, plugin, run};
 
 const NAMESPACE: &str = "team";
+/// A namespace the runner of [`NAMESPACE`] has no rights in.
+const ELSEWHERE: &str = "elsewhere";
 
 async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
 where
@@ -25,8 +27,10 @@ where
     api.create(&PostParams::default(), &object).await.expect("create")
 }
 
-/// The namespace and the CRDs.
+/// The namespace, the CRDs and the runners' ClusterRoles of `deploy/rbac.yaml`.
 async fn install(plane: &ControlPlane) -> kube::Client {
+    let admin = plane.access().write_kubeconfig("admin", plane.access().admin_token()).expect("kubeconfig");
+    kubectl(&admin, &["apply", "-f", "deploy/namespace.yaml", "-f", "deploy/rbac.yaml"]).expect("deploy/rbac.yaml");
     let client = plane.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd(), DatabaseSnapshotImport::crd()] {
@@ -74,16 +78,13 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     let client = install(&plane).await;
     let backups: Api<DatabaseBackup> = Api::namespaced(client.clone(), NAMESPACE);
     create(&backups, resource("orders", &s3.endpoint)).await;
-    create(&backups, resource("other", &s3.endpoint)).await;
     // The runner's identity exactly as the operator creates it, for "orders" only.
     let orders = backups.get("orders").await.expect("get");
     let apply = PatchParams::apply("stowage-operator");
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
-    let roles: Api<Role> = Api::namespaced(client.clone(), NAMESPACE);
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), NAMESPACE);
     let identity = runner_identity(&orders);
     accounts.patch(&identity, &apply, &Patch::Apply(service_account(&orders))).await.expect("service account");
-    roles.patch(&identity, &apply, &Patch::Apply(role(&orders))).await.expect("role");
     bindings.patch(&identity, &apply, &Patch::Apply(role_binding(&orders))).await.expect("role binding");
 
     let token = plane.access().service_account_token(NAMESPACE, &identity).await.expect("token");
@@ -156,7 +157,7 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
         .send()
         .await;
     assert!(manifest.is_ok(), "no manifest in the bucket named from bucketNamePrefix + namespace");
-    // The run created the backup's snapshot object, under the Role the operator gives it,
+    // The run created the backup's snapshot object, under the role the operator binds,
     // with the bucket it resolved.
     let snapshots: Api<DatabaseSnapshot> = Api::namespaced(client.clone(), NAMESPACE);
     let snapshot = snapshots.get(&stowage_api::snapshot_name("orders", &id)).await.expect("snapshot object");
@@ -241,15 +242,36 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     env.push(("AWS_CONFIG_FILE".to_owned(), profile.path().join("config").display().to_string()));
     run_job(env).await.expect("join").ok().expect("a job with the SDK's credential chain");
 
-    // The runner's ServiceAccount may touch its own resource only; it learns so before
-    // it backs up anything.
-    let other = backups.get("other").await.expect("get");
+    // The runner's ServiceAccount writes reports and snapshot objects in its own namespace
+    // only, and reads nothing: no Secret, no ConfigMap, not even a spec.
+    let can = |question: &[&str]| {
+        let answer = kubectl(&kubeconfig, &[&["auth", "can-i"], question].concat());
+        answer.is_ok_and(|answer| answer.trim() == "yes")
+    };
+    let status = ["patch", "databasebackups.stowage.dev", "--subresource=status", "-n"];
+    assert!(can(&[&status[..], &[NAMESPACE]].concat()), "the runner may not report");
+    assert!(!can(&[&status[..], &[ELSEWHERE]].concat()), "the runner reaches another namespace");
+    for (verb, what) in [
+        ("patch", "databasebackups.stowage.dev"),
+        ("get", "databasebackups.stowage.dev"),
+        ("get", "secrets"),
+        ("get", "configmaps"),
+    ] {
+        assert!(!can(&[verb, what, "-n", NAMESPACE]), "the runner may {verb} {what}");
+    }
+    // ... and learns so before it backs up anything.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create(&namespaces, json!({"metadata": {"name": ELSEWHERE}})).await;
+    let elsewhere: Api<DatabaseBackup> = Api::namespaced(client.clone(), ELSEWHERE);
+    let mut other = resource("other", &s3.endpoint);
+    other["metadata"]["namespace"] = json!(ELSEWHERE);
+    let other = create(&elsewhere, other).await;
     let mut env = job_env(&other, true);
-    env.retain(|(name, _)| name != "BACKUP_RESOURCE_NAME");
-    env.push(("BACKUP_RESOURCE_NAME".to_owned(), "other".to_owned()));
-    let forbidden = run_job(env).await.expect("join").failed().expect("job for another resource");
+    env.retain(|(name, _)| name != "NAMESPACE");
+    env.push(("NAMESPACE".to_owned(), ELSEWHERE.to_owned()));
+    let forbidden = run_job(env).await.expect("join").failed().expect("job for another namespace");
     assert!(forbidden.stderr.contains("forbidden"), "{}", forbidden.stderr);
-    assert!(backups.get("other").await.expect("get").status.is_none(), "the other resource's status was written");
+    assert!(elsewhere.get("other").await.expect("get").status.is_none(), "the other resource's status was written");
 }
 
 #[test]

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::Role;
-use kube::Api;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use stowage_api::DatabaseBackup;
+use stowage_operator::workloads::SHARED_RUNNER_IDENTITY;
 use stowage_tests::cluster::{ALLOWED_BROKEN_IMAGE, Cluster, NAMESPACE, Operator, eventually};
 use stowage_tests::kube::kubectl;
 use stowage_tests::mariadb::{self, Mariadb};
@@ -77,7 +78,12 @@ async fn pods_of(cluster: &Cluster, job: &str) -> usize {
 async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     let mut cluster = Cluster::start().await.expect("cluster");
     let backups = cluster.backups();
-    cluster.create("orders", json!({"manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}})).await;
+    // With a cloud identity of its own (workload identity), so a ServiceAccount of its own;
+    // the other resources here share the namespace's runner identity.
+    let own_identity =
+        json!({"metadata": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/orders"}}});
+    let manual = json!({"enabled": true, "time": "t1", "repo": "s3"});
+    cluster.create("orders", json!({"manualTrigger": manual, "serviceAccountTemplate": own_identity})).await;
     let first = eventually("first backup", Duration::from_secs(90), || async {
         match outcome(&backups, "orders").await {
             Some((status, reason, Some(id))) if status == "True" && reason == "BackupSucceeded" => Some(id),
@@ -92,11 +98,17 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     let owner = &jobs[0].metadata.owner_references.as_ref().expect("owner")[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("DatabaseBackup", "orders", Some(true)));
 
-    // A runner Role deleted by hand is back before the next run needs it: the operator
-    // applies an identity only when its cache says it is not as applied, and hears of the
-    // deletion from its watch within moments.
-    let roles: Api<Role> = Api::namespaced(cluster.client.clone(), NAMESPACE);
-    roles.delete("orders-stowage-runner", &DeleteParams::default()).await.expect("delete the runner's Role");
+    // A runner RoleBinding deleted by hand is back before the next run needs it: the
+    // operator applies an identity only when its cache says it is not as applied, and
+    // hears of the deletion from its watch within moments.
+    let bindings: Api<RoleBinding> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    bindings.delete("orders-stowage-runner", &DeleteParams::default()).await.expect("delete the runner's binding");
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let account = accounts.get("orders-stowage-runner").await.expect("the resource's own ServiceAccount");
+    assert_eq!(
+        account.annotations().get("eks.amazonaws.com/role-arn").map(String::as_str),
+        Some("arn:aws:iam::1:role/orders")
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // A new time is a new backup.
@@ -177,11 +189,14 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(pods_of(&cluster, &job).await <= 2, "a permanent failure was retried to the backoff limit");
 
+    // The others share one runner identity.
+    assert!(accounts.get_opt(SHARED_RUNNER_IDENTITY).await.expect("get").is_some(), "no shared runner identity");
+    assert!(accounts.get_opt(&format!("{prefix}-a-stowage-runner")).await.expect("get").is_none());
+
     // Deleting the resource garbage-collects what the operator created for it.
     backups.delete("orders", &DeleteParams::foreground()).await.expect("delete");
-    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     eventually("owned objects collected", Duration::from_secs(60), || async {
-        let gone = roles.get_opt("orders-stowage-runner").await.ok()?.is_none()
+        let gone = bindings.get_opt("orders-stowage-runner").await.ok()?.is_none()
             && accounts.get_opt("orders-stowage-runner").await.ok()?.is_none()
             && cluster.jobs("orders", "manual").await.is_empty();
         gone.then_some(())
@@ -192,6 +207,16 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     eventually("series of the deleted resource removed", Duration::from_secs(30), || async {
         let (_, metrics) = leader.get("/metrics").await?;
         (!metrics.contains(r#"name="orders""#)).then_some(())
+    })
+    .await;
+    // The shared runner identity goes with the last resource that uses it.
+    for name in twins.iter().map(String::as_str).chain(["no-credentials"]) {
+        backups.delete(name, &DeleteParams::default()).await.expect("delete");
+    }
+    eventually("the shared runner identity removed", Duration::from_secs(30), || async {
+        let gone = accounts.get_opt(SHARED_RUNNER_IDENTITY).await.ok()?.is_none()
+            && bindings.get_opt(SHARED_RUNNER_IDENTITY).await.ok()?.is_none();
+        gone.then_some(())
     })
     .await;
 }
@@ -455,7 +480,7 @@ async fn scheduled_triggers_become_a_cronjob_that_backs_up() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn plugins_from_configmaps_are_pinned_by_digest() {
+async fn plugins_from_configmaps_are_mounted_and_pinned_by_digest() {
     let cluster = Cluster::start().await.expect("cluster");
     let backups = cluster.backups();
     let wasm = std::fs::read(stowage_tests::stowage::plugin("generator").expect("plugin")).expect("read plugin");
@@ -467,12 +492,16 @@ async fn plugins_from_configmaps_are_pinned_by_digest() {
     let map = json!({"metadata": {"name": "plugins"}, "binaryData": {"generator.wasm": base64_encode(&wasm)}});
     maps.create(&PostParams::default(), &serde_json::from_value(map).expect("configmap")).await.expect("create");
 
-    let source = |sha256: &str| json!({"configMap": {"name": "plugins", "key": "generator.wasm"}, "sha256": sha256});
+    // The Pod mounts the key; the runner reads no ConfigMap through the API.
+    let source = |key: &str, sha256: &str| json!({"configMap": {"name": "plugins", "key": key}, "sha256": sha256});
     let manual = json!({"enabled": true, "time": "t1", "repo": "s3"});
-    cluster.create("pinned", json!({"plugin": source(&digest), "manualTrigger": manual})).await;
+    cluster.create("pinned", json!({"plugin": source("generator.wasm", &digest), "manualTrigger": manual})).await;
     let wrong = "0".repeat(64);
-    cluster.create("mispinned", json!({"plugin": source(&wrong), "manualTrigger": manual})).await;
-    for (name, expected) in [("pinned", "BackupSucceeded"), ("mispinned", "PluginDigestMismatch")] {
+    cluster.create("mispinned", json!({"plugin": source("generator.wasm", &wrong), "manualTrigger": manual})).await;
+    cluster.create("no-key", json!({"plugin": source("redis.wasm", &digest), "manualTrigger": manual})).await;
+    for (name, expected) in
+        [("pinned", "BackupSucceeded"), ("mispinned", "PluginDigestMismatch"), ("no-key", "PluginNotFound")]
+    {
         assert_eq!(settled_reason(&backups, name, Duration::from_secs(90)).await, expected, "{name}");
     }
     let manifest = cluster
