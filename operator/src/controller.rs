@@ -24,13 +24,13 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshotImport, FieldError, InvalidSpec};
 
+use crate::identity::{self, Identities};
 use crate::report::{Workloads, observe_outcome, observe_schedule, publish, write_status};
 use crate::status::{JobState, Observation, observe};
 use crate::telemetry::{Labels, Telemetry};
 use crate::workloads::{
-    LABEL_BACKUP, LABEL_MANAGED_BY, MANAGED_BY, SHARED_RUNNER_IDENTITY, WorkloadSettings, cronjob, cronjob_name,
-    drill_cronjob, drill_cronjob_name, manual_job, role_binding, runner_identity, service_account,
-    shares_runner_identity,
+    LABEL_BACKUP, LABEL_MANAGED_BY, MANAGED_BY, WorkloadSettings, cronjob, cronjob_name, drill_cronjob,
+    drill_cronjob_name, manual_job, own_runner_identity,
 };
 
 /// The field manager of everything the operator writes.
@@ -97,9 +97,10 @@ pub struct Context {
     /// The CronJobs the operator made, metadata only: whether one exists is known without
     /// a request (a delete per CronJob and resource at start-up, otherwise).
     cronjobs: Store<PartialObjectMeta<DynamicObject>>,
-    /// The runner identities the operator made, metadata only: whether one is as this
-    /// process applied it is known without a request.
-    identities: IdentityStores,
+    /// Every DatabaseBackup (managed fields stripped): the controller's store.
+    pub(crate) backups: Store<DatabaseBackup>,
+    /// The runner identities the operator made and applied.
+    pub(crate) identities: Identities,
     writers: Mutex<Option<CacheWriters>>,
     /// The outcome last announced with an Event, per resource UID: a reconcile that reads
     /// a status not yet updated by the previous one never announces an outcome twice.
@@ -111,10 +112,6 @@ pub struct Context {
     /// cache may not have seen them yet): once an apply succeeded, the digest of what was
     /// applied and the resourceVersion after. Neither changed, it is not applied again.
     applied_cronjobs: Mutex<HashMap<String, Option<(u64, String)>>>,
-    /// The runner identities (ServiceAccount, RoleBinding) last applied, by
-    /// `NAMESPACE/NAME`: the digest of what was applied and the resourceVersion of each
-    /// object after. Neither changed, it is not applied again.
-    applied_identities: Mutex<HashMap<String, (u64, [String; 2])>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -152,6 +149,7 @@ impl Context {
         let cronjob_writer = reflector::store::Writer::new(cronjob_api.clone());
         let (accounts, accounts_writer) = reflector::store();
         let (bindings, bindings_writer) = reflector::store();
+        let (backups, backups_writer) = reflector::store();
         Ok(Context {
             client,
             settings,
@@ -160,8 +158,10 @@ impl Context {
             telemetry,
             jobs,
             cronjobs: cronjob_writer.as_reader(),
-            identities: IdentityStores { accounts, bindings },
+            backups,
+            identities: Identities::new(accounts, bindings),
             writers: Mutex::new(Some(CacheWriters {
+                backups: backups_writer,
                 jobs: writer,
                 cronjobs: cronjob_writer,
                 accounts: accounts_writer,
@@ -170,7 +170,6 @@ impl Context {
             announced: Mutex::default(),
             observed: Mutex::default(),
             applied_cronjobs: Mutex::default(),
-            applied_identities: Mutex::default(),
         })
     }
 
@@ -201,27 +200,6 @@ impl Context {
     fn set_cronjob_applied(&self, backup: &DatabaseBackup, name: &str, applied: Option<Option<(u64, String)>>) {
         let key = cronjob_key(backup, name);
         if let Ok(mut known) = self.applied_cronjobs.lock() {
-            match applied {
-                Some(applied) => known.insert(key, applied),
-                None => known.remove(&key),
-            };
-        }
-    }
-
-    /// Whether the runner identity `name` is what this process applied with digest
-    /// `digest`, untouched since (deleted or edited, its resourceVersion moved).
-    fn identity_current(&self, namespace: &str, name: &str, digest: u64) -> bool {
-        let Ok(applied) = self.applied_identities.lock() else { return false };
-        let key = format!("{namespace}/{name}");
-        let Some((_, versions)) = applied.get(&key).filter(|(applied, _)| *applied == digest) else { return false };
-        self.identities.versions(namespace, name).as_ref() == Some(versions)
-    }
-
-    /// Record runner identity `name` as applied with `digest` (at `versions`), or as not
-    /// known to be in place (`None`).
-    fn set_identity_applied(&self, namespace: &str, name: &str, applied: Option<(u64, [String; 2])>) {
-        if let Ok(mut known) = self.applied_identities.lock() {
-            let key = format!("{namespace}/{name}");
             match applied {
                 Some(applied) => known.insert(key, applied),
                 None => known.remove(&key),
@@ -275,35 +253,11 @@ fn cronjob_key(backup: &DatabaseBackup, name: &str) -> String {
 
 /// The writers of the caches the backup controller fills, taken once by [`run`].
 struct CacheWriters {
+    backups: reflector::store::Writer<DatabaseBackup>,
     jobs: reflector::store::Writer<Job>,
     cronjobs: reflector::store::Writer<PartialObjectMeta<DynamicObject>>,
     accounts: reflector::store::Writer<PartialObjectMeta<ServiceAccount>>,
     bindings: reflector::store::Writer<PartialObjectMeta<RoleBinding>>,
-}
-
-/// The metadata of the runner identities the operator made.
-struct IdentityStores {
-    accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    bindings: Store<PartialObjectMeta<RoleBinding>>,
-}
-
-impl IdentityStores {
-    /// The resourceVersions of the ServiceAccount and RoleBinding `name`, if both exist.
-    fn versions(&self, namespace: &str, name: &str) -> Option<[String; 2]> {
-        fn version<K: Resource<DynamicType = ()> + Clone>(
-            store: &Store<K>,
-            namespace: &str,
-            name: &str,
-        ) -> Option<String> {
-            store.get(&ObjectRef::new(name).within(namespace))?.meta().resource_version.clone()
-        }
-        Some([version(&self.accounts, namespace, name)?, version(&self.bindings, namespace, name)?])
-    }
-
-    async fn ready(&self) -> bool {
-        let (accounts, bindings) = futures::join!(self.accounts.wait_until_ready(), self.bindings.wait_until_ready());
-        accounts.is_ok() && bindings.is_ok()
-    }
 }
 
 /// batch/v1 CronJob where served (Kubernetes 1.21+), else batch/v1beta1.
@@ -338,30 +292,29 @@ fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
 /// shutdown signal.
 pub async fn run(context: Context) {
     let client = context.client.clone();
-    let (backups_store, backups_writer) = reflector::store();
+    let Some(writers) = context.writers.lock().ok().and_then(|mut writers| writers.take()) else {
+        tracing::error!("the controller runs once per context");
+        return;
+    };
     let context = Arc::new(context);
     let forget = Arc::clone(&context);
-    let users = backups_store.clone();
     let backups = watcher(Api::<DatabaseBackup>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         // Most of a cached object's size, and read by nothing here.
         .modify(|backup| backup.managed_fields_mut().clear())
-        .reflect(backups_writer)
+        .reflect(writers.backups)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(backup) = event {
                 forget.bury(backup);
                 forget.forget(&backup.uid().unwrap_or_default());
-                let (context, users, backup) = (Arc::clone(&forget), users.clone(), backup.clone());
-                tokio::spawn(async move { retire_shared_identity(&context, &users, &backup).await });
+                let (context, namespace) = (Arc::clone(&forget), backup.namespace().unwrap_or_default());
+                context.identities.set_applied(&namespace, &own_runner_identity(backup), None);
+                tokio::spawn(async move { identity::retire_unused(&context, &context.backups, &namespace).await });
             }
         })
         .applied_objects()
         .predicate_filter(reconcile_trigger, PredicateConfig::default());
     // Jobs of scheduled runs belong to their CronJob, so map Jobs back by label.
-    let Some(writers) = context.writers.lock().ok().and_then(|mut writers| writers.take()) else {
-        tracing::error!("the controller runs once per context");
-        return;
-    };
     let (changed_jobs, job_watch) = watch_jobs(client.clone(), LABEL_BACKUP, writers.jobs);
     let _stop_metadata_watches = [
         AbortOnDrop(watch_metadata("CronJob", Api::all_with(client.clone(), &context.cronjob_api), writers.cronjobs)),
@@ -375,7 +328,13 @@ pub async fn run(context: Context) {
         tracing::error!("a cache stopped before it was complete");
         return;
     }
-    let controller = Controller::for_stream(backups, backups_store)
+    let sweep = Arc::clone(&context);
+    let _stop_sweep = AbortOnDrop(tokio::spawn(async move {
+        if sweep.backups.wait_until_ready().await.is_ok() {
+            identity::retire_all_unused(&sweep, &sweep.backups).await;
+        }
+    }));
+    let controller = Controller::for_stream(backups, context.backups.clone())
         .watches_stream(changed_jobs, |job: Job| {
             let name = job.labels().get(LABEL_BACKUP)?.clone();
             Some(ObjectRef::new(&name).within(&job.namespace()?))
@@ -513,8 +472,6 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         observe_schedule(telemetry, labels, &backup);
     });
     let client = &context.client;
-    runner_identity_in_place(&context, &backup, &namespace).await?;
-
     let status = backup.status.clone().unwrap_or_default();
     let observation = observe(
         "Backup",
@@ -522,6 +479,8 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         status.latest_attempt.as_ref(),
         status.last_run.as_ref(),
     );
+    let active = observation.active.is_some();
+    identity::in_place(&context, &context.backups, &backup, &namespace, active).await?;
     if let Some(active) = observation.active.as_ref().filter(|active| active.stop_retrying) {
         stop_retries(client, &namespace, &active.job).await?;
     }
@@ -539,77 +498,6 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     }
     write_status(&context, &backup, &namespace, &observation, workloads).await?;
     Ok(Action::requeue(RESYNC))
-}
-
-/// Apply the runner's ServiceAccount and RoleBinding, unless this process applied the
-/// same and neither was edited or deleted since.
-async fn runner_identity_in_place(context: &Context, backup: &DatabaseBackup, namespace: &str) -> Result<(), Error> {
-    let (account, binding) = (service_account(backup), role_binding(backup));
-    let mut hasher = DefaultHasher::new();
-    (account.to_string(), binding.to_string()).hash(&mut hasher);
-    let (identity, digest) = (runner_identity(backup), hasher.finish());
-    if context.identity_current(namespace, &identity, digest) {
-        return Ok(());
-    }
-    let versions = apply_identity(&context.client, namespace, &identity, &account, &binding).await?;
-    context.set_identity_applied(namespace, &identity, Some((digest, versions)));
-    Ok(())
-}
-
-/// When the last DatabaseBackup of a namespace that shares the runner identity is gone,
-/// delete the identity (a resource's own goes with it: it owns it).
-async fn retire_shared_identity(context: &Context, users: &Store<DatabaseBackup>, deleted: &DatabaseBackup) {
-    let Some(namespace) = deleted.namespace() else { return };
-    let in_use = users
-        .state()
-        .iter()
-        .any(|backup| backup.namespace().as_deref() == Some(namespace.as_str()) && shares_runner_identity(backup));
-    if !shares_runner_identity(deleted) || in_use {
-        return;
-    }
-    context.set_identity_applied(&namespace, SHARED_RUNNER_IDENTITY, None);
-    let bindings = Api::<RoleBinding>::namespaced(context.client.clone(), &namespace);
-    let accounts = Api::<ServiceAccount>::namespaced(context.client.clone(), &namespace);
-    let params = DeleteParams::default();
-    let (binding, account) = futures::join!(
-        bindings.delete(SHARED_RUNNER_IDENTITY, &params),
-        accounts.delete(SHARED_RUNNER_IDENTITY, &params)
-    );
-    for error in [binding.err(), account.err()].into_iter().flatten().filter(|error| !is_status(error, 404)) {
-        tracing::warn!(%error, %namespace, "deleting the shared runner identity failed; it stays unused");
-    }
-}
-
-/// Apply a runner identity: ServiceAccount and RoleBinding, both named `identity`; their
-/// resourceVersions after.
-pub(crate) async fn apply_identity(
-    client: &Client,
-    namespace: &str,
-    identity: &str,
-    account: &Value,
-    binding: &Value,
-) -> Result<[String; 2], Error> {
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
-    let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
-    let (account, binding) = futures::try_join!(
-        apply(&accounts, "ServiceAccount", identity, account),
-        apply_role_binding(&bindings, identity, binding),
-    )?;
-    let version = |meta: &kube::api::ObjectMeta| meta.resource_version.clone().unwrap_or_default();
-    Ok([version(&account.metadata), version(&binding.metadata)])
-}
-
-/// Apply RoleBinding `name`; one whose role is another (a per-resource Role of operators
-/// before decision 10) is replaced, as the API server never changes a `roleRef`.
-async fn apply_role_binding(api: &Api<RoleBinding>, name: &str, binding: &Value) -> Result<RoleBinding, Error> {
-    match apply(api, "RoleBinding", name, binding).await {
-        Err(Error::Apply { source, .. }) if is_status(&source, 422) => {
-            let replace = |source| Error::Apply { kind: "RoleBinding", name: name.to_owned(), source };
-            api.delete(name, &Default::default()).await.map_err(replace)?;
-            apply(api, "RoleBinding", name, binding).await
-        }
-        applied => applied,
-    }
 }
 
 /// Create the manual trigger's Job for a new `time`, once no other run is active.
@@ -751,7 +639,9 @@ async fn suspend_cronjobs(context: &Context, backup: &DatabaseBackup, namespace:
         let patch = Patch::Merge(json!({"spec": {"suspend": true}}));
         match cronjobs.patch(&name, &PatchParams::default(), &patch).await {
             Err(error) if !is_status(&error, 404) => return Err(Error::Apply { kind: "CronJob", name, source: error }),
-            _ => {}
+            // No longer as applied: a valid spec applies it again, even before the cache
+            // has seen this patch.
+            _ => context.set_cronjob_applied(backup, &name, Some(None)),
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! and keeps their status true. `DatabaseSnapshot` objects are written by the runs.
 
 pub mod controller;
+pub mod identity;
 pub mod import;
 pub mod leader;
 pub mod oneshot;

@@ -25,7 +25,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use stowage_api::{CONDITION_RUNNING, CONDITION_SUCCEEDED, Conditions, OneShotRuns, bounded_message};
 
-use crate::controller::{AbortOnDrop, Context, Error, apply_identity, apply_status, is_status, watch_jobs};
+use crate::controller::{AbortOnDrop, Context, Error, apply_status, is_status, watch_jobs};
+use crate::identity::apply_identity;
 use crate::report::{announce, publish};
 use crate::status::{JobState, Observation, observe};
 use crate::workloads::one_shot_job_name;

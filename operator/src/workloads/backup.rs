@@ -89,11 +89,12 @@ pub fn shares_runner_identity(backup: &DatabaseBackup) -> bool {
 
 /// The name of the runner's ServiceAccount and RoleBinding.
 pub fn runner_identity(backup: &DatabaseBackup) -> String {
-    if shares_runner_identity(backup) {
-        SHARED_RUNNER_IDENTITY.to_owned()
-    } else {
-        format!("{}-stowage-runner", backup.name_any())
-    }
+    if shares_runner_identity(backup) { SHARED_RUNNER_IDENTITY.to_owned() } else { own_runner_identity(backup) }
+}
+
+/// The name of the ServiceAccount and RoleBinding of a resource's own runner identity.
+pub fn own_runner_identity(backup: &DatabaseBackup) -> String {
+    format!("{}-stowage-runner", backup.name_any())
 }
 
 /// Metadata of the runner identity: a resource's own is owned by it; the shared one by no

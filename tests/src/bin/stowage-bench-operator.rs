@@ -9,6 +9,8 @@
 //! reports arrive.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -83,8 +85,13 @@ async fn counters(cluster: &Cluster) -> anyhow::Result<(f64, f64)> {
 
 /// Play the runners of the running resources: once each has its Job, report progress
 /// on its status every [`PROGRESS_INTERVAL`] (merge patches, field manager
-/// `stowage-runner`, as `stowage job` does), until dropped.
-fn report_progress(backups: Api<DatabaseBackup>, jobs: Store<Job>, count: usize) -> AbortOnDrop {
+/// `stowage-runner`, as `stowage job` does), until dropped; counts the reports refused.
+fn report_progress(
+    backups: Api<DatabaseBackup>,
+    jobs: Store<Job>,
+    count: usize,
+    refused: Arc<AtomicU64>,
+) -> AbortOnDrop {
     AbortOnDrop(tokio::spawn(async move {
         let started = Timestamp::now().to_string();
         let mut round = 0u64;
@@ -105,7 +112,8 @@ fn report_progress(backups: Api<DatabaseBackup>, jobs: Store<Job>, count: usize)
                 if reports.len() >= CONCURRENCY {
                     reports.join_next().await;
                 }
-                let (api, resource, started) = (backups.clone(), name(index), started.clone());
+                let (api, resource, started, refused) =
+                    (backups.clone(), name(index), started.clone(), refused.clone());
                 reports.spawn(async move {
                     let attempt = json!({"status": {"latestAttempt": {
                         "job": job, "jobUid": uid, "pod": format!("{job}-pod"), "generation": 1,
@@ -113,7 +121,9 @@ fn report_progress(backups: Api<DatabaseBackup>, jobs: Store<Job>, count: usize)
                         "startedAt": started, "bytes": round * (64 << 20), "updated": Timestamp::now().to_string(),
                     }}});
                     let params = PatchParams { field_manager: Some("stowage-runner".into()), ..Default::default() };
-                    api.patch_status(&resource, &params, &Patch::Merge(&attempt)).await.map(drop)
+                    if api.patch_status(&resource, &params, &Patch::Merge(&attempt)).await.is_err() {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
                 });
             }
             while reports.join_next().await.is_some() {}
@@ -141,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
     let jobs_api: Api<Job> = Api::namespaced(cluster.client.clone(), NAMESPACE);
     let job_watch = watcher(jobs_api, watcher::Config::default()).reflect(writer).for_each(|_| async {});
     let _job_watch = AbortOnDrop(tokio::spawn(job_watch));
-    let _runners = report_progress(backups.clone(), jobs, count);
+    let refused = Arc::new(AtomicU64::new(0));
+    let _runners = report_progress(backups.clone(), jobs, count, Arc::clone(&refused));
 
     println!(
         "==> creating {count} DatabaseBackups ({CONCURRENCY} at a time): 1 in {RUNNING_EVERY} backs up now and \
@@ -210,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
         quiet_reconciles - reconciles,
         quiet_requests - requests
     );
+    println!("progress reports refused by the API server: {}", refused.load(Ordering::Relaxed));
     println!(
         "operator RSS: {:.1} MiB now, {:.1} MiB sampled peak, {:.1} MiB VmHWM",
         memory(pid, "VmRSS:") as f64 / MIB,

@@ -156,7 +156,9 @@ async fn demo() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&file);
     show(&kubeconfig, &["get", "databasebackups", "-n", NAMESPACE])?;
-    show(&kubeconfig, &["get", "jobs,serviceaccounts,rolebindings", "-n", NAMESPACE, "-l", "stowage.dev/backup=shop"])?;
+    show(&kubeconfig, &["get", "jobs", "-n", NAMESPACE, "-l", "stowage.dev/backup=shop"])?;
+    // The runner identity the namespace's backups share.
+    show(&kubeconfig, &["get", "serviceaccounts,rolebindings", "-n", NAMESPACE, "-l", "app.kubernetes.io/managed-by"])?;
     show(&kubeconfig, &["get", "databasebackup", "shop", "-n", NAMESPACE, "-o", "jsonpath={.status}"])?;
     println!();
     step(&["list", "--repo", "s3://backups/k8s"], &env)?;

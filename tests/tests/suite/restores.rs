@@ -135,8 +135,12 @@ async fn backups_appear_as_snapshots_restore_as_resources_and_come_back_from_the
         snapshots(&cluster, "shop").await.into_iter().next()
     })
     .await;
+    // The runner writes the status after the object: wait for both.
     let backups = cluster.backups();
-    let last_backup = backups.get("shop").await.expect("get").status.and_then(|s| s.last_backup).expect("last backup");
+    let last_backup = eventually("the last backup in the status", WAIT, || async {
+        backups.get("shop").await.ok()?.status?.last_backup
+    })
+    .await;
     assert_eq!(first.spec.backup_id, last_backup.id);
     assert_eq!((first.spec.bytes, first.spec.stored_bytes), (last_backup.bytes, last_backup.stored_bytes));
     assert_eq!((first.spec.plugin.name.as_str(), first.spec.source_namespace.as_str()), ("postgres", NAMESPACE));

@@ -1,0 +1,213 @@
+//! Runner identities (decision 10): the ServiceAccount and RoleBinding the backup runners
+//! of a namespace share, or a DatabaseBackup's own when it asks for a cloud identity, and
+//! those of restores and imports. Applied only when changed (decision 9); the shared pair
+//! is deleted once no resource of its namespace uses it, a resource's own pair once the
+//! resource shares (also the pair an older operator made for every resource).
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::api::{DeleteParams, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::Value;
+use stowage_api::DatabaseBackup;
+
+use crate::controller::{Context, Error, apply, is_status};
+use crate::workloads::{
+    SHARED_RUNNER_IDENTITY, own_runner_identity, role_binding, runner_identity, service_account, shares_runner_identity,
+};
+
+/// What the operator knows of the runner identities it made.
+pub(crate) struct Identities {
+    /// Their metadata: whether one is as this process applied it is known without a request.
+    accounts: Store<PartialObjectMeta<ServiceAccount>>,
+    bindings: Store<PartialObjectMeta<RoleBinding>>,
+    /// The identities last applied, by `NAMESPACE/NAME`: the digest of what was applied and
+    /// the resourceVersion of each object after. Neither changed, it is not applied again.
+    applied: Mutex<HashMap<String, (u64, [String; 2])>>,
+    /// One lock per namespace: the shared identity is never deleted between a reconcile's
+    /// check that it is in place and that reconcile's Job.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Identities {
+    pub(crate) fn new(
+        accounts: Store<PartialObjectMeta<ServiceAccount>>,
+        bindings: Store<PartialObjectMeta<RoleBinding>>,
+    ) -> Self {
+        Identities { accounts, bindings, applied: Mutex::default(), locks: Mutex::default() }
+    }
+
+    /// The resourceVersions of the ServiceAccount and RoleBinding `name`, if both exist.
+    fn versions(&self, namespace: &str, name: &str) -> Option<[String; 2]> {
+        fn version<K: Resource<DynamicType = ()> + Clone>(
+            store: &Store<K>,
+            namespace: &str,
+            name: &str,
+        ) -> Option<String> {
+            store.get(&ObjectRef::new(name).within(namespace))?.meta().resource_version.clone()
+        }
+        Some([version(&self.accounts, namespace, name)?, version(&self.bindings, namespace, name)?])
+    }
+
+    /// Whether ServiceAccount or RoleBinding `name` exists (as far as the cache knows).
+    fn exists(&self, namespace: &str, name: &str) -> bool {
+        self.accounts.get(&ObjectRef::new(name).within(namespace)).is_some()
+            || self.bindings.get(&ObjectRef::new(name).within(namespace)).is_some()
+    }
+
+    pub(crate) async fn ready(&self) -> bool {
+        let (accounts, bindings) = futures::join!(self.accounts.wait_until_ready(), self.bindings.wait_until_ready());
+        accounts.is_ok() && bindings.is_ok()
+    }
+
+    /// Whether identity `name` is what this process applied with digest `digest`, untouched
+    /// since (deleted or edited, its resourceVersion moved).
+    fn current(&self, namespace: &str, name: &str, digest: u64) -> bool {
+        let Ok(applied) = self.applied.lock() else { return false };
+        let key = format!("{namespace}/{name}");
+        let Some((_, versions)) = applied.get(&key).filter(|(applied, _)| *applied == digest) else { return false };
+        self.versions(namespace, name).as_ref() == Some(versions)
+    }
+
+    /// Record identity `name` as applied with `digest` (at `versions`), or as not known to
+    /// be in place (`None`).
+    pub(crate) fn set_applied(&self, namespace: &str, name: &str, applied: Option<(u64, [String; 2])>) {
+        if let Ok(mut known) = self.applied.lock() {
+            let key = format!("{namespace}/{name}");
+            match applied {
+                Some(applied) => known.insert(key, applied),
+                None => known.remove(&key),
+            };
+        }
+    }
+
+    fn lock(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(locks.entry(namespace.to_owned()).or_default())
+    }
+}
+
+/// Put the runner identity of `backup` in place (applied unless this process applied the
+/// same and it was not edited or deleted since). Unless a run of the resource is `active`
+/// (its Pods run as the identity they started with): a resource that shares loses the
+/// pair of its own, and the shared pair goes once no resource of the namespace uses it.
+pub(crate) async fn in_place(
+    context: &Context,
+    users: &Store<DatabaseBackup>,
+    backup: &DatabaseBackup,
+    namespace: &str,
+    active: bool,
+) -> Result<(), Error> {
+    let identities = &context.identities;
+    let lock = identities.lock(namespace);
+    let _guard = lock.lock().await;
+    if !active {
+        let unused = if shares_runner_identity(backup) {
+            Some(own_runner_identity(backup))
+        } else {
+            (!in_use(users, namespace)).then(|| SHARED_RUNNER_IDENTITY.to_owned())
+        };
+        if let Some(unused) = unused.filter(|name| identities.exists(namespace, name)) {
+            delete(context, namespace, &unused).await;
+        }
+    }
+    let (account, binding) = (service_account(backup), role_binding(backup));
+    let mut hasher = DefaultHasher::new();
+    (account.to_string(), binding.to_string()).hash(&mut hasher);
+    let (identity, digest) = (runner_identity(backup), hasher.finish());
+    if identities.current(namespace, &identity, digest) {
+        return Ok(());
+    }
+    let versions = apply_identity(&context.client, namespace, &identity, &account, &binding).await?;
+    identities.set_applied(namespace, &identity, Some((digest, versions)));
+    Ok(())
+}
+
+/// Delete the shared identity of the namespace of `deleted` if no resource uses it now
+/// (called when a DatabaseBackup is gone, and for every shared identity at start-up, which
+/// covers deletions while no operator ran).
+pub(crate) async fn retire_unused(context: &Context, users: &Store<DatabaseBackup>, namespace: &str) {
+    let lock = context.identities.lock(namespace);
+    let _guard = lock.lock().await;
+    if !in_use(users, namespace) && context.identities.exists(namespace, SHARED_RUNNER_IDENTITY) {
+        delete(context, namespace, SHARED_RUNNER_IDENTITY).await;
+    }
+}
+
+/// Start-up: retire every shared identity no resource uses (once the caches are complete).
+pub(crate) async fn retire_all_unused(context: &Context, users: &Store<DatabaseBackup>) {
+    let namespaces: Vec<String> = context
+        .identities
+        .accounts
+        .state()
+        .iter()
+        .filter(|account| account.name_any() == SHARED_RUNNER_IDENTITY)
+        .filter_map(|account| account.namespace())
+        .collect();
+    for namespace in namespaces {
+        retire_unused(context, users, &namespace).await;
+    }
+}
+
+/// Whether a DatabaseBackup of `namespace` shares the runner identity.
+fn in_use(users: &Store<DatabaseBackup>, namespace: &str) -> bool {
+    users
+        .state()
+        .iter()
+        .any(|backup| backup.namespace().as_deref() == Some(namespace) && shares_runner_identity(backup))
+}
+
+/// Delete ServiceAccount and RoleBinding `name` (failures are logged: an unused identity
+/// harms nothing and is tried again).
+async fn delete(context: &Context, namespace: &str, name: &str) {
+    context.identities.set_applied(namespace, name, None);
+    let bindings = Api::<RoleBinding>::namespaced(context.client.clone(), namespace);
+    let accounts = Api::<ServiceAccount>::namespaced(context.client.clone(), namespace);
+    let params = DeleteParams::default();
+    let (binding, account) = futures::join!(bindings.delete(name, &params), accounts.delete(name, &params));
+    for error in [binding.err(), account.err()].into_iter().flatten().filter(|error| !is_status(error, 404)) {
+        tracing::warn!(%error, %namespace, name, "deleting an unused runner identity failed");
+    }
+}
+
+/// Apply a runner identity: ServiceAccount and RoleBinding, both named `identity`; their
+/// resourceVersions after.
+pub(crate) async fn apply_identity(
+    client: &Client,
+    namespace: &str,
+    identity: &str,
+    account: &Value,
+    binding: &Value,
+) -> Result<[String; 2], Error> {
+    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
+    let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
+    let (account, binding) = futures::try_join!(
+        apply(&accounts, "ServiceAccount", identity, account),
+        apply_role_binding(&bindings, identity, binding),
+    )?;
+    let version = |meta: &kube::api::ObjectMeta| meta.resource_version.clone().unwrap_or_default();
+    Ok([version(&account.metadata), version(&binding.metadata)])
+}
+
+/// Apply RoleBinding `name`; one that binds another role (a per-resource Role of operators
+/// before decision 10) is replaced, as the API server never changes a `roleRef`.
+async fn apply_role_binding(api: &Api<RoleBinding>, name: &str, binding: &Value) -> Result<RoleBinding, Error> {
+    match apply(api, "RoleBinding", name, binding).await {
+        Err(refused @ Error::Apply { .. }) if matches!(&refused, Error::Apply { source, .. } if is_status(source, 422)) =>
+        {
+            let failed = |source| Error::Apply { kind: "RoleBinding", name: name.to_owned(), source };
+            let existing = api.get(name).await.map_err(failed)?;
+            if serde_json::to_value(&existing.role_ref).ok().as_ref() == Some(&binding["roleRef"]) {
+                return Err(refused);
+            }
+            api.delete(name, &DeleteParams::default()).await.map_err(failed)?;
+            apply(api, "RoleBinding", name, binding).await
+        }
+        applied => applied,
+    }
+}
