@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -87,6 +88,8 @@ impl Error {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    /// The one namespace this context watches; `None`: every namespace.
+    pub namespace: Option<String>,
     pub settings: WorkloadSettings,
     /// CronJob in the newest batch version the API server serves.
     pub cronjob_api: ApiResource,
@@ -128,6 +131,7 @@ impl Context {
         allowed_runner_images: Vec<String>,
         identity: &str,
         telemetry: Arc<Telemetry>,
+        namespace: Option<String>,
     ) -> Result<Self, Error> {
         let cronjob_api = discover_cronjob(&client).await?;
         let version = client.apiserver_version().await.map_err(Error::Version)?;
@@ -152,6 +156,7 @@ impl Context {
         let (backups, backups_writer) = reflector::store();
         Ok(Context {
             client,
+            namespace,
             settings,
             cronjob_api,
             recorder,
@@ -171,6 +176,17 @@ impl Context {
             observed: Mutex::default(),
             applied_cronjobs: Mutex::default(),
         })
+    }
+
+    /// The objects of kind `K` this context watches: in its namespace, or in all.
+    pub(crate) fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match &self.namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        }
     }
 
     /// Whether CronJob `name` of `backup` may exist: in the cache, or applied by this
@@ -298,7 +314,7 @@ pub async fn run(context: Context) {
     };
     let context = Arc::new(context);
     let forget = Arc::clone(&context);
-    let backups = watcher(Api::<DatabaseBackup>::all(client.clone()), watcher::Config::default())
+    let backups = watcher(context.watched::<DatabaseBackup>(), watcher::Config::default())
         .default_backoff()
         // Most of a cached object's size, and read by nothing here.
         .modify(|backup| backup.managed_fields_mut().clear())
@@ -315,11 +331,15 @@ pub async fn run(context: Context) {
         .applied_objects()
         .predicate_filter(reconcile_trigger, PredicateConfig::default());
     // Jobs of scheduled runs belong to their CronJob, so map Jobs back by label.
-    let (changed_jobs, job_watch) = watch_jobs(client.clone(), LABEL_BACKUP, writers.jobs);
+    let (changed_jobs, job_watch) = watch_jobs(context.watched(), LABEL_BACKUP, writers.jobs);
+    let cronjobs = match &context.namespace {
+        Some(namespace) => Api::namespaced_with(client, namespace, &context.cronjob_api),
+        None => Api::all_with(client, &context.cronjob_api),
+    };
     let _stop_metadata_watches = [
-        AbortOnDrop(watch_metadata("CronJob", Api::all_with(client.clone(), &context.cronjob_api), writers.cronjobs)),
-        AbortOnDrop(watch_metadata("ServiceAccount", Api::all(client.clone()), writers.accounts)),
-        AbortOnDrop(watch_metadata("RoleBinding", Api::all(client), writers.bindings)),
+        AbortOnDrop(watch_metadata("CronJob", cronjobs, writers.cronjobs)),
+        AbortOnDrop(watch_metadata("ServiceAccount", context.watched(), writers.accounts)),
+        AbortOnDrop(watch_metadata("RoleBinding", context.watched(), writers.bindings)),
     ];
     if context.jobs.wait_until_ready().await.is_err()
         || context.cronjobs.wait_until_ready().await.is_err()
@@ -362,12 +382,12 @@ pub async fn run(context: Context) {
 /// is complete before the first reconcile reads it; a controller hears of the changes
 /// through the returned stream. The task stops when the returned handle is aborted.
 pub(crate) fn watch_jobs(
-    client: Client,
+    api: Api<Job>,
     label: &'static str,
     writer: reflector::store::Writer<Job>,
 ) -> (futures::channel::mpsc::UnboundedReceiver<Result<Job, watcher::Error>>, tokio::task::JoinHandle<()>) {
     let (job_changes, changed_jobs) = futures::channel::mpsc::unbounded();
-    let job_watch = watcher(Api::<Job>::all(client), watcher::Config::default().labels(label))
+    let job_watch = watcher(api, watcher::Config::default().labels(label))
         .default_backoff()
         // The Pod template (the run's spec and environment) and the managed fields are
         // most of a Job's size; the operator reads a Job's metadata and status only.

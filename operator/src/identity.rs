@@ -107,13 +107,14 @@ pub(crate) async fn in_place(
     let lock = identities.lock(namespace);
     let _guard = lock.lock().await;
     if !active {
-        let unused = if shares_runner_identity(backup) {
-            Some(own_runner_identity(backup))
+        let other = if shares_runner_identity(backup) {
+            own_runner_identity(backup)
         } else {
-            (!in_use(users, namespace)).then(|| SHARED_RUNNER_IDENTITY.to_owned())
+            SHARED_RUNNER_IDENTITY.to_owned()
         };
-        if let Some(unused) = unused.filter(|name| identities.exists(namespace, name)) {
-            delete(context, namespace, &unused).await;
+        // The cache first: the scan of the namespace's resources is rarely needed.
+        if identities.exists(namespace, &other) && (other != SHARED_RUNNER_IDENTITY || !in_use(users, namespace)) {
+            delete(context, namespace, &other).await;
         }
     }
     let (account, binding) = (service_account(backup), role_binding(backup));

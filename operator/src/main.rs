@@ -40,6 +40,10 @@ enum Command {
         /// This replica's name in the Lease.
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
+        /// Watch only these namespaces, comma-separated (default: all). The operator then
+        /// needs its rules only there: `deploy/namespaced/` binds them per namespace.
+        #[arg(long, env = "STOWAGE_WATCH_NAMESPACES", value_delimiter = ',')]
+        namespaces: Vec<String>,
     },
     /// Print the CustomResourceDefinitions (DatabaseBackup, DatabaseSnapshot, DatabaseRestore,
     /// DatabaseSnapshotImport) as YAML.
@@ -48,7 +52,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Run { runner_image, allowed_runner_images, listen, lease_namespace, identity } = Cli::parse().command
+    let Command::Run { runner_image, allowed_runner_images, listen, lease_namespace, identity, namespaces } =
+        Cli::parse().command
     else {
         for crd in
             [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd(), DatabaseSnapshotImport::crd()]
@@ -73,15 +78,28 @@ async fn main() -> anyhow::Result<()> {
     let client = kube::client::ClientBuilder::try_from(config)?
         .with_layer(&CountRequests(telemetry.api_requests.clone()))
         .build();
-    let context =
-        Context::new(client.clone(), runner_image, allowed_runner_images, &identity, Arc::clone(&telemetry)).await?;
+    // One set of caches and controllers per watched namespace (or one for all): a watch
+    // covers one namespace or every one.
+    let mut scopes: Vec<Option<String>> =
+        namespaces.into_iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).map(Some).collect();
+    if scopes.is_empty() {
+        scopes.push(None);
+    }
+    let mut contexts = Vec::new();
+    for scope in scopes {
+        let telemetry = Arc::clone(&telemetry);
+        let (images, allowed) = (runner_image.clone(), allowed_runner_images.clone());
+        contexts.push(Context::new(client.clone(), images, allowed, &identity, telemetry, scope).await?);
+    }
+    let cronjob_api = contexts.first().map(|c| c.cronjob_api.api_version.clone()).unwrap_or_default();
+    let watched: Vec<String> = contexts.iter().filter_map(|c| c.namespace.clone()).collect();
     // Followers are healthy and ready too; only the leader reconciles.
     telemetry.set_ready(true);
     let election = LeaderElection::new(client, &lease_namespace, "stowage-operator", &identity);
     election.acquire().await;
-    tracing::info!(cronjob = %context.cronjob_api.api_version, %identity, "stowage-operator reconciling");
+    tracing::info!(cronjob = %cronjob_api, %identity, ?watched, "stowage-operator reconciling");
     tokio::select! {
-        () = run(context) => Ok(()),
+        _ = futures::future::join_all(contexts.into_iter().map(run)) => Ok(()),
         () = election.keep() => anyhow::bail!("lost leadership; exiting so that a follower takes over"),
         result = server => anyhow::bail!("the telemetry server stopped: {result:?}"),
     }

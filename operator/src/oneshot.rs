@@ -107,16 +107,15 @@ fn reconcile_trigger<K: OneShot>(object: &K) -> Option<u64> {
 
 /// Run the controller of kind `K` until a shutdown signal.
 pub async fn run<K: OneShot>(context: Arc<Context>) {
-    let client = context.client.clone();
     let (jobs, jobs_writer) = reflector::store();
-    let (changed_jobs, job_watch) = watch_jobs(client.clone(), K::LABEL, jobs_writer);
+    let (changed_jobs, job_watch) = watch_jobs(context.watched(), K::LABEL, jobs_writer);
     if jobs.wait_until_ready().await.is_err() {
         tracing::error!(kind = %K::kind(&()), "the Job cache stopped before it was complete");
         return;
     }
     let (store, writer) = reflector::store();
     let forget = Arc::clone(&context);
-    let objects = watcher(Api::<K>::all(client), watcher::Config::default())
+    let objects = watcher(context.watched::<K>(), watcher::Config::default())
         .default_backoff()
         .modify(|object| object.managed_fields_mut().clear())
         .reflect(writer)

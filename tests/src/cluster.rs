@@ -37,6 +37,11 @@ pub struct Operator {
 impl Operator {
     /// Start a replica called `identity`.
     pub async fn start(access: &ClusterAccess, identity: &str) -> Result<Operator> {
+        Self::start_watching(access, identity, &[]).await
+    }
+
+    /// Start a replica called `identity` that watches only `namespaces` (all if empty).
+    pub async fn start_watching(access: &ClusterAccess, identity: &str, namespaces: &[&str]) -> Result<Operator> {
         let port = crate::free_port()?;
         let token = access.service_account_token("stowage-system", "stowage-operator").await?;
         let kubeconfig = access.write_kubeconfig("operator", &token)?;
@@ -48,6 +53,7 @@ impl Operator {
             .env("STOWAGE_ALLOWED_RUNNER_IMAGES", ALLOWED_BROKEN_IMAGE)
             .env("STOWAGE_OPERATOR_LISTEN", format!("127.0.0.1:{port}"))
             .env("POD_NAME", identity)
+            .env("STOWAGE_WATCH_NAMESPACES", namespaces.join(","))
             // Debugging a test: STOWAGE_OPERATOR_LOG=debug shows what the operator does.
             .env("STOWAGE_LOG", std::env::var("STOWAGE_OPERATOR_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())

@@ -167,7 +167,7 @@ pub fn service_account(backup: &DatabaseBackup) -> Value {
     service_account_object(identity_metadata(backup), backup.spec.service_account_template.as_ref())
 }
 
-/// Grants the runner what `deploy/rbac.yaml` gives every backup runner in its namespace:
+/// Grants the runner what `deploy/base/rbac.yaml` gives every backup runner in its namespace:
 /// writing the report into a DatabaseBackup's status (the spec it runs comes in the Job),
 /// keeping snapshot objects in line with the repository and recording drills on them.
 pub fn role_binding(backup: &DatabaseBackup) -> Value {

@@ -23,7 +23,7 @@ pub fn service_account(import: &DatabaseSnapshotImport) -> Value {
     service_account_object(meta, import.spec.service_account_template.as_ref())
 }
 
-/// Grants the runner what `deploy/rbac.yaml` gives every import runner in its namespace:
+/// Grants the runner what `deploy/base/rbac.yaml` gives every import runner in its namespace:
 /// writing the report into a DatabaseSnapshotImport's status, and keeping the snapshot
 /// objects of the namespace in line with the repository.
 pub fn role_binding(import: &DatabaseSnapshotImport) -> Value {

@@ -35,7 +35,7 @@ const DEFAULT_PLUGIN_MEMORY_MIB: u32 = 512;
 const PLUGIN_MOUNT: &str = "/var/run/stowage/plugin";
 const PLUGIN_FILE: &str = "plugin.wasm";
 
-/// The ClusterRoles of `deploy/rbac.yaml` that each runner's RoleBinding grants in its
+/// The ClusterRoles of `deploy/base/rbac.yaml` that each runner's RoleBinding grants in its
 /// namespace (decision 10): one per kind of run, shared by every resource.
 pub const BACKUP_RUNNER_ROLE: &str = "stowage-backup-runner";
 pub const RESTORE_RUNNER_ROLE: &str = "stowage-restore-runner";

@@ -24,7 +24,7 @@ pub fn service_account(restore: &DatabaseRestore) -> Value {
     service_account_object(meta, restore.spec.service_account_template.as_ref())
 }
 
-/// Grants the runner what `deploy/rbac.yaml` gives every restore runner in its namespace:
+/// Grants the runner what `deploy/base/rbac.yaml` gives every restore runner in its namespace:
 /// writing the report into a DatabaseRestore's status.
 pub fn role_binding(restore: &DatabaseRestore) -> Value {
     let name = identity(restore);

@@ -27,10 +27,11 @@ where
     api.create(&PostParams::default(), &object).await.expect("create")
 }
 
-/// The namespace, the CRDs and the runners' ClusterRoles of `deploy/rbac.yaml`.
+/// The namespace, the CRDs and the runners' ClusterRoles of `deploy/base/rbac.yaml`.
 async fn install(plane: &ControlPlane) -> kube::Client {
     let admin = plane.access().write_kubeconfig("admin", plane.access().admin_token()).expect("kubeconfig");
-    kubectl(&admin, &["apply", "-f", "deploy/namespace.yaml", "-f", "deploy/rbac.yaml"]).expect("deploy/rbac.yaml");
+    kubectl(&admin, &["apply", "-f", "deploy/base/namespace.yaml", "-f", "deploy/base/rbac.yaml"])
+        .expect("deploy/base/rbac.yaml");
     let client = plane.client().await.expect("client");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in [DatabaseBackup::crd(), DatabaseSnapshot::crd(), DatabaseRestore::crd(), DatabaseSnapshotImport::crd()] {

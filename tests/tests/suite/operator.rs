@@ -618,3 +618,34 @@ async fn builtin_plugins_back_up_postgres_over_verified_tls_redis_and_mariadb_an
     );
     assert!(status.last_backup.is_none(), "a failed backup is never the last backup");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_installed_for_one_namespace_works_there_and_nowhere_else() {
+    let mut cluster = Cluster::start().await.expect("cluster");
+    // The namespaced install over the standard one: no ClusterRoleBinding, the operator's
+    // rules bound in `database` alone, and an operator told to watch only there.
+    cluster.operator = None;
+    let admin =
+        cluster.plane.access().write_kubeconfig("admin", cluster.plane.access().admin_token()).expect("kubeconfig");
+    kubectl(&admin, &["create", "namespace", "database"]).expect("namespace");
+    kubectl(&admin, &["apply", "-k", "deploy/namespaced/", "--validate=false"]).expect("deploy/namespaced");
+    kubectl(&admin, &["delete", "clusterrolebinding", "stowage-operator"]).expect("the standard install's binding");
+    let database: Api<DatabaseBackup> = Api::namespaced(cluster.client.clone(), "database");
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "database");
+    let mut secret = Api::<Secret>::namespaced(cluster.client.clone(), NAMESPACE).get("s3").await.expect("secret");
+    secret.metadata = serde_json::from_value(json!({"name": "s3", "namespace": "database"})).expect("metadata");
+    secrets.create(&PostParams::default(), &secret).await.expect("the storage Secret");
+    let access = cluster.plane.access();
+    cluster.operator = Some(Operator::start_watching(&access, "operator-ns", &["database"]).await.expect("operator"));
+
+    let manual = json!({"manualTrigger": {"enabled": true, "time": "t1", "repo": "s3"}});
+    for api in [&database, &cluster.backups()] {
+        let mut resource = cluster.resource("orders", manual.clone());
+        resource.metadata.namespace = api.namespace().map(str::to_owned);
+        api.create(&PostParams::default(), &resource).await.expect("create");
+    }
+    assert_eq!(settled_reason(&database, "orders", Duration::from_secs(90)).await, "BackupSucceeded");
+    let elsewhere = cluster.backups().get("orders").await.expect("get");
+    assert!(elsewhere.status.is_none(), "a namespace the operator does not watch: {:?}", elsewhere.status);
+    assert!(cluster.jobs("orders", "manual").await.is_empty(), "a Job outside the watched namespace");
+}
