@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::DatabaseBackupStatus;
 
 /// What to back up, where to store it, and when.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "stowage.dev",
     version = "v1alpha1",
@@ -31,6 +31,8 @@ use crate::status::DatabaseBackupStatus;
     printcolumn = r#"{"name": "Running", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Running\")].status", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("!has(self.serviceAccountName) || !has(self.serviceAccountTemplate)")
+    .message("set serviceAccountName or serviceAccountTemplate, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseBackupSpec {
     /// Object-storage repositories backups can be written to; a trigger names one.
@@ -75,6 +77,12 @@ pub struct DatabaseBackupSpec {
     /// `stowage-backup-runner`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_template: Option<ServiceAccountTemplate>,
+    /// An existing ServiceAccount in this namespace for the runner (its cloud identity
+    /// managed elsewhere): the operator binds the runner's role to it and never changes
+    /// or deletes it. Instead of `serviceAccountTemplate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
     /// Runner image for the backup Jobs, overriding the operator's default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_image: Option<String>,

@@ -241,6 +241,12 @@ impl DatabaseBackupSpec {
     /// Check every rule; all broken ones are named.
     pub fn validate(&self) -> Result<(), InvalidSpec> {
         let mut errors = Vec::new();
+        if self.service_account_name.is_some() && self.service_account_template.is_some() {
+            errors.push(FieldError::new(
+                "spec.serviceAccountName",
+                "set serviceAccountName or serviceAccountTemplate, not both",
+            ));
+        }
         let mut names = BTreeSet::new();
         for repo in &self.repos {
             let field = format!("spec.repos[{}]", repo.name);

@@ -70,6 +70,7 @@ fn a_database_backup_the_schema_refuses_is_invalid() {
         (json!({"plugin": {"url": "https://plugins.example/p.wasm"}}), true),
         (json!({"plugin": {"builtin": "postgres", "pullSecret": "registry"}}), true),
         (json!({"repos": [{"name": "s3", "secretName": "s3"}]}), true),
+        (json!({"serviceAccountName": "backups", "serviceAccountTemplate": {"metadata": {}}}), true),
         // Rules CEL cannot say: the operator's check stays the authority.
         (json!({"scheduledTrigger": {"schedule": "every day", "repo": "s3"}}), false),
         (json!({"compression": "brotli"}), false),

@@ -18,7 +18,8 @@ use stowage_api::DatabaseBackup;
 
 use crate::controller::{Context, Error, apply, is_status};
 use crate::workloads::{
-    SHARED_RUNNER_IDENTITY, own_runner_identity, role_binding, runner_identity, service_account, shares_runner_identity,
+    SHARED_RUNNER_IDENTITY, own_runner_identity, role_binding, runner_binding, runner_identity, service_account,
+    shares_runner_identity,
 };
 
 /// What the operator knows of the runner identities it made.
@@ -26,13 +27,18 @@ pub(crate) struct Identities {
     /// Their metadata: whether one is as this process applied it is known without a request.
     accounts: Store<PartialObjectMeta<ServiceAccount>>,
     bindings: Store<PartialObjectMeta<RoleBinding>>,
-    /// The identities last applied, by `NAMESPACE/NAME`: the digest of what was applied and
-    /// the resourceVersion of each object after. Neither changed, it is not applied again.
-    applied: Mutex<HashMap<String, (u64, [String; 2])>>,
+    /// The identities last applied, by `NAMESPACE/BINDING`: the digest of what was applied
+    /// and the resourceVersions of the ServiceAccount (if the operator's) and RoleBinding
+    /// after. Neither changed, it is not applied again.
+    applied: Mutex<HashMap<String, (u64, Versions)>>,
     /// One lock per namespace: the shared identity is never deleted between a reconcile's
     /// check that it is in place and that reconcile's Job.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// The resourceVersions of a runner identity: its ServiceAccount (none for one the
+/// operator does not manage) and its RoleBinding.
+pub(crate) type Versions = [Option<String>; 2];
 
 impl Identities {
     pub(crate) fn new(
@@ -42,8 +48,8 @@ impl Identities {
         Identities { accounts, bindings, applied: Mutex::default(), locks: Mutex::default() }
     }
 
-    /// The resourceVersions of the ServiceAccount and RoleBinding `name`, if both exist.
-    fn versions(&self, namespace: &str, name: &str) -> Option<[String; 2]> {
+    /// The cached resourceVersions of ServiceAccount `account` and RoleBinding `binding`.
+    fn versions(&self, namespace: &str, account: Option<&str>, binding: &str) -> Versions {
         fn version<K: Resource<DynamicType = ()> + Clone>(
             store: &Store<K>,
             namespace: &str,
@@ -51,7 +57,10 @@ impl Identities {
         ) -> Option<String> {
             store.get(&ObjectRef::new(name).within(namespace))?.meta().resource_version.clone()
         }
-        Some([version(&self.accounts, namespace, name)?, version(&self.bindings, namespace, name)?])
+        [
+            account.and_then(|account| version(&self.accounts, namespace, account)),
+            version(&self.bindings, namespace, binding),
+        ]
     }
 
     /// Whether ServiceAccount or RoleBinding `name` exists (as far as the cache knows).
@@ -65,18 +74,19 @@ impl Identities {
         accounts.is_ok() && bindings.is_ok()
     }
 
-    /// Whether identity `name` is what this process applied with digest `digest`, untouched
-    /// since (deleted or edited, its resourceVersion moved).
-    fn current(&self, namespace: &str, name: &str, digest: u64) -> bool {
+    /// Whether the identity of RoleBinding `binding` (and ServiceAccount `account`, if the
+    /// operator's) is what this process applied with digest `digest`, untouched since
+    /// (deleted or edited, a resourceVersion moved).
+    fn current(&self, namespace: &str, account: Option<&str>, binding: &str, digest: u64) -> bool {
         let Ok(applied) = self.applied.lock() else { return false };
-        let key = format!("{namespace}/{name}");
+        let key = format!("{namespace}/{binding}");
         let Some((_, versions)) = applied.get(&key).filter(|(applied, _)| *applied == digest) else { return false };
-        self.versions(namespace, name).as_ref() == Some(versions)
+        versions[1].is_some() && self.versions(namespace, account, binding) == *versions
     }
 
-    /// Record identity `name` as applied with `digest` (at `versions`), or as not known to
-    /// be in place (`None`).
-    pub(crate) fn set_applied(&self, namespace: &str, name: &str, applied: Option<(u64, [String; 2])>) {
+    /// Record the identity of RoleBinding `name` as applied with `digest` (at `versions`),
+    /// or as not known to be in place (`None`).
+    pub(crate) fn set_applied(&self, namespace: &str, name: &str, applied: Option<(u64, Versions)>) {
         if let Ok(mut known) = self.applied.lock() {
             let key = format!("{namespace}/{name}");
             match applied {
@@ -119,13 +129,15 @@ pub(crate) async fn in_place(
     }
     let (account, binding) = (service_account(backup), role_binding(backup));
     let mut hasher = DefaultHasher::new();
-    (account.to_string(), binding.to_string()).hash(&mut hasher);
-    let (identity, digest) = (runner_identity(backup), hasher.finish());
-    if identities.current(namespace, &identity, digest) {
+    (account.as_ref().map(Value::to_string), binding.to_string()).hash(&mut hasher);
+    let digest = hasher.finish();
+    let (account_name, binding_name) = (runner_identity(backup), runner_binding(backup));
+    let account = account.as_ref().map(|account| (account_name.as_str(), account));
+    if identities.current(namespace, account.map(|(name, _)| name), &binding_name, digest) {
         return Ok(());
     }
-    let versions = apply_identity(&context.client, namespace, &identity, &account, &binding).await?;
-    identities.set_applied(namespace, &identity, Some((digest, versions)));
+    let versions = apply_identity(&context.client, namespace, account, (&binding_name, &binding)).await?;
+    identities.set_applied(namespace, &binding_name, Some((digest, versions)));
     Ok(())
 }
 
@@ -176,23 +188,24 @@ async fn delete(context: &Context, namespace: &str, name: &str) {
     }
 }
 
-/// Apply a runner identity: ServiceAccount and RoleBinding, both named `identity`; their
-/// resourceVersions after.
+/// Apply a runner identity: its ServiceAccount (unless the resource names an existing
+/// one) and its RoleBinding, each `(name, object)`; their resourceVersions after.
 pub(crate) async fn apply_identity(
     client: &Client,
     namespace: &str,
-    identity: &str,
-    account: &Value,
-    binding: &Value,
-) -> Result<[String; 2], Error> {
+    account: Option<(&str, &Value)>,
+    (binding_name, binding): (&str, &Value),
+) -> Result<Versions, Error> {
     let accounts = Api::<ServiceAccount>::namespaced(client.clone(), namespace);
     let bindings = Api::<RoleBinding>::namespaced(client.clone(), namespace);
-    let (account, binding) = futures::try_join!(
-        apply(&accounts, "ServiceAccount", identity, account),
-        apply_role_binding(&bindings, identity, binding),
-    )?;
-    let version = |meta: &kube::api::ObjectMeta| meta.resource_version.clone().unwrap_or_default();
-    Ok([version(&account.metadata), version(&binding.metadata)])
+    let account = async {
+        match account {
+            Some((name, account)) => apply(&accounts, "ServiceAccount", name, account).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (account, binding) = futures::try_join!(account, apply_role_binding(&bindings, binding_name, binding))?;
+    Ok([account.and_then(|account| account.metadata.resource_version), binding.metadata.resource_version])
 }
 
 /// Apply RoleBinding `name`; one that binds another role (a per-resource Role of operators

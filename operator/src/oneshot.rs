@@ -222,7 +222,8 @@ async fn start<K: OneShot>(
     };
     let client = &context.client;
     let identity = prepared.service_account["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-    apply_identity(client, namespace, &identity, &prepared.service_account, &prepared.role_binding).await?;
+    let account = Some((identity.as_str(), &prepared.service_account));
+    apply_identity(client, namespace, account, (&identity, &prepared.role_binding)).await?;
     let job: Job = serde_json::from_value(prepared.job)
         .map_err(|e| Error::CreateJob { name: name.clone(), source: kube::Error::SerdeError(e) })?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);

@@ -78,17 +78,27 @@ impl WorkloadSettings {
 }
 
 /// The ServiceAccount and RoleBinding the backup runners of a namespace share, unless
-/// their resource asks for a cloud identity of its own (`serviceAccountTemplate`): one
-/// pair per namespace instead of one per resource (decision 10).
+/// their resource asks for a cloud identity of its own (`serviceAccountTemplate`, or an
+/// existing `serviceAccountName`): one pair per namespace instead of one per resource
+/// (decision 10).
 pub const SHARED_RUNNER_IDENTITY: &str = "stowage-backup-runner";
 
 /// Whether the runners of `backup` use the namespace's [`SHARED_RUNNER_IDENTITY`].
 pub fn shares_runner_identity(backup: &DatabaseBackup) -> bool {
-    backup.spec.service_account_template.is_none()
+    backup.spec.service_account_template.is_none() && backup.spec.service_account_name.is_none()
 }
 
-/// The name of the runner's ServiceAccount and RoleBinding.
+/// The ServiceAccount the runner's Pods run as.
 pub fn runner_identity(backup: &DatabaseBackup) -> String {
+    match &backup.spec.service_account_name {
+        Some(existing) => existing.clone(),
+        None if shares_runner_identity(backup) => SHARED_RUNNER_IDENTITY.to_owned(),
+        None => own_runner_identity(backup),
+    }
+}
+
+/// The RoleBinding that grants the runner its role: the shared one, or the resource's own.
+pub fn runner_binding(backup: &DatabaseBackup) -> String {
     if shares_runner_identity(backup) { SHARED_RUNNER_IDENTITY.to_owned() } else { own_runner_identity(backup) }
 }
 
@@ -100,7 +110,7 @@ pub fn own_runner_identity(backup: &DatabaseBackup) -> String {
 /// Metadata of the runner identity: a resource's own is owned by it; the shared one by no
 /// resource (the operator deletes it with the namespace's last user).
 fn identity_metadata(backup: &DatabaseBackup) -> Value {
-    let identity = runner_identity(backup);
+    let identity = runner_binding(backup);
     if shares_runner_identity(backup) {
         json!({"name": identity, "namespace": backup.namespace(), "labels": {LABEL_MANAGED_BY: MANAGED_BY}})
     } else {
@@ -162,9 +172,11 @@ fn metadata_labelled(backup: &DatabaseBackup, name: &str, labels: Value) -> Valu
 }
 
 /// The runner's ServiceAccount, with the labels and annotations of the resource's
-/// `serviceAccountTemplate` (a cloud identity for workload identity, say).
-pub fn service_account(backup: &DatabaseBackup) -> Value {
-    service_account_object(identity_metadata(backup), backup.spec.service_account_template.as_ref())
+/// `serviceAccountTemplate` (a cloud identity for workload identity, say); none when the
+/// resource names an existing one.
+pub fn service_account(backup: &DatabaseBackup) -> Option<Value> {
+    let template = backup.spec.service_account_template.as_ref();
+    backup.spec.service_account_name.is_none().then(|| service_account_object(identity_metadata(backup), template))
 }
 
 /// Grants the runner what `deploy/base/rbac.yaml` gives every backup runner in its namespace:
@@ -438,7 +450,7 @@ mod tests {
         let env = job["spec"]["template"]["spec"]["containers"][0]["env"].as_array().expect("env").clone();
         let names: Vec<&str> = env.iter().filter_map(|var| var["name"].as_str()).collect();
         assert!(!names.iter().any(|name| name.contains("ACCESS_KEY")), "static keys without a Secret: {names:?}");
-        let account = service_account(&backup);
+        let account = service_account(&backup).expect("an account of its own");
         assert_eq!(account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"], role_arn);
         assert_eq!(account["metadata"]["labels"]["team"], "shop");
         assert_eq!(account["metadata"]["labels"][LABEL_BACKUP], "shop");
@@ -536,13 +548,23 @@ mod tests {
         let mut own = backup();
         own.spec.service_account_template =
             Some(serde_json::from_value(json!({"metadata": {"annotations": {"iam": "role"}}})).expect("template"));
-        let account = service_account(&own);
+        let account = service_account(&own).expect("an account of its own");
         assert_eq!(account["metadata"]["name"], "shop-stowage-runner");
         assert_eq!(account["metadata"]["annotations"]["iam"], "role");
         assert_eq!(account["metadata"]["ownerReferences"][0]["name"], "shop");
         assert_eq!(role_binding(&own)["subjects"][0]["name"], "shop-stowage-runner");
         let job = manual_job(&own, "t1", "cos", &settings()).expect("job");
         assert_eq!(job["spec"]["template"]["spec"]["serviceAccountName"], "shop-stowage-runner");
+        // One that names an existing ServiceAccount gets a binding of its own to it, and no
+        // ServiceAccount from the operator.
+        let mut existing = backup();
+        existing.spec.service_account_name = Some("shop-backups".into());
+        assert!(service_account(&existing).is_none(), "the operator would write a user's ServiceAccount");
+        let binding = role_binding(&existing);
+        assert_eq!(binding["metadata"]["name"], "shop-stowage-runner");
+        assert_eq!(binding["subjects"][0]["name"], "shop-backups");
+        let job = manual_job(&existing, "t1", "cos", &settings()).expect("job");
+        assert_eq!(job["spec"]["template"]["spec"]["serviceAccountName"], "shop-backups");
 
         let mut from_map = backup();
         from_map.spec.plugin = serde_json::from_value(

@@ -85,7 +85,10 @@ async fn the_job_backs_up_and_keeps_the_status_true() {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), NAMESPACE);
     let identity = runner_identity(&orders);
-    accounts.patch(&identity, &apply, &Patch::Apply(service_account(&orders))).await.expect("service account");
+    accounts
+        .patch(&identity, &apply, &Patch::Apply(service_account(&orders).expect("account")))
+        .await
+        .expect("service account");
     bindings.patch(&identity, &apply, &Patch::Apply(role_binding(&orders))).await.expect("role binding");
 
     let token = plane.access().service_account_token(NAMESPACE, &identity).await.expect("token");

@@ -189,6 +189,19 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     tokio::time::sleep(Duration::from_secs(12)).await;
     assert!(pods_of(&cluster, &job).await <= 2, "a permanent failure was retried to the backoff limit");
 
+    // One names an existing ServiceAccount (its cloud identity managed elsewhere): the
+    // operator binds the runner's role to it, never writes it, and leaves it behind.
+    let existing =
+        json!({"metadata": {"name": "shop-backups", "annotations": {"iam.gke.io/gcp-service-account": "b@p"}}});
+    accounts.create(&PostParams::default(), &serde_json::from_value(existing).expect("account")).await.expect("create");
+    cluster.create("existing-account", json!({"manualTrigger": manual, "serviceAccountName": "shop-backups"})).await;
+    assert_eq!(settled_reason(&backups, "existing-account", Duration::from_secs(90)).await, "BackupSucceeded");
+    let job = cluster.jobs("existing-account", "manual").await.remove(0);
+    let pod = job.spec.and_then(|spec| spec.template.spec).expect("pod spec");
+    assert_eq!(pod.service_account_name.as_deref(), Some("shop-backups"));
+    let binding = bindings.get("existing-account-stowage-runner").await.expect("its binding");
+    assert_eq!(binding.subjects.expect("subjects")[0].name, "shop-backups");
+
     // The others share one runner identity.
     assert!(accounts.get_opt(SHARED_RUNNER_IDENTITY).await.expect("get").is_some(), "no shared runner identity");
     assert!(accounts.get_opt(&format!("{prefix}-a-stowage-runner")).await.expect("get").is_none());
@@ -210,7 +223,7 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
     })
     .await;
     // The shared runner identity goes with the last resource that uses it.
-    for name in twins.iter().map(String::as_str).chain(["no-credentials"]) {
+    for name in twins.iter().map(String::as_str).chain(["no-credentials", "existing-account"]) {
         backups.delete(name, &DeleteParams::default()).await.expect("delete");
     }
     eventually("the shared runner identity removed", Duration::from_secs(30), || async {
@@ -219,6 +232,8 @@ async fn manual_triggers_run_once_per_time_and_report_in_the_status() {
         gone.then_some(())
     })
     .await;
+    let kept = accounts.get("shop-backups").await.expect("the user's ServiceAccount is left");
+    assert_eq!(kept.annotations().get("iam.gke.io/gcp-service-account").map(String::as_str), Some("b@p"));
 }
 
 /// Create resource `name` backing up with the sandbox probe's `hold`: each run stores an
