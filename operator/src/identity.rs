@@ -114,14 +114,14 @@ pub(crate) async fn in_place(
     active: bool,
 ) -> Result<(), Error> {
     let identities = &context.identities;
+    // Only the shared identity can be deleted by another reconcile: a resource's own is
+    // not locked, so resources with identities of their own are applied concurrently.
+    let shares = shares_runner_identity(backup);
     let lock = identities.lock(namespace);
-    let _guard = lock.lock().await;
+    let may_retire_shared = !active && identities.exists(namespace, SHARED_RUNNER_IDENTITY);
+    let _guard = if shares || may_retire_shared { Some(lock.lock().await) } else { None };
     if !active {
-        let other = if shares_runner_identity(backup) {
-            own_runner_identity(backup)
-        } else {
-            SHARED_RUNNER_IDENTITY.to_owned()
-        };
+        let other = if shares { own_runner_identity(backup) } else { SHARED_RUNNER_IDENTITY.to_owned() };
         // The cache first: the scan of the namespace's resources is rarely needed.
         if identities.exists(namespace, &other) && (other != SHARED_RUNNER_IDENTITY || !in_use(users, namespace)) {
             delete(context, namespace, &other).await;
