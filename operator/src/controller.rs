@@ -325,7 +325,7 @@ pub async fn run(context: Context) {
                 forget.forget(&backup.uid().unwrap_or_default());
                 let (context, namespace) = (Arc::clone(&forget), backup.namespace().unwrap_or_default());
                 context.identities.set_applied(&namespace, &own_runner_identity(backup), None);
-                tokio::spawn(async move { identity::retire_unused(&context, &context.backups, &namespace).await });
+                tokio::spawn(async move { identity::retire_unused(&context, &namespace).await });
             }
         })
         .applied_objects()
@@ -351,7 +351,7 @@ pub async fn run(context: Context) {
     let sweep = Arc::clone(&context);
     let _stop_sweep = AbortOnDrop(tokio::spawn(async move {
         if sweep.backups.wait_until_ready().await.is_ok() {
-            identity::retire_all_unused(&sweep, &sweep.backups).await;
+            identity::retire_all_unused(&sweep).await;
         }
     }));
     let controller = Controller::for_stream(backups, context.backups.clone())
@@ -500,7 +500,7 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         status.last_run.as_ref(),
     );
     let active = observation.active.is_some();
-    identity::in_place(&context, &context.backups, &backup, &namespace, active).await?;
+    identity::in_place(&context, &backup, &namespace, active).await?;
     if let Some(active) = observation.active.as_ref().filter(|active| active.stop_retrying) {
         stop_retries(client, &namespace, &active.job).await?;
     }

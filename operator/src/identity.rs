@@ -108,7 +108,6 @@ impl Identities {
 /// pair of its own, and the shared pair goes once no resource of the namespace uses it.
 pub(crate) async fn in_place(
     context: &Context,
-    users: &Store<DatabaseBackup>,
     backup: &DatabaseBackup,
     namespace: &str,
     active: bool,
@@ -123,7 +122,7 @@ pub(crate) async fn in_place(
     if !active {
         let other = if shares { own_runner_identity(backup) } else { SHARED_RUNNER_IDENTITY.to_owned() };
         // The cache first: the scan of the namespace's resources is rarely needed.
-        if identities.exists(namespace, &other) && (other != SHARED_RUNNER_IDENTITY || !in_use(users, namespace)) {
+        if identities.exists(namespace, &other) && (other != SHARED_RUNNER_IDENTITY || !in_use(context, namespace)) {
             delete(context, namespace, &other).await;
         }
     }
@@ -144,16 +143,16 @@ pub(crate) async fn in_place(
 /// Delete the shared identity of the namespace of `deleted` if no resource uses it now
 /// (called when a DatabaseBackup is gone, and for every shared identity at start-up, which
 /// covers deletions while no operator ran).
-pub(crate) async fn retire_unused(context: &Context, users: &Store<DatabaseBackup>, namespace: &str) {
+pub(crate) async fn retire_unused(context: &Context, namespace: &str) {
     let lock = context.identities.lock(namespace);
     let _guard = lock.lock().await;
-    if !in_use(users, namespace) && context.identities.exists(namespace, SHARED_RUNNER_IDENTITY) {
+    if !in_use(context, namespace) && context.identities.exists(namespace, SHARED_RUNNER_IDENTITY) {
         delete(context, namespace, SHARED_RUNNER_IDENTITY).await;
     }
 }
 
 /// Start-up: retire every shared identity no resource uses (once the caches are complete).
-pub(crate) async fn retire_all_unused(context: &Context, users: &Store<DatabaseBackup>) {
+pub(crate) async fn retire_all_unused(context: &Context) {
     let namespaces: Vec<String> = context
         .identities
         .accounts
@@ -163,13 +162,14 @@ pub(crate) async fn retire_all_unused(context: &Context, users: &Store<DatabaseB
         .filter_map(|account| account.namespace())
         .collect();
     for namespace in namespaces {
-        retire_unused(context, users, &namespace).await;
+        retire_unused(context, &namespace).await;
     }
 }
 
 /// Whether a DatabaseBackup of `namespace` shares the runner identity.
-fn in_use(users: &Store<DatabaseBackup>, namespace: &str) -> bool {
-    users
+fn in_use(context: &Context, namespace: &str) -> bool {
+    context
+        .backups
         .state()
         .iter()
         .any(|backup| backup.namespace().as_deref() == Some(namespace) && shares_runner_identity(backup))
