@@ -15,6 +15,8 @@ use crate::crc64::Crc64;
 /// The oldest version with a checksum trailer, and the newest this reader knows.
 pub const VERSIONS: std::ops::RangeInclusive<u16> = 5..=12;
 
+/// Initial capacity of a captured value.
+const CAPTURE_CAPACITY: usize = 256;
 /// Bytes skipped per read when a value is not captured.
 const SKIP_CHUNK: usize = 64 * 1024;
 
@@ -84,6 +86,14 @@ pub enum Entry {
     Key { key: Vec<u8>, expire_at_ms: Option<i64>, idle_seconds: Option<u64>, frequency: Option<u8>, payload: Vec<u8> },
     /// The end; the checksum was verified (or the writer had checksums off).
     End { checksum_checked: bool },
+}
+
+/// A buffer for one captured value, starting with `first`; sized for a typical small
+/// value plus the version and CRC a restore appends, so most never grow.
+fn capture_buffer(first: u8) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(CAPTURE_CAPACITY);
+    buffer.push(first);
+    buffer
 }
 
 /// Reads entries from `input`, copying every byte to `sink`.
@@ -386,7 +396,7 @@ impl<R: Read, W: Write> Reader<R, W> {
                 OPCODE_IDLE => idle_seconds = Some(self.length()?),
                 OPCODE_FREQ => frequency = Some(self.byte()?),
                 OPCODE_FUNCTION2 => {
-                    self.capture = self.capture_values.then(|| vec![OPCODE_FUNCTION2]);
+                    self.capture = self.capture_values.then(|| capture_buffer(OPCODE_FUNCTION2));
                     let outcome = self.skip_string();
                     let payload = self.capture.take().unwrap_or_default();
                     outcome?;
@@ -421,7 +431,7 @@ impl<R: Read, W: Write> Reader<R, W> {
                 }
                 kind => {
                     let key = self.string()?;
-                    self.capture = self.capture_values.then(|| vec![kind]);
+                    self.capture = self.capture_values.then(|| capture_buffer(kind));
                     let outcome = self.skip_value(kind, &key);
                     let payload = self.capture.take().unwrap_or_default();
                     outcome?;

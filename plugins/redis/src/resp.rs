@@ -73,6 +73,40 @@ pub struct Login {
     pub tls: Option<TlsSettings>,
 }
 
+/// A number as decimal digits, without allocating: a restore writes several per key.
+#[derive(Debug, Clone, Copy)]
+pub struct Decimal {
+    digits: [u8; 20],
+    start: usize,
+}
+
+impl From<u64> for Decimal {
+    fn from(mut value: u64) -> Self {
+        let mut digits = [0; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                return Decimal { digits, start };
+            }
+        }
+    }
+}
+
+impl From<usize> for Decimal {
+    fn from(value: usize) -> Self {
+        Decimal::from(value as u64)
+    }
+}
+
+impl Decimal {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.start..]
+    }
+}
+
 /// A connection; commands are buffered by [`Connection::send`] until a reply is read.
 pub struct Connection {
     input: BufReader<Transport>,
@@ -128,9 +162,13 @@ impl Connection {
 
     /// Queue a command; it goes out with the next read (or [`Connection::flush`]).
     pub fn send(&mut self, arguments: &[&[u8]]) {
-        let _ = write!(self.output, "*{}\r\n", arguments.len());
+        self.output.push(b'*');
+        self.output.extend_from_slice(Decimal::from(arguments.len()).as_bytes());
+        self.output.extend_from_slice(b"\r\n");
         for argument in arguments {
-            let _ = write!(self.output, "${}\r\n", argument.len());
+            self.output.push(b'$');
+            self.output.extend_from_slice(Decimal::from(argument.len()).as_bytes());
+            self.output.extend_from_slice(b"\r\n");
             self.output.extend_from_slice(argument);
             self.output.extend_from_slice(b"\r\n");
         }

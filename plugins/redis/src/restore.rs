@@ -3,18 +3,20 @@
 //! sent in pipelines. Values are never decoded: a payload is the value's bytes as the
 //! RDB stores them, with the RDB version and a CRC-64, exactly what `DUMP` produces.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_empty};
 
 use crate::rdb::{self, Entry, Reader};
-use crate::resp::{Connection, Reply};
+use crate::resp::{Connection, Decimal, Reply};
 use crate::{ARTIFACT, Config, failure, function_libraries, keyspace, rdb_failure, server_version};
 
-/// Commands in flight before their replies are read.
+/// Commands per batch.
 const PIPELINE_COMMANDS: usize = 512;
-/// Bytes of commands in flight before their replies are read.
+/// Bytes of commands per batch: what the plugin holds before sending.
 const PIPELINE_BYTES: usize = 4 * 1024 * 1024;
+/// Batches sent before the replies of the oldest are read.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Keys between two progress reports.
 const PROGRESS_EVERY: u64 = 10_000;
@@ -26,14 +28,28 @@ enum Sent {
     Key { database: u64, key: Vec<u8> },
 }
 
-/// Commands go out in batches; while Redis works on one batch the plugin prepares the
-/// next, and the replies of a batch are read only once the next one is sent.
+impl Sent {
+    /// The command, for a message: built only when one is needed, as replies are many.
+    fn describe(&self) -> String {
+        match self {
+            Sent::Select(database) => format!("SELECT {database}"),
+            Sent::Function => "FUNCTION RESTORE".into(),
+            Sent::Key { database, key } => format!("RESTORE of key {} in db{database}", rdb::printable(key)),
+        }
+    }
+}
+
+/// Commands go out in batches, and up to [`BATCHES_IN_FLIGHT`] batches are sent before
+/// the replies of the oldest are read: while Redis works through them the plugin reads
+/// the backup and prepares the next, so neither waits for the other's slower stretches
+/// (big hashes are slow to parse here, many small keys slow to insert there). Redis keeps
+/// reading while its replies wait for us, so a deep pipeline cannot deadlock.
 struct Pipeline<'a> {
     connection: &'a mut Connection,
     /// The batch being prepared.
     batch: Vec<Sent>,
-    /// The batch sent last, whose replies are not read yet.
-    sent: Vec<Sent>,
+    /// Batches sent, oldest first, whose replies are not read yet.
+    in_flight: VecDeque<Vec<Sent>>,
     /// The RDB's version and the target's, for the message when the target is older.
     versions: (u16, String),
 }
@@ -44,31 +60,32 @@ impl Pipeline<'_> {
         self.batch.push(sent);
         if self.batch.len() >= PIPELINE_COMMANDS || self.connection.pending() >= PIPELINE_BYTES {
             self.connection.flush().map_err(|e| failure("sending RESTORE commands", e))?;
-            let previous = std::mem::replace(&mut self.sent, std::mem::take(&mut self.batch));
-            self.read_replies(previous)?;
+            self.in_flight.push_back(std::mem::take(&mut self.batch));
+            while self.in_flight.len() > BATCHES_IN_FLIGHT {
+                let Some(oldest) = self.in_flight.pop_front() else { break };
+                self.read_replies(oldest)?;
+            }
         }
         Ok(())
     }
 
     /// Send what is left and read every reply.
     fn finish(&mut self) -> Result<(), PluginError> {
-        let sent = std::mem::take(&mut self.sent);
-        self.read_replies(sent)?;
-        let batch = std::mem::take(&mut self.batch);
-        self.read_replies(batch)
+        self.in_flight.push_back(std::mem::take(&mut self.batch));
+        while let Some(oldest) = self.in_flight.pop_front() {
+            self.read_replies(oldest)?;
+        }
+        Ok(())
     }
 
     /// Read the replies of `batch`; the first error reply fails the restore.
     fn read_replies(&mut self, batch: Vec<Sent>) -> Result<(), PluginError> {
         let mut first_error = None;
         for sent in batch {
-            let what = match &sent {
-                Sent::Select(database) => format!("SELECT {database}"),
-                Sent::Function => "FUNCTION RESTORE".into(),
-                Sent::Key { database, key } => format!("RESTORE of key {} in db{database}", rdb::printable(key)),
-            };
-            match self.connection.reply().map_err(|e| failure(&what, e))? {
-                Reply::Error(message) if first_error.is_none() => first_error = Some(self.explain(&what, message)),
+            match self.connection.reply().map_err(|e| failure(&sent.describe(), e))? {
+                Reply::Error(message) if first_error.is_none() => {
+                    first_error = Some(self.explain(&sent.describe(), message))
+                }
                 _ => {}
             }
         }
@@ -158,7 +175,7 @@ fn load(connection: &mut Connection, target_version: &str) -> Result<Summary, Pl
     let mut pipeline = Pipeline {
         connection,
         batch: Vec::new(),
-        sent: Vec::new(),
+        in_flight: VecDeque::new(),
         versions: (rdb_version, target_version.to_owned()),
     };
     let mut database = 0;
@@ -185,18 +202,18 @@ fn load(connection: &mut Connection, target_version: &str) -> Result<Summary, Pl
             }
             Entry::Key { key, expire_at_ms, idle_seconds, frequency, payload, .. } => {
                 let payload = rdb::restore_payload(payload, rdb_version);
-                let ttl = expire_at_ms.unwrap_or(0).max(0).to_string();
+                let ttl = Decimal::from(expire_at_ms.unwrap_or(0).max(0).unsigned_abs());
                 let mut arguments: Vec<&[u8]> = vec![b"RESTORE", &key, ttl.as_bytes(), &payload];
                 if expire_at_ms.is_some() {
                     // An absolute time: the key expires when it would have in the source
                     // (a key already past it is not created).
                     arguments.push(b"ABSTTL");
                 }
-                let idle = idle_seconds.map(|seconds| seconds.to_string());
+                let idle = idle_seconds.map(Decimal::from);
                 if let Some(idle) = &idle {
                     arguments.extend([b"IDLETIME".as_slice(), idle.as_bytes()]);
                 }
-                let frequency = frequency.map(|frequency| frequency.to_string());
+                let frequency = frequency.map(|frequency| Decimal::from(u64::from(frequency)));
                 if let Some(frequency) = &frequency {
                     arguments.extend([b"FREQ".as_slice(), frequency.as_bytes()]);
                 }
