@@ -6,7 +6,8 @@ use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, Summary, report};
 
 use crate::catalog::{self, Statement};
-use crate::protocol::{Connection, CopyOutError, quote_literal};
+use crate::protocol::{Connection, CopyOutError, Error, quote_literal};
+use crate::roles::{self, RolesArtifact};
 use crate::script::{MEDIA_TYPE, SECTIONS, ScriptWriter};
 use crate::tally::{self, TableRows};
 use crate::{Config, failure};
@@ -85,6 +86,17 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
         ))
         .map_err(|e| failure("starting the snapshot", e))?;
     let catalog = catalog::read(&mut connection, &config.selection).map_err(|e| failure("reading the catalog", e))?;
+    let roles = roles::read(&mut connection, config.roles).map_err(|error| match (&error, config.roles) {
+        (Error::Server(server), RolesArtifact::WithPasswords) if server.code == "42501" => {
+            PluginError::InvalidSettings(format!(
+                "option roles=with-passwords: reading password hashes (pg_authid) needs a superuser: {error}"
+            ))
+        }
+        _ => failure("reading the roles", error),
+    })?;
+    if config.roles != RolesArtifact::None {
+        statements_section(roles::ARTIFACT, database, &roles.statements)?;
+    }
     for object in &catalog.cyclic {
         report::warn(&format!("{object} is part of a dependency cycle; it is created in catalog order"));
     }
@@ -149,6 +161,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             ("large_objects".into(), catalog.large_objects.len().to_string()),
             ("large_object_bytes".into(), large_object_bytes.to_string()),
             ("schema_objects".into(), catalog.pre_data.len().to_string()),
+            ("roles".into(), roles.count.to_string()),
         ],
     })
 }

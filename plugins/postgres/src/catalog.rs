@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
-use crate::protocol::{Connection, Error, Row, quote_literal};
+use crate::protocol::{Connection, Error, Row, dollar_quote, quote_literal};
 
 /// Which parts of the database a backup covers.
 #[derive(Debug, Clone, Default)]
@@ -110,25 +110,19 @@ pub fn is_role_check(what: &str) -> bool {
 fn role_check(part: Optional, roles: &[String]) -> Statement {
     let literals: Vec<String> = roles.iter().map(|role| quote_literal(role)).collect();
     let literals = literals.join(", ");
-    // A dollar-quote tag that no role name contains.
-    let mut tag = "$stowage$".to_owned();
-    while literals.contains(&tag) {
-        tag.insert(tag.len() - 1, '_');
-    }
     let needed = match part {
         Optional::Ownership => "as owners",
         Optional::Privileges => "in privileges and policies",
     };
-    Statement {
-        description: part.role_check().to_owned(),
-        sql: format!(
-            "DO {tag}\nDECLARE missing text;\nBEGIN\n  SELECT string_agg(quote_ident(r), ', ') INTO missing\n  \
-             FROM unnest(ARRAY[{literals}]::text[]) r WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r);\n  \
-             IF missing IS NOT NULL THEN\n    RAISE EXCEPTION 'roles the backup uses {needed} do not exist here: %', missing\n      \
-             USING HINT = 'create them first, or restore with option {}=true';\n  END IF;\nEND {tag};",
-            part.option()
-        ),
-    }
+    let body = format!(
+        "\nDECLARE missing text;\nBEGIN\n  SELECT string_agg(quote_ident(r), ', ') INTO missing\n  \
+         FROM unnest(ARRAY[{literals}]::text[]) r WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r);\n  \
+         IF missing IS NOT NULL THEN\n    RAISE EXCEPTION 'roles the backup uses {needed} do not exist here: %', missing\n      \
+         USING HINT = 'restore with option create-roles=true to create them from the backup''s roles.sql, \
+         create them first, or restore with option {}=true';\n  END IF;\nEND ",
+        part.option()
+    );
+    Statement { description: part.role_check().to_owned(), sql: format!("DO {};", dollar_quote(&body)) }
 }
 
 /// Large objects created by one statement.

@@ -3,12 +3,14 @@
 //! (see [`script`]), and restored through the same sandboxed connection.
 //!
 //! Options: `sslmode`, `tls-ca`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`,
-//! and for restores `no-owner` and `no-privileges` (see [`Config`] and `docs/postgres.md`).
+//! `roles`, and for restores `no-owner`, `no-privileges` and `create-roles` (see [`Config`] and
+//! `docs/postgres.md`).
 
 mod backup;
 mod catalog;
 mod protocol;
 mod restore;
+mod roles;
 mod script;
 mod tally;
 mod tls;
@@ -20,6 +22,7 @@ use stowage_plugin_sdk::{
 
 use crate::catalog::{Optional, Selection};
 use crate::protocol::{ConnectOptions, Connection, Error};
+use crate::roles::RolesArtifact;
 use crate::tls::TlsMode;
 
 /// The user when the resource names none, as in libpq.
@@ -33,6 +36,10 @@ struct Config {
     lock_timeout: String,
     /// What a restore leaves out.
     restore_without: Vec<Optional>,
+    /// Which roles a backup writes into `roles.sql`.
+    roles: RolesArtifact,
+    /// Whether a restore creates the roles of `roles.sql` that the target lacks.
+    create_roles: bool,
 }
 
 /// A comma-separated option as a list.
@@ -54,6 +61,12 @@ impl Config {
         })?;
         let tls_settings =
             tls::settings(tls, options.get("tls-ca"), &settings.host).map_err(PluginError::InvalidSettings)?;
+        let roles_option = options.get("roles").unwrap_or("without-passwords");
+        let roles = RolesArtifact::parse(roles_option).ok_or_else(|| {
+            PluginError::InvalidSettings(format!(
+                "option roles: {roles_option:?} is not one of without-passwords, with-passwords, none"
+            ))
+        })?;
         if settings.database.is_empty() {
             return Err(PluginError::InvalidSettings("the database name is missing".into()));
         }
@@ -80,6 +93,8 @@ impl Config {
                     Err(error) => Some(Err(error)),
                 })
                 .collect::<Result<_, _>>()?,
+            roles,
+            create_roles: options.parse_or("create-roles", false)?,
         })
     }
 
@@ -138,6 +153,17 @@ impl Plugin for PostgresPlugin {
                 optional("exclude-schemas", "Comma-separated schemas to leave out", None),
                 optional("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),
                 optional("lock-timeout", "How long to wait for a table lock (PostgreSQL interval)", Some("5min")),
+                optional(
+                    "roles",
+                    "Backup: the cluster's roles written to roles.sql: without-passwords, with-passwords \
+                     (password hashes; needs a superuser) or none",
+                    Some("without-passwords"),
+                ),
+                optional(
+                    "create-roles",
+                    "Restore: true first creates the roles of the backup's roles.sql that the target cluster lacks",
+                    Some("false"),
+                ),
                 optional(
                     "no-owner",
                     "Restore: true leaves objects owned by the restoring user (the source's roles need not exist)",

@@ -454,6 +454,15 @@ pub fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `body` dollar-quoted with a tag it does not contain (`$stowage$`, `$stowage_$`, ...).
+pub fn dollar_quote(body: &str) -> String {
+    let mut tag = "$stowage$".to_owned();
+    while body.contains(&tag) {
+        tag.insert(tag.len() - 1, '_');
+    }
+    format!("{tag}{body}{tag}")
+}
+
 /// `value` as a SQL string literal (standard_conforming_strings on).
 pub fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))

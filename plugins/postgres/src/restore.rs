@@ -8,7 +8,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_emp
 use crate::protocol::{ConnectOptions, Connection, Error, quote_identifier};
 use crate::script::{Entry, SECTIONS, ScriptReader};
 use crate::tally::{self, TableRows};
-use crate::{Config, catalog, failure};
+use crate::{Config, catalog, failure, roles};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 * 1024;
@@ -60,6 +60,19 @@ fn connect_or_create(config: &Config) -> Result<Connection, PluginError> {
     }
 }
 
+/// Apply the backup's `roles.sql` (option `create-roles`), in the restore's transaction.
+fn create_roles(connection: &mut Connection) -> Result<roles::Applied, PluginError> {
+    if !artifacts::list().iter().any(|artifact| artifact.name == roles::ARTIFACT) {
+        return Err(PluginError::Unsupported(format!(
+            "option create-roles: the backup has no {}: it was taken with option roles=none, or by a plugin \
+             version without roles",
+            roles::ARTIFACT
+        )));
+    }
+    let mut script = ScriptReader::new(BufReader::with_capacity(READ_BUFFER, artifacts::open(roles::ARTIFACT)?));
+    roles::apply(connection, &mut script)
+}
+
 pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
     let mut connection = connect_or_create(config)?;
@@ -75,6 +88,8 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
             connection.execute(&statement).map_err(|e| statement_failure("clearing the database", &statement, e))?;
         }
     }
+
+    let roles = if config.create_roles { create_roles(&mut connection)? } else { roles::Applied::default() };
 
     let (mut tables, mut rows) = (0u64, 0u64);
     let mut table_rows = TableRows::default();
@@ -115,10 +130,18 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     connection.execute("COMMIT").map_err(|e| failure("committing the restore", e))?;
     connection.close();
     Ok(Summary {
-        description: format!("database {database}: {tables} tables, {rows} rows restored"),
+        description: if config.create_roles {
+            format!(
+                "database {database}: {tables} tables, {rows} rows restored; roles: {} created, {} already present",
+                roles.created, roles.existing
+            )
+        } else {
+            format!("database {database}: {tables} tables, {rows} rows restored")
+        },
         attributes: vec![
             ("tables".into(), tables.to_string()),
             ("rows".into(), rows.to_string()),
+            ("roles_created".into(), roles.created.to_string()),
             (tally::ATTRIBUTE.into(), table_rows.digest()),
         ],
     })

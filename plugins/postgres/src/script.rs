@@ -55,6 +55,7 @@ impl<W: Write> ScriptWriter<W> {
     pub fn new(mut out: W, name: &str, database: &str) -> io::Result<Self> {
         writeln!(out, "-- Stowage backup of PostgreSQL database {}: {name}", one_line(database))?;
         writeln!(out, "-- Replay the sections in order with psql: {}", SECTIONS.join(", then "))?;
+        writeln!(out, "-- (into a cluster without the backup's roles, {} first)", crate::roles::ARTIFACT)?;
         writeln!(out, "--   psql --single-transaction -v ON_ERROR_STOP=1 -d TARGET -f SECTION")?;
         writeln!(out)?;
         let mut writer = ScriptWriter { out };

@@ -155,6 +155,130 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
     assert_eq!(bare.psql("copy", granted).expect("grants").trim(), "0");
 }
 
+/// Roles with attributes, an expiry, a password, a comment, settings for every database
+/// and for one, memberships with and without ADMIN (one in a predefined role), and a
+/// name that needs quoting.
+fn cluster_roles() -> String {
+    format!(
+        "CREATE ROLE app_owner LOGIN CREATEDB CONNECTION LIMIT 7 VALID UNTIL '2031-01-01 00:00:00+00' \
+           PASSWORD '{PASSWORD}';
+         COMMENT ON ROLE app_owner IS E'owns the app''s schema\\n  and its data';
+         CREATE ROLE \"Report \"\"team\"\"\" NOLOGIN NOINHERIT;
+         GRANT \"Report \"\"team\"\"\" TO app_owner WITH ADMIN OPTION;
+         GRANT pg_read_all_data TO \"Report \"\"team\"\"\";
+         ALTER ROLE app_owner SET search_path = app, \"$user\", public;
+         ALTER ROLE app_owner SET work_mem = '64MB';
+         CREATE DATABASE source;
+         ALTER ROLE app_owner IN DATABASE source SET application_name = '50% off';
+         ALTER ROLE \"Report \"\"team\"\"\" IN DATABASE source SET statement_timeout = '5s';"
+    )
+}
+
+/// The roles of [`cluster_roles`] as `database`'s cluster has them: attributes, password
+/// hash, comment, memberships, settings for every database and for `database`.
+fn roles_of(postgres: &Postgres, database: &str) -> String {
+    let roles = postgres.psql(
+        database,
+        "SELECT r.rolname, r.rolsuper, r.rolinherit, r.rolcreaterole, r.rolcreatedb, r.rolcanlogin, r.rolreplication, \
+                r.rolbypassrls, r.rolconnlimit, r.rolvaliduntil, r.rolpassword, shobj_description(r.oid, 'pg_authid'), \
+                (SELECT string_agg(g.rolname || ':' || a.admin_option, ',' ORDER BY g.rolname) \
+                 FROM pg_auth_members a JOIN pg_roles g ON g.oid = a.roleid WHERE a.member = r.oid), \
+                (SELECT string_agg(CASE s.setdatabase WHEN 0 THEN '*' ELSE 'here' END || ':' \
+                                   || array_to_string(s.setconfig, ';'), ' ' ORDER BY s.setdatabase) \
+                 FROM pg_db_role_setting s WHERE s.setrole = r.oid \
+                   AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))) \
+         FROM pg_authid r WHERE r.rolname IN ('app_owner', 'Report \"team\"') ORDER BY 1",
+    );
+    roles.expect("roles")
+}
+
+#[test]
+fn the_clusters_roles_travel_with_the_backup_and_a_restore_creates_those_missing() {
+    let postgres = Postgres::start().expect("postgres");
+    let s3 = SeaweedFs::start().expect("seaweedfs");
+    tokio::runtime::Runtime::new().expect("runtime").block_on(s3.create_bucket("backups")).expect("bucket");
+    let mut env = s3.env();
+    env.extend(password_env());
+    postgres.psql("postgres", &cluster_roles()).expect("roles");
+    postgres
+        .psql(
+            "source",
+            "CREATE SCHEMA app AUTHORIZATION app_owner;
+             CREATE TABLE app.accounts (id int PRIMARY KEY, name text);
+             ALTER TABLE app.accounts OWNER TO app_owner;
+             GRANT SELECT ON app.accounts TO \"Report \"\"team\"\"\";
+             INSERT INTO app.accounts VALUES (1, 'ada'), (2, 'grace');",
+        )
+        .expect("source database");
+    let roles = roles_of(&postgres, "source");
+    assert!(roles.contains("SCRAM-SHA-256$") && roles.contains("here:application_name=50% off"), "{roles}");
+
+    // Password hashes only for a superuser, with a message that says so.
+    let (repo, without_passwords) = ("s3://backups/roles", "s3://backups/roles-without-passwords");
+    let as_owner = postgres.url("app_owner", "source");
+    let backup = ["backup", "--plugin", "postgres", "--database", &as_owner, "--repo", repo];
+    let refused = stowage(&[&backup[..], &["--option", "roles=with-passwords"]].concat(), &env);
+    let refused = refused.failed().expect("password hashes as a non-superuser");
+    assert!(refused.stderr.contains("roles=with-passwords: reading password hashes (pg_authid) needs a superuser"));
+    assert_eq!(complete_backups(repo, &env), 0);
+    let source = postgres.url(SCRAM_USER, "source");
+    let backup = ["backup", "--plugin", "postgres", "--database", &source, "--repo", repo];
+    stowage(&[&backup[..], &["--option", "roles=with-passwords"]].concat(), &env).ok().expect("backup");
+
+    // Another cluster, without the roles: refused with the way out named, then created.
+    let target = Postgres::start().expect("target postgres");
+    let copy = target.url(SCRAM_USER, "copy");
+    let restore = ["restore", "--plugin", "postgres", "--database", &copy, "--repo", repo];
+    let refused = stowage(&restore, &env).failed().expect("restore without the roles");
+    assert!(refused.stderr.contains("create-roles=true"), "{}", refused.stderr);
+    let restored = stowage(&[&restore[..], &["--option", "create-roles=true"]].concat(), &env);
+    let restored = restored.ok().expect("restore creating the roles");
+    assert!(restored.stdout.contains("roles: 2 created, 4 already present"), "{}", restored.stdout);
+    assert_eq!(roles_of(&target, "copy"), roles, "the roles as the source cluster has them");
+    assert_eq!(target.schema("copy").expect("schema"), postgres.schema("source").expect("schema"));
+    assert_eq!(target.contents("copy").expect("contents"), postgres.contents("source").expect("contents"));
+
+    // Roles a cluster has are left as they are: a backup without password hashes,
+    // restored here, changes none (and sets their settings in the new database); into a
+    // third cluster it creates them without.
+    stowage(&["backup", "--plugin", "postgres", "--database", &source, "--repo", without_passwords], &env)
+        .ok()
+        .expect("backup without password hashes");
+    let copy2 = target.url(SCRAM_USER, "copy2");
+    let again = ["restore", "--plugin", "postgres", "--database", &copy2, "--repo", without_passwords];
+    let again = stowage(&[&again[..], &["--option", "create-roles=true"]].concat(), &env);
+    let again = again.ok().expect("restore");
+    assert!(again.stdout.contains("roles: 0 created, 6 already present"), "{}", again.stdout);
+    assert_eq!(roles_of(&target, "copy2"), roles, "existing roles unchanged");
+    let bare = Postgres::start().expect("third postgres");
+    let elsewhere = bare.url(SCRAM_USER, "copy");
+    let third = ["restore", "--plugin", "postgres", "--database", &elsewhere, "--repo", without_passwords];
+    stowage(&[&third[..], &["--option", "create-roles=true"]].concat(), &env).ok().expect("restore");
+    let hash = roles.split('|').find(|field| field.starts_with("SCRAM-SHA-256$")).expect("hash");
+    assert_eq!(roles_of(&bare, "copy"), roles.replace(hash, ""), "the same roles, without passwords");
+
+    // The emergency path of docs/postgres.md: roles.sql, then the sections, with psql alone.
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let file_repo = format!("file://{}", repo_dir.path().display());
+    let backup = ["backup", "--plugin", "postgres", "--database", &source, "--repo", &file_repo];
+    let backup = [&backup[..], &["--compression", "none", "--option", "roles=with-passwords"]].concat();
+    let id = stowage(&backup, &env).ok().expect("backup").stdout.trim().to_owned();
+    let data = repo_dir.path().join("local/default").join(&id).join("data");
+    let by_hand = Postgres::start().expect("fourth postgres");
+    by_hand.psql("postgres", "CREATE DATABASE copy").expect("database");
+    for artifact in ["roles.sql", "pre-data.sql", "data.sql", "post-data.sql"] {
+        let output = by_hand
+            .client("psql", "copy")
+            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f"])
+            .arg(data.join(artifact))
+            .output()
+            .expect("psql");
+        assert!(output.status.success(), "{artifact}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    assert_eq!(roles_of(&by_hand, "copy"), roles, "roles replayed by psql");
+    assert_eq!(by_hand.schema("copy").expect("schema"), postgres.schema("source").expect("schema"));
+}
+
 #[test]
 fn a_database_that_extends_postgres_restores_with_its_definitions_and_large_objects() {
     let postgres = Postgres::start().expect("postgres");
