@@ -17,7 +17,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
 use crate::protocol::{Column, Connection, Error, codes, text, types};
 use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
-use crate::{Config, DATA_PREFIX, MEDIA_TYPE, POST, SCHEMA, failure};
+use crate::{Config, DATA_PREFIX, MEDIA_TYPE, POST, SCHEMA, failure, users};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
 /// `max_allowed_packet` is 16 MiB on MariaDB and 64 MiB on MySQL).
@@ -85,6 +85,8 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
     let (charset, collation) = database_defaults(connection, database)?;
     connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
 
+    // Accounts are not part of the snapshot: read before the lock, which they would prolong.
+    let users = users::read(connection, database, config.users)?;
     let locked = lock(connection, config)?;
     let locked_at = Instant::now();
     connection
@@ -151,6 +153,9 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
         copy_table(connection, table, number, total, &mut tally)?;
     }
     write_artifact(POST, post.text.as_bytes())?;
+    if let Some(users) = &users {
+        write_artifact(users::ARTIFACT, format!("{PREAMBLE}{users}").as_bytes())?;
+    }
     connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
 
     Ok(summarize(&version, mariadb, database, lock_held, &position, &tally, &post))

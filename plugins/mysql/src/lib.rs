@@ -5,13 +5,15 @@
 //!
 //! Artifacts, in replay order: `schema.sql` (the database's defaults, tables, sequences,
 //! stand-ins for views), `data.NNNNN.<table>.sql` (one per table, batched `INSERT`s),
-//! `post.sql` (views, routines, triggers, events). Options: `tls`, `tls-ca`,
-//! `lock-timeout`, `jobs`; see `docs/mysql.md`.
+//! `post.sql` (views, routines, triggers, events), and with option `users` the accounts
+//! with privileges on the database (`users.sql`). Options: `tls`, `tls-ca`,
+//! `lock-timeout`, `users`, `jobs`, `create-users`; see `docs/mysql.md`.
 
 mod backup;
 mod protocol;
 mod restore;
 mod script;
+mod users;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use stowage_plugin_sdk::{
 use stowage_plugin_tls::Verification;
 
 use crate::protocol::{Connection, Error, Login, codes};
+use crate::users::UsersArtifact;
 
 const SCHEMA: &str = "schema.sql";
 const POST: &str = "post.sql";
@@ -42,6 +45,10 @@ struct Config {
     lock_timeout: u32,
     /// Restore: connections loading tables at once.
     jobs: usize,
+    /// Backup: which accounts go into `users.sql`.
+    users: UsersArtifact,
+    /// Restore: whether `users.sql` is applied.
+    create_users: bool,
 }
 
 impl Config {
@@ -73,6 +80,12 @@ impl Config {
         if !(1..=MAX_JOBS).contains(&jobs) {
             return Err(PluginError::InvalidSettings(format!("option jobs must be 1 to {MAX_JOBS}")));
         }
+        let users_option = options.get("users").unwrap_or("none");
+        let users = UsersArtifact::parse(users_option).ok_or_else(|| {
+            PluginError::InvalidSettings(format!(
+                "option users: {users_option:?} is not one of none, locked, with-passwords"
+            ))
+        })?;
         if settings.database.is_empty() {
             return Err(PluginError::InvalidSettings("name the database to back up or restore into".into()));
         }
@@ -86,6 +99,8 @@ impl Config {
             database: settings.database.clone(),
             lock_timeout,
             jobs,
+            users,
+            create_users: options.parse_or("create-users", false)?,
         })
     }
 
@@ -138,7 +153,18 @@ impl Plugin for MysqlPlugin {
                      (writers wait behind it meanwhile); the backup fails after that",
                     Some("10"),
                 ),
+                optional(
+                    "users",
+                    "Backup: the accounts with privileges on the database, in users.sql: none, locked (created \
+                     without a password and locked) or with-passwords (their authentication); needs SELECT on mysql",
+                    Some("none"),
+                ),
                 optional("jobs", "Restore: connections that load tables at once (1 to 16)", Some("2")),
+                optional(
+                    "create-users",
+                    "Restore: true applies users.sql after the database: missing accounts are created, grants added",
+                    Some("false"),
+                ),
             ],
         }
     }

@@ -78,6 +78,8 @@ pub mod codes {
     pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;
     /// A table's definition changed after the transaction's snapshot.
     pub const TABLE_DEF_CHANGED: u16 = 1412;
+    /// A command is denied on a table (SELECT on the mysql schema, for one).
+    pub const TABLE_ACCESS_DENIED: u16 = 1142;
 }
 
 /// How to log in.

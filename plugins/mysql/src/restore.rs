@@ -11,7 +11,7 @@ use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
 
 use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal};
-use crate::{Config, DATA_PREFIX, POST, SCHEMA, failure};
+use crate::{Config, DATA_PREFIX, POST, SCHEMA, failure, users};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -56,21 +56,58 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
             false
         }
     };
-    let outcome = replay(config, &mut connection, &data);
+    let outcome = replay(config, &mut connection, &data).and_then(|done| {
+        let accounts = if config.create_users { create_users(&mut connection)? } else { 0 };
+        Ok((done, accounts))
+    });
     connection.quit();
-    let (tables, rows) = match outcome {
+    let ((tables, rows), accounts) = match outcome {
         Ok(done) => done,
         Err(error) => return Err(undo(config, &target, created, error)),
     };
-    Ok(Summary {
-        description: format!("restored database {database}: {tables} tables ({rows} rows)"),
-        attributes: vec![
-            ("database".into(), database.to_owned()),
-            ("tables".into(), tables.to_string()),
-            ("rows".into(), rows.to_string()),
-            ("jobs".into(), config.jobs.to_string()),
-        ],
-    })
+    let mut description = format!("restored database {database}: {tables} tables ({rows} rows)");
+    let mut attributes = vec![
+        ("database".into(), database.to_owned()),
+        ("tables".into(), tables.to_string()),
+        ("rows".into(), rows.to_string()),
+        ("jobs".into(), config.jobs.to_string()),
+    ];
+    if config.create_users {
+        description.push_str(&format!("; {accounts} accounts created"));
+        attributes.push(("accounts_created".into(), accounts.to_string()));
+    }
+    Ok(Summary { description, attributes })
+}
+
+/// Apply `users.sql` (option `create-users`) in the restored database; returns how many
+/// accounts it created. If it fails, the accounts it created are dropped again.
+fn create_users(connection: &mut Connection) -> Result<usize, PluginError> {
+    if !artifacts::list().iter().any(|artifact| artifact.name == users::ARTIFACT) {
+        return Err(PluginError::Unsupported(format!(
+            "option create-users: the backup has no {}: it was taken with option users=none (the default), or no \
+             account held privileges on the database",
+            users::ARTIFACT
+        )));
+    }
+    let counting = |e| failure("listing the server's accounts", e);
+    let before = users::accounts(connection).map_err(counting)?;
+    let limit = max_allowed_packet(connection)?;
+    let applied = Load::open(users::ARTIFACT, limit)?.run(connection);
+    let created: Vec<(String, String)> = users::accounts(connection)
+        .map_err(counting)?
+        .into_iter()
+        .filter(|account| !before.contains(account))
+        .collect();
+    if let Err(error) = applied {
+        for (user, host) in &created {
+            let dropped = connection.execute(&format!("DROP USER {}@{}", literal(user), literal(host)));
+            if let Err(drop_error) = dropped {
+                report::warn(&format!("account {user}@{host}, created by the failed restore, is left: {drop_error}"));
+            }
+        }
+        return Err(error);
+    }
+    Ok(created.len())
 }
 
 /// The data artifacts in their numbered order, whatever order the backup created them

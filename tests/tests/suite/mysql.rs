@@ -304,6 +304,101 @@ fn a_failed_restore_leaves_no_half_restored_database() {
     );
 }
 
+/// Database `shop` with accounts that hold privileges on it (database, table with GRANT
+/// OPTION, column, procedure) and one that holds none there.
+const SHOP_WITH_ACCOUNTS: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.orders (id INT PRIMARY KEY, total DECIMAL(10,2));
+INSERT INTO shop.orders VALUES (1, 9.99), (2, 20.00);
+CREATE PROCEDURE shop.touch() SELECT 1;
+CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'app-secret';
+GRANT SELECT, INSERT, UPDATE ON shop.* TO 'app'@'127.0.0.1';
+CREATE USER 'reporter'@'%' IDENTIFIED BY 'reporter-secret';
+GRANT SELECT (id) ON shop.orders TO 'reporter'@'%';
+GRANT DELETE ON shop.orders TO 'reporter'@'%' WITH GRANT OPTION;
+GRANT EXECUTE ON PROCEDURE shop.touch TO 'reporter'@'%';
+CREATE USER 'elsewhere'@'%';
+GRANT SELECT ON mysql.* TO 'elsewhere'@'%';";
+
+/// `SHOW GRANTS` of `account` on `server`, with database `database` called `shop`.
+fn grants(server: &Mariadb, account: &str, database: &str) -> String {
+    let grants = server.sql("", &format!("SHOW GRANTS FOR {account}")).expect("grants");
+    grants.replace(&format!("`{database}`"), "`shop`")
+}
+
+/// Whether `user` logs in to `server` with `password` and reads `database`.orders.
+fn reads_orders(server: &Mariadb, user: &str, password: &str, database: &str) -> bool {
+    let output = std::process::Command::new("mariadb")
+        .args(["-h", "127.0.0.1", "-P", &server.port.to_string(), "-u", user, &format!("-p{password}"), database])
+        .args(["--batch", "--skip-column-names", "-e", "SELECT COUNT(*) FROM orders"])
+        .output()
+        .expect("mariadb");
+    output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == "2"
+}
+
+#[test]
+fn accounts_with_privileges_on_the_database_travel_on_request() {
+    let source = Mariadb::start().expect("mariadb");
+    source.sql("", SHOP_WITH_ACCOUNTS).expect("shop and its accounts");
+    let files = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", files.path().display());
+    let backup = ["backup", "--plugin", "mysql", "--database", &url(&source, "shop"), "--repo", &repo];
+    stowage(&[&backup[..], &["--option", "users=with-passwords"]].concat(), &[]).ok().expect("backup");
+    // Reading the accounts needs the mysql schema; without, the backup says so.
+    let as_app = source.url("app", "app-secret", "shop");
+    let denied = ["backup", "--plugin", "mysql", "--database", &as_app, "--repo", &repo, "--option", "users=locked"];
+    let denied = stowage(&denied, &[]).failed().expect("users without access to the mysql schema");
+    assert!(
+        denied.stderr.contains("option users: reading the accounts and their grants needs SELECT on the mysql schema")
+    );
+
+    // A user who may create accounts but not grant: the restore fails in users.sql, and
+    // the database and the account it had created are gone again.
+    let target = Mariadb::start().expect("second mariadb");
+    target
+        .sql(
+            "",
+            "CREATE USER 'admin'@'127.0.0.1' IDENTIFIED BY 'admin-secret'; GRANT ALL ON *.* TO 'admin'@'127.0.0.1'",
+        )
+        .expect("admin without GRANT OPTION");
+    let as_admin = target.url("admin", "admin-secret", "copy");
+    let restore =
+        ["restore", "--plugin", "mysql", "--database", &as_admin, "--repo", &repo, "--option", "create-users=true"];
+    let failed = stowage(&restore, &[]).failed().expect("restore without GRANT OPTION");
+    assert!(failed.stderr.contains("users.sql") && failed.stderr.contains("database copy was dropped again"));
+    let accounts = "SELECT COUNT(*) FROM mysql.user WHERE User IN ('app', 'reporter')";
+    assert_eq!(target.sql("", accounts).expect("accounts").trim(), "0", "the accounts it created are dropped");
+
+    let restore = ["restore", "--plugin", "mysql", "--database", &url(&target, "copy"), "--repo", &repo];
+    let restored = stowage(&[&restore[..], &["--option", "create-users=true"]].concat(), &[]).ok().expect("restore");
+    assert!(restored.stdout.contains("; 2 accounts created"), "{}", restored.stdout);
+    for account in ["'app'@'127.0.0.1'", "'reporter'@'%'"] {
+        assert_eq!(grants(&target, account, "copy"), grants(&source, account, "shop"), "{account}");
+    }
+    assert!(reads_orders(&target, "app", "app-secret", "copy"), "the account logs in with its password");
+    assert_eq!(
+        target.sql("", "SELECT COUNT(*) FROM mysql.user WHERE User = 'elsewhere'").expect("elsewhere").trim(),
+        "0"
+    );
+
+    // Locked accounts: created without a password, so nobody logs in before an
+    // administrator sets one; an account the server has keeps its password.
+    stowage(&[&backup[..], &["--option", "users=locked"]].concat(), &[]).ok().expect("backup with locked accounts");
+    target.sql("", "DROP USER 'reporter'@'%'").expect("drop reporter");
+    let restore = ["restore", "--plugin", "mysql", "--database", &url(&target, "copy2"), "--repo", &repo];
+    let restored = stowage(&[&restore[..], &["--option", "create-users=true"]].concat(), &[]).ok().expect("restore");
+    assert!(restored.stdout.contains("; 1 accounts created"), "{}", restored.stdout);
+    let reporter = target.sql("", "SHOW CREATE USER 'reporter'@'%'").expect("reporter");
+    assert!(reporter.contains("ACCOUNT LOCK") && !reporter.contains("PASSWORD"), "{reporter}");
+    assert!(reads_orders(&target, "app", "app-secret", "copy2"), "app keeps its password and gains copy2");
+
+    // A backup without accounts says so when asked for them.
+    stowage(&backup, &[]).ok().expect("backup without accounts");
+    let restore = ["restore", "--plugin", "mysql", "--database", &url(&target, "copy3"), "--repo", &repo];
+    let refused = stowage(&[&restore[..], &["--option", "create-users=true"]].concat(), &[]);
+    assert!(refused.failed().expect("no users.sql").stderr.contains("it was taken with option users=none"));
+}
+
 #[test]
 fn tls_connections_encrypt_and_verify_what_they_promise() {
     let server = Mariadb::start_tls_only().expect("mariadb with TLS");
