@@ -4,7 +4,6 @@
 //! spec, of a run's phase or of the resource's Jobs, not on every progress report.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshotImport, FieldError, InvalidSpec};
 
+use crate::applied::{Applied, digest};
 use crate::identity::{self, Identities};
 use crate::report::{Workloads, observe_outcome, observe_schedule, publish, write_status};
 use crate::status::{JobState, Observation, observe};
@@ -112,9 +112,8 @@ pub struct Context {
     /// resource UID.
     pub(crate) observed: Mutex<HashMap<String, String>>,
     /// CronJobs this process applied and has not deleted since, by `UID/NAME` (the CronJob
-    /// cache may not have seen them yet): once an apply succeeded, the digest of what was
-    /// applied and the resourceVersion after. Neither changed, it is not applied again.
-    applied_cronjobs: Mutex<HashMap<String, Option<(u64, String)>>>,
+    /// cache may not have seen them yet), with the resourceVersion after.
+    applied_cronjobs: Applied<Option<String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -174,7 +173,7 @@ impl Context {
             })),
             announced: Mutex::default(),
             observed: Mutex::default(),
-            applied_cronjobs: Mutex::default(),
+            applied_cronjobs: Applied::default(),
         })
     }
 
@@ -192,9 +191,7 @@ impl Context {
     /// Whether CronJob `name` of `backup` may exist: in the cache, or applied by this
     /// process and not deleted since. Absent, it needs no delete or suspend request.
     fn may_have_cronjob(&self, backup: &DatabaseBackup, namespace: &str, name: &str) -> bool {
-        let key = cronjob_key(backup, name);
-        self.applied_cronjobs.lock().map_or(true, |applied| applied.contains_key(&key))
-            || self.cronjob_version(namespace, name).is_some()
+        self.applied_cronjobs.may_exist(&cronjob_key(backup, name)) || self.cronjob_version(namespace, name).is_some()
     }
 
     /// The resourceVersion of CronJob `name` in the cache.
@@ -203,31 +200,9 @@ impl Context {
         cronjob.metadata.resource_version.clone()
     }
 
-    /// Whether CronJob `name` of `backup` is what this process applied with digest
-    /// `digest`, untouched since (deleted, edited or suspended, its resourceVersion moved).
-    fn cronjob_current(&self, backup: &DatabaseBackup, namespace: &str, name: &str, digest: u64) -> bool {
-        let Ok(applied) = self.applied_cronjobs.lock() else { return false };
-        let Some(Some((applied, version))) = applied.get(&cronjob_key(backup, name)) else { return false };
-        *applied == digest && self.cronjob_version(namespace, name).as_ref() == Some(version)
-    }
-
-    /// Record CronJob `name` of `backup` as applied (with what and the resourceVersion
-    /// after, once known), or as deleted (`None`).
-    fn set_cronjob_applied(&self, backup: &DatabaseBackup, name: &str, applied: Option<Option<(u64, String)>>) {
-        let key = cronjob_key(backup, name);
-        if let Ok(mut known) = self.applied_cronjobs.lock() {
-            match applied {
-                Some(applied) => known.insert(key, applied),
-                None => known.remove(&key),
-            };
-        }
-    }
-
     /// Forget what is remembered of a deleted resource.
     pub(crate) fn forget(&self, uid: &str) {
-        if let Ok(mut known) = self.applied_cronjobs.lock() {
-            known.retain(|key, _| !key.starts_with(&format!("{uid}/")));
-        }
+        self.applied_cronjobs.forget_prefix(&format!("{uid}/"));
         if let Ok(mut announced) = self.announced.lock() {
             announced.retain(|key, _| key != uid && !key.starts_with(&format!("{uid}/")));
         }
@@ -292,16 +267,16 @@ async fn discover_cronjob(client: &Client) -> Result<ApiResource, Error> {
 /// changes), the phase of the runner's report and a new drill outcome, but not the
 /// report's progress or the operator's own status writes.
 fn reconcile_trigger(backup: &DatabaseBackup) -> Option<u64> {
-    let mut hasher = DefaultHasher::new();
-    backup.metadata.generation.hash(&mut hasher);
-    backup.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     let attempt = backup.status.as_ref().and_then(|s| s.latest_attempt.as_ref());
-    attempt.map(|a| (&a.job_uid, &a.pod, format!("{:?}", a.phase), &a.reason)).hash(&mut hasher);
     // Two drills can end in the same second (a passed one, then one run by hand on a
     // damaged backup): the outcome, not only its time, is what is new.
     let drill = backup.status.as_ref().and_then(|s| s.last_verification.as_ref());
-    drill.map(|d| (&d.finished_at, d.verified, &d.reason, &d.message)).hash(&mut hasher);
-    Some(hasher.finish())
+    Some(digest(&(
+        backup.metadata.generation,
+        backup.metadata.deletion_timestamp.is_some(),
+        attempt.map(|a| (&a.job_uid, &a.pod, format!("{:?}", a.phase), &a.reason)),
+        drill.map(|d| (&d.finished_at, d.verified, &d.reason, &d.message)),
+    )))
 }
 
 /// Run the DatabaseBackup, DatabaseRestore and DatabaseSnapshotImport controllers until a
@@ -324,7 +299,7 @@ pub async fn run(context: Context) {
                 forget.bury(backup);
                 forget.forget(&backup.uid().unwrap_or_default());
                 let (context, namespace) = (Arc::clone(&forget), backup.namespace().unwrap_or_default());
-                context.identities.set_applied(&namespace, &own_runner_identity(backup), None);
+                context.identities.forget(&namespace, &own_runner_identity(backup));
                 tokio::spawn(async move { identity::retire_unused(&context, &namespace).await });
             }
         })
@@ -620,17 +595,15 @@ async fn cronjob_in_place(
             Err(error) if is_status(&error, 404) => {}
             Err(source) => return Err(Error::DeleteCronJob { name, source }),
         }
-        context.set_cronjob_applied(backup, &name, None);
+        context.applied_cronjobs.forget(&cronjob_key(backup, &name));
         return Ok(());
     };
     let value = value.map_err(Error::Workload)?;
-    let mut hasher = DefaultHasher::new();
-    value.to_string().hash(&mut hasher);
-    let digest = hasher.finish();
-    if context.cronjob_current(backup, namespace, &name, digest) {
+    let (key, digest) = (cronjob_key(backup, &name), digest(&value.to_string()));
+    if context.applied_cronjobs.is_current(&key, digest, || context.cronjob_version(namespace, &name)) {
         return Ok(());
     }
-    context.set_cronjob_applied(backup, &name, Some(None));
+    context.applied_cronjobs.unknown(&key);
     match apply(&cronjobs, "CronJob", &name, &value).await {
         // The API server refuses what the operator's checks let pass: the spec is at fault.
         Err(Error::Apply { source: kube::Error::Api(status), .. }) if status.code == 422 => {
@@ -641,8 +614,10 @@ async fn cronjob_in_place(
             Ok(())
         }
         Ok(applied) => {
-            let version = applied.metadata.resource_version.unwrap_or_default();
-            context.set_cronjob_applied(backup, &name, Some(Some((digest, version))));
+            match applied.metadata.resource_version {
+                version @ Some(_) => context.applied_cronjobs.applied(&key, digest, version),
+                None => context.applied_cronjobs.unknown(&key),
+            }
             Ok(())
         }
         Err(error) => Err(error),
@@ -661,7 +636,7 @@ async fn suspend_cronjobs(context: &Context, backup: &DatabaseBackup, namespace:
             Err(error) if !is_status(&error, 404) => return Err(Error::Apply { kind: "CronJob", name, source: error }),
             // No longer as applied: a valid spec applies it again, even before the cache
             // has seen this patch.
-            _ => context.set_cronjob_applied(backup, &name, Some(None)),
+            _ => context.applied_cronjobs.unknown(&cronjob_key(backup, &name)),
         }
     }
     Ok(())

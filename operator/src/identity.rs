@@ -5,7 +5,6 @@
 //! resource shares (also the pair an older operator made for every resource).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -16,6 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::Value;
 use stowage_api::DatabaseBackup;
 
+use crate::applied::{Applied, digest};
 use crate::controller::{Context, Error, apply, is_status};
 use crate::workloads::{
     SHARED_RUNNER_IDENTITY, own_runner_identity, role_binding, runner_binding, runner_identity, service_account,
@@ -27,10 +27,9 @@ pub(crate) struct Identities {
     /// Their metadata: whether one is as this process applied it is known without a request.
     accounts: Store<PartialObjectMeta<ServiceAccount>>,
     bindings: Store<PartialObjectMeta<RoleBinding>>,
-    /// The identities last applied, by `NAMESPACE/BINDING`: the digest of what was applied
-    /// and the resourceVersions of the ServiceAccount (if the operator's) and RoleBinding
-    /// after. Neither changed, it is not applied again.
-    applied: Mutex<HashMap<String, (u64, Versions)>>,
+    /// The identities last applied, by `NAMESPACE/BINDING`, with the resourceVersions of
+    /// the ServiceAccount (if the operator's) and RoleBinding after.
+    applied: Applied<Versions>,
     /// One lock per namespace: the shared identity is never deleted between a reconcile's
     /// check that it is in place and that reconcile's Job.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -45,7 +44,7 @@ impl Identities {
         accounts: Store<PartialObjectMeta<ServiceAccount>>,
         bindings: Store<PartialObjectMeta<RoleBinding>>,
     ) -> Self {
-        Identities { accounts, bindings, applied: Mutex::default(), locks: Mutex::default() }
+        Identities { accounts, bindings, applied: Applied::default(), locks: Mutex::default() }
     }
 
     /// The cached resourceVersions of ServiceAccount `account` and RoleBinding `binding`.
@@ -78,22 +77,13 @@ impl Identities {
     /// operator's) is what this process applied with digest `digest`, untouched since
     /// (deleted or edited, a resourceVersion moved).
     fn current(&self, namespace: &str, account: Option<&str>, binding: &str, digest: u64) -> bool {
-        let Ok(applied) = self.applied.lock() else { return false };
-        let key = format!("{namespace}/{binding}");
-        let Some((_, versions)) = applied.get(&key).filter(|(applied, _)| *applied == digest) else { return false };
-        versions[1].is_some() && self.versions(namespace, account, binding) == *versions
+        self.applied
+            .is_current(&format!("{namespace}/{binding}"), digest, || self.versions(namespace, account, binding))
     }
 
-    /// Record the identity of RoleBinding `name` as applied with `digest` (at `versions`),
-    /// or as not known to be in place (`None`).
-    pub(crate) fn set_applied(&self, namespace: &str, name: &str, applied: Option<(u64, Versions)>) {
-        if let Ok(mut known) = self.applied.lock() {
-            let key = format!("{namespace}/{name}");
-            match applied {
-                Some(applied) => known.insert(key, applied),
-                None => known.remove(&key),
-            };
-        }
+    /// The identity of RoleBinding `name` is not known to be in place.
+    pub(crate) fn forget(&self, namespace: &str, name: &str) {
+        self.applied.forget(&format!("{namespace}/{name}"));
     }
 
     fn lock(&self, namespace: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -127,16 +117,20 @@ pub(crate) async fn in_place(
         }
     }
     let (account, binding) = (service_account(backup), role_binding(backup));
-    let mut hasher = DefaultHasher::new();
-    (account.as_ref().map(Value::to_string), binding.to_string()).hash(&mut hasher);
-    let digest = hasher.finish();
+    let digest = digest(&(account.as_ref().map(Value::to_string), binding.to_string()));
     let (account_name, binding_name) = (runner_identity(backup), runner_binding(backup));
     let account = account.as_ref().map(|account| (account_name.as_str(), account));
     if identities.current(namespace, account.map(|(name, _)| name), &binding_name, digest) {
         return Ok(());
     }
     let versions = apply_identity(&context.client, namespace, account, (&binding_name, &binding)).await?;
-    identities.set_applied(namespace, &binding_name, Some((digest, versions)));
+    let key = format!("{namespace}/{binding_name}");
+    // Without the RoleBinding's version, an absent one would look as applied.
+    if versions[1].is_some() {
+        identities.applied.applied(&key, digest, versions);
+    } else {
+        identities.applied.forget(&key);
+    }
     Ok(())
 }
 
@@ -178,7 +172,7 @@ fn in_use(context: &Context, namespace: &str) -> bool {
 /// Delete ServiceAccount and RoleBinding `name` (failures are logged: an unused identity
 /// harms nothing and is tried again).
 async fn delete(context: &Context, namespace: &str, name: &str) {
-    context.identities.set_applied(namespace, name, None);
+    context.identities.forget(namespace, name);
     let bindings = Api::<RoleBinding>::namespaced(context.client.clone(), namespace);
     let accounts = Api::<ServiceAccount>::namespaced(context.client.clone(), namespace);
     let params = DeleteParams::default();

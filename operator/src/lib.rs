@@ -3,6 +3,7 @@
 //! scheduled ones, and `DatabaseRestore` resources into one restore Job per generation,
 //! and keeps their status true. `DatabaseSnapshot` objects are written by the runs.
 
+pub mod applied;
 pub mod controller;
 pub mod identity;
 pub mod import;
