@@ -17,7 +17,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
 use crate::protocol::{Column, Connection, Error, codes, text, types};
 use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
-use crate::{Config, DATA_PREFIX, MEDIA_TYPE, POST, SCHEMA, failure, users};
+use crate::{Config, DATA, MEDIA_TYPE, POST, SCHEMA, failure, users};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
 /// `max_allowed_packet` is 16 MiB on MariaDB and 64 MiB on MySQL).
@@ -433,17 +433,6 @@ fn write_artifact(name: &str, content: &[u8]) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// The name of a table's data artifact: numbered in copy order, with as much of the
-/// table's name as artifact names allow.
-fn data_artifact(number: usize, table: &str) -> String {
-    let readable: String = table
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
-        .take(150)
-        .collect();
-    format!("{DATA_PREFIX}{number:05}.{readable}.sql")
-}
-
 /// How a column's text value is written back.
 #[derive(Clone, Copy)]
 enum Encoding {
@@ -485,7 +474,7 @@ fn copy_table(
     total: u64,
     tally: &mut Tally,
 ) -> Result<(), PluginError> {
-    let name = data_artifact(number, &table.name);
+    let name = artifacts::numbered_name(DATA, number, &table.name, "sql");
     let columns = stored_columns(connection, &table.name)?;
     let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&name, MEDIA_TYPE)?);
     let write_error = |e: std::io::Error| PluginError::Artifact(format!("writing {name}: {e}"));

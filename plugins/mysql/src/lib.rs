@@ -28,7 +28,8 @@ use crate::users::UsersArtifact;
 
 const SCHEMA: &str = "schema.sql";
 const POST: &str = "post.sql";
-const DATA_PREFIX: &str = "data.";
+/// The series of data artifacts, one per table (`data.00001.<table>.sql`, ...).
+const DATA: &str = "data";
 const MEDIA_TYPE: &str = "application/sql";
 
 /// The most connections a restore loads tables on.

@@ -11,7 +11,7 @@ use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
 
 use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal};
-use crate::{Config, DATA_PREFIX, POST, SCHEMA, failure, users};
+use crate::{Config, DATA, POST, SCHEMA, failure, users};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -120,7 +120,7 @@ fn data_artifacts(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
             )));
         }
     }
-    names.retain(|name| name.starts_with(DATA_PREFIX));
+    names.retain(|name| name.starts_with(&format!("{DATA}.")));
     names.sort();
     Ok(names)
 }

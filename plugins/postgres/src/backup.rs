@@ -1,4 +1,4 @@
-//! A backup: one snapshot, three sections (see [`crate::script`]).
+//! A backup: one snapshot, its sections (see [`crate::script`]).
 
 use std::io;
 
@@ -8,7 +8,7 @@ use stowage_plugin_sdk::{PluginError, Summary, report};
 use crate::catalog::{self, Statement};
 use crate::protocol::{Connection, CopyOutError, Error, quote_literal};
 use crate::roles::{self, RolesArtifact};
-use crate::script::{MEDIA_TYPE, SECTIONS, ScriptWriter};
+use crate::script::{DATA, LARGE_OBJECTS, MEDIA_TYPE, POST_DATA, PRE_DATA, ScriptWriter};
 use crate::tally::{self, TableRows};
 use crate::{Config, failure};
 
@@ -106,14 +106,14 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
         catalog.pre_data.len(),
         catalog.tables.len()
     ));
-    statements_section(SECTIONS[0], database, &catalog.pre_data)?;
+    statements_section(PRE_DATA, database, &catalog.pre_data)?;
 
-    let mut data = start_section(SECTIONS[1], database)?;
     let total_tables = catalog.tables.len() as u64;
     let (mut rows, mut bytes) = (0u64, 0u64);
     let mut table_rows = TableRows::default();
     for (done, table) in catalog.tables.iter().enumerate() {
         let entry = format!("TABLE DATA {}", table.name);
+        let mut data = start_section(&artifacts::numbered_name(DATA, done + 1, &table.name, "sql"), database)?;
         data.copy(&entry, &table.copy_in()).map_err(artifact_error)?;
         let (table_rows_before, table_bytes_before) = (rows, bytes);
         connection
@@ -131,6 +131,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
                 CopyOutError::Sink(error) => artifact_error(error),
             })?;
         data.end_rows().map_err(artifact_error)?;
+        data.into_inner().finish()?;
         report::progress(&table.name, done as u64 + 1, Some(total_tables), rows);
         table_rows.add(&entry, rows - table_rows_before);
         report::debug(&format!(
@@ -140,13 +141,14 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             bytes - table_bytes_before
         ));
     }
+    let mut large_objects = start_section(LARGE_OBJECTS, database)?;
     let mut large_object_bytes = 0;
     for oid in &catalog.large_objects {
-        large_object_bytes += copy_large_object(&mut connection, *oid, &mut data)?;
+        large_object_bytes += copy_large_object(&mut connection, *oid, &mut large_objects)?;
     }
-    data.into_inner().finish()?;
+    large_objects.into_inner().finish()?;
 
-    statements_section(SECTIONS[2], database, &catalog.post_data)?;
+    statements_section(POST_DATA, database, &catalog.post_data)?;
     connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
     let server_version = connection.server_version.clone();
     connection.close();

@@ -1,12 +1,12 @@
-//! A restore: the three sections replayed in one transaction, so a failure leaves the
-//! target database as it was.
+//! A restore: the sections replayed in one transaction, so a failure leaves the target
+//! database as it was.
 
 use std::io::{self, BufReader};
 
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_empty};
 
 use crate::protocol::{ConnectOptions, Connection, Error, quote_identifier};
-use crate::script::{Entry, SECTIONS, ScriptReader};
+use crate::script::{self, Entry, ScriptReader};
 use crate::tally::{self, TableRows};
 use crate::{Config, catalog, failure, roles};
 
@@ -75,6 +75,14 @@ fn create_roles(connection: &mut Connection) -> Result<roles::Applied, PluginErr
 
 pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
+    let sections =
+        script::replay_order(artifacts::list().into_iter().map(|artifact| artifact.name)).ok_or_else(|| {
+            PluginError::Artifact(format!(
+                "the backup has no {} and {}: it is not a PostgreSQL plugin backup",
+                script::PRE_DATA,
+                script::POST_DATA
+            ))
+        })?;
     let mut connection = connect_or_create(config)?;
     let existing = catalog::user_objects(&mut connection).map_err(|e| failure("inspecting the target database", e))?;
     connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;
@@ -93,7 +101,7 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
 
     let (mut tables, mut rows) = (0u64, 0u64);
     let mut table_rows = TableRows::default();
-    for section in SECTIONS {
+    for section in &sections {
         let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(section)?);
         let mut script = ScriptReader::new(reader);
         while let Some(entry) = script.next_entry().map_err(artifact_error)? {

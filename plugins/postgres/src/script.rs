@@ -1,6 +1,8 @@
-//! The artifact format: three SQL scripts that `psql` replays on its own, in this order:
-//! `pre-data.sql` (schema objects), `data.sql` (one `COPY ... FROM stdin` block per
-//! table), `post-data.sql` (sequence values, constraints, indexes, triggers, comments).
+//! The artifact format: SQL scripts that `psql` replays on its own, in this order:
+//! `pre-data.sql` (schema objects), one `data.NNNNN.<table>.sql` per table (its `COPY ...
+//! FROM stdin` block), `large-objects.sql` (their contents), `post-data.sql` (sequence
+//! values, constraints, indexes, triggers, comments). Backups of plugin versions before
+//! per-table artifacts have one `data.sql` holding every table and the large objects.
 //!
 //! Every statement is preceded by a header comment, `-- stowage:sql <bytes> <what>` or
 //! `-- stowage:copy <bytes> <what>`, giving the exact length of the statement that follows
@@ -11,8 +13,28 @@
 
 use std::io::{self, BufRead, Write};
 
-/// The artifacts of a backup, in replay order.
-pub const SECTIONS: [&str; 3] = ["pre-data.sql", "data.sql", "post-data.sql"];
+/// The schema objects, replayed first.
+pub const PRE_DATA: &str = "pre-data.sql";
+/// The series of data artifacts, one per table, replayed in name order.
+pub const DATA: &str = "data";
+/// The contents of large objects, after the tables.
+pub const LARGE_OBJECTS: &str = "large-objects.sql";
+/// What comes after the data, replayed last.
+pub const POST_DATA: &str = "post-data.sql";
+
+/// The sections of a backup whose artifacts are `names`, in replay order (the roles
+/// artifact is not a section); `None` if it lacks the schema sections.
+pub fn replay_order(names: impl IntoIterator<Item = String>) -> Option<Vec<String>> {
+    let names: Vec<String> = names.into_iter().collect();
+    let has = |name: &str| names.iter().any(|n| n == name);
+    if !has(PRE_DATA) || !has(POST_DATA) {
+        return None;
+    }
+    let mut data: Vec<String> = names.iter().filter(|name| name.starts_with(&format!("{DATA}."))).cloned().collect();
+    data.sort();
+    let large_objects = has(LARGE_OBJECTS).then(|| LARGE_OBJECTS.to_owned());
+    Some(std::iter::once(PRE_DATA.to_owned()).chain(data).chain(large_objects).chain([POST_DATA.to_owned()]).collect())
+}
 
 /// Media type of every artifact.
 pub const MEDIA_TYPE: &str = "application/sql";
@@ -54,9 +76,10 @@ impl<W: Write> ScriptWriter<W> {
     /// Start section `name` of a backup of `database`.
     pub fn new(mut out: W, name: &str, database: &str) -> io::Result<Self> {
         writeln!(out, "-- Stowage backup of PostgreSQL database {}: {name}", one_line(database))?;
-        writeln!(out, "-- Replay the sections in order with psql: {}", SECTIONS.join(", then "))?;
+        writeln!(out, "-- Replay the sections in order with psql, in one transaction:")?;
+        writeln!(out, "--   cat {PRE_DATA} $(ls {DATA}.*.sql | sort) {LARGE_OBJECTS} {POST_DATA} \\")?;
+        writeln!(out, "--     | psql --single-transaction -v ON_ERROR_STOP=1 -d TARGET -f -")?;
         writeln!(out, "-- (into a cluster without the backup's roles, {} first)", crate::roles::ARTIFACT)?;
-        writeln!(out, "--   psql --single-transaction -v ON_ERROR_STOP=1 -d TARGET -f SECTION")?;
         writeln!(out)?;
         let mut writer = ScriptWriter { out };
         for setting in SETTINGS {

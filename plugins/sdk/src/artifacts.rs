@@ -60,6 +60,19 @@ impl io::Write for ArtifactWriter {
     }
 }
 
+/// The name of the `number`th artifact of a series (`data.00001.shop_orders.sql` for
+/// `("data", 1, "shop.orders", "sql")`): numbered so that name order is creation order,
+/// with as much of `label` as artifact names allow (letters, digits, `-` and `_`; every
+/// other character becomes `_`).
+pub fn numbered_name(prefix: &str, number: usize, label: &str, extension: &str) -> String {
+    let readable: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(150)
+        .collect();
+    format!("{prefix}.{number:05}.{readable}.{extension}")
+}
+
 /// The artifacts of the backup being restored, in creation order.
 pub fn list() -> Vec<ArtifactInfo> {
     artifact_source::artifacts()
