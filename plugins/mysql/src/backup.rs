@@ -1,9 +1,10 @@
 //! A backup: one consistent point for the whole database, then its definitions and rows
 //! as SQL.
 //!
-//! The point is a `START TRANSACTION WITH CONSISTENT SNAPSHOT` opened while a global
-//! read lock (`FLUSH TABLES WITH READ LOCK`, waited for at most `lock-timeout`) holds
-//! every writer still. Under the lock the plugin records the binary log position, reads
+//! The point is a `START TRANSACTION WITH CONSISTENT SNAPSHOT` opened while a lock,
+//! waited for at most `lock-timeout`, holds every commit still: MariaDB's `BACKUP STAGE
+//! BLOCK_COMMIT`, MySQL's `FLUSH TABLES WITH READ LOCK` (see [`Lock`]). Under the lock the
+//! plugin records the binary log position, reads
 //! the definitions and copies the tables whose engine has no snapshot (MyISAM, Aria,
 //! MEMORY); then it releases the lock and copies the transactional tables from the
 //! snapshot while writers go on. Everything the session changes on the server (the
@@ -87,12 +88,11 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
 
     // Accounts are not part of the snapshot: read before the lock, which they would prolong.
     let users = users::read(connection, database, config.users)?;
-    let locked = lock(connection, config)?;
-    let locked_at = Instant::now();
+    let locked = Held::take(config, mariadb)?;
     connection
         .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .map_err(|e| failure("opening the consistent snapshot", e))?;
-    let position = log_position(connection, locked, mariadb);
+    let position = log_position(connection, locked.is_some(), mariadb);
     let tables = tables(connection, database)?;
 
     let mut schema = String::from(PREAMBLE);
@@ -127,27 +127,29 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
     let total = (unlocked.len() + snapshot.len()) as u64;
     let mut number = 0;
     let mut lock_held = None;
-    if locked {
+    // Without the lock, the tables without snapshots come first, as they would under it.
+    let after_unlock = if let Some(held) = locked {
         for table in &unlocked {
             number += 1;
             copy_table(connection, table, number, total, &mut tally)?;
         }
-        connection.execute("UNLOCK TABLES").map_err(|e| failure("releasing the global read lock", e))?;
-        let held = locked_at.elapsed();
-        report::info(&format!("the global read lock was held for {:.1} s", held.as_secs_f64()));
-        lock_held = Some(held);
-    } else if !unlocked.is_empty() {
-        let names: Vec<&str> = unlocked.iter().map(|t| t.name.as_str()).collect();
-        report::warn(&format!(
-            "tables {} use engines without snapshots ({}) and are copied without a lock: writes during the \
-             backup may leave them inconsistent with the rest (grant RELOAD for a consistent backup)",
-            names.join(", "),
-            engines(&unlocked)
-        ));
-    }
+        let (lock, duration) = held.release()?;
+        report::info(&format!("{} was held for {:.1} s", lock.name(), duration.as_secs_f64()));
+        lock_held = Some((lock, duration));
+        &[][..]
+    } else {
+        if !unlocked.is_empty() {
+            let names: Vec<&str> = unlocked.iter().map(|t| t.name.as_str()).collect();
+            report::warn(&format!(
+                "tables {} use engines without snapshots ({}) and are copied without a lock: writes during the \
+                 backup may leave them inconsistent with the rest (grant RELOAD for a consistent backup)",
+                names.join(", "),
+                engines(&unlocked)
+            ));
+        }
+        &unlocked[..]
+    };
     write_artifact(SCHEMA, schema.as_bytes())?;
-    // Without the lock, the tables without snapshots come first, as they would under it.
-    let after_unlock = if locked { &[][..] } else { &unlocked[..] };
     for table in after_unlock.iter().chain(&snapshot) {
         number += 1;
         copy_table(connection, table, number, total, &mut tally)?;
@@ -198,27 +200,101 @@ fn database_defaults(connection: &mut Connection, database: &str) -> Result<(Str
     }
 }
 
-/// Take the global read lock, waiting at most `lock-timeout`; `false` (with a warning)
-/// when the user may not take it.
-fn lock(connection: &mut Connection, config: &Config) -> Result<bool, PluginError> {
-    connection
-        .execute(&format!("SET SESSION lock_wait_timeout = {}", config.lock_timeout))
-        .map_err(|e| failure("setting the lock wait timeout", e))?;
-    match connection.execute("FLUSH TABLES WITH READ LOCK") {
-        Ok(_) => Ok(true),
-        Err(Error::Server { code: codes::LOCK_WAIT_TIMEOUT, .. }) => Err(PluginError::Database(format!(
-            "the global read lock was not granted within {} s (option lock-timeout): a long statement or an \
-             open LOCK TABLES holds tables; nothing was locked or copied",
-            config.lock_timeout
-        ))),
-        Err(Error::Server { code: codes::SPECIFIC_ACCESS_DENIED | codes::DB_ACCESS_DENIED, message, .. }) => {
-            report::warn(&format!(
-                "no global read lock ({message}): the backup is consistent for transactional tables only, \
-                 and the binary log position is recorded only where MariaDB reports the snapshot's"
-            ));
-            Ok(false)
+/// How writers are held still while the snapshot opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// MariaDB's `BACKUP STAGE BLOCK_COMMIT`: commits and writes to tables without a
+    /// snapshot wait, statements already running go on. A long `UPDATE` neither fails the
+    /// backup nor makes every writer queue behind a waiting lock, as it does with
+    /// `FLUSH TABLES WITH READ LOCK`.
+    BackupStage,
+    /// `FLUSH TABLES WITH READ LOCK` (MySQL: its `LOCK INSTANCE FOR BACKUP` blocks DDL
+    /// only, not the writes a consistent binary log position needs held).
+    GlobalReadLock,
+}
+
+impl Lock {
+    fn statements(self) -> &'static [&'static str] {
+        match self {
+            Lock::BackupStage => &["BACKUP STAGE START", "BACKUP STAGE BLOCK_COMMIT"],
+            Lock::GlobalReadLock => &["FLUSH TABLES WITH READ LOCK"],
         }
-        Err(error) => Err(failure("taking the global read lock", error)),
+    }
+
+    fn release(self) -> &'static str {
+        match self {
+            Lock::BackupStage => "BACKUP STAGE END",
+            Lock::GlobalReadLock => "UNLOCK TABLES",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Lock::BackupStage => "the backup lock (BACKUP STAGE BLOCK_COMMIT)",
+            Lock::GlobalReadLock => "the global read lock (FLUSH TABLES WITH READ LOCK)",
+        }
+    }
+
+    /// The summary's `consistency`.
+    fn consistency(self) -> &'static str {
+        match self {
+            Lock::BackupStage => "backup-stage",
+            Lock::GlobalReadLock => "global-read-lock",
+        }
+    }
+}
+
+/// The lock of the consistent point, held on a connection of its own: `BACKUP STAGE`
+/// commits the transaction of its session, so the snapshot lives on the backup's. Closing
+/// the connection, on any path, releases the lock.
+struct Held {
+    connection: Connection,
+    lock: Lock,
+    since: Instant,
+}
+
+impl Held {
+    /// Take the lock, waiting at most `lock-timeout`; `None` (with a warning) when the
+    /// user may not take it.
+    fn take(config: &Config, mariadb: bool) -> Result<Option<Held>, PluginError> {
+        let mut connection = config.connect()?;
+        let lock = if mariadb { Lock::BackupStage } else { Lock::GlobalReadLock };
+        let taken = connection
+            .execute(&format!("SET SESSION lock_wait_timeout = {}", config.lock_timeout))
+            .and_then(|_| lock.statements().iter().try_for_each(|statement| connection.execute(statement).map(|_| ())));
+        match taken {
+            Ok(()) => Ok(Some(Held { connection, lock, since: Instant::now() })),
+            Err(error) => {
+                connection.quit();
+                match error {
+                    Error::Server { code: codes::LOCK_WAIT_TIMEOUT, .. } => Err(PluginError::Database(format!(
+                        "{} was not granted within {} s (option lock-timeout): a long statement or an open LOCK \
+                         TABLES holds tables; nothing was locked or copied",
+                        lock.name(),
+                        config.lock_timeout
+                    ))),
+                    Error::Server {
+                        code: codes::SPECIFIC_ACCESS_DENIED | codes::DB_ACCESS_DENIED, message, ..
+                    } => {
+                        report::warn(&format!(
+                            "no lock for a consistent point ({message}): the backup is consistent for transactional \
+                             tables only, and the binary log position is recorded only where MariaDB reports the \
+                             snapshot's"
+                        ));
+                        Ok(None)
+                    }
+                    error => Err(failure(&format!("taking {}", lock.name()), error)),
+                }
+            }
+        }
+    }
+
+    /// Release the lock; how long it was held.
+    fn release(mut self) -> Result<(Lock, Duration), PluginError> {
+        let released = self.connection.execute(self.lock.release());
+        self.connection.quit();
+        released.map_err(|e| failure(&format!("releasing {}", self.lock.name()), e))?;
+        Ok((self.lock, self.since.elapsed()))
     }
 }
 
@@ -543,8 +619,8 @@ fn copy_table(
 fn copy_failure(table: &str, error: Error) -> PluginError {
     match error {
         Error::Server { code: codes::TABLE_DEF_CHANGED, .. } => PluginError::Database(format!(
-            "copying table {table}: it was altered during the backup (after the global read lock was released); \
-             run the backup again"
+            "copying table {table}: it was altered during the backup (after the lock of the consistent point was \
+             released); run the backup again"
         )),
         error => failure(&format!("copying table {table}"), error),
     }
@@ -606,13 +682,13 @@ fn summarize(
     version: &str,
     mariadb: bool,
     database: &str,
-    lock_held: Option<Duration>,
+    lock_held: Option<(Lock, Duration)>,
     position: &LogPosition,
     tally: &Tally,
     post: &Post,
 ) -> Summary {
     let flavor = if mariadb { "MariaDB" } else { "MySQL" };
-    let consistency = if lock_held.is_some() { "global-read-lock" } else { "snapshot-only" };
+    let consistency = lock_held.map_or("snapshot-only", |(lock, _)| lock.consistency());
     let mut attributes = vec![
         ("server_version".into(), version.to_owned()),
         ("flavor".into(), flavor.to_lowercase()),
@@ -625,7 +701,7 @@ fn summarize(
         ("triggers".into(), post.triggers.to_string()),
         ("events".into(), post.events.to_string()),
     ];
-    if let Some(held) = lock_held {
+    if let Some((_, held)) = lock_held {
         attributes.push(("lock_held_seconds".into(), format!("{:.3}", held.as_secs_f64())));
     }
     for (key, value) in

@@ -1,5 +1,5 @@
 //! The MySQL/MariaDB plugin: a consistent logical backup of one database, taken in one
-//! transaction opened under a short, bounded global read lock, as SQL that the
+//! transaction opened under a short, bounded lock of all commits, as SQL that the
 //! `mariadb`/`mysql` client replays alone; restored by this plugin statement by
 //! statement into an empty (or, with replace, a recreated) database.
 //!
@@ -42,7 +42,7 @@ struct Config {
     addresses: Vec<String>,
     login: Login,
     database: String,
-    /// Seconds the global read lock may be waited for.
+    /// Seconds the lock of the consistent point may be waited for.
     lock_timeout: u32,
     /// Restore: connections loading tables at once.
     jobs: usize,
@@ -150,8 +150,8 @@ impl Plugin for MysqlPlugin {
                 optional("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
                 optional(
                     "lock-timeout",
-                    "Backup: seconds to wait for the global read lock that opens the consistent snapshot \
-                     (writers wait behind it meanwhile); the backup fails after that",
+                    "Backup: seconds to wait for the lock that opens the consistent snapshot (BACKUP STAGE on \
+                     MariaDB, FLUSH TABLES WITH READ LOCK on MySQL); the backup fails after that",
                     Some("10"),
                 ),
                 optional(

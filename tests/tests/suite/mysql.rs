@@ -1,6 +1,6 @@
 //! The MySQL plugin against a real MariaDB 10.11 and a real S3 server: every type and
 //! object round-trips exactly and the stored artifacts replay with the `mariadb` client
-//! alone, a backup under writes is one instant, the global read lock is bounded and its
+//! alone, a backup under writes is one instant, the backup lock is bounded and its
 //! absence is reported, and a failed restore leaves no half-restored database.
 
 use std::path::Path;
@@ -86,7 +86,7 @@ fn every_type_round_trips_through_s3_and_replays_with_the_mariadb_client() {
         .ok()
         .expect("backup to files");
     let summary = &manifest(files.path())["summary"]["attributes"];
-    assert_eq!(summary["consistency"], "global-read-lock", "{summary}");
+    assert_eq!(summary["consistency"], "backup-stage", "{summary}");
     let held: f64 = summary["lock_held_seconds"].as_str().expect("lock_held_seconds").parse().expect("seconds");
     assert!(held < 2.0, "the lock is held for the definitions and two small tables only: {held} s");
     assert!(summary["binlog_file"].as_str().is_some_and(|f| f.starts_with("binlog.")), "{summary}");
@@ -170,7 +170,7 @@ fn a_backup_under_writes_is_one_instant() {
 }
 
 #[test]
-fn the_global_read_lock_is_bounded_and_its_absence_reported() {
+fn the_backup_lock_waits_for_no_long_write_is_bounded_and_its_absence_reported() {
     let server = Mariadb::start().expect("mariadb");
     server
         .sql(
@@ -182,7 +182,26 @@ fn the_global_read_lock_is_bounded_and_its_absence_reported() {
              INSERT INTO app.legacy VALUES (1);",
         )
         .expect("schema");
-    // A session holding a table lock keeps FLUSH TABLES WITH READ LOCK waiting.
+    // A long write does not keep the backup lock waiting (FLUSH TABLES WITH READ LOCK
+    // would wait for it, and every other writer behind that): only its commit waits.
+    server.sql("app", "INSERT INTO other VALUES (1), (2)").expect("rows");
+    let mut writer = server.background("app", "UPDATE other SET x = x + SLEEP(3)").expect("long update");
+    wait_until("the update runs", Duration::from_secs(30), || {
+        server
+            .sql("", "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'UPDATE other%'")
+            .is_ok_and(|n| n.trim() == "1")
+    })
+    .expect("writer");
+    let beside = tempfile::tempdir().expect("tempdir");
+    let beside_repo = format!("file://{}", beside.path().display());
+    let bounded = format!("{}?lock-timeout=2", url(&server, "app"));
+    stowage(&["backup", "--plugin", "mysql", "--database", &bounded, "--repo", &beside_repo], &[])
+        .ok()
+        .expect("backup beside a long update");
+    assert_eq!(manifest(beside.path())["summary"]["attributes"]["consistency"], "backup-stage");
+    assert!(writer.wait().expect("update").success(), "the update commits after the backup lock");
+
+    // A session holding a table lock keeps the backup lock waiting.
     let mut holder = server.background("app", "LOCK TABLES held WRITE; SELECT SLEEP(120)").expect("holder");
     wait_until("the table lock is held", Duration::from_secs(30), || {
         server
@@ -192,13 +211,13 @@ fn the_global_read_lock_is_bounded_and_its_absence_reported() {
     .expect("holder");
     let files = tempfile::tempdir().expect("tempdir");
     let repo = format!("file://{}", files.path().display());
-    let bounded = format!("{}?lock-timeout=2", url(&server, "app"));
     let started = Instant::now();
     let failed = stowage(&["backup", "--plugin", "mysql", "--database", &bounded, "--repo", &repo], &[])
         .failed()
         .expect("lock timeout");
     assert!(started.elapsed() < Duration::from_secs(30), "the wait was bounded: {:?}", started.elapsed());
-    assert!(failed.stderr.contains("the global read lock was not granted within 2 s"), "{}", failed.stderr);
+    let refused = "the backup lock (BACKUP STAGE BLOCK_COMMIT) was not granted within 2 s";
+    assert!(failed.stderr.contains(refused), "{}", failed.stderr);
     assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
     // Nothing is left waiting: other tables take writes at once.
     server.sql("app", "SET SESSION lock_wait_timeout = 5; INSERT INTO other VALUES (1)").expect("write after");
@@ -218,7 +237,7 @@ fn the_global_read_lock_is_bounded_and_its_absence_reported() {
     let backup = stowage(&["backup", "--plugin", "mysql", "--database", &reader, "--repo", &repo], &[])
         .ok()
         .expect("backup without RELOAD");
-    assert!(backup.stderr.contains("no global read lock"), "{}", backup.stderr);
+    assert!(backup.stderr.contains("no lock for a consistent point"), "{}", backup.stderr);
     assert!(backup.stderr.contains("tables legacy use engines without snapshots (MyISAM)"), "{}", backup.stderr);
     assert_eq!(manifest(files.path())["summary"]["attributes"]["consistency"], "snapshot-only");
 
