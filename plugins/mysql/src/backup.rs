@@ -259,9 +259,17 @@ impl Held {
     fn take(config: &Config, mariadb: bool) -> Result<Option<Held>, PluginError> {
         let mut connection = config.connect()?;
         let lock = if mariadb { Lock::BackupStage } else { Lock::GlobalReadLock };
-        let taken = connection
-            .execute(&format!("SET SESSION lock_wait_timeout = {}", config.lock_timeout))
-            .and_then(|_| lock.statements().iter().try_for_each(|statement| connection.execute(statement).map(|_| ())));
+        // This connection idles while the tables without snapshots are copied: a short
+        // wait_timeout must not end it (and the lock with it) before that is done.
+        let settings = [
+            format!("SET SESSION lock_wait_timeout = {}", config.lock_timeout),
+            "SET SESSION wait_timeout = GREATEST(@@global.wait_timeout, 3600)".to_owned(),
+        ];
+        let taken = settings
+            .iter()
+            .map(String::as_str)
+            .chain(lock.statements().iter().copied())
+            .try_for_each(|statement| connection.execute(statement).map(|_| ()));
         match taken {
             Ok(()) => Ok(Some(Held { connection, lock, since: Instant::now() })),
             Err(error) => {

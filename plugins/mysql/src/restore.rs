@@ -31,7 +31,16 @@ enum Target {
 }
 
 pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
-    let data = data_artifacts(artifacts::list().into_iter().map(|artifact| artifact.name).collect())?;
+    let names: Vec<String> = artifacts::list().into_iter().map(|artifact| artifact.name).collect();
+    // Asked for before anything is restored, not found after it all.
+    if config.create_users && !names.iter().any(|name| name == users::ARTIFACT) {
+        return Err(PluginError::Unsupported(format!(
+            "option create-users: the backup has no {}: it was taken with option users=none (the default), or no \
+             account held privileges on the database",
+            users::ARTIFACT
+        )));
+    }
+    let data = data_artifacts(names)?;
     let mut connection = config.connect()?;
     let database = config.database.as_str();
     let target = target(&mut connection, database)?;
@@ -80,15 +89,9 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
 }
 
 /// Apply `users.sql` (option `create-users`) in the restored database; returns how many
-/// accounts it created. If it fails, the accounts it created are dropped again.
+/// accounts it created. If it fails, the accounts it created are dropped again (grants it
+/// added to accounts that were there stay: docs/mysql.md).
 fn create_users(connection: &mut Connection) -> Result<usize, PluginError> {
-    if !artifacts::list().iter().any(|artifact| artifact.name == users::ARTIFACT) {
-        return Err(PluginError::Unsupported(format!(
-            "option create-users: the backup has no {}: it was taken with option users=none (the default), or no \
-             account held privileges on the database",
-            users::ARTIFACT
-        )));
-    }
     let counting = |e| failure("listing the server's accounts", e);
     let before = users::accounts(connection).map_err(counting)?;
     let limit = max_allowed_packet(connection)?;

@@ -91,7 +91,7 @@ pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) ->
             )),
             error => failure("listing the accounts with privileges on the database", error),
         })?;
-    if !connection.server.is_mariadb() {
+    if what == UsersArtifact::WithPasswords && !connection.server.is_mariadb() {
         // MySQL's hashes (caching_sha2_password) are binary: printed as hex, they stay text.
         connection
             .execute("SET SESSION print_identified_with_as_hex = ON")

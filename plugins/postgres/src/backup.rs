@@ -20,6 +20,10 @@ const MINIMUM_SERVER_VERSION: u32 = 150_000;
 /// Rows between two progress reports within a table.
 const PROGRESS_ROWS: u64 = 10_000;
 
+/// Data artifacts at most: the host takes 10,000 artifacts per backup, and a database
+/// with more tables (partitions count) puts several tables in one.
+const MAX_DATA_ARTIFACTS: usize = 4096;
+
 /// Bytes of a large object read, and written as one statement, at a time.
 const LARGE_OBJECT_CHUNK: u64 = 1024 * 1024;
 
@@ -111,35 +115,41 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
     let total_tables = catalog.tables.len() as u64;
     let (mut rows, mut bytes) = (0u64, 0u64);
     let mut table_rows = TableRows::default();
-    for (done, table) in catalog.tables.iter().enumerate() {
-        let entry = format!("TABLE DATA {}", table.name);
-        let mut data = start_section(&artifacts::numbered_name(DATA, done + 1, &table.name, "sql"), database)?;
-        data.copy(&entry, &table.copy_in()).map_err(artifact_error)?;
-        let (table_rows_before, table_bytes_before) = (rows, bytes);
-        connection
-            .copy_out(&table.copy_out(), |row| {
-                data.rows(row)?;
-                rows += 1;
-                bytes += row.len() as u64;
-                if rows % PROGRESS_ROWS == 0 {
-                    report::progress(&table.name, done as u64, Some(total_tables), rows);
-                }
-                Ok(())
-            })
-            .map_err(|error| match error {
-                CopyOutError::Database(error) => failure(&format!("copying table {}", table.name), error),
-                CopyOutError::Sink(error) => artifact_error(error),
-            })?;
-        data.end_rows().map_err(artifact_error)?;
+    // One artifact per table, unless that would pass the host's limit on artifacts:
+    // then consecutive tables share one.
+    let per_artifact = catalog.tables.len().div_ceil(MAX_DATA_ARTIFACTS).max(1);
+    for (number, group) in catalog.tables.chunks(per_artifact).enumerate() {
+        let mut data = start_section(&artifacts::numbered_name(DATA, number + 1, &group[0].name, "sql"), database)?;
+        for (index, table) in group.iter().enumerate() {
+            let done = number * per_artifact + index;
+            let entry = format!("TABLE DATA {}", table.name);
+            data.copy(&entry, &table.copy_in()).map_err(artifact_error)?;
+            let (table_rows_before, table_bytes_before) = (rows, bytes);
+            connection
+                .copy_out(&table.copy_out(), |row| {
+                    data.rows(row)?;
+                    rows += 1;
+                    bytes += row.len() as u64;
+                    if rows % PROGRESS_ROWS == 0 {
+                        report::progress(&table.name, done as u64, Some(total_tables), rows);
+                    }
+                    Ok(())
+                })
+                .map_err(|error| match error {
+                    CopyOutError::Database(error) => failure(&format!("copying table {}", table.name), error),
+                    CopyOutError::Sink(error) => artifact_error(error),
+                })?;
+            data.end_rows().map_err(artifact_error)?;
+            report::progress(&table.name, done as u64 + 1, Some(total_tables), rows);
+            table_rows.add(&entry, rows - table_rows_before);
+            report::debug(&format!(
+                "table {}: {} rows, {} bytes",
+                table.name,
+                rows - table_rows_before,
+                bytes - table_bytes_before
+            ));
+        }
         data.into_inner().finish()?;
-        report::progress(&table.name, done as u64 + 1, Some(total_tables), rows);
-        table_rows.add(&entry, rows - table_rows_before);
-        report::debug(&format!(
-            "table {}: {} rows, {} bytes",
-            table.name,
-            rows - table_rows_before,
-            bytes - table_bytes_before
-        ));
     }
     let mut large_objects = start_section(LARGE_OBJECTS, database)?;
     let mut large_object_bytes = 0;

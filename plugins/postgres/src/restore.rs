@@ -101,13 +101,18 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
 
     let (mut tables, mut rows) = (0u64, 0u64);
     let mut table_rows = TableRows::default();
-    for section in &sections {
+    for (position, section) in sections.iter().enumerate() {
         let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(section)?);
         let mut script = ScriptReader::new(reader);
         while let Some(entry) = script.next_entry().map_err(artifact_error)? {
             match entry {
                 Entry::Sql { what, sql } => {
                     if catalog::Optional::of(&what).is_some_and(|part| config.restore_without.contains(&part)) {
+                        continue;
+                    }
+                    // Every section starts with the same settings, for psql; one transaction
+                    // needs them once (a round trip each, per table otherwise).
+                    if position > 0 && what == script::SETTING {
                         continue;
                     }
                     let done = connection.execute(&sql);

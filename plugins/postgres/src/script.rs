@@ -56,6 +56,9 @@ const SETTINGS: [&str; 12] = [
     "SELECT pg_catalog.set_config('search_path', '', false);",
 ];
 
+/// What the session settings at the top of every section are described as.
+pub const SETTING: &str = "SETTING";
+
 const HEADER: &str = "-- stowage:";
 const END_OF_ROWS: &[u8] = b"\\.\n";
 
@@ -83,7 +86,7 @@ impl<W: Write> ScriptWriter<W> {
         writeln!(out)?;
         let mut writer = ScriptWriter { out };
         for setting in SETTINGS {
-            writer.statement("SETTING", setting)?;
+            writer.statement(SETTING, setting)?;
         }
         Ok(writer)
     }

@@ -61,10 +61,7 @@ impl Pipeline<'_> {
         if self.batch.len() >= PIPELINE_COMMANDS || self.connection.pending() >= PIPELINE_BYTES {
             self.connection.flush().map_err(|e| failure("sending RESTORE commands", e))?;
             self.in_flight.push_back(std::mem::take(&mut self.batch));
-            while self.in_flight.len() > BATCHES_IN_FLIGHT {
-                let Some(oldest) = self.in_flight.pop_front() else { break };
-                self.read_replies(oldest)?;
-            }
+            self.settle(BATCHES_IN_FLIGHT)?;
         }
         Ok(())
     }
@@ -72,8 +69,22 @@ impl Pipeline<'_> {
     /// Send what is left and read every reply.
     fn finish(&mut self) -> Result<(), PluginError> {
         self.in_flight.push_back(std::mem::take(&mut self.batch));
-        while let Some(oldest) = self.in_flight.pop_front() {
-            self.read_replies(oldest)?;
+        self.settle(0)
+    }
+
+    /// Read the replies of the oldest batches until at most `keep` are in flight. After a
+    /// failure the replies of the others are read too and dropped: the commands that
+    /// clean up after it must each read their own reply, not one of these.
+    fn settle(&mut self, keep: usize) -> Result<(), PluginError> {
+        while self.in_flight.len() > keep {
+            let Some(oldest) = self.in_flight.pop_front() else { break };
+            if let Err(error) = self.read_replies(oldest) {
+                while let Some(rest) = self.in_flight.pop_front() {
+                    // A lost connection fails each at once; the cleanup says so.
+                    let _ = self.read_replies(rest);
+                }
+                return Err(error);
+            }
         }
         Ok(())
     }

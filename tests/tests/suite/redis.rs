@@ -201,6 +201,30 @@ fn a_damaged_or_truncated_backup_never_flushes_the_target() {
 }
 
 #[test]
+fn a_target_that_refuses_part_of_the_backup_is_emptied_again() {
+    // Keys in database 5, many batches of them: a target with 4 databases refuses the
+    // SELECT while later batches are in flight.
+    let source = source();
+    let many: String = (0..20_000).map(|i| format!("SET many:{i} value-{i}\n")).collect();
+    source.pipe(5, &many).expect("keys in db5");
+    let repo = tempfile::tempdir().expect("repo");
+    let repo_url = format!("file://{}", repo.path().display());
+    stowage(&["backup", "--plugin", "redis", "--database", &source.url(None), "--repo", &repo_url], &[])
+        .ok()
+        .expect("backup");
+
+    let target = Redis::start(&["--databases", "4"]).expect("target with 4 databases");
+    let restore = ["restore", "--plugin", "redis", "--database", &target.url(None), "--repo", &repo_url];
+    let failed = stowage(&restore, &[]).failed().expect("restore into too few databases");
+    assert!(failed.stderr.contains("SELECT 5") && failed.stderr.contains("fewer databases"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("the target was emptied again"), "{}", failed.stderr);
+    // Emptied indeed: the cleanup read its own replies, not those of the batches in flight.
+    let keyspace = target.cli(&["INFO", "keyspace"]).expect("keyspace");
+    assert!(!keyspace.lines().any(|line| line.starts_with("db")), "no keys left: {keyspace}");
+    assert_eq!(target.cli(&["FUNCTION", "LIST"]).expect("functions").trim(), "", "no function library left");
+}
+
+#[test]
 fn an_unreachable_or_dying_server_fails_the_backup_and_commits_nothing() {
     let repo = tempfile::tempdir().expect("repo");
     let repo_url = format!("file://{}", repo.path().display());
