@@ -1,7 +1,7 @@
 //! `./dev bench`, second part: STOWAGE_BENCH_RESOURCES (default 1,000) DatabaseBackup
 //! resources created against the test API server with the operator running. Nine in ten
 //! are scheduled (a CronJob each); one in ten has a manual trigger, and the bench plays
-//! the runner of its Job (whose Pod no kubelet starts), reporting progress every 10 s as a
+//! the runner of its Job (whose Pod no kubelet starts), reporting progress every 30 s as a
 //! real runner does. Prints how
 //! long until every one is reconciled (`Ready` True for its generation, the runners'
 //! shared RoleBinding in place, `Running` True for the running tenth), the
@@ -42,7 +42,7 @@ const CONCURRENCY: usize = 16;
 /// One resource in this many runs a backup during the bench.
 const RUNNING_EVERY: usize = 10;
 /// How often a runner reports progress.
-const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(30);
 /// How long progress reports alone are watched after steady state.
 const QUIET_WINDOW: Duration = Duration::from_secs(30);
 const MIB: f64 = (1 << 20) as f64;
