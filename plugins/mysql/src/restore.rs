@@ -40,7 +40,7 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
             users::ARTIFACT
         )));
     }
-    let data = data_artifacts(names)?;
+    let data = data_artifacts(&names)?;
     let mut connection = config.connect()?;
     let database = config.database.as_str();
     let target = target(&mut connection, database)?;
@@ -115,7 +115,7 @@ fn create_users(connection: &mut Connection) -> Result<usize, PluginError> {
 
 /// The data artifacts in their numbered order, whatever order the backup created them
 /// in; `schema.sql` and `post.sql`, which replay before and after them, must be there.
-fn data_artifacts(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
+fn data_artifacts(names: &[String]) -> Result<Vec<String>, PluginError> {
     for required in [SCHEMA, POST] {
         if !names.iter().any(|name| name == required) {
             return Err(PluginError::Artifact(format!(
@@ -123,9 +123,7 @@ fn data_artifacts(mut names: Vec<String>) -> Result<Vec<String>, PluginError> {
             )));
         }
     }
-    names.retain(|name| name.starts_with(&format!("{DATA}.")));
-    names.sort();
-    Ok(names)
+    Ok(artifacts::series(names, DATA))
 }
 
 fn target(connection: &mut Connection, database: &str) -> Result<Target, PluginError> {

@@ -13,6 +13,8 @@
 
 use std::io::{self, BufRead, Write};
 
+use stowage_plugin_sdk::artifacts;
+
 /// The schema objects, replayed first.
 pub const PRE_DATA: &str = "pre-data.sql";
 /// The series of data artifacts, one per table, replayed in name order.
@@ -30,8 +32,8 @@ pub fn replay_order(names: impl IntoIterator<Item = String>) -> Option<Vec<Strin
     if !has(PRE_DATA) || !has(POST_DATA) {
         return None;
     }
-    let mut data: Vec<String> = names.iter().filter(|name| name.starts_with(&format!("{DATA}."))).cloned().collect();
-    data.sort();
+    // An older backup's single `data.sql` is in the series too.
+    let data = artifacts::series(&names, DATA);
     let large_objects = has(LARGE_OBJECTS).then(|| LARGE_OBJECTS.to_owned());
     Some(std::iter::once(PRE_DATA.to_owned()).chain(data).chain(large_objects).chain([POST_DATA.to_owned()]).collect())
 }

@@ -73,6 +73,15 @@ pub fn numbered_name(prefix: &str, number: usize, label: &str, extension: &str) 
     format!("{prefix}.{number:05}.{readable}.{extension}")
 }
 
+/// The artifacts of series `prefix` among `names` (those named `prefix.…`, as
+/// [`numbered_name`] makes them), in name order, which is their creation order.
+pub fn series(names: &[String], prefix: &str) -> Vec<String> {
+    let start = format!("{prefix}.");
+    let mut series: Vec<String> = names.iter().filter(|name| name.starts_with(&start)).cloned().collect();
+    series.sort();
+    series
+}
+
 /// The artifacts of the backup being restored, in creation order.
 pub fn list() -> Vec<ArtifactInfo> {
     artifact_source::artifacts()
