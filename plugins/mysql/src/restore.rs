@@ -103,7 +103,7 @@ fn create_users(connection: &mut Connection) -> Result<usize, PluginError> {
         .collect();
     if let Err(error) = applied {
         for (user, host) in &created {
-            let dropped = connection.execute(&format!("DROP USER {}@{}", literal(user), literal(host)));
+            let dropped = connection.execute(&format!("DROP USER {}", users::account(user, host)));
             if let Err(drop_error) = dropped {
                 report::warn(&format!("account {user}@{host}, created by the failed restore, is left: {drop_error}"));
             }

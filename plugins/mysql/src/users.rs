@@ -44,7 +44,7 @@ impl UsersArtifact {
 }
 
 /// `'user'@'host'`.
-fn account(user: &str, host: &str) -> String {
+pub fn account(user: &str, host: &str) -> String {
     format!("{}@{}", literal(user), literal(host))
 }
 

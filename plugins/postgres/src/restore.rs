@@ -60,9 +60,10 @@ fn connect_or_create(config: &Config) -> Result<Connection, PluginError> {
     }
 }
 
-/// Apply the backup's `roles.sql` (option `create-roles`), in the restore's transaction.
-fn create_roles(connection: &mut Connection) -> Result<roles::Applied, PluginError> {
-    if !artifacts::list().iter().any(|artifact| artifact.name == roles::ARTIFACT) {
+/// Apply the backup's `roles.sql` (option `create-roles`), in the restore's transaction;
+/// `names` are the backup's artifacts.
+fn create_roles(connection: &mut Connection, names: &[String]) -> Result<roles::Applied, PluginError> {
+    if !names.iter().any(|name| name == roles::ARTIFACT) {
         return Err(PluginError::Unsupported(format!(
             "option create-roles: the backup has no {}: it was taken with option roles=none, or by a plugin \
              version without roles",
@@ -75,14 +76,14 @@ fn create_roles(connection: &mut Connection) -> Result<roles::Applied, PluginErr
 
 pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
-    let sections =
-        script::replay_order(artifacts::list().into_iter().map(|artifact| artifact.name)).ok_or_else(|| {
-            PluginError::Artifact(format!(
-                "the backup has no {} and {}: it is not a PostgreSQL plugin backup",
-                script::PRE_DATA,
-                script::POST_DATA
-            ))
-        })?;
+    let names: Vec<String> = artifacts::list().into_iter().map(|artifact| artifact.name).collect();
+    let sections = script::replay_order(&names).ok_or_else(|| {
+        PluginError::Artifact(format!(
+            "the backup has no {} and {}: it is not a PostgreSQL plugin backup",
+            script::PRE_DATA,
+            script::POST_DATA
+        ))
+    })?;
     let mut connection = connect_or_create(config)?;
     let existing = catalog::user_objects(&mut connection).map_err(|e| failure("inspecting the target database", e))?;
     connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;
@@ -97,7 +98,7 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
         }
     }
 
-    let roles = if config.create_roles { create_roles(&mut connection)? } else { roles::Applied::default() };
+    let roles = if config.create_roles { create_roles(&mut connection, &names)? } else { roles::Applied::default() };
 
     let (mut tables, mut rows) = (0u64, 0u64);
     let mut table_rows = TableRows::default();

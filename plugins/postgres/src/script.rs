@@ -26,14 +26,13 @@ pub const POST_DATA: &str = "post-data.sql";
 
 /// The sections of a backup whose artifacts are `names`, in replay order (the roles
 /// artifact is not a section); `None` if it lacks the schema sections.
-pub fn replay_order(names: impl IntoIterator<Item = String>) -> Option<Vec<String>> {
-    let names: Vec<String> = names.into_iter().collect();
+pub fn replay_order(names: &[String]) -> Option<Vec<String>> {
     let has = |name: &str| names.iter().any(|n| n == name);
     if !has(PRE_DATA) || !has(POST_DATA) {
         return None;
     }
     // An older backup's single `data.sql` is in the series too.
-    let data = artifacts::series(&names, DATA);
+    let data = artifacts::series(names, DATA);
     let large_objects = has(LARGE_OBJECTS).then(|| LARGE_OBJECTS.to_owned());
     Some(std::iter::once(PRE_DATA.to_owned()).chain(data).chain(large_objects).chain([POST_DATA.to_owned()]).collect())
 }
