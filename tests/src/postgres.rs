@@ -172,15 +172,21 @@ impl Postgres {
 
     /// Run SQL with psql; returns unaligned, tuples-only output.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String> {
-        // Through stdin, so that every statement's rows are printed (not only the last).
+        self.psql_input(database, &["-At"], sql.as_bytes())
+    }
+
+    /// Run `input` through psql's standard input (every statement's rows are printed,
+    /// not only the last), stopping at the first error, with `options` added.
+    pub fn psql_input(&self, database: &str, options: &[&str], input: &[u8]) -> Result<String> {
         let mut child = self
             .client("psql", database)
-            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().context("psql stdin")?.write_all(sql.as_bytes())?;
+        child.stdin.take().context("psql stdin")?.write_all(input)?;
         checked(child.wait_with_output()?, "psql")
     }
 

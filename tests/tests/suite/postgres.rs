@@ -75,21 +75,10 @@ fn replay_by_hand(postgres: &Postgres, database: &str, data: &Path, with_roles: 
         .chain(["large-objects.sql".to_owned(), "post-data.sql".to_owned()]);
     scripts.push(sections.collect());
     for names in scripts {
-        let mut psql = postgres
-            .client("psql", database)
-            .args(["-X", "-q", "--single-transaction", "-v", "ON_ERROR_STOP=1", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("psql");
-        let mut stdin = psql.stdin.take().expect("stdin");
-        for name in &names {
-            std::io::Write::write_all(&mut stdin, &std::fs::read(data.join(name)).expect(name)).expect("to psql");
+        let script: Vec<u8> = names.iter().flat_map(|name| std::fs::read(data.join(name)).expect(name)).collect();
+        if let Err(error) = postgres.psql_input(database, &["--single-transaction"], &script) {
+            panic!("{names:?}: {error:#}");
         }
-        drop(stdin);
-        let output = psql.wait_with_output().expect("psql");
-        assert!(output.status.success(), "{names:?}: {}", String::from_utf8_lossy(&output.stderr));
     }
 }
 
