@@ -1,5 +1,5 @@
-//! A backup: one consistent point for the whole database, then its definitions and rows
-//! as SQL.
+//! A backup: one consistent point for every database backed up, then their definitions
+//! and rows as SQL.
 //!
 //! The point is a `START TRANSACTION WITH CONSISTENT SNAPSHOT` opened while a lock,
 //! waited for at most `lock-timeout`, holds every commit still: MariaDB's `BACKUP STAGE
@@ -14,11 +14,13 @@
 use std::io::{BufWriter, Write};
 use std::time::{Duration, Instant};
 
+use stowage_plugin_sdk::artifacts::ArtifactWriter;
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 
+use crate::layout::{self, Stored};
 use crate::protocol::{Column, Connection, Error, codes, text, types};
 use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
-use crate::{Config, DATA, MEDIA_TYPE, POST, SCHEMA, failure, users};
+use crate::{Config, Databases, MEDIA_TYPE, failure, users};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
 /// `max_allowed_packet` is 16 MiB on MariaDB and 64 MiB on MySQL).
@@ -29,6 +31,17 @@ const PROGRESS_EVERY: u64 = 10_000;
 
 /// Bytes buffered before an artifact write.
 const WRITE_BUFFER: usize = 256 << 10;
+
+/// The server's own databases, never part of `databases=*`.
+const SYSTEM_DATABASES: [&str; 4] = ["information_schema", "mysql", "performance_schema", "sys"];
+
+/// Data artifacts at most: the host takes 10,000 artifacts per backup; past this many
+/// tables, consecutive tables of a database share an artifact.
+const MAX_DATA_ARTIFACTS: usize = 4096;
+
+/// Databases per backup at most: with their schema, post and users artifacts and the
+/// grouped data, the artifacts stay within the host's 10,000.
+const MAX_DATABASES: usize = 1000;
 
 /// A table of the database, as `information_schema.TABLES` lists it.
 struct Table {
@@ -62,11 +75,190 @@ struct LogPosition {
     gtid: String,
 }
 
-/// What was copied, for the summary.
+/// What was backed up, for the summary.
 #[derive(Default)]
 struct Tally {
     tables: u64,
     rows: u64,
+    views: u64,
+    routines: u64,
+    triggers: u64,
+    events: u64,
+}
+
+/// One database of the backup: its definitions, read under the lock, and its tables.
+struct Database {
+    stored: Stored,
+    name: String,
+    /// Whether the backup has several databases (then messages name tables with theirs).
+    qualify: bool,
+    schema: String,
+    post: String,
+    users: Option<String>,
+    /// The tables with rows whose engine has no snapshot.
+    unlocked: Vec<Table>,
+    /// The tables with rows read from the snapshot.
+    snapshot: Vec<Table>,
+    /// Data artifacts written so far.
+    artifacts: usize,
+}
+
+impl Database {
+    /// Read the definitions of database `stored` (in the snapshot, under the lock).
+    fn read(
+        connection: &mut Connection,
+        stored: Stored,
+        qualify: bool,
+        users: Option<String>,
+        tally: &mut Tally,
+    ) -> Result<Self, PluginError> {
+        let name = stored.name.clone().unwrap_or_default();
+        let (charset, collation) = database_defaults(connection, &name)?;
+        use_database(connection, &name)?;
+        let tables = tables(connection, &name)?;
+        let mut schema = String::from(PREAMBLE);
+        schema.push_str(&format!("ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};\n"));
+        let mut views = Vec::new();
+        for table in &tables {
+            if table.is_view() {
+                views.push(table);
+                continue;
+            }
+            let kind = if table.is_sequence() { "SEQUENCE" } else { "TABLE" };
+            let create = show_create(connection, kind, &table.name, 1)?;
+            schema.push_str(&format!("\n{create};\n"));
+            if table.is_sequence() {
+                // The sequence's state, as mariadb-dump restores it.
+                let next = connection
+                    .value(&format!("SELECT next_not_cached_value FROM {}", ident(&table.name)))
+                    .map_err(|e| failure(&format!("reading sequence {}", table.name), e))?
+                    .unwrap_or_default();
+                schema.push_str(&format!("DO SETVAL({}, {next}, 0);\n", ident(&table.name)));
+            }
+        }
+        schema.push_str(&stand_ins(connection, &name, &views)?);
+        let post = post_definitions(connection, &name, &views, tally)?;
+        let (unlocked, snapshot) = tables.into_iter().filter(Table::has_rows).partition(|t| !t.transactional);
+        Ok(Database { stored, name, qualify, schema, post, users, unlocked, snapshot, artifacts: 0 })
+    }
+
+    /// How messages name `table`.
+    fn label(&self, table: &Table) -> String {
+        if self.qualify { format!("{}.{}", self.name, table.name) } else { table.name.clone() }
+    }
+}
+
+/// Copying tables into data artifacts, with the progress of the whole backup.
+struct Copy {
+    /// Tables with rows in every database.
+    total: u64,
+    /// Tables per data artifact: one, or more past [`MAX_DATA_ARTIFACTS`] tables.
+    per_artifact: usize,
+    tally: Tally,
+}
+
+impl Copy {
+    /// Copy `tables` of `database` into its next data artifacts.
+    fn tables(
+        &mut self,
+        connection: &mut Connection,
+        database: &mut Database,
+        unlocked: bool,
+    ) -> Result<(), PluginError> {
+        let tables = std::mem::take(if unlocked { &mut database.unlocked } else { &mut database.snapshot });
+        if tables.is_empty() {
+            return Ok(());
+        }
+        use_database(connection, &database.name)?;
+        for group in tables.chunks(self.per_artifact) {
+            database.artifacts += 1;
+            let name = database.stored.data(database.artifacts, &group[0].name);
+            let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&name, MEDIA_TYPE)?);
+            artifact.write_all(PREAMBLE.as_bytes()).map_err(|e| write_error(&name, e))?;
+            for table in group {
+                let label = database.label(table);
+                let rows = self.rows(connection, table, &label, &name, &mut artifact)?;
+                self.tally.tables += 1;
+                self.tally.rows += rows;
+                report::progress(&label, self.tally.tables, Some(self.total), self.tally.rows);
+            }
+            let artifact = artifact.into_inner().map_err(|e| write_error(&name, e.into_error()))?;
+            artifact.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Append the rows of `table` (called `label`) to artifact `name` as batched
+    /// `INSERT`s; returns how many.
+    fn rows(
+        &self,
+        connection: &mut Connection,
+        table: &Table,
+        label: &str,
+        name: &str,
+        artifact: &mut BufWriter<ArtifactWriter>,
+    ) -> Result<u64, PluginError> {
+        let columns = stored_columns(connection, &table.name, label)?;
+        if columns.is_empty() {
+            return Ok(0);
+        }
+        let list: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
+        let list = list.join(",");
+        // MariaDB prints a FLOAT with 6 digits; as a DOUBLE it prints every digit
+        // the stored value has, and the restore rounds it back to the same FLOAT.
+        let read: Vec<String> = columns
+            .iter()
+            .map(|c| if c.float { format!("CAST({} AS DOUBLE)", ident(&c.name)) } else { ident(&c.name) })
+            .collect();
+        let read = read.join(",");
+        let insert = format!("INSERT INTO {} ({list}) VALUES\n", ident(&table.name));
+        let mut encodings = Vec::new();
+        let mut statement: Vec<u8> = Vec::with_capacity(INSERT_BYTES + (64 << 10));
+        let mut write_failed: Option<std::io::Error> = None;
+        let mut affected = 0;
+        let mut rows = 0u64;
+        let select = format!("SELECT {read} FROM {}", ident(&table.name));
+        let outcome = connection.query(
+            select.as_bytes(),
+            |defs, values| {
+                if encodings.is_empty() {
+                    encodings = defs.iter().map(Encoding::of).collect();
+                }
+                statement.extend_from_slice(if statement.is_empty() { insert.as_bytes() } else { b",\n" });
+                push_row(&mut statement, &encodings, values);
+                rows += 1;
+                if statement.len() >= INSERT_BYTES {
+                    statement.extend_from_slice(b";\n");
+                    if let Err(error) = artifact.write_all(&statement) {
+                        // Stop reading: the rest of the result is not awaited.
+                        write_failed = Some(error);
+                        return Err(Error::Protocol("the artifact could not be written".into()));
+                    }
+                    statement.clear();
+                }
+                if rows.is_multiple_of(PROGRESS_EVERY) {
+                    report::progress(label, self.tally.tables, Some(self.total), self.tally.rows + rows);
+                }
+                Ok(())
+            },
+            &mut affected,
+        );
+        if let Err(error) = outcome {
+            return Err(match write_failed {
+                Some(error) => write_error(name, error),
+                None => copy_failure(label, error),
+            });
+        }
+        if !statement.is_empty() {
+            statement.extend_from_slice(b";\n");
+            artifact.write_all(&statement).map_err(|e| write_error(name, e))?;
+        }
+        Ok(rows)
+    }
+}
+
+fn write_error(name: &str, error: std::io::Error) -> PluginError {
+    PluginError::Artifact(format!("writing {name}: {error}"))
 }
 
 pub fn run(config: &Config) -> Result<Summary, PluginError> {
@@ -81,88 +273,125 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
 fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, PluginError> {
     let mariadb = connection.server.is_mariadb();
     let version = connection.server.display_version().to_owned();
-    let database = config.database.as_str();
     session(connection, mariadb).map_err(|e| failure("setting up the session", e))?;
-    let (charset, collation) = database_defaults(connection, database)?;
-    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
-
+    let names = databases(connection, config)?;
+    for name in &names {
+        // Fails early, before any lock, for a database that is not there.
+        database_defaults(connection, name)?;
+    }
     // Accounts are not part of the snapshot: read before the lock, which they would prolong.
-    let users = users::read(connection, database, config.users)?;
+    let users = names.iter().map(|name| users::read(connection, name, config.users)).collect::<Result<Vec<_>, _>>()?;
     let locked = Held::take(config, mariadb)?;
     connection
         .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .map_err(|e| failure("opening the consistent snapshot", e))?;
     let position = log_position(connection, locked.is_some(), mariadb);
-    let tables = tables(connection, database)?;
-
-    let mut schema = String::from(PREAMBLE);
-    schema.push_str(&format!("ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};\n"));
-    let mut views = Vec::new();
-    for table in &tables {
-        if table.is_view() {
-            views.push(table);
-            continue;
-        }
-        let kind = if table.is_sequence() { "SEQUENCE" } else { "TABLE" };
-        let create = show_create(connection, kind, &table.name, 1)?;
-        schema.push_str(&format!("\n{create};\n"));
-        if table.is_sequence() {
-            // The sequence's state, as mariadb-dump restores it.
-            let next = connection
-                .value(&format!("SELECT next_not_cached_value FROM {}", ident(&table.name)))
-                .map_err(|e| failure(&format!("reading sequence {}", table.name), e))?
-                .unwrap_or_default();
-            schema.push_str(&format!("DO SETVAL({}, {next}, 0);\n", ident(&table.name)));
-        }
+    let qualify = names.len() > 1;
+    let stored = layout::for_backup(names);
+    let mut copy = Copy { total: 0, per_artifact: 1, tally: Tally::default() };
+    let mut databases = Vec::new();
+    for (stored, users) in stored.into_iter().zip(users) {
+        databases.push(Database::read(connection, stored, qualify, users, &mut copy.tally)?);
     }
-    let post = post_definitions(connection, database, &views)?;
     // Rows as stored, whatever their character set: written back as binary literals,
     // they are the same bytes in the restored columns.
     connection.execute("SET character_set_results = binary").map_err(|e| failure("setting up the session", e))?;
+    let tables: usize = databases.iter().map(|d| d.unlocked.len() + d.snapshot.len()).sum();
+    copy.total = tables as u64;
+    copy.per_artifact = tables.div_ceil(MAX_DATA_ARTIFACTS).max(1);
 
-    // Tables without a snapshot are copied while the lock holds them still.
-    let (unlocked, snapshot): (Vec<&Table>, Vec<&Table>) =
-        tables.iter().filter(|t| t.has_rows()).partition(|t| !t.transactional);
-    let mut tally = Tally::default();
-    let total = (unlocked.len() + snapshot.len()) as u64;
-    let mut number = 0;
     let mut lock_held = None;
-    // Without the lock, the tables without snapshots come first, as they would under it.
-    let after_unlock = if let Some(held) = locked {
-        for table in &unlocked {
-            number += 1;
-            copy_table(connection, table, number, total, &mut tally)?;
+    if let Some(held) = locked {
+        // Tables without a snapshot are copied while the lock holds them still.
+        for database in &mut databases {
+            copy.tables(connection, database, true)?;
         }
         let (lock, duration) = held.release()?;
         report::info(&format!("{} was held for {:.1} s", lock.name(), duration.as_secs_f64()));
         lock_held = Some((lock, duration));
-        &[][..]
     } else {
+        let unlocked: Vec<(String, &str)> =
+            databases.iter().flat_map(|d| d.unlocked.iter().map(move |t| (d.label(t), t.engine.as_str()))).collect();
         if !unlocked.is_empty() {
-            let names: Vec<&str> = unlocked.iter().map(|t| t.name.as_str()).collect();
+            let names: Vec<&str> = unlocked.iter().map(|(name, _)| name.as_str()).collect();
+            let mut engines: Vec<&str> = unlocked.iter().map(|(_, engine)| *engine).collect();
+            engines.sort_unstable();
+            engines.dedup();
             report::warn(&format!(
                 "tables {} use engines without snapshots ({}) and are copied without a lock: writes during the \
                  backup may leave them inconsistent with the rest (grant RELOAD for a consistent backup)",
                 names.join(", "),
-                engines(&unlocked)
+                engines.join(", ")
             ));
         }
-        &unlocked[..]
-    };
-    write_artifact(SCHEMA, schema.as_bytes())?;
-    for table in after_unlock.iter().chain(&snapshot) {
-        number += 1;
-        copy_table(connection, table, number, total, &mut tally)?;
     }
-    write_artifact(POST, post.text.as_bytes())?;
-    if let Some(users) = &users {
-        write_artifact(users::ARTIFACT, format!("{PREAMBLE}{users}").as_bytes())?;
+    if qualify {
+        write_artifact(
+            layout::INDEX,
+            layout::index(&databases.iter().map(|d| d.stored.clone()).collect::<Vec<_>>()).as_bytes(),
+        )?;
+    }
+    for database in &mut databases {
+        write_artifact(&database.stored.schema(), database.schema.as_bytes())?;
+        // Without the lock, the tables without snapshots come first, as they would under it.
+        copy.tables(connection, database, true)?;
+        copy.tables(connection, database, false)?;
+        write_artifact(&database.stored.post(), database.post.as_bytes())?;
+        if let Some(users) = &database.users {
+            write_artifact(&database.stored.users(), format!("{PREAMBLE}{users}").as_bytes())?;
+        }
     }
     connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
 
-    Ok(summarize(&version, mariadb, database, lock_held, &position, &tally, &post))
+    let names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
+    Ok(summarize(&version, mariadb, &names, lock_held, &position, &copy.tally))
 }
 
+/// The databases of the backup: `database`, then those of option `databases`.
+fn databases(connection: &mut Connection, config: &Config) -> Result<Vec<String>, PluginError> {
+    let mut names = vec![config.database.clone()];
+    match &config.databases {
+        None => {}
+        Some(Databases::All) => {
+            let system = SYSTEM_DATABASES.map(literal).join(", ");
+            let rows = connection
+                .rows(&format!(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({system}) \
+                     ORDER BY SCHEMA_NAME"
+                ))
+                .map_err(|e| failure("listing the databases", e))?;
+            names.extend(rows.into_iter().map(|row| {
+                let [name] = text(row);
+                name
+            }));
+        }
+        Some(Databases::Named(mappings)) => {
+            if let Some(mapping) = mappings.iter().find(|m| m.source != m.target) {
+                return Err(PluginError::InvalidSettings(format!(
+                    "option databases: {}:{} names a target, which only a restore has",
+                    mapping.source, mapping.target
+                )));
+            }
+            names.extend(mappings.iter().map(|m| m.source.clone()));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|name| seen.insert(name.clone()));
+    if names.len() > MAX_DATABASES {
+        return Err(PluginError::Unsupported(format!(
+            "{} databases: one backup holds at most {MAX_DATABASES}; split them over several DatabaseBackups",
+            names.len()
+        )));
+    }
+    Ok(names)
+}
+
+fn use_database(connection: &mut Connection, name: &str) -> Result<(), PluginError> {
+    connection
+        .execute(&format!("USE {}", ident(name)))
+        .map_err(|e| failure(&format!("selecting database {name}"), e))?;
+    Ok(())
+}
 /// Session settings for reading: values in UTC and in their stored bytes, definitions
 /// printed plainly (no `ANSI_QUOTES`), and no server-side timeout on a long read.
 fn session(connection: &mut Connection, mariadb: bool) -> Result<(), Error> {
@@ -355,13 +584,6 @@ fn tables(connection: &mut Connection, database: &str) -> Result<Vec<Table>, Plu
         .collect())
 }
 
-fn engines(tables: &[&Table]) -> String {
-    let mut engines: Vec<&str> = tables.iter().map(|t| t.engine.as_str()).collect();
-    engines.sort_unstable();
-    engines.dedup();
-    engines.join(", ")
-}
-
 /// `SHOW CREATE <kind> name`, column `column` of its one row.
 fn show_create(connection: &mut Connection, kind: &str, name: &str, column: usize) -> Result<String, PluginError> {
     let (mut row, doing) = show_create_row(connection, kind, name)?;
@@ -394,20 +616,11 @@ fn take_definition(row: &mut [Option<String>], column: usize, doing: &str) -> Re
     })
 }
 
-/// `post.sql`: views, routines, triggers and events, with what was counted.
-#[derive(Default)]
-struct Post {
-    text: String,
-    views: u64,
-    routines: u64,
-    triggers: u64,
-    events: u64,
-}
-
-fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table]) -> Result<Post, PluginError> {
-    let mut post = Post { text: String::from(PREAMBLE), ..Post::default() };
-    // Stand-ins with the right columns first, so that each view can then be defined
-    // whatever order they depend on each other in.
+/// Stand-ins for `views` with the right columns, at the end of `schema.sql`: each view can
+/// then be defined in `post.sql` whatever order views depend on each other in, also
+/// across the databases of one backup.
+fn stand_ins(connection: &mut Connection, database: &str, views: &[&Table]) -> Result<String, PluginError> {
+    let mut script = String::new();
     for view in views {
         let columns = connection
             .rows(&format!(
@@ -425,13 +638,25 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
             })
             .collect();
         let columns = if columns.is_empty() { "1 AS `1`".to_owned() } else { columns.join(", ") };
-        post.text.push_str(&format!("CREATE VIEW {} AS SELECT {columns};\n", ident(&view.name)));
+        script.push_str(&format!("CREATE VIEW {} AS SELECT {columns};\n", ident(&view.name)));
     }
+    Ok(script)
+}
+
+/// `post.sql`: views (replacing their stand-ins), routines, triggers and events, counted
+/// in `tally`.
+fn post_definitions(
+    connection: &mut Connection,
+    database: &str,
+    views: &[&Table],
+    tally: &mut Tally,
+) -> Result<String, PluginError> {
+    let mut post = String::from(PREAMBLE);
     for view in views {
         let create = show_create(connection, "VIEW", &view.name, 1)?;
         let create = create.strip_prefix("CREATE ").map_or(create.clone(), |rest| format!("CREATE OR REPLACE {rest}"));
-        post.text.push_str(&format!("\n{create};\n"));
-        post.views += 1;
+        post.push_str(&format!("\n{create};\n"));
+        tally.views += 1;
     }
 
     let routines = connection
@@ -449,8 +674,8 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
                 kind.to_lowercase()
             )));
         }
-        push_compound(&mut post.text, &definition(connection, &kind, &name, 2)?);
-        post.routines += 1;
+        push_compound(&mut post, &definition(connection, &kind, &name, 2)?);
+        tally.routines += 1;
     }
 
     let triggers = connection
@@ -461,8 +686,8 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
         ))
         .map_err(|e| failure("listing the triggers", e))?;
     for name in triggers.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
-        push_compound(&mut post.text, &definition(connection, "TRIGGER", &name, 2)?);
-        post.triggers += 1;
+        push_compound(&mut post, &definition(connection, "TRIGGER", &name, 2)?);
+        tally.triggers += 1;
     }
 
     let events = connection
@@ -473,8 +698,8 @@ fn post_definitions(connection: &mut Connection, database: &str, views: &[&Table
         .map_err(|e| failure("listing the events", e))?;
     for name in events.into_iter().filter_map(|row| row.into_iter().next().flatten()) {
         // SHOW CREATE EVENT: name, sql_mode, time_zone, definition.
-        push_compound(&mut post.text, &definition(connection, "EVENT", &name, 3)?);
-        post.events += 1;
+        push_compound(&mut post, &definition(connection, "EVENT", &name, 3)?);
+        tally.events += 1;
     }
     Ok(post)
 }
@@ -550,80 +775,6 @@ impl Encoding {
     }
 }
 
-/// Copy one table's rows into its artifact as batched `INSERT`s.
-fn copy_table(
-    connection: &mut Connection,
-    table: &Table,
-    number: usize,
-    total: u64,
-    tally: &mut Tally,
-) -> Result<(), PluginError> {
-    let name = artifacts::numbered_name(DATA, number, &table.name, "sql");
-    let columns = stored_columns(connection, &table.name)?;
-    let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&name, MEDIA_TYPE)?);
-    let write_error = |e: std::io::Error| PluginError::Artifact(format!("writing {name}: {e}"));
-    artifact.write_all(PREAMBLE.as_bytes()).map_err(write_error)?;
-    let mut rows = 0u64;
-    if !columns.is_empty() {
-        let list: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
-        let list = list.join(",");
-        // MariaDB prints a FLOAT with 6 digits; as a DOUBLE it prints every digit
-        // the stored value has, and the restore rounds it back to the same FLOAT.
-        let read: Vec<String> = columns
-            .iter()
-            .map(|c| if c.float { format!("CAST({} AS DOUBLE)", ident(&c.name)) } else { ident(&c.name) })
-            .collect();
-        let read = read.join(",");
-        let insert = format!("INSERT INTO {} ({list}) VALUES\n", ident(&table.name));
-        let mut encodings = Vec::new();
-        let mut statement: Vec<u8> = Vec::with_capacity(INSERT_BYTES + (64 << 10));
-        let mut write_failed: Option<std::io::Error> = None;
-        let mut affected = 0;
-        let select = format!("SELECT {read} FROM {}", ident(&table.name));
-        let outcome = connection.query(
-            select.as_bytes(),
-            |defs, values| {
-                if encodings.is_empty() {
-                    encodings = defs.iter().map(Encoding::of).collect();
-                }
-                statement.extend_from_slice(if statement.is_empty() { insert.as_bytes() } else { b",\n" });
-                push_row(&mut statement, &encodings, values);
-                rows += 1;
-                if statement.len() >= INSERT_BYTES {
-                    statement.extend_from_slice(b";\n");
-                    if let Err(error) = artifact.write_all(&statement) {
-                        // Stop reading: the rest of the result is not awaited.
-                        write_failed = Some(error);
-                        return Err(Error::Protocol("the artifact could not be written".into()));
-                    }
-                    statement.clear();
-                }
-                if rows.is_multiple_of(PROGRESS_EVERY) {
-                    report::progress(&table.name, tally.tables, Some(total), tally.rows + rows);
-                }
-                Ok(())
-            },
-            &mut affected,
-        );
-        if let Err(error) = outcome {
-            return Err(match write_failed {
-                Some(error) => write_error(error),
-                None => copy_failure(&table.name, error),
-            });
-        }
-        if !statement.is_empty() {
-            statement.extend_from_slice(b";\n");
-            artifact.write_all(&statement).map_err(write_error)?;
-        }
-    }
-    let artifact = artifact.into_inner().map_err(|e| write_error(e.into_error()))?;
-    artifact.finish()?;
-    tally.tables += 1;
-    tally.rows += rows;
-    report::progress(&table.name, tally.tables, Some(total), tally.rows);
-    Ok(())
-}
-
 fn copy_failure(table: &str, error: Error) -> PluginError {
     match error {
         Error::Server { code: codes::TABLE_DEF_CHANGED, .. } => PluginError::Database(format!(
@@ -643,14 +794,14 @@ struct StoredColumn {
 
 /// The columns that hold stored values, invisible ones included: generated ones are
 /// computed again on restore.
-fn stored_columns(connection: &mut Connection, table: &str) -> Result<Vec<StoredColumn>, PluginError> {
+fn stored_columns(connection: &mut Connection, table: &str, label: &str) -> Result<Vec<StoredColumn>, PluginError> {
     let rows = connection
         .rows(&format!(
             "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
              AND TABLE_NAME = {} AND COALESCE(GENERATION_EXPRESSION, '') = '' ORDER BY ORDINAL_POSITION",
             literal(table)
         ))
-        .map_err(|e| failure(&format!("listing the columns of table {table}"), e))?;
+        .map_err(|e| failure(&format!("listing the columns of table {label}"), e))?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -689,26 +840,28 @@ fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>])
 fn summarize(
     version: &str,
     mariadb: bool,
-    database: &str,
+    databases: &[&str],
     lock_held: Option<(Lock, Duration)>,
     position: &LogPosition,
     tally: &Tally,
-    post: &Post,
 ) -> Summary {
     let flavor = if mariadb { "MariaDB" } else { "MySQL" };
     let consistency = lock_held.map_or("snapshot-only", |(lock, _)| lock.consistency());
     let mut attributes = vec![
         ("server_version".into(), version.to_owned()),
         ("flavor".into(), flavor.to_lowercase()),
-        ("database".into(), database.to_owned()),
+        ("database".into(), databases.first().copied().unwrap_or_default().to_owned()),
         ("consistency".into(), consistency.into()),
         ("tables".into(), tally.tables.to_string()),
         ("rows".into(), tally.rows.to_string()),
-        ("views".into(), post.views.to_string()),
-        ("routines".into(), post.routines.to_string()),
-        ("triggers".into(), post.triggers.to_string()),
-        ("events".into(), post.events.to_string()),
+        ("views".into(), tally.views.to_string()),
+        ("routines".into(), tally.routines.to_string()),
+        ("triggers".into(), tally.triggers.to_string()),
+        ("events".into(), tally.events.to_string()),
     ];
+    if databases.len() > 1 {
+        attributes.push(("databases".into(), databases.join(", ")));
+    }
     if let Some((_, held)) = lock_held {
         attributes.push(("lock_held_seconds".into(), format!("{:.3}", held.as_secs_f64())));
     }
@@ -726,9 +879,15 @@ fn summarize(
     };
     Summary {
         description: format!(
-            "{flavor} {version}: database {database}, {} tables ({} rows), {} views, {} routines, {} triggers, \
-             {} events{at}",
-            tally.tables, tally.rows, post.views, post.routines, post.triggers, post.events
+            "{flavor} {version}: {} {}, {} tables ({} rows), {} views, {} routines, {} triggers, {} events{at}",
+            if databases.len() > 1 { "databases" } else { "database" },
+            databases.join(", "),
+            tally.tables,
+            tally.rows,
+            tally.views,
+            tally.routines,
+            tally.triggers,
+            tally.events
         ),
         attributes,
     }

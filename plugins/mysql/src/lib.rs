@@ -1,15 +1,18 @@
-//! The MySQL/MariaDB plugin: a consistent logical backup of one database, taken in one
-//! transaction opened under a short, bounded lock of all commits, as SQL that the
-//! `mariadb`/`mysql` client replays alone; restored by this plugin statement by
-//! statement into an empty (or, with replace, a recreated) database.
+//! The MySQL/MariaDB plugin: a consistent logical backup of one database or several,
+//! taken in one transaction opened under a short, bounded lock of all commits, as SQL that
+//! the `mariadb`/`mysql` client replays alone; restored by this plugin statement by
+//! statement into empty (or, with replace, recreated) databases.
 //!
-//! Artifacts, in replay order: `schema.sql` (the database's defaults, tables, sequences,
-//! stand-ins for views), `data.NNNNN.<table>.sql` (one per table, batched `INSERT`s),
-//! `post.sql` (views, routines, triggers, events), and with option `users` the accounts
-//! with privileges on the database (`users.sql`). Options: `tls`, `tls-ca`,
-//! `lock-timeout`, `users`, `jobs`, `create-users`; see `docs/mysql.md`.
+//! Artifacts per database, in replay order: `schema.sql` (the database's defaults, tables,
+//! sequences, stand-ins for views), `data.NNNNN.<table>.sql` (one per table, batched
+//! `INSERT`s), `post.sql` (views, routines, triggers, events), and with option `users` the
+//! accounts with privileges on the database (`users.sql`); a backup of several databases
+//! prefixes them per database and lists the databases in `databases.sql` (see
+//! [`layout`]). Options: `tls`, `tls-ca`, `lock-timeout`, `databases`, `users`, `jobs`,
+//! `create-users`; see `docs/mysql.md`.
 
 mod backup;
+mod layout;
 mod protocol;
 mod restore;
 mod script;
@@ -26,10 +29,6 @@ use stowage_plugin_tls::Verification;
 use crate::protocol::{Connection, Error, Login, codes};
 use crate::users::UsersArtifact;
 
-const SCHEMA: &str = "schema.sql";
-const POST: &str = "post.sql";
-/// The series of data artifacts, one per table (`data.00001.<table>.sql`, ...).
-const DATA: &str = "data";
 const MEDIA_TYPE: &str = "application/sql";
 
 /// The most connections a restore loads tables on.
@@ -50,6 +49,48 @@ struct Config {
     users: UsersArtifact,
     /// Restore: whether `users.sql` is applied.
     create_users: bool,
+    /// Option `databases`: backup, the databases besides `database`; restore, which
+    /// databases of a backup of several go where.
+    databases: Option<Databases>,
+}
+
+/// Option `databases`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Databases {
+    /// `*`: on backup every database the user sees but the server's own; on restore
+    /// every database of the backup, each under its own name.
+    All,
+    /// `a,b:c`: these, on restore `b` into `c`.
+    Named(Vec<Mapping>),
+}
+
+/// One database of option `databases`, and on restore the name it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mapping {
+    source: String,
+    target: String,
+}
+
+impl Databases {
+    fn parse(value: &str) -> Result<Self, PluginError> {
+        if value.trim() == "*" {
+            return Ok(Databases::All);
+        }
+        let invalid = |why: &str| PluginError::InvalidSettings(format!("option databases: {value:?}: {why}"));
+        let mut mappings = Vec::new();
+        for item in value.split(',').map(str::trim) {
+            let (source, target) = item.split_once(':').unwrap_or((item, item));
+            let (source, target) = (source.trim(), target.trim());
+            if source.is_empty() || target.is_empty() {
+                return Err(invalid("name databases as a,b or, on restore, a,b:b_copy; or * for all"));
+            }
+            if mappings.iter().any(|m: &Mapping| m.target == target) {
+                return Err(invalid(&format!("{target} is named twice")));
+            }
+            mappings.push(Mapping { source: source.to_owned(), target: target.to_owned() });
+        }
+        Ok(Databases::Named(mappings))
+    }
 }
 
 impl Config {
@@ -102,6 +143,7 @@ impl Config {
             jobs,
             users,
             create_users: options.parse_or("create-users", false)?,
+            databases: options.get("databases").map(Databases::parse).transpose()?,
         })
     }
 
@@ -159,6 +201,13 @@ impl Plugin for MysqlPlugin {
                     "Backup: the accounts with privileges on the database, in users.sql: none, locked (created \
                      without a password and locked) or with-passwords (their authentication); needs SELECT on mysql",
                     Some("none"),
+                ),
+                optional(
+                    "databases",
+                    "Backup: more databases for the same backup at the same consistent point, as a,b, or * for \
+                     every database but the server's own. Restore of such a backup: which go where, as a,b:b_copy, \
+                     or * for all under their own names (default: the first into the named database)",
+                    None,
                 ),
                 optional("jobs", "Restore: connections that load tables at once (1 to 16)", Some("2")),
                 optional(

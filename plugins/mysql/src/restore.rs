@@ -1,17 +1,18 @@
 //! A restore: the artifacts replayed statement by statement, as the `mariadb` client
-//! would, into an empty database (created if missing; with replace, dropped and created
+//! would, into empty databases (created if missing; with replace, dropped and created
 //! again), the tables' data on `jobs` connections at once. DDL in MySQL commits as it
-//! goes, so a restore that fails returns the target to where it started: dropped if the
-//! restore created it, else empty again.
+//! goes, so a restore that fails returns every target to where it started: dropped if
+//! the restore created it, else empty again.
 
 use std::io::BufReader;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
 use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
 
+use crate::layout::{self, Stored};
 use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal};
-use crate::{Config, DATA, POST, SCHEMA, failure, users};
+use crate::{Config, Databases, Mapping, failure, users};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -30,57 +31,79 @@ enum Target {
     },
 }
 
+/// One database of the backup being restored, and where.
+struct Restoring {
+    stored: Stored,
+    target: String,
+}
+
+/// A target database the restore has emptied or created, to undo on failure.
+struct Touched {
+    target: String,
+    before: Target,
+    created: bool,
+}
+
 pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     let names: Vec<String> = artifacts::list().into_iter().map(|artifact| artifact.name).collect();
+    let plan = plan(config, layout::read(&names)?)?;
+    for Restoring { stored, .. } in &plan {
+        for required in [stored.schema(), stored.post()] {
+            if !names.contains(&required) {
+                return Err(PluginError::Artifact(format!(
+                    "the backup has no {required}: it is not a MySQL plugin backup"
+                )));
+            }
+        }
+    }
     // Asked for before anything is restored, not found after it all.
-    if config.create_users && !names.iter().any(|name| name == users::ARTIFACT) {
+    if config.create_users && !plan.iter().any(|database| names.contains(&database.stored.users())) {
         return Err(PluginError::Unsupported(format!(
             "option create-users: the backup has no {}: it was taken with option users=none (the default), or no \
              account held privileges on the database",
             users::ARTIFACT
         )));
     }
-    let data = data_artifacts(&names)?;
     let mut connection = config.connect()?;
-    let database = config.database.as_str();
-    let target = target(&mut connection, database)?;
-    let created = match &target {
-        Target::Missing => {
-            connection
-                .execute(&format!("CREATE DATABASE {}", ident(database)))
-                .map_err(|e| failure(&format!("creating database {database}"), e))?;
-            report::info(&format!("created database {database}"));
-            true
-        }
-        Target::Exists { objects: 0, .. } => false,
-        Target::Exists { objects, .. } if !replace => {
+    // Every target is looked at before any is changed.
+    let mut targets = Vec::new();
+    for Restoring { target: name, .. } in &plan {
+        let found = target(&mut connection, name)?;
+        if let Target::Exists { objects, .. } = found
+            && objects > 0
+            && !replace
+        {
+            connection.quit();
             return Err(target_not_empty(&format!(
-                "database {database:?} has {objects} tables, views, routines and events"
+                "database {name:?} has {objects} tables, views, routines and events"
             )));
         }
-        Target::Exists { objects, charset, collation } => {
-            report::warn(&format!("replacing the {objects} tables, views, routines and events of database {database}"));
-            recreate(&mut connection, database, charset, collation)
-                .map_err(|e| failure(&format!("emptying database {database}"), e))?;
-            false
-        }
-    };
-    let outcome = replay(config, &mut connection, &data).and_then(|done| {
-        let accounts = if config.create_users { create_users(&mut connection)? } else { 0 };
-        Ok((done, accounts))
-    });
+        targets.push(found);
+    }
+    let mut touched = Vec::new();
+    let outcome = restore(config, &mut connection, &plan, targets, &names, &mut touched);
     connection.quit();
-    let ((tables, rows), accounts) = match outcome {
-        Ok(done) => done,
-        Err(error) => return Err(undo(config, &target, created, error)),
-    };
-    let mut description = format!("restored database {database}: {tables} tables ({rows} rows)");
+    let (tables, rows, accounts) = outcome.map_err(|error| undo(config, &touched, error))?;
+
+    let restored: Vec<String> = plan
+        .iter()
+        .map(|Restoring { stored, target }| match &stored.name {
+            Some(name) if name != target => format!("{name} as {target}"),
+            _ => target.clone(),
+        })
+        .collect();
+    let several = if restored.len() > 1 { "databases" } else { "database" };
+    let mut description = format!("restored {several} {}: {tables} tables ({rows} rows)", restored.join(", "));
     let mut attributes = vec![
-        ("database".into(), database.to_owned()),
+        ("database".into(), plan[0].target.clone()),
         ("tables".into(), tables.to_string()),
         ("rows".into(), rows.to_string()),
         ("jobs".into(), config.jobs.to_string()),
     ];
+    if plan.len() > 1 {
+        let targets: Vec<&str> = plan.iter().map(|database| database.target.as_str()).collect();
+        attributes.push(("databases".into(), targets.join(", ")));
+    }
     if config.create_users {
         description.push_str(&format!("; {accounts} accounts created"));
         attributes.push(("accounts_created".into(), accounts.to_string()));
@@ -88,14 +111,120 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     Ok(Summary { description, attributes })
 }
 
-/// Apply `users.sql` (option `create-users`) in the restored database; returns how many
-/// accounts it created. If it fails, the accounts it created are dropped again (grants it
-/// added to accounts that were there stay: docs/mysql.md).
-fn create_users(connection: &mut Connection) -> Result<usize, PluginError> {
+/// Which databases of the backup (`stored`) go where: without option `databases` the
+/// first into the named database; with it, those it names.
+fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginError> {
+    let held: Vec<&str> = stored.iter().filter_map(|database| database.name.as_deref()).collect();
+    let held = held.join(", ");
+    let Some(selection) = &config.databases else {
+        if stored.len() > 1 {
+            report::info(&format!(
+                "the backup holds databases {held}; restoring the first, {}, into {} (option databases picks others)",
+                stored[0].label(),
+                config.database
+            ));
+        }
+        let first =
+            stored.into_iter().next().ok_or_else(|| PluginError::Artifact("the backup holds no database".into()))?;
+        return Ok(vec![Restoring { stored: first, target: config.database.clone() }]);
+    };
+    if stored.iter().any(|database| database.name.is_none()) {
+        return Err(PluginError::InvalidSettings(
+            "option databases: this backup holds one database; name the database to restore it into instead".into(),
+        ));
+    }
+    match selection {
+        Databases::All => Ok(stored
+            .into_iter()
+            .map(|stored| {
+                let target = stored.label().to_owned();
+                Restoring { stored, target }
+            })
+            .collect()),
+        Databases::Named(mappings) => mappings
+            .iter()
+            .map(|Mapping { source, target }| {
+                let stored = stored.iter().find(|database| database.name.as_deref() == Some(source.as_str()));
+                stored.map(|stored| Restoring { stored: stored.clone(), target: target.clone() }).ok_or_else(|| {
+                    PluginError::InvalidSettings(format!(
+                        "option databases: the backup has no database {source:?}; it holds {held}"
+                    ))
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Empty or create every target, replay its artifacts, then (option `create-users`)
+/// the accounts; `touched` tells [`undo`] what to return. Returns the tables, rows and
+/// accounts created.
+fn restore(
+    config: &Config,
+    connection: &mut Connection,
+    plan: &[Restoring],
+    targets: Vec<Target>,
+    names: &[String],
+    touched: &mut Vec<Touched>,
+) -> Result<(u64, u64, usize), PluginError> {
+    let limit = max_allowed_packet(connection)?;
+    for (Restoring { target: database, .. }, before) in plan.iter().zip(targets) {
+        let created = match &before {
+            Target::Missing => {
+                connection
+                    .execute(&format!("CREATE DATABASE {}", ident(database)))
+                    .map_err(|e| failure(&format!("creating database {database}"), e))?;
+                report::info(&format!("created database {database}"));
+                true
+            }
+            Target::Exists { objects: 0, .. } => false,
+            Target::Exists { objects, charset, collation } => {
+                report::warn(&format!(
+                    "replacing the {objects} tables, views, routines and events of database {database}"
+                ));
+                recreate(connection, database, charset, collation)
+                    .map_err(|e| failure(&format!("emptying database {database}"), e))?;
+                false
+            }
+        };
+        touched.push(Touched { target: database.clone(), before, created });
+    }
+    // Every database's tables (and view stand-ins) first, then the data, then views,
+    // routines, triggers and events: a definition may use another database of the backup.
+    let data: Vec<Vec<String>> = plan.iter().map(|database| database.stored.data_series(names)).collect();
+    let mut progress = Progress { done: 0, total: data.iter().map(|series| series.len() as u64 + 2).sum(), rows: 0 };
+    for Restoring { stored, target } in plan {
+        replay(connection, limit, target, &stored.schema())?;
+        progress.artifact_done(&stored.schema(), 0);
+    }
+    let mut tables = 0;
+    for (Restoring { target, .. }, series) in plan.iter().zip(&data) {
+        tables += load_data(config, connection, limit, target, series, &mut progress)?;
+    }
+    for Restoring { stored, target } in plan {
+        replay(connection, limit, target, &stored.post())?;
+        progress.artifact_done(&stored.post(), 0);
+        check_foreign_keys(connection)?;
+    }
+    let rows = progress.rows;
+    let accounts = if config.create_users { create_users(connection, limit, plan, names)? } else { 0 };
+    Ok((tables, rows, accounts))
+}
+
+/// Apply the `users.sql` of every restored database (option `create-users`) in it;
+/// returns how many accounts it created. If it fails, the accounts it created are
+/// dropped again (grants it added to accounts that were there stay: docs/mysql.md).
+fn create_users(
+    connection: &mut Connection,
+    limit: usize,
+    plan: &[Restoring],
+    names: &[String],
+) -> Result<usize, PluginError> {
     let counting = |e| failure("listing the server's accounts", e);
     let before = users::accounts(connection).map_err(counting)?;
-    let limit = max_allowed_packet(connection)?;
-    let applied = Load::open(users::ARTIFACT, limit)?.run(connection);
+    let applied = plan
+        .iter()
+        .filter(|database| names.contains(&database.stored.users()))
+        .try_for_each(|database| replay(connection, limit, &database.target, &database.stored.users()));
     let created: Vec<(String, String)> = users::accounts(connection)
         .map_err(counting)?
         .into_iter()
@@ -111,19 +240,6 @@ fn create_users(connection: &mut Connection) -> Result<usize, PluginError> {
         return Err(error);
     }
     Ok(created.len())
-}
-
-/// The data artifacts in their numbered order, whatever order the backup created them
-/// in; `schema.sql` and `post.sql`, which replay before and after them, must be there.
-fn data_artifacts(names: &[String]) -> Result<Vec<String>, PluginError> {
-    for required in [SCHEMA, POST] {
-        if !names.iter().any(|name| name == required) {
-            return Err(PluginError::Artifact(format!(
-                "the backup has no {required}: it is not a MySQL plugin backup"
-            )));
-        }
-    }
-    Ok(artifacts::series(names, DATA))
 }
 
 fn target(connection: &mut Connection, database: &str) -> Result<Target, PluginError> {
@@ -154,20 +270,42 @@ fn recreate(connection: &mut Connection, database: &str, charset: &str, collatio
     Ok(())
 }
 
-/// Run every statement of every artifact: `schema.sql`, the `data` artifacts on up to
-/// `jobs` connections at once (a table each), then `post.sql`; returns the tables loaded
-/// and their rows.
-fn replay(config: &Config, connection: &mut Connection, data: &[String]) -> Result<(u64, u64), PluginError> {
-    prepare(connection, &config.database)?;
-    let total = data.len() as u64 + 2;
-    let limit = max_allowed_packet(connection)?;
-    Load::open(SCHEMA, limit)?.run(connection)?;
-    report::progress(SCHEMA, 1, Some(total), 0);
+/// Restore progress over every artifact of every database.
+struct Progress {
+    done: u64,
+    total: u64,
+    rows: u64,
+}
 
+impl Progress {
+    fn artifact_done(&mut self, name: &str, rows: u64) {
+        self.done += 1;
+        self.rows += rows;
+        report::progress(name, self.done, Some(self.total), self.rows);
+    }
+}
+
+/// Replay artifact `name` on `connection`, in `database`.
+fn replay(connection: &mut Connection, limit: usize, database: &str, name: &str) -> Result<(), PluginError> {
+    prepare(connection, database)?;
+    Load::open(name, limit)?.run(connection)
+}
+
+/// Load the `data` artifacts into `database` on up to `jobs` connections at once (an
+/// artifact each); returns how many were loaded.
+fn load_data(
+    config: &Config,
+    connection: &mut Connection,
+    limit: usize,
+    database: &str,
+    data: &[String],
+    progress: &mut Progress,
+) -> Result<u64, PluginError> {
+    prepare(connection, database)?;
     let mut others = Vec::new();
     for _ in 1..config.jobs.min(data.len().max(1)) {
         // A server at its max_connections still gets its restore, on fewer connections.
-        match config.connect().and_then(|mut other| prepare(&mut other, &config.database).map(|()| other)) {
+        match config.connect().and_then(|mut other| prepare(&mut other, database).map(|()| other)) {
             Ok(other) => others.push(other),
             Err(error) => {
                 report::warn(&format!(
@@ -183,7 +321,7 @@ fn replay(config: &Config, connection: &mut Connection, data: &[String]) -> Resu
     let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
     let mut queue = data.iter();
-    let (mut tables, mut rows) = (0u64, 0u64);
+    let mut loaded = 0;
     loop {
         let mut busy = false;
         // Round robin: while this connection's server thread runs its statement, the
@@ -198,9 +336,8 @@ fn replay(config: &Config, connection: &mut Connection, data: &[String]) -> Resu
             busy = true;
             if load.step(connection)? {
                 commit(connection, &load.name)?;
-                tables += 1;
-                rows += load.rows;
-                report::progress(&load.name, tables + 1, Some(total), rows);
+                loaded += 1;
+                progress.artifact_done(&load.name, load.rows);
                 *slot = None;
             }
         }
@@ -211,10 +348,7 @@ fn replay(config: &Config, connection: &mut Connection, data: &[String]) -> Resu
     for other in others {
         other.quit();
     }
-    Load::open(POST, limit)?.run(connection)?;
-    report::progress(POST, total, Some(total), rows);
-    check_foreign_keys(connection)?;
-    Ok((tables, rows))
+    Ok(loaded)
 }
 
 /// A foreign key of the restored database.
@@ -364,25 +498,27 @@ fn statement_failure(artifact: &str, statement: &[u8], error: Error) -> PluginEr
     failure(&format!("{artifact}: {excerpt}{more}"), error)
 }
 
-/// After a failed restore, return the target to where it started; the error says
-/// where it was left.
-fn undo(config: &Config, target: &Target, created: bool, error: PluginError) -> PluginError {
-    let database = config.database.as_str();
-    let undone = config.connect().and_then(|mut connection| {
-        let done = match target {
-            Target::Exists { charset, collation, .. } if !created => {
-                recreate(&mut connection, database, charset, collation)
-            }
-            _ => connection.execute(&format!("DROP DATABASE {}", ident(database))).map(|_| ()),
-        };
-        connection.quit();
-        done.map_err(|e| failure("undoing the restore", e))
-    });
-    let left = match (undone, created) {
-        (Ok(()), true) => format!("database {database} was dropped again"),
-        (Ok(()), false) => format!("database {database} was left empty"),
-        (Err(undo), _) => format!("database {database} is left partly restored ({}); drop it", message(&undo)),
+/// After a failed restore, return every target it touched to where it started; the
+/// error says where each was left.
+fn undo(config: &Config, touched: &[Touched], error: PluginError) -> PluginError {
+    if touched.is_empty() {
+        return error;
+    }
+    let left: Vec<String> = match config.connect() {
+        Ok(mut connection) => {
+            let left = touched.iter().rev().map(|touched| undo_one(&mut connection, touched)).collect();
+            connection.quit();
+            left
+        }
+        Err(undo) => touched
+            .iter()
+            .rev()
+            .map(|Touched { target, .. }| {
+                format!("database {target} is left partly restored ({}); drop it", message(&undo))
+            })
+            .collect(),
     };
+    let left = left.join("; ");
     match error {
         PluginError::Connection(m) => PluginError::Connection(format!("{m}; {left}")),
         PluginError::Database(m) => PluginError::Database(format!("{m}; {left}")),
@@ -391,6 +527,22 @@ fn undo(config: &Config, target: &Target, created: bool, error: PluginError) -> 
         PluginError::Authentication(m) => PluginError::Authentication(format!("{m}; {left}")),
         PluginError::InvalidSettings(m) => PluginError::InvalidSettings(format!("{m}; {left}")),
         PluginError::Other(m) => PluginError::Other(format!("{m}; {left}")),
+    }
+}
+
+/// Return one target to where it started; where it was left.
+fn undo_one(connection: &mut Connection, touched: &Touched) -> String {
+    let Touched { target: database, before, created } = touched;
+    let done = match before {
+        Target::Exists { charset, collation, .. } if !created => recreate(connection, database, charset, collation),
+        _ => connection.execute(&format!("DROP DATABASE {}", ident(database))).map(|_| ()),
+    };
+    match (done, created) {
+        (Ok(()), true) => format!("database {database} was dropped again"),
+        (Ok(()), false) => format!("database {database} was left empty"),
+        (Err(undo), _) => {
+            format!("database {database} is left partly restored ({}); drop it", message(&failure("undoing", undo)))
+        }
     }
 }
 

@@ -9,6 +9,14 @@ pub fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// The name [`ident`] quoted, if `quoted` is exactly one quoted identifier.
+pub fn unquote_ident(quoted: &str) -> Option<String> {
+    let inner = quoted.strip_prefix('`')?.strip_suffix('`')?;
+    // Inside, every backquote is doubled.
+    let name = inner.replace("``", "`");
+    (!name.is_empty() && ident(&name) == quoted).then_some(name)
+}
+
 /// `text` as a string literal that means the same under any `sql_mode`.
 pub fn literal(text: &str) -> String {
     let mut quoted = String::with_capacity(text.len() + 2);

@@ -38,6 +38,36 @@ fn manifest(repo: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(id.join("manifest.json")).expect("manifest")).expect("json")
 }
 
+/// The data directory of the only backup in file repository `repo`, and its artifact
+/// files in name order.
+fn stored_artifacts(repo: &Path) -> (std::path::PathBuf, Vec<String>) {
+    let data = std::fs::read_dir(repo.join("local/default")).expect("dir").next().expect("backup");
+    let data = data.expect("entry").path().join("data");
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .expect("artifacts")
+        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    (data, names)
+}
+
+/// Stored artifact `name` decompressed, as `zstd -dc` gives it.
+fn unzstd(data: &Path, name: &str) -> Vec<u8> {
+    let output = std::process::Command::new("zstd").arg("-dc").arg(data.join(name)).output().expect("zstd");
+    assert!(output.status.success(), "zstd -dc {name}");
+    output.stdout
+}
+
+/// The artifacts of a backup of one database in the documented replay order, as one
+/// script: `schema.sql`, `data.*` in name order, `post.sql`.
+fn replay_script(data: &Path, names: &[String]) -> Vec<u8> {
+    let ordered = ["schema.sql.zst".to_owned()]
+        .into_iter()
+        .chain(names.iter().filter(|n| n.starts_with("data.")).cloned())
+        .chain(["post.sql.zst".to_owned()]);
+    ordered.flat_map(|name| unzstd(data, &name)).collect()
+}
+
 #[test]
 fn every_type_round_trips_through_s3_and_replays_with_the_mariadb_client() {
     let server = source();
@@ -91,24 +121,8 @@ fn every_type_round_trips_through_s3_and_replays_with_the_mariadb_client() {
     assert!(held < 2.0, "the lock is held for the definitions and two small tables only: {held} s");
     assert!(summary["binlog_file"].as_str().is_some_and(|f| f.starts_with("binlog.")), "{summary}");
     assert!(summary["gtid"].as_str().is_some_and(|g| g.starts_with("0-1-")), "{summary}");
-    let data = std::fs::read_dir(files.path().join("local/default")).expect("dir").next().expect("backup");
-    let data = data.expect("entry").path().join("data");
-    let mut names: Vec<String> = std::fs::read_dir(&data)
-        .expect("artifacts")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let ordered = ["schema.sql.zst"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(names.iter().filter(|n| n.starts_with("data.")).cloned())
-        .chain(["post.sql.zst".to_owned()]);
-    let mut script = Vec::new();
-    for name in ordered {
-        let output = std::process::Command::new("zstd").arg("-dc").arg(data.join(&name)).output().expect("zstd");
-        assert!(output.status.success(), "zstd -dc {name}");
-        script.extend_from_slice(&output.stdout);
-    }
+    let (data, names) = stored_artifacts(files.path());
+    let script = replay_script(&data, &names);
     server.sql("", "CREATE DATABASE by_hand").expect("create");
     server.replay("by_hand", &script).expect("replay with the mariadb client");
     assert_eq!(server.state("by_hand", VERSIONED).expect("state"), expected.replace("fixture", "by_hand"));
@@ -534,4 +548,133 @@ fn a_row_larger_than_the_targets_max_allowed_packet_is_named_and_then_restores_w
     stowage(&restore, &[]).ok().expect("restore");
     let digest = "SELECT id, LENGTH(v), MD5(v) FROM b ORDER BY id";
     assert_eq!(server.sql("copy", digest).expect("copy"), server.sql("big", digest).expect("source"));
+}
+
+/// Three databases that reference each other (a foreign key and views across databases,
+/// one on a database after its own), a table without snapshots, an awkward name, and an
+/// account of one.
+const THREE_DATABASES: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(20));
+INSERT INTO shop.customers VALUES (1, 'ada'), (2, 'bob');
+CREATE DATABASE crm CHARACTER SET latin1;
+CREATE TABLE crm.contacts (id INT PRIMARY KEY, customer INT, FOREIGN KEY (customer) REFERENCES shop.customers (id));
+INSERT INTO crm.contacts VALUES (10, 1), (11, 2);
+CREATE TABLE crm.notes (id INT PRIMARY KEY, body TEXT) ENGINE = Aria;
+INSERT INTO crm.notes VALUES (1, 'call back');
+CREATE VIEW crm.named AS SELECT c.id, s.name FROM crm.contacts c JOIN shop.customers s ON s.id = c.customer;
+CREATE DATABASE `odd.name`;
+CREATE TABLE `odd.name`.t (x INT);
+INSERT INTO `odd.name`.t VALUES (7);
+CREATE VIEW crm.odd AS SELECT x FROM `odd.name`.t;
+CREATE USER 'crm_app'@'127.0.0.1' IDENTIFIED BY 'crm-secret';
+GRANT SELECT ON crm.* TO 'crm_app'@'127.0.0.1';";
+
+const DATABASES: [&str; 3] = ["shop", "crm", "odd.name"];
+
+#[test]
+fn several_databases_are_one_backup_and_each_restores_where_asked() {
+    let source = Mariadb::start().expect("mariadb");
+    source.sql("", THREE_DATABASES).expect("three databases");
+    let files = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", files.path().display());
+    let backup = ["backup", "--plugin", "mysql", "--database", &url(&source, "shop"), "--repo", &repo];
+    let missing = stowage(&[&backup[..], &["--option", "databases=crm,nowhere"]].concat(), &[]);
+    let missing = missing.failed().expect("a database that is not there");
+    assert!(missing.stderr.contains("there is no database \"nowhere\""), "{}", missing.stderr);
+    stowage(&[&backup[..], &["--option", "databases=crm,odd.name", "--option", "users=with-passwords"]].concat(), &[])
+        .ok()
+        .expect("backup of three databases");
+    let summary = &manifest(files.path())["summary"];
+    assert_eq!(summary["attributes"]["databases"], "shop, crm, odd.name", "{summary}");
+    assert_eq!(summary["attributes"]["consistency"], "backup-stage", "{summary}");
+    assert!(summary["description"].as_str().expect("description").contains("4 tables (6 rows), 2 views"));
+    // `*`: every database but the server's own, the named one first.
+    let everything = tempfile::tempdir().expect("tempdir");
+    let everything_repo = format!("file://{}", everything.path().display());
+    let all = ["backup", "--plugin", "mysql", "--database", &url(&source, "odd.name"), "--repo", &everything_repo];
+    stowage(&[&all[..], &["--option", "databases=*"]].concat(), &[]).ok().expect("backup of every database");
+    assert_eq!(manifest(everything.path())["summary"]["attributes"]["databases"], "odd.name, crm, shop");
+
+    let (data, names) = stored_artifacts(files.path());
+    for name in ["databases.sql.zst", "db.00001.shop.schema.sql.zst", "db.00002.crm.users.sql.zst"] {
+        assert!(names.contains(&name.to_owned()), "{name} in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("db.00003.odd_name.data.00001.t.")), "{names:?}");
+
+    // The mariadb client alone, as docs/mysql.md says: the index creates the databases,
+    // then every schema, every database's data, every post.sql.
+    let by_hand = Mariadb::start().expect("second mariadb");
+    by_hand.replay("", &unzstd(&data, "databases.sql.zst")).expect("the index");
+    let prefixes: Vec<String> = DATABASES
+        .iter()
+        .enumerate()
+        .map(|(n, database)| format!("db.{:05}.{}.", n + 1, database.replace('.', "_")))
+        .collect();
+    for part in ["schema.sql", "data.", "post.sql"] {
+        for (database, prefix) in DATABASES.iter().zip(&prefixes) {
+            let start = format!("{prefix}{part}");
+            let script: Vec<u8> =
+                names.iter().filter(|n| n.starts_with(&start)).flat_map(|n| unzstd(&data, n)).collect();
+            by_hand.replay(database, &script).expect("replay with the mariadb client");
+        }
+    }
+    for database in DATABASES {
+        assert_eq!(by_hand.state(database, &[]).expect("state"), source.state(database, &[]).expect("state"));
+    }
+
+    let target = Mariadb::start().expect("third mariadb");
+    let restore = |database: &str, options: &[&str]| {
+        let restore = ["restore", "--plugin", "mysql", "--database", &url(&target, database), "--repo", &repo];
+        let options: Vec<&str> = options.iter().flat_map(|option| ["--option", option]).collect();
+        stowage(&[&restore[..], &options].concat(), &[])
+    };
+    // Without option databases, the first database goes into the one named.
+    let first = restore("first", &[]).ok().expect("restore of the first database");
+    assert!(first.stdout.contains("restored database shop as first: 1 tables (2 rows)"), "{}", first.stdout);
+    assert!(first.stderr.contains("the backup holds databases shop, crm, odd.name"), "{}", first.stderr);
+    let shop = source.state("shop", &[]).expect("state");
+    assert_eq!(target.state("first", &[]).expect("state"), shop.replace("shop.", "first."));
+    let unknown = restore("x", &["databases=crm,nowhere"]).failed().expect("a database the backup lacks");
+    assert!(
+        unknown.stderr.contains("the backup has no database \"nowhere\"; it holds shop, crm, odd.name"),
+        "{}",
+        unknown.stderr
+    );
+
+    // All-or-nothing over databases: the second fails (this user may not create it),
+    // and the first, already restored, is dropped again.
+    target
+        .sql("", "CREATE USER 'one'@'127.0.0.1' IDENTIFIED BY 'one-secret'; GRANT ALL ON s2.* TO 'one'@'127.0.0.1';")
+        .expect("a user of one database");
+    let as_one = target.url("one", "one-secret", "s2");
+    let partial = ["restore", "--plugin", "mysql", "--database", &as_one, "--repo", &repo, "--option"];
+    let failed = stowage(&[&partial[..], &["databases=shop:s2,crm:c2"]].concat(), &[]).failed().expect("no c2");
+    assert!(failed.stderr.contains("creating database c2"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("database s2 was dropped again"), "{}", failed.stderr);
+    assert_eq!(target.sql("", "SHOW DATABASES LIKE 's2'").expect("databases"), "");
+
+    // Every database under its own name, with the accounts.
+    let all = restore("ignored", &["databases=*", "create-users=true"]).ok().expect("restore of all");
+    assert!(all.stdout.contains("restored databases shop, crm, odd.name: 4 tables (6 rows); 1 accounts created"));
+    for database in DATABASES {
+        assert_eq!(target.state(database, &[]).expect("state"), source.state(database, &[]).expect("state"));
+    }
+    assert_eq!(target.sql("crm", "SELECT name FROM named WHERE id = 11").expect("view").trim(), "bob");
+    assert!(target.sql("", "SHOW GRANTS FOR 'crm_app'@'127.0.0.1'").expect("grants").contains("ON `crm`.*"));
+
+    // One database under another name, beside the one it came from. A view that reads
+    // another database names its own too (the server prints it so, as mariadb-dump
+    // stores it): the copy's view still reads crm's contacts (docs/mysql.md).
+    let copy = restore("ignored", &["databases=crm:crm_copy"]).ok().expect("restore of crm as crm_copy");
+    assert!(copy.stdout.contains("restored database crm as crm_copy: 2 tables (3 rows)"), "{}", copy.stdout);
+    let crm = source.state("crm", &[]).expect("state");
+    assert!(crm.contains("from (`crm`.`contacts` `c` join `shop`.`customers`"), "{crm}");
+    assert_eq!(target.state("crm_copy", &[]).expect("state"), crm.replace("crm.", "crm_copy."));
+
+    // Nothing changes unless every target is empty: crm is refused before shop is created.
+    target.sql("", "SET foreign_key_checks = 0; DROP DATABASE shop").expect("drop shop");
+    let refused = restore("ignored", &["databases=*"]).failed().expect("targets not empty");
+    assert!(refused.stderr.contains("target not empty: database \"crm\""), "{}", refused.stderr);
+    assert_eq!(target.sql("", "SHOW DATABASES LIKE 'shop'").expect("databases"), "");
 }
