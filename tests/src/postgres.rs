@@ -210,6 +210,21 @@ impl Postgres {
             .join("\n"))
     }
 
+    /// The database's own properties: its settings in stored order, connection limit,
+    /// comment, and the privileges others than its owner hold on it.
+    pub fn properties(&self, database: &str) -> Result<String> {
+        self.psql(
+            database,
+            "SELECT (SELECT setconfig FROM pg_db_role_setting WHERE setrole = 0 AND setdatabase = d.oid), \
+                    d.datconnlimit, shobj_description(d.oid, 'pg_database'), \
+                    ARRAY(SELECT format('%s=%s%s', CASE a.grantee WHEN 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, \
+                                        a.privilege_type, CASE WHEN a.is_grantable THEN '*' ELSE '' END) \
+                          FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a \
+                          WHERE a.grantee <> d.datdba ORDER BY 1) \
+             FROM pg_database d WHERE d.datname = current_database()",
+        )
+    }
+
     /// Per table and materialized view in user schemas: row count and a checksum of the
     /// sorted rows' text, one line each; then per large object its owner, privileges,
     /// comment, size and checksum.

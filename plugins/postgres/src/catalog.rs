@@ -9,6 +9,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
+use crate::database::{self, Properties};
 use crate::protocol::{Connection, Error, Row, dollar_quote, quote_literal};
 
 /// Which parts of the database a backup covers.
@@ -218,6 +219,9 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     let post = connection.query(&selection.scoped(include_str!("sql/post_data.sql")))?;
     let privileges = connection.query(&selection.scoped_with_privileges(include_str!("sql/privileges.sql")))?;
     let roles = connection.query(&selection.scoped_with_privileges(include_str!("sql/roles.sql")))?;
+    // The database's own properties come with a backup of the whole database, as the
+    // objects of no schema do (schemas.sql).
+    let database = if selection.schemas.is_empty() { database::read(connection)? } else { Properties::default() };
 
     let nodes: Vec<Node> = objects
         .iter()
@@ -233,8 +237,13 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
 
     let mut pre_data = Vec::new();
     for part in Optional::ALL {
-        let needed: Vec<String> =
+        let mut needed: Vec<String> =
             roles.iter().filter(|row| text(row, 0) == part.roles_kind()).map(|row| text(row, 1)).collect();
+        if part == Optional::Privileges {
+            needed.extend(
+                database.privilege_roles.iter().filter(|role| !needed.contains(role)).cloned().collect::<Vec<_>>(),
+            );
+        }
         if !needed.is_empty() {
             pre_data.push(role_check(part, &needed));
         }
@@ -262,7 +271,7 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     let statement =
         |row: &Row| Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) };
     // Materialized views are filled after the indexes and triggers, before comments;
-    // owners and privileges come next, event triggers last.
+    // owners and privileges come next, then the database's properties, event triggers last.
     let (before_comments, comments): (Vec<&Row>, Vec<&Row>) = post.iter().partition(|row| text(row, 0) != "9");
     let post_data = before_comments
         .into_iter()
@@ -270,6 +279,7 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
         .chain(refreshes)
         .chain(comments.into_iter().map(statement))
         .chain(privileges.iter().map(statement))
+        .chain(database.statements)
         .chain(event_triggers.iter().map(statement));
     let cyclic = cyclic.into_iter().map(|index| nodes[index].statement.description.clone()).collect();
     Ok(Catalog { pre_data, tables, large_objects, post_data: post_data.collect(), cyclic })

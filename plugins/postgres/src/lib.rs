@@ -8,6 +8,7 @@
 
 mod backup;
 mod catalog;
+mod database;
 mod protocol;
 mod restore;
 mod roles;

@@ -18,6 +18,7 @@ use stowage_plugin_sdk::PluginError;
 use std::io::BufRead;
 
 use crate::catalog::Statement;
+use crate::database::in_current_database;
 use crate::protocol::{Connection, Error, Row, dollar_quote, quote_identifier, quote_literal};
 use crate::script::{Entry, ScriptReader};
 
@@ -69,7 +70,7 @@ fn flag(row: &Row, column: usize) -> bool {
 }
 
 /// `SET name = value` as `ALTER ROLE ... SET` takes it, from a stored `name=value`.
-fn setting(config: &str) -> String {
+pub fn setting(config: &str) -> String {
     let (name, value) = config.split_once('=').unwrap_or((config, ""));
     let list = LIST_SETTINGS.contains(&name.to_ascii_lowercase().as_str());
     let value = match value {
@@ -156,15 +157,10 @@ pub fn read(connection: &mut Connection, what: RolesArtifact) -> Result<Roles, E
             if flag(row, 1) {
                 // The target database's name is known only at restore time; `format`
                 // fills in the names, so the value's own `%` are doubled.
-                let alter = format!("ALTER ROLE %I IN DATABASE %I {}", set.replace('%', "%%"));
-                let body = format!(
-                    " BEGIN EXECUTE format({}, {}, current_database()); END ",
-                    quote_literal(&alter),
-                    quote_literal(name)
-                );
+                let alter = format!("ALTER ROLE %2$I IN DATABASE %1$I {}", set.replace('%', "%%"));
                 in_database.push(Statement {
                     description: format!("DATABASE SETTING OF ROLE {name}"),
-                    sql: format!("DO {};", dollar_quote(&body)),
+                    sql: in_current_database(&alter, &[name]),
                 });
             } else {
                 sql.push_str(&format!("\nALTER ROLE {quoted} {set};"));

@@ -39,11 +39,17 @@ fn stowage(args: &[&str], env: &[(String, String)]) -> Run {
 }
 
 /// Asserts that database `copy` has the schema (`pg_dump --schema-only`, owners and
-/// privileges included) and the rows of `original`; returns the rows' summary.
+/// privileges included), the database's own properties and the rows of `original`;
+/// returns the rows' summary.
 fn assert_same_database(postgres: &Postgres, copy: &str, original: &str) -> String {
     assert_eq!(
         postgres.schema(copy).expect("schema of the copy"),
         postgres.schema(original).expect("schema"),
+        "{copy}"
+    );
+    assert_eq!(
+        postgres.properties(copy).expect("properties of the copy"),
+        postgres.properties(original).expect("properties"),
         "{copy}"
     );
     let contents = postgres.contents(original).expect("contents");
@@ -133,10 +139,9 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
     postgres.psql("postgres", PRODUCTION_ROLES).expect("roles");
     postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
     postgres.psql_file("source", &production_fixture()).expect("load the production-shaped schema");
-    // The target prints values as the source does, so that their text compares; the
-    // backup and the restore must not depend on it.
+    // The restore gives an existing target the source's settings (so values print alike),
+    // connection limit, comment and privileges.
     postgres.psql("postgres", "CREATE DATABASE target").expect("create target");
-    postgres.psql("postgres", "ALTER DATABASE target SET intervalstyle = sql_standard").expect("intervalstyle");
 
     let repo = "s3://backups/production";
     let source = postgres.url(SCRAM_USER, "source");
@@ -174,7 +179,6 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
     assert_eq!(bare.psql("copy", tables).expect("nothing restored").trim(), "0");
     // Without owners and privileges it restores (the policies still name their roles).
     bare.psql("postgres", "CREATE ROLE app_user; CREATE ROLE reporting").expect("policy roles");
-    bare.psql("postgres", "ALTER DATABASE copy SET intervalstyle = sql_standard").expect("intervalstyle");
     let mut without = restore.to_vec();
     without.extend(["--option", "no-owner=true", "--option", "no-privileges=true"]);
     stowage(&without, &env).ok().expect("restore with no-owner and no-privileges");
@@ -184,6 +188,14 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
     let granted =
         "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee IN ('app_user', 'reporting')";
     assert_eq!(bare.psql("copy", granted).expect("grants").trim(), "0");
+    // The database's settings came along, its privileges did not.
+    let properties = bare.properties("copy").expect("properties");
+    let properties = properties.trim();
+    assert!(
+        properties.starts_with("{IntervalStyle=sql_standard,\"app.motto=100% sure\"}|50|the shop's"),
+        "{properties}"
+    );
+    assert!(properties.ends_with("|{PUBLIC=CONNECT,PUBLIC=TEMPORARY}"), "{properties}");
 }
 
 /// Roles with attributes, an expiry, a password, a comment, settings for every database
@@ -371,13 +383,6 @@ fn sections_replay_with_psql_alone() {
         let tables = data_artifacts(&data).len();
         assert!(name != "rich" || tables == 8, "one artifact per table: {tables}");
         replay_by_hand(&postgres, &replayed, &data, false);
-        // Values print alike under the same database settings (production.sql sets one).
-        let settings = format!(
-            "SELECT format('ALTER DATABASE {replayed} SET %s;', unnest(setconfig)) FROM pg_db_role_setting \
-             WHERE setrole = 0 AND setdatabase = (SELECT oid FROM pg_database WHERE datname = '{source}')"
-        );
-        let settings = postgres.psql("postgres", &settings).expect("source settings");
-        postgres.psql("postgres", &settings).expect("same settings");
         assert_same_database(&postgres, &replayed, &source);
     }
 }
