@@ -155,6 +155,11 @@ fn a_backup_under_writes_is_one_instant() {
              ",
         )
         .expect("schema");
+    // From here on every binary log transaction is one of the writer's.
+    let gtid_sequence = |gtid: &str| -> u64 {
+        gtid.trim().rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("GTID {gtid:?}"))
+    };
+    let before = gtid_sequence(&server.sql("", "SELECT @@gtid_binlog_pos").expect("gtid"));
     let mut writer = server.background("bank", "CALL write_forever()").expect("writer");
     let count = |database: &str| -> u64 {
         server.sql(database, "SELECT COUNT(*) FROM ledger").expect("count").trim().parse().expect("number")
@@ -169,6 +174,7 @@ fn a_backup_under_writes_is_one_instant() {
     let written_after = count("bank");
     let _ = writer.kill();
     let _ = writer.wait();
+    let recorded = manifest(files.path())["summary"]["attributes"]["gtid"].as_str().expect("gtid").to_owned();
 
     stowage(&["restore", "--plugin", "mysql", "--database", &url(&server, "copy"), "--repo", &repo], &[])
         .ok()
@@ -180,6 +186,9 @@ fn a_backup_under_writes_is_one_instant() {
         ledger > 100 && ledger < written_after,
         "the backup is one instant while writes went on: {ledger} of {written_after}"
     );
+    // The recorded GTID is that instant: replication or point-in-time recovery from it
+    // applies exactly the transactions the backup lacks.
+    assert_eq!(gtid_sequence(&recorded) - before, ledger, "GTID {recorded}, writes from sequence {before}");
     assert_eq!(server.sql("copy", "SELECT COUNT(*) FROM bulk").expect("bulk").trim(), "200000");
 }
 
