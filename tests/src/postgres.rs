@@ -200,7 +200,12 @@ impl Postgres {
     /// `pg_dump --schema-only`, without what legitimately differs between two copies:
     /// comment lines and the random `\restrict` key of pg_dump's output.
     pub fn schema(&self, database: &str) -> Result<String> {
-        let dump = checked(self.client("pg_dump", database).arg("--schema-only").output()?, "pg_dump")?;
+        self.schema_of(database, &[])
+    }
+
+    /// [`Postgres::schema`] of what pg_dump's `selection` options (`-n`, `-t`, `-T`) pick.
+    pub fn schema_of(&self, database: &str, selection: &[&str]) -> Result<String> {
+        let dump = checked(self.client("pg_dump", database).arg("--schema-only").args(selection).output()?, "pg_dump")?;
         Ok(dump
             .lines()
             .filter(|line| {

@@ -368,7 +368,7 @@ fn databases(connection: &mut Connection, config: &Config) -> Result<Vec<String>
         Some(Databases::Named(mappings)) => {
             if let Some(mapping) = mappings.iter().find(|m| m.source != m.target) {
                 return Err(PluginError::InvalidSettings(format!(
-                    "option databases: {}:{} names a target, which only a restore has",
+                    "option databases: {}:{} names a target, which only a restore has (option restore-databases)",
                     mapping.source, mapping.target
                 )));
             }

@@ -9,7 +9,7 @@
 //! accounts with privileges on the database (`users.sql`); a backup of several databases
 //! prefixes them per database and lists the databases in `databases.sql` (see
 //! [`layout`]). Options: `tls`, `tls-ca`, `lock-timeout`, `databases`, `users`, `jobs`,
-//! `create-users`; see `docs/mysql.md`.
+//! `restore-databases`, `create-users`; see `docs/mysql.md`.
 
 mod backup;
 mod layout;
@@ -49,22 +49,25 @@ struct Config {
     users: UsersArtifact,
     /// Restore: whether `users.sql` is applied.
     create_users: bool,
-    /// Option `databases`: backup, the databases besides `database`; restore, which
-    /// databases of a backup of several go where.
+    /// Backup: the databases besides `database` (option `databases`).
     databases: Option<Databases>,
+    /// Restore: which databases of a backup of several go where (option
+    /// `restore-databases`; apart from `databases` because a restore inherits the
+    /// backup's options).
+    restore_databases: Option<Databases>,
 }
 
-/// Option `databases`.
+/// Options `databases` and `restore-databases`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Databases {
     /// `*`: on backup every database the user sees but the server's own; on restore
     /// every database of the backup, each under its own name.
     All,
-    /// `a,b:c`: these, on restore `b` into `c`.
+    /// `a,b:c`: these, on restore `b` into `c` (`b` into `b` on backup).
     Named(Vec<Mapping>),
 }
 
-/// One database of option `databases`, and on restore the name it gets.
+/// One database of the option, and on restore the name it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mapping {
     source: String,
@@ -72,17 +75,18 @@ struct Mapping {
 }
 
 impl Databases {
-    fn parse(value: &str) -> Result<Self, PluginError> {
+    /// The value of option `option`.
+    fn parse(option: &str, value: &str) -> Result<Self, PluginError> {
         if value.trim() == "*" {
             return Ok(Databases::All);
         }
-        let invalid = |why: &str| PluginError::InvalidSettings(format!("option databases: {value:?}: {why}"));
+        let invalid = |why: &str| PluginError::InvalidSettings(format!("option {option}: {value:?}: {why}"));
         let mut mappings = Vec::new();
         for item in value.split(',').map(str::trim) {
             let (source, target) = item.split_once(':').unwrap_or((item, item));
             let (source, target) = (source.trim(), target.trim());
             if source.is_empty() || target.is_empty() {
-                return Err(invalid("name databases as a,b or, on restore, a,b:b_copy; or * for all"));
+                return Err(invalid("name databases as a,b (on restore a,b:b_copy), or * for all"));
             }
             if mappings.iter().any(|m: &Mapping| m.target == target) {
                 return Err(invalid(&format!("{target} is named twice")));
@@ -143,7 +147,11 @@ impl Config {
             jobs,
             users,
             create_users: options.parse_or("create-users", false)?,
-            databases: options.get("databases").map(Databases::parse).transpose()?,
+            databases: options.get("databases").map(|value| Databases::parse("databases", value)).transpose()?,
+            restore_databases: options
+                .get("restore-databases")
+                .map(|value| Databases::parse("restore-databases", value))
+                .transpose()?,
         })
     }
 
@@ -205,8 +213,13 @@ impl Plugin for MysqlPlugin {
                 optional(
                     "databases",
                     "Backup: more databases for the same backup at the same consistent point, as a,b, or * for \
-                     every database but the server's own. Restore of such a backup: which go where, as a,b:b_copy, \
-                     or * for all under their own names (default: the first into the named database)",
+                     every database but the server's own",
+                    None,
+                ),
+                optional(
+                    "restore-databases",
+                    "Restore of a backup of several databases: which go where, as a,b:b_copy, or * for all under \
+                     their own names (default: the first into the named database)",
                     None,
                 ),
                 optional("jobs", "Restore: connections that load tables at once (1 to 16)", Some("2")),

@@ -111,15 +111,16 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     Ok(Summary { description, attributes })
 }
 
-/// Which databases of the backup (`stored`) go where: without option `databases` the
-/// first into the named database; with it, those it names.
+/// Which databases of the backup (`stored`) go where: without option
+/// `restore-databases` the first into the named database; with it, those it names.
 fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginError> {
     let held: Vec<&str> = stored.iter().filter_map(|database| database.name.as_deref()).collect();
     let held = held.join(", ");
-    let Some(selection) = &config.databases else {
+    let Some(selection) = &config.restore_databases else {
         if stored.len() > 1 {
             report::info(&format!(
-                "the backup holds databases {held}; restoring the first, {}, into {} (option databases picks others)",
+                "the backup holds databases {held}; restoring the first, {}, into {} (option restore-databases \
+                 picks others)",
                 stored[0].label(),
                 config.database
             ));
@@ -130,7 +131,9 @@ fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginEr
     };
     if stored.iter().any(|database| database.name.is_none()) {
         return Err(PluginError::InvalidSettings(
-            "option databases: this backup holds one database; name the database to restore it into instead".into(),
+            "option restore-databases: this backup holds one database; name the database to restore it into \
+             instead"
+                .into(),
         ));
     }
     match selection {
@@ -147,7 +150,7 @@ fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginEr
                 let stored = stored.iter().find(|database| database.name.as_deref() == Some(source.as_str()));
                 stored.map(|stored| Restoring { stored: stored.clone(), target: target.clone() }).ok_or_else(|| {
                     PluginError::InvalidSettings(format!(
-                        "option databases: the backup has no database {source:?}; it holds {held}"
+                        "option restore-databases: the backup has no database {source:?}; it holds {held}"
                     ))
                 })
             })
@@ -312,7 +315,7 @@ fn load_data(
                     "loading tables on {} connections instead of {}: another one failed: {}",
                     others.len() + 1,
                     config.jobs,
-                    message(&error)
+                    error.message()
                 ));
                 break;
             }
@@ -514,20 +517,11 @@ fn undo(config: &Config, touched: &[Touched], error: PluginError) -> PluginError
             .iter()
             .rev()
             .map(|Touched { target, .. }| {
-                format!("database {target} is left partly restored ({}); drop it", message(&undo))
+                format!("database {target} is left partly restored ({}); drop it", undo.message())
             })
             .collect(),
     };
-    let left = left.join("; ");
-    match error {
-        PluginError::Connection(m) => PluginError::Connection(format!("{m}; {left}")),
-        PluginError::Database(m) => PluginError::Database(format!("{m}; {left}")),
-        PluginError::Artifact(m) => PluginError::Artifact(format!("{m}; {left}")),
-        PluginError::Unsupported(m) => PluginError::Unsupported(format!("{m}; {left}")),
-        PluginError::Authentication(m) => PluginError::Authentication(format!("{m}; {left}")),
-        PluginError::InvalidSettings(m) => PluginError::InvalidSettings(format!("{m}; {left}")),
-        PluginError::Other(m) => PluginError::Other(format!("{m}; {left}")),
-    }
+    error.noting(&left.join("; "))
 }
 
 /// Return one target to where it started; where it was left.
@@ -541,19 +535,7 @@ fn undo_one(connection: &mut Connection, touched: &Touched) -> String {
         (Ok(()), true) => format!("database {database} was dropped again"),
         (Ok(()), false) => format!("database {database} was left empty"),
         (Err(undo), _) => {
-            format!("database {database} is left partly restored ({}); drop it", message(&failure("undoing", undo)))
+            format!("database {database} is left partly restored ({}); drop it", failure("undoing", undo).message())
         }
-    }
-}
-
-fn message(error: &PluginError) -> &str {
-    match error {
-        PluginError::Connection(m)
-        | PluginError::Database(m)
-        | PluginError::Artifact(m)
-        | PluginError::Unsupported(m)
-        | PluginError::Authentication(m)
-        | PluginError::InvalidSettings(m)
-        | PluginError::Other(m) => m,
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, Summary, report};
 
-use crate::catalog::{self, Statement};
+use crate::catalog::{self, Statement, Table};
 use crate::protocol::{Connection, CopyOutError, Error, quote_literal};
 use crate::roles::{self, RolesArtifact};
 use crate::script::{DATA, LARGE_OBJECTS, MEDIA_TYPE, POST_DATA, PRE_DATA, ScriptWriter};
@@ -35,10 +35,22 @@ fn start_section(name: &str, database: &str) -> Result<ScriptWriter<ArtifactWrit
     ScriptWriter::new(artifacts::create(name, MEDIA_TYPE)?, name, database).map_err(artifact_error)
 }
 
-fn statements_section(name: &str, database: &str, statements: &[Statement]) -> Result<(), PluginError> {
+/// Section `name` of `statements`, after the lines that say which tables each data
+/// artifact of `data` holds (pre-data's; none for the other sections).
+fn statements_section(
+    name: &str,
+    database: &str,
+    statements: &[Statement],
+    data: &[(String, &[Table])],
+) -> Result<(), PluginError> {
     let mut section = start_section(name, database)?;
+    for (artifact, tables) in data {
+        for scope in tables.iter().filter_map(|table| table.scope.as_ref()) {
+            section.data_index(artifact, scope).map_err(artifact_error)?;
+        }
+    }
     for statement in statements {
-        section.statement(&statement.description, &statement.sql).map_err(artifact_error)?;
+        section.statement(&statement.description, &statement.sql, statement.scope.as_ref()).map_err(artifact_error)?;
     }
     section.into_inner().finish()?;
     Ok(())
@@ -60,7 +72,7 @@ fn copy_large_object(
         let length = hex.len() as u64 / 2;
         if length > 0 {
             let sql = format!("SELECT pg_catalog.lo_put({oid}, {offset}, '\\x{hex}');");
-            data.statement(&format!("LARGE OBJECT DATA {oid}"), &sql).map_err(artifact_error)?;
+            data.statement(&format!("LARGE OBJECT DATA {oid}"), &sql, None).map_err(artifact_error)?;
         }
         offset += length;
         if length < LARGE_OBJECT_CHUNK {
@@ -99,7 +111,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
         _ => failure("reading the roles", error),
     })?;
     if config.roles != RolesArtifact::None {
-        statements_section(roles::ARTIFACT, database, &roles.statements)?;
+        statements_section(roles::ARTIFACT, database, &roles.statements, &[])?;
     }
     for object in &catalog.cyclic {
         report::warn(&format!("{object} is part of a dependency cycle; it is created in catalog order"));
@@ -110,20 +122,26 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
         catalog.pre_data.len(),
         catalog.tables.len()
     ));
-    statements_section(PRE_DATA, database, &catalog.pre_data)?;
+    // One artifact per table, unless that would pass the host's limit on artifacts:
+    // then consecutive tables share one.
+    let per_artifact = catalog.tables.len().div_ceil(MAX_DATA_ARTIFACTS).max(1);
+    let groups: Vec<(String, &[Table])> = catalog
+        .tables
+        .chunks(per_artifact)
+        .enumerate()
+        .map(|(number, group)| (artifacts::numbered_name(DATA, number + 1, &group[0].name, "sql"), group))
+        .collect();
+    statements_section(PRE_DATA, database, &catalog.pre_data, &groups)?;
 
     let total_tables = catalog.tables.len() as u64;
     let (mut rows, mut bytes) = (0u64, 0u64);
     let mut table_rows = TableRows::default();
-    // One artifact per table, unless that would pass the host's limit on artifacts:
-    // then consecutive tables share one.
-    let per_artifact = catalog.tables.len().div_ceil(MAX_DATA_ARTIFACTS).max(1);
-    for (number, group) in catalog.tables.chunks(per_artifact).enumerate() {
-        let mut data = start_section(&artifacts::numbered_name(DATA, number + 1, &group[0].name, "sql"), database)?;
+    for (number, (artifact, group)) in groups.iter().enumerate() {
+        let mut data = start_section(artifact, database)?;
         for (index, table) in group.iter().enumerate() {
             let done = number * per_artifact + index;
             let entry = format!("TABLE DATA {}", table.name);
-            data.copy(&entry, &table.copy_in()).map_err(artifact_error)?;
+            data.copy(&entry, &table.copy_in(), table.scope.as_ref()).map_err(artifact_error)?;
             let (table_rows_before, table_bytes_before) = (rows, bytes);
             connection
                 .copy_out(&table.copy_out(), |row| {
@@ -158,7 +176,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
     }
     large_objects.into_inner().finish()?;
 
-    statements_section(POST_DATA, database, &catalog.post_data)?;
+    statements_section(POST_DATA, database, &catalog.post_data, &[])?;
     connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
     let server_version = connection.server_version.clone();
     connection.close();

@@ -11,6 +11,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use crate::database::{self, Properties};
 use crate::protocol::{Connection, Error, Row, dollar_quote, quote_literal};
+use crate::scope::{self, Scope};
 
 /// Which parts of the database a backup covers.
 #[derive(Debug, Clone, Default)]
@@ -123,17 +124,26 @@ fn role_check(part: Optional, roles: &[String]) -> Statement {
          create them first, or restore with option {}=true';\n  END IF;\nEND ",
         part.option()
     );
-    Statement { description: part.role_check().to_owned(), sql: format!("DO {};", dollar_quote(&body)) }
+    Statement::unscoped(part.role_check().to_owned(), format!("DO {};", dollar_quote(&body)))
 }
 
 /// Large objects created by one statement.
 const LARGE_OBJECTS_PER_STATEMENT: usize = 1000;
 
-/// One statement of the script, with what it is for error messages and logs.
+/// One statement of the script, with what it is for error messages and logs, and where
+/// its object belongs (none for objects of no schema and for the script's own settings).
 #[derive(Debug, Clone)]
 pub struct Statement {
     pub description: String,
     pub sql: String,
+    pub scope: Option<Scope>,
+}
+
+impl Statement {
+    /// A statement about no object of a schema.
+    pub fn unscoped(description: String, sql: String) -> Self {
+        Statement { description, sql, scope: None }
+    }
 }
 
 /// A table whose rows are copied.
@@ -146,6 +156,7 @@ pub struct Table {
     /// The quoted columns COPY reads and writes; empty for a table without columns or
     /// with generated columns only.
     pub columns: String,
+    pub scope: Option<Scope>,
 }
 
 impl Table {
@@ -185,17 +196,12 @@ fn text(row: &Row, column: usize) -> String {
 /// Lock the selected tables against schema changes and read the catalog. Must run in
 /// the backup's transaction, before anything else reads data.
 pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalog, Error> {
-    let mut tables: Vec<Table> = connection
-        .query(&selection.scoped(include_str!("sql/tables.sql")))?
-        .iter()
-        .map(|row| Table { name: text(row, 0), quoted: text(row, 1), columns: text(row, 2) })
-        .collect();
+    let table_rows = connection.query(&selection.scoped(include_str!("sql/tables.sql")))?;
     // As pg_dump does: nobody may drop or alter a table while its rows are read.
-    for batch in tables.chunks(500) {
-        let names: Vec<&str> = batch.iter().map(|table| table.quoted.as_str()).collect();
+    for batch in table_rows.chunks(500) {
+        let names: Vec<String> = batch.iter().map(|row| text(row, 1)).collect();
         connection.execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))?;
     }
-    tables.retain(|table| !selection.exclude_table_data.contains(&table.name));
 
     let mut objects = Vec::new();
     for query in
@@ -222,12 +228,38 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     // The database's own properties come with a backup of the whole database, as the
     // objects of no schema do (schemas.sql).
     let database = if selection.schemas.is_empty() { database::read(connection)? } else { Properties::default() };
+    // Where every statement's object belongs (the key is the first column of objects,
+    // the fourth of tables and the fifth of the others).
+    let keys: Vec<String> = objects
+        .iter()
+        .map(|row| text(row, 0))
+        .chain(table_rows.iter().map(|row| text(row, 3)))
+        .chain(post.iter().chain(&privileges).chain(&event_triggers).map(|row| text(row, 4)))
+        .collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let scopes = scope::read(connection, &keys)?;
+    let scope_of = |key: String| scopes.get(&key).cloned();
+
+    let tables: Vec<Table> = table_rows
+        .iter()
+        .map(|row| Table {
+            name: text(row, 0),
+            quoted: text(row, 1),
+            columns: text(row, 2),
+            scope: scope_of(text(row, 3)),
+        })
+        .filter(|table| !selection.exclude_table_data.contains(&table.name))
+        .collect();
 
     let nodes: Vec<Node> = objects
         .iter()
         .map(|row| Node {
             key: text(row, 0),
-            statement: Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) },
+            statement: Statement {
+                description: format!("{} {}", text(row, 1), text(row, 2)),
+                sql: text(row, 3),
+                scope: scope_of(text(row, 0)),
+            },
             refresh: row.get(5).cloned().flatten(),
         })
         .collect();
@@ -258,18 +290,22 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
             refreshes.push(Statement {
                 description: format!("REFRESH {}", node.statement.description),
                 sql: refresh.clone(),
+                scope: node.statement.scope.clone(),
             });
         }
     }
     pre_data.extend(large_objects.chunks(LARGE_OBJECTS_PER_STATEMENT).map(|batch| {
         let oids: Vec<String> = batch.iter().map(u32::to_string).collect();
-        Statement {
-            description: format!("LARGE OBJECTS {}..{}", oids[0], oids[oids.len() - 1]),
-            sql: format!("SELECT pg_catalog.lo_create(oid) FROM unnest('{{{}}}'::oid[]) oid;", oids.join(",")),
-        }
+        Statement::unscoped(
+            format!("LARGE OBJECTS {}..{}", oids[0], oids[oids.len() - 1]),
+            format!("SELECT pg_catalog.lo_create(oid) FROM unnest('{{{}}}'::oid[]) oid;", oids.join(",")),
+        )
     }));
-    let statement =
-        |row: &Row| Statement { description: format!("{} {}", text(row, 1), text(row, 2)), sql: text(row, 3) };
+    let statement = |row: &Row| Statement {
+        description: format!("{} {}", text(row, 1), text(row, 2)),
+        sql: text(row, 3),
+        scope: scope_of(text(row, 4)),
+    };
     // Materialized views are filled after the indexes and triggers, before comments;
     // owners and privileges come next, then the database's properties, event triggers last.
     let (before_comments, comments): (Vec<&Row>, Vec<&Row>) = post.iter().partition(|row| text(row, 0) != "9");

@@ -48,10 +48,10 @@ pub fn read(connection: &mut Connection) -> Result<Properties, Error> {
         let config = text(row, 0).unwrap_or_default();
         let set = crate::roles::setting(config).replace('%', "%%");
         let name = config.split_once('=').map_or(config, |(name, _)| name);
-        properties.statements.push(Statement {
-            description: format!("DATABASE SETTING {name}"),
-            sql: in_current_database(&format!("ALTER DATABASE %1$I {set}"), &[]),
-        });
+        properties.statements.push(Statement::unscoped(
+            format!("DATABASE SETTING {name}"),
+            in_current_database(&format!("ALTER DATABASE %1$I {set}"), &[]),
+        ));
     }
     let own = connection.query(
         "SELECT datconnlimit, pg_catalog.shobj_description(oid, 'pg_database') FROM pg_catalog.pg_database \
@@ -59,16 +59,16 @@ pub fn read(connection: &mut Connection) -> Result<Properties, Error> {
     )?;
     if let Some(row) = own.first() {
         if let Some(limit) = text(row, 0).filter(|limit| *limit != "-1") {
-            properties.statements.push(Statement {
-                description: "DATABASE CONNECTION LIMIT".into(),
-                sql: in_current_database(&format!("ALTER DATABASE %1$I CONNECTION LIMIT {limit}"), &[]),
-            });
+            properties.statements.push(Statement::unscoped(
+                "DATABASE CONNECTION LIMIT".into(),
+                in_current_database(&format!("ALTER DATABASE %1$I CONNECTION LIMIT {limit}"), &[]),
+            ));
         }
         if let Some(comment) = text(row, 1) {
-            properties.statements.push(Statement {
-                description: "COMMENT DATABASE".into(),
-                sql: in_current_database("COMMENT ON DATABASE %1$I IS %2$L", &[comment]),
-            });
+            properties.statements.push(Statement::unscoped(
+                "COMMENT DATABASE".into(),
+                in_current_database("COMMENT ON DATABASE %1$I IS %2$L", &[comment]),
+            ));
         }
     }
     // The difference between the database's ACL and the default one of its owner, as
@@ -105,10 +105,10 @@ pub fn read(connection: &mut Connection) -> Result<Properties, Error> {
             .push(format!("{verb} {privilege} ON DATABASE %1$I {direction} {}{option}", grantee.replace('%', "%%")));
     }
     if !statements.is_empty() {
-        properties.statements.push(Statement {
-            description: "ACL DATABASE".into(),
-            sql: statements.iter().map(|template| in_current_database(template, &[])).collect::<Vec<_>>().join("\n"),
-        });
+        properties.statements.push(Statement::unscoped(
+            "ACL DATABASE".into(),
+            statements.iter().map(|template| in_current_database(template, &[])).collect::<Vec<_>>().join("\n"),
+        ));
     }
     Ok(properties)
 }

@@ -9,9 +9,11 @@
 mod backup;
 mod catalog;
 mod database;
+mod pick;
 mod protocol;
 mod restore;
 mod roles;
+mod scope;
 mod script;
 mod tally;
 mod tls;
@@ -22,9 +24,13 @@ use stowage_plugin_sdk::{
 };
 
 use crate::catalog::{Optional, Selection};
+use crate::pick::Pick;
 use crate::protocol::{ConnectOptions, Connection, Error};
 use crate::roles::RolesArtifact;
 use crate::tls::TlsMode;
+
+/// Bytes read from an artifact at a time.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// The user when the resource names none, as in libpq.
 const DEFAULT_USER: &str = "postgres";
@@ -41,6 +47,8 @@ struct Config {
     roles: RolesArtifact,
     /// Whether a restore creates the roles of `roles.sql` that the target lacks.
     create_roles: bool,
+    /// Which parts of the backup a restore runs.
+    pick: Pick,
 }
 
 /// A comma-separated option as a list.
@@ -96,6 +104,11 @@ impl Config {
                 .collect::<Result<_, _>>()?,
             roles,
             create_roles: options.parse_or("create-roles", false)?,
+            pick: Pick {
+                schemas: list(&options, "restore-schemas"),
+                tables: list(&options, "restore-tables"),
+                exclude_tables: list(&options, "restore-exclude-tables"),
+            },
         })
     }
 
@@ -174,6 +187,23 @@ impl Plugin for PostgresPlugin {
                     "no-privileges",
                     "Restore: true leaves out GRANT/REVOKE and default privileges (as pg_restore --no-privileges)",
                     Some("false"),
+                ),
+                optional(
+                    "restore-schemas",
+                    "Restore: comma-separated schemas to restore, with everything in them (as pg_restore --schema), \
+                     into a database that may hold other objects",
+                    None,
+                ),
+                optional(
+                    "restore-tables",
+                    "Restore: comma-separated schema.table (or view, sequence) to restore with their indexes, \
+                     constraints, triggers, policies, privileges and rows (as pg_restore --table)",
+                    None,
+                ),
+                optional(
+                    "restore-exclude-tables",
+                    "Restore: comma-separated schema.table left out, with what is part of them",
+                    None,
                 ),
             ],
         }

@@ -158,10 +158,10 @@ pub fn read(connection: &mut Connection, what: RolesArtifact) -> Result<Roles, E
                 // The target database's name is known only at restore time; `format`
                 // fills in the names, so the value's own `%` are doubled.
                 let alter = format!("ALTER ROLE %2$I IN DATABASE %1$I {}", set.replace('%', "%%"));
-                in_database.push(Statement {
-                    description: format!("DATABASE SETTING OF ROLE {name}"),
-                    sql: in_current_database(&alter, &[name]),
-                });
+                in_database.push(Statement::unscoped(
+                    format!("DATABASE SETTING OF ROLE {name}"),
+                    in_current_database(&alter, &[name]),
+                ));
             } else {
                 sql.push_str(&format!("\nALTER ROLE {quoted} {set};"));
             }
@@ -171,8 +171,7 @@ pub fn read(connection: &mut Connection, what: RolesArtifact) -> Result<Roles, E
             "\nBEGIN\nIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {}) THEN\n{sql}\nEND IF;\nEND\n",
             quote_literal(name)
         );
-        statements
-            .push(Statement { description: format!("{ROLE}{name}"), sql: format!("DO {};", dollar_quote(&body)) });
+        statements.push(Statement::unscoped(format!("{ROLE}{name}"), format!("DO {};", dollar_quote(&body))));
     }
     for membership in &memberships {
         let (role, member) = (text(membership, 0).unwrap_or_default(), text(membership, 1).unwrap_or_default());
@@ -187,10 +186,10 @@ pub fn read(connection: &mut Connection, what: RolesArtifact) -> Result<Roles, E
             options.push("SET FALSE");
         }
         let with = if options.is_empty() { String::new() } else { format!(" WITH {}", options.join(", ")) };
-        statements.push(Statement {
-            description: format!("MEMBERSHIP {role} TO {member}"),
-            sql: format!("GRANT {} TO {}{with};", quote_identifier(role), quote_identifier(member)),
-        });
+        statements.push(Statement::unscoped(
+            format!("MEMBERSHIP {role} TO {member}"),
+            format!("GRANT {} TO {}{with};", quote_identifier(role), quote_identifier(member)),
+        ));
     }
     statements.extend(in_database);
     Ok(Roles { statements, count: roles.len() })
@@ -214,7 +213,7 @@ pub fn apply<R: BufRead>(connection: &mut Connection, script: &mut ScriptReader<
     let before = role_count(connection).map_err(counting)?;
     let mut roles = 0;
     while let Some(entry) = script.next_entry().map_err(|e| PluginError::Artifact(e.to_string()))? {
-        let Entry::Sql { what, sql } = entry else {
+        let Entry::Sql { what, sql, .. } = entry else {
             return Err(PluginError::Artifact(format!("{ARTIFACT}: rows where only statements belong")));
         };
         roles += u64::from(what.starts_with(ROLE));

@@ -8,12 +8,16 @@
 //! `-- stowage:copy <bytes> <what>`, giving the exact length of the statement that follows
 //! so the restore finds statement boundaries without parsing SQL (function bodies contain
 //! semicolons). After a `copy` statement come the rows in COPY text format and a line
-//! `\.`, which a row can never be (COPY escapes backslashes). psql ignores the headers.
+//! `\.`, which a row can never be (COPY escapes backslashes). A header may follow a line
+//! `-- stowage:in ...` that says where the statement's object belongs ([`Scope`]). psql
+//! ignores them all.
 //! The format is described for people in `docs/postgres.md`.
 
 use std::io::{self, BufRead, Write};
 
 use stowage_plugin_sdk::artifacts;
+
+use crate::scope::Scope;
 
 /// The schema objects, replayed first.
 pub const PRE_DATA: &str = "pre-data.sql";
@@ -61,6 +65,10 @@ const SETTINGS: [&str; 12] = [
 pub const SETTING: &str = "SETTING";
 
 const HEADER: &str = "-- stowage:";
+/// What a header line that says which tables a data artifact holds starts with.
+const DATA_INDEX: &str = "data ";
+/// What a header line that says where the next entry's object belongs starts with.
+const SCOPE: &str = "in ";
 const END_OF_ROWS: &[u8] = b"\\.\n";
 
 /// Rows sent to the server in one message when restoring.
@@ -87,20 +95,35 @@ impl<W: Write> ScriptWriter<W> {
         writeln!(out)?;
         let mut writer = ScriptWriter { out };
         for setting in SETTINGS {
-            writer.statement(SETTING, setting)?;
+            writer.statement(SETTING, setting, None)?;
         }
         Ok(writer)
     }
 
-    /// One SQL statement (or several that belong together).
-    pub fn statement(&mut self, what: &str, sql: &str) -> io::Result<()> {
+    fn scope(&mut self, scope: Option<&Scope>) -> io::Result<()> {
+        match scope {
+            Some(scope) => writeln!(self.out, "{HEADER}{SCOPE}{}", scope.fields()),
+            None => Ok(()),
+        }
+    }
+
+    /// A line saying that data artifact `artifact` holds the rows of table `scope`.
+    pub fn data_index(&mut self, artifact: &str, scope: &Scope) -> io::Result<()> {
+        writeln!(self.out, "{HEADER}{DATA_INDEX}{artifact} {}", scope.fields())
+    }
+
+    /// One SQL statement (or several that belong together) about an object of `scope`.
+    pub fn statement(&mut self, what: &str, sql: &str, scope: Option<&Scope>) -> io::Result<()> {
+        self.scope(scope)?;
         writeln!(self.out, "{HEADER}sql {} {}", sql.len(), one_line(what))?;
         self.out.write_all(sql.as_bytes())?;
         self.out.write_all(b"\n\n")
     }
 
-    /// A `COPY ... FROM stdin;` statement; rows follow with [`ScriptWriter::rows`].
-    pub fn copy(&mut self, what: &str, sql: &str) -> io::Result<()> {
+    /// A `COPY ... FROM stdin;` statement into a table of `scope`; rows follow with
+    /// [`ScriptWriter::rows`].
+    pub fn copy(&mut self, what: &str, sql: &str, scope: Option<&Scope>) -> io::Result<()> {
+        self.scope(scope)?;
         writeln!(self.out, "{HEADER}copy {} {}", sql.len(), one_line(what))?;
         self.out.write_all(sql.as_bytes())?;
         self.out.write_all(b"\n")
@@ -123,17 +146,20 @@ impl<W: Write> ScriptWriter<W> {
     }
 }
 
-/// What a section holds, one at a time.
+/// What a section holds, one at a time, with where its object belongs (none for objects
+/// of no schema, and in backups taken before scopes were recorded).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Entry {
     Sql {
         what: String,
         sql: String,
+        scope: Option<Scope>,
     },
     /// Rows follow; read them with [`ScriptReader::rows`].
     Copy {
         what: String,
         sql: String,
+        scope: Option<Scope>,
     },
 }
 
@@ -141,6 +167,8 @@ pub enum Entry {
 pub struct ScriptReader<R: BufRead> {
     input: R,
     line: Vec<u8>,
+    /// The data artifacts the section named and the tables each holds.
+    data_index: Vec<(String, Scope)>,
 }
 
 fn invalid(message: String) -> io::Error {
@@ -149,11 +177,12 @@ fn invalid(message: String) -> io::Error {
 
 impl<R: BufRead> ScriptReader<R> {
     pub fn new(input: R) -> Self {
-        ScriptReader { input, line: Vec::new() }
+        ScriptReader { input, line: Vec::new(), data_index: Vec::new() }
     }
 
     /// The next entry, skipping comments and blank lines; `None` at the end.
     pub fn next_entry(&mut self) -> io::Result<Option<Entry>> {
+        let mut scope = None;
         loop {
             self.line.clear();
             if self.input.read_until(b'\n', &mut self.line)? == 0 {
@@ -163,6 +192,21 @@ impl<R: BufRead> ScriptReader<R> {
             let Some(header) = line.trim_end().strip_prefix(HEADER) else {
                 continue;
             };
+            if let Some(fields) = header.strip_prefix(SCOPE) {
+                scope = Some(
+                    Scope::parse(fields)
+                        .ok_or_else(|| invalid(format!("malformed scope line {:?}", line.trim_end())))?,
+                );
+                continue;
+            }
+            if let Some(fields) = header.strip_prefix(DATA_INDEX) {
+                let entry = fields
+                    .split_once(' ')
+                    .and_then(|(artifact, table)| Some((artifact.to_owned(), Scope::parse(table)?)))
+                    .ok_or_else(|| invalid(format!("malformed data index line {:?}", line.trim_end())))?;
+                self.data_index.push(entry);
+                continue;
+            }
             let mut fields = header.splitn(3, ' ');
             let kind = fields.next().unwrap_or_default().to_owned();
             let length: usize = fields
@@ -174,15 +218,21 @@ impl<R: BufRead> ScriptReader<R> {
             self.input.read_exact(&mut sql)?;
             let sql = String::from_utf8(sql).map_err(|_| invalid(format!("{what}: the statement is not UTF-8")))?;
             return match kind.as_str() {
-                "sql" => Ok(Some(Entry::Sql { what, sql })),
+                "sql" => Ok(Some(Entry::Sql { what, sql, scope })),
                 "copy" => {
                     self.line.clear();
                     self.input.read_until(b'\n', &mut self.line)?;
-                    Ok(Some(Entry::Copy { what, sql }))
+                    Ok(Some(Entry::Copy { what, sql, scope }))
                 }
                 other => Err(invalid(format!("unknown entry kind {other:?}"))),
             };
         }
+    }
+
+    /// The data artifacts the section read so far named, with a table each holds
+    /// (pre-data names them all; backups taken before this index have none).
+    pub fn data_index(&self) -> &[(String, Scope)] {
+        &self.data_index
     }
 
     /// Hand the rows of the current COPY to `send` in batches of whole rows; returns the

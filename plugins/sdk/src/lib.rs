@@ -54,6 +54,35 @@ pub fn target_not_empty(what: &str) -> PluginError {
     ))
 }
 
+impl PluginError {
+    /// The error's message, whatever its kind.
+    pub fn message(&self) -> &str {
+        match self {
+            PluginError::Connection(m)
+            | PluginError::Database(m)
+            | PluginError::Artifact(m)
+            | PluginError::Unsupported(m)
+            | PluginError::Authentication(m)
+            | PluginError::InvalidSettings(m)
+            | PluginError::Other(m) => m,
+        }
+    }
+
+    /// The same error with `note` (what was done about it) after its message.
+    pub fn noting(self, note: &str) -> Self {
+        let noted = |message: String| format!("{message}; {note}");
+        match self {
+            PluginError::Connection(m) => PluginError::Connection(noted(m)),
+            PluginError::Database(m) => PluginError::Database(noted(m)),
+            PluginError::Artifact(m) => PluginError::Artifact(noted(m)),
+            PluginError::Unsupported(m) => PluginError::Unsupported(noted(m)),
+            PluginError::Authentication(m) => PluginError::Authentication(noted(m)),
+            PluginError::InvalidSettings(m) => PluginError::InvalidSettings(noted(m)),
+            PluginError::Other(m) => PluginError::Other(noted(m)),
+        }
+    }
+}
+
 impl From<ArtifactError> for PluginError {
     fn from(error: ArtifactError) -> Self {
         PluginError::Artifact(match error {

@@ -644,7 +644,7 @@ fn several_databases_are_one_backup_and_each_restores_where_asked() {
     assert!(first.stderr.contains("the backup holds databases shop, crm, odd.name"), "{}", first.stderr);
     let shop = source.state("shop", &[]).expect("state");
     assert_eq!(target.state("first", &[]).expect("state"), shop.replace("shop.", "first."));
-    let unknown = restore("x", &["databases=crm,nowhere"]).failed().expect("a database the backup lacks");
+    let unknown = restore("x", &["restore-databases=crm,nowhere"]).failed().expect("a database the backup lacks");
     assert!(
         unknown.stderr.contains("the backup has no database \"nowhere\"; it holds shop, crm, odd.name"),
         "{}",
@@ -658,13 +658,13 @@ fn several_databases_are_one_backup_and_each_restores_where_asked() {
         .expect("a user of one database");
     let as_one = target.url("one", "one-secret", "s2");
     let partial = ["restore", "--plugin", "mysql", "--database", &as_one, "--repo", &repo, "--option"];
-    let failed = stowage(&[&partial[..], &["databases=shop:s2,crm:c2"]].concat(), &[]).failed().expect("no c2");
+    let failed = stowage(&[&partial[..], &["restore-databases=shop:s2,crm:c2"]].concat(), &[]).failed().expect("no c2");
     assert!(failed.stderr.contains("creating database c2"), "{}", failed.stderr);
     assert!(failed.stderr.contains("database s2 was dropped again"), "{}", failed.stderr);
     assert_eq!(target.sql("", "SHOW DATABASES LIKE 's2'").expect("databases"), "");
 
     // Every database under its own name, with the accounts.
-    let all = restore("ignored", &["databases=*", "create-users=true"]).ok().expect("restore of all");
+    let all = restore("ignored", &["restore-databases=*", "create-users=true"]).ok().expect("restore of all");
     assert!(all.stdout.contains("restored databases shop, crm, odd.name: 4 tables (6 rows); 1 accounts created"));
     for database in DATABASES {
         assert_eq!(target.state(database, &[]).expect("state"), source.state(database, &[]).expect("state"));
@@ -675,7 +675,7 @@ fn several_databases_are_one_backup_and_each_restores_where_asked() {
     // One database under another name, beside the one it came from. A view that reads
     // another database names its own too (the server prints it so, as mariadb-dump
     // stores it): the copy's view still reads crm's contacts (docs/mysql.md).
-    let copy = restore("ignored", &["databases=crm:crm_copy"]).ok().expect("restore of crm as crm_copy");
+    let copy = restore("ignored", &["restore-databases=crm:crm_copy"]).ok().expect("restore of crm as crm_copy");
     assert!(copy.stdout.contains("restored database crm as crm_copy: 2 tables (3 rows)"), "{}", copy.stdout);
     let crm = source.state("crm", &[]).expect("state");
     assert!(crm.contains("from (`crm`.`contacts` `c` join `shop`.`customers`"), "{crm}");
@@ -683,7 +683,7 @@ fn several_databases_are_one_backup_and_each_restores_where_asked() {
 
     // Nothing changes unless every target is empty: crm is refused before shop is created.
     target.sql("", "SET foreign_key_checks = 0; DROP DATABASE shop").expect("drop shop");
-    let refused = restore("ignored", &["databases=*"]).failed().expect("targets not empty");
+    let refused = restore("ignored", &["restore-databases=*"]).failed().expect("targets not empty");
     assert!(refused.stderr.contains("target not empty: database \"crm\""), "{}", refused.stderr);
     assert_eq!(target.sql("", "SHOW DATABASES LIKE 'shop'").expect("databases"), "");
 }

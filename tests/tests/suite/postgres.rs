@@ -175,8 +175,10 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
         refused.stderr
     );
     assert!(refused.stderr.contains("no-owner=true"), "{}", refused.stderr);
-    let tables = "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'";
-    assert_eq!(bare.psql("copy", tables).expect("nothing restored").trim(), "0");
+    // The database the failed restore created is gone again.
+    assert!(refused.stderr.contains("database copy, created by this restore, was dropped again"), "{}", refused.stderr);
+    let databases = "SELECT count(*) FROM pg_database WHERE datname = 'copy'";
+    assert_eq!(bare.psql("postgres", databases).expect("databases").trim(), "0");
     // Without owners and privileges it restores (the policies still name their roles).
     bare.psql("postgres", "CREATE ROLE app_user; CREATE ROLE reporting").expect("policy roles");
     let mut without = restore.to_vec();
@@ -624,4 +626,101 @@ fn a_drill_restores_into_a_scratch_database_twice_and_compares_the_counts() {
     let failed = stowage(&["drill", "--plugin", "postgres", "--database", &scratch, "--repo", &repo], &wrong);
     let failed = failed.failed().expect("a drill with a wrong password");
     assert!(failed.stderr.contains("did not pass (DatabaseAuthenticationFailed)"), "{}", failed.stderr);
+}
+
+#[test]
+fn a_restore_picks_schemas_and_tables_as_pg_restore_does() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", PRODUCTION_ROLES).expect("roles");
+    postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
+    postgres.psql_file("source", &production_fixture()).expect("load the production-shaped schema");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let source = postgres.url(SCRAM_USER, "source");
+    stowage(&["backup", "--plugin", "postgres", "--database", &source, "--repo", &repo], &password_env())
+        .ok()
+        .expect("backup");
+    let restore = |database: &str, options: &[&str]| {
+        let target = postgres.url(SCRAM_USER, database);
+        let mut args = vec!["restore", "--plugin", "postgres", "--database", &target, "--repo", &repo];
+        args.extend(options.iter().flat_map(|option| ["--option", option]));
+        stowage(&args, &password_env())
+    };
+    let tables_of = |database: &str| {
+        let tables = "SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) FROM pg_tables \
+                      WHERE schemaname IN ('app', 'legacy')";
+        postgres.psql(database, tables).expect("tables").trim().to_owned()
+    };
+    let contents = postgres.contents("source").expect("contents");
+    let contents_of = |prefix: &str| -> String {
+        contents.lines().filter(|line| line.starts_with(prefix)).map(|line| format!("{line}\n")).collect()
+    };
+
+    // One schema, with everything in it, into a new database: as pg_dump --schema shows it.
+    let legacy = restore("only_legacy", &["restore-schemas=legacy"]).ok().expect("restore of a schema");
+    assert!(legacy.stdout.contains("restored (schemas legacy)"), "{}", legacy.stdout);
+    assert_eq!(
+        postgres.schema_of("only_legacy", &["--schema=legacy"]).expect("schema"),
+        postgres.schema_of("source", &["--schema=legacy"]).expect("schema")
+    );
+    assert_eq!(tables_of("only_legacy"), "legacy.events,legacy.events_2024,legacy.no_columns,legacy.only_generated");
+    assert_eq!(postgres.contents("only_legacy").expect("contents"), contents_of("legacy."));
+    // Objects of no schema (here the database's settings) come with whole restores only.
+    assert!(postgres.properties("only_legacy").expect("properties").starts_with('|'));
+
+    // Two tables into a database that holds what they use (their schema and a domain):
+    // with their keys, indexes, policies, statistics, comments, owners, privileges, their
+    // serial sequence, and rows; nothing else of the schema.
+    // (Its IntervalStyle as the source's, so that the intervals' text compares.)
+    postgres
+        .psql("postgres", "CREATE DATABASE two_tables; ALTER DATABASE two_tables SET intervalstyle = sql_standard")
+        .expect("create");
+    postgres
+        .psql("two_tables", "CREATE SCHEMA app AUTHORIZATION app_owner; CREATE DOMAIN app.positive AS integer")
+        .expect("what the tables use");
+    let picked = ["--table=app.accounts", "--table=app.orders"];
+    restore("two_tables", &["restore-tables=app.accounts,app.orders"]).ok().expect("restore of two tables");
+    assert_eq!(
+        postgres.schema_of("two_tables", &picked).expect("schema"),
+        postgres.schema_of("source", &picked).expect("schema")
+    );
+    assert_eq!(tables_of("two_tables"), "app.accounts,app.orders");
+    assert_eq!(
+        postgres.contents("two_tables").expect("contents"),
+        contents_of("app.accounts").to_owned() + &contents_of("app.orders")
+    );
+    assert_eq!(postgres.psql("two_tables", "SELECT nextval('app.orders_id_seq')").expect("sequence").trim(), "201");
+    // A table the target has already fails the restore at its first CREATE (its serial
+    // sequence's), and nothing changes.
+    let again = restore("two_tables", &["restore-tables=app.orders"]).failed().expect("an existing table");
+    assert!(
+        again.stderr.contains("restoring SEQUENCE app.orders_id_seq") && again.stderr.contains("already exists"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(tables_of("two_tables"), "app.accounts,app.orders");
+
+    // Everything but one table (and what is part of it): as pg_dump --exclude-table shows it.
+    restore("without_tickets", &["restore-exclude-tables=app.tickets"]).ok().expect("restore without a table");
+    assert_eq!(
+        postgres.schema("without_tickets").expect("schema"),
+        postgres.schema_of("source", &["--exclude-table=app.tickets"]).expect("schema")
+    );
+    let without: String =
+        contents.lines().filter(|line| !line.starts_with("app.tickets")).map(|l| format!("{l}\n")).collect();
+    assert_eq!(postgres.contents("without_tickets").expect("contents"), without);
+    assert_eq!(
+        postgres.properties("without_tickets").expect("properties"),
+        postgres.properties("source").expect("properties")
+    );
+
+    // Names the backup lacks, and replace, are refused before anything is restored.
+    let unknown = restore("nothing", &["restore-tables=app.nope,app.accounts"]).failed().expect("unknown table");
+    let message = "option restore-tables: the backup has no table, view or sequence of its own app.nope";
+    assert!(unknown.stderr.contains(message), "{}", unknown.stderr);
+    let mut replace = vec!["restore", "--replace", "--plugin", "postgres", "--repo", &repo, "--database"];
+    let target = postgres.url(SCRAM_USER, "two_tables");
+    replace.extend([target.as_str(), "--option", "restore-tables=app.orders"]);
+    let refused = stowage(&replace, &password_env()).failed().expect("replace with a pick");
+    assert!(refused.stderr.contains("a partial restore adds to the target and drops nothing"), "{}", refused.stderr);
 }

@@ -1,15 +1,18 @@
 -- The objects a backup creates that have an owner and privileges: keyword (as in ALTER
 -- ... OWNER TO), name (qualified and quoted), owner, ACL, ACL kind (as acldefault takes
 -- it), whether the object has its own owner (a sequence owned by a column, or an
--- identity sequence, follows its table), and what GRANT calls it. Event triggers have
+-- identity sequence, follows its table), what GRANT calls it, and the key (catalog
+-- oid:object oid) of the object. Event triggers have
 -- their owners set after them (event_triggers.sql).
 SELECT 'SCHEMA' AS keyword, quote_ident(n.nspname) AS name, n.nspowner AS owner, n.nspacl AS acl,
-       'n'::"char" AS acl_kind, true AS own_owner, 'SCHEMA ' || quote_ident(n.nspname) AS acl_target
+       'n'::"char" AS acl_kind, true AS own_owner, 'SCHEMA ' || quote_ident(n.nspname) AS acl_target,
+       n.tableoid || ':' || n.oid AS key
 FROM pg_namespace n
 WHERE n.oid IN (SELECT oid FROM schemas)
 UNION ALL
 SELECT CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, format('%I.%I', n.nspname, t.typname), t.typowner, t.typacl,
-       'T', true, CASE t.typtype WHEN 'd' THEN 'DOMAIN ' ELSE 'TYPE ' END || format('%I.%I', n.nspname, t.typname)
+       'T', true, CASE t.typtype WHEN 'd' THEN 'DOMAIN ' ELSE 'TYPE ' END || format('%I.%I', n.nspname, t.typname),
+       t.tableoid || ':' || t.oid
 FROM pg_type t
 JOIN pg_namespace n ON n.oid = t.typnamespace
 LEFT JOIN pg_class c ON c.oid = t.typrelid
@@ -23,7 +26,8 @@ SELECT CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE '
                         CASE WHEN p.pronargs = 0 THEN '*' ELSE pg_get_function_identity_arguments(p.oid) END)
             ELSE p.oid::regprocedure::text END,
        p.proowner, p.proacl, 'f', true,
-       CASE p.prokind WHEN 'p' THEN 'PROCEDURE ' ELSE 'FUNCTION ' END || p.oid::regprocedure::text
+       CASE p.prokind WHEN 'p' THEN 'PROCEDURE ' ELSE 'FUNCTION ' END || p.oid::regprocedure::text,
+       p.tableoid || ':' || p.oid
 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND p.prokind IN ('f', 'p', 'a')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = p.tableoid AND e.objid = p.oid AND e.deptype IN ('e', 'i'))
@@ -34,13 +38,14 @@ SELECT CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THE
        CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char",
        NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = c.tableoid AND d.objid = c.oid AND d.refclassid = c.tableoid
                                              AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')),
-       CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || format('%I.%I', n.nspname, c.relname)
+       CASE c.relkind WHEN 'S' THEN 'SEQUENCE ' ELSE 'TABLE ' END || format('%I.%I', n.nspname, c.relname),
+       c.tableoid || ':' || c.oid
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
 UNION ALL
 -- Objects with an owner and no privileges.
-SELECT o.keyword, o.name, o.owner, NULL, NULL, true, NULL
+SELECT o.keyword, o.name, o.owner, NULL, NULL, true, NULL, o.catalog || ':' || o.oid
 FROM (
     SELECT 'COLLATION' AS keyword, format('%I.%I', n.nspname, c.collname) AS name, c.collowner AS owner,
            c.tableoid AS catalog, c.oid
@@ -70,16 +75,18 @@ WHERE NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = o.catalog AND e.obji
 UNION ALL
 -- Objects of no schema, with the whole database.
 SELECT 'FOREIGN DATA WRAPPER', quote_ident(w.fdwname), w.fdwowner, w.fdwacl, 'F', true,
-       'FOREIGN DATA WRAPPER ' || quote_ident(w.fdwname)
+       'FOREIGN DATA WRAPPER ' || quote_ident(w.fdwname), w.tableoid || ':' || w.oid
 FROM pg_foreign_data_wrapper w
 WHERE (SELECT whole FROM whole_database)
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = w.tableoid AND e.objid = w.oid AND e.deptype = 'e')
 UNION ALL
-SELECT 'SERVER', quote_ident(s.srvname), s.srvowner, s.srvacl, 'S', true, 'FOREIGN SERVER ' || quote_ident(s.srvname)
+SELECT 'SERVER', quote_ident(s.srvname), s.srvowner, s.srvacl, 'S', true, 'FOREIGN SERVER ' || quote_ident(s.srvname),
+       s.tableoid || ':' || s.oid
 FROM pg_foreign_server s
 WHERE (SELECT whole FROM whole_database)
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = s.tableoid AND e.objid = s.oid AND e.deptype = 'e')
 UNION ALL
-SELECT 'LARGE OBJECT', l.oid::text, l.lomowner, l.lomacl, 'L', true, 'LARGE OBJECT ' || l.oid
+SELECT 'LARGE OBJECT', l.oid::text, l.lomowner, l.lomacl, 'L', true, 'LARGE OBJECT ' || l.oid,
+       l.tableoid || ':' || l.oid
 FROM pg_largeobject_metadata l
 WHERE (SELECT whole FROM whole_database)

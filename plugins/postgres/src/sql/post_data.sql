@@ -2,17 +2,20 @@
 -- ownership, primary key / unique / exclusion / NOT VALID constraints, other indexes,
 -- index partitions, foreign keys, triggers, table settings (row security, policies,
 -- replica identity, clustering, rules, extended statistics), publications, comments.
--- Columns: rank, kind, name, statement.
+-- Columns: rank, kind, name, statement, and the key (catalog oid:object oid) of the
+-- object the statement is about (scope.sql tells its schema and relation).
 SELECT 1, 'SEQUENCE SET', format('%I.%I', n.nspname, c.relname),
        format('SELECT pg_catalog.setval(%L, %s, %s);', format('%I.%I', n.nspname, c.relname),
               coalesce(pg_sequence_last_value(c.oid), s.seqstart),
-              CASE WHEN pg_sequence_last_value(c.oid) IS NULL THEN 'false' ELSE 'true' END)
+              CASE WHEN pg_sequence_last_value(c.oid) IS NULL THEN 'false' ELSE 'true' END),
+       c.tableoid || ':' || c.oid
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_sequence s ON s.seqrelid = c.oid
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind = 'S'
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
 UNION ALL
 SELECT 2, 'SEQUENCE OWNED BY', format('%I.%I', n.nspname, c.relname),
-       format('ALTER SEQUENCE %I.%I OWNED BY %s.%I;', n.nspname, c.relname, d.refobjid::regclass::text, a.attname)
+       format('ALTER SEQUENCE %I.%I OWNED BY %s.%I;', n.nspname, c.relname, d.refobjid::regclass::text, a.attname),
+       c.tableoid || ':' || c.oid
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_depend d ON d.classid = c.tableoid AND d.objid = c.oid AND d.deptype = 'a'
@@ -21,7 +24,8 @@ JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind = 'S'
 UNION ALL
 SELECT 3, 'CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
-       format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid))
+       format('ALTER TABLE ONLY %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)),
+       k.tableoid || ':' || k.oid
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype IN ('p', 'u', 'x')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
@@ -31,18 +35,21 @@ WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype IN ('p', 'u', 'x')
 UNION ALL
 -- A NOT VALID check holds for new rows only: the data may break it.
 SELECT 3, 'CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
-       format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid))
+       format('ALTER TABLE %I.%I ADD CONSTRAINT %I %s;', n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)),
+       k.tableoid || ':' || k.oid
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype = 'c' AND NOT k.convalidated AND k.conislocal
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
 UNION ALL
 SELECT 3, 'DOMAIN CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, t.typname),
-       format('ALTER DOMAIN %I.%I ADD CONSTRAINT %I %s;', n.nspname, t.typname, k.conname, pg_get_constraintdef(k.oid))
+       format('ALTER DOMAIN %I.%I ADD CONSTRAINT %I %s;', n.nspname, t.typname, k.conname, pg_get_constraintdef(k.oid)),
+       k.tableoid || ':' || k.oid
 FROM pg_constraint k JOIN pg_type t ON t.oid = k.contypid JOIN pg_namespace n ON n.oid = t.typnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype = 'c' AND NOT k.convalidated
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = t.tableoid AND e.objid = t.oid AND e.deptype = 'e')
 UNION ALL
-SELECT 4, 'INDEX', format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid) || ';'
+SELECT 4, 'INDEX', format('%I.%I', n.nspname, ic.relname), pg_get_indexdef(i.indexrelid) || ';',
+       ic.tableoid || ':' || ic.oid
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_class c ON c.oid = i.indrelid
@@ -52,13 +59,15 @@ WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p', 'm')
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
 UNION ALL
 SELECT 5, 'INDEX ATTACH', h.inhrelid::regclass::text,
-       format('ALTER INDEX %s ATTACH PARTITION %s;', h.inhparent::regclass::text, h.inhrelid::regclass::text)
+       format('ALTER INDEX %s ATTACH PARTITION %s;', h.inhparent::regclass::text, h.inhrelid::regclass::text),
+       ic.tableoid || ':' || ic.oid
 FROM pg_inherits h JOIN pg_class ic ON ic.oid = h.inhrelid JOIN pg_namespace n ON n.oid = ic.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND ic.relkind IN ('i', 'I')
 UNION ALL
 SELECT 6, 'FK CONSTRAINT', format('%I ON %I.%I', k.conname, n.nspname, c.relname),
        format('ALTER TABLE %s%I.%I ADD CONSTRAINT %I %s;', CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END,
-              n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid))
+              n.nspname, c.relname, k.conname, pg_get_constraintdef(k.oid)),
+       k.tableoid || ':' || k.oid
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND k.contype = 'f' AND k.conparentid = 0
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
@@ -68,7 +77,8 @@ SELECT 7, 'TRIGGER', format('%I ON %I.%I', t.tgname, n.nspname, c.relname),
        || CASE t.tgenabled WHEN 'D' THEN format(E'\nALTER TABLE %I.%I DISABLE TRIGGER %I;', n.nspname, c.relname, t.tgname)
                            WHEN 'R' THEN format(E'\nALTER TABLE %I.%I ENABLE REPLICA TRIGGER %I;', n.nspname, c.relname, t.tgname)
                            WHEN 'A' THEN format(E'\nALTER TABLE %I.%I ENABLE ALWAYS TRIGGER %I;', n.nspname, c.relname, t.tgname)
-                           ELSE '' END
+                           ELSE '' END,
+       t.tableoid || ':' || t.oid
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND NOT t.tgisinternal AND t.tgparentid = 0
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
@@ -76,7 +86,8 @@ UNION ALL
 SELECT 8, 'ROW SECURITY', format('%I.%I', n.nspname, c.relname),
        format('ALTER TABLE ONLY %I.%I ENABLE ROW LEVEL SECURITY;', n.nspname, c.relname)
        || CASE WHEN c.relforcerowsecurity THEN format(E'\nALTER TABLE ONLY %I.%I FORCE ROW LEVEL SECURITY;', n.nspname, c.relname)
-               ELSE '' END
+               ELSE '' END,
+       c.tableoid || ':' || c.oid
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p') AND (c.relrowsecurity OR c.relforcerowsecurity)
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
@@ -90,7 +101,8 @@ SELECT 8, 'POLICY', format('%I ON %I.%I', p.polname, n.nspname, c.relname),
                FROM unnest(p.polroles) r),
               CASE WHEN p.polqual IS NOT NULL THEN ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')' ELSE '' END,
               CASE WHEN p.polwithcheck IS NOT NULL THEN ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')'
-                   ELSE '' END)
+                   ELSE '' END),
+       p.tableoid || ':' || p.oid
 FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas)
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
@@ -99,14 +111,16 @@ SELECT 8, 'REPLICA IDENTITY', format('%I.%I', n.nspname, c.relname),
        format('ALTER TABLE ONLY %I.%I REPLICA IDENTITY %s;', n.nspname, c.relname,
               CASE c.relreplident WHEN 'n' THEN 'NOTHING' WHEN 'f' THEN 'FULL'
                    ELSE 'USING INDEX ' || (SELECT quote_ident(ic.relname) FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-                                           WHERE i.indrelid = c.oid AND i.indisreplident) END)
+                                           WHERE i.indrelid = c.oid AND i.indisreplident) END),
+       c.tableoid || ':' || c.oid
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND c.relkind IN ('r', 'p') AND c.relreplident <> 'd'
   AND (c.relreplident <> 'i' OR EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident))
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
 UNION ALL
 SELECT 8, 'CLUSTER ON', format('%I.%I', n.nspname, c.relname),
-       format('ALTER TABLE ONLY %I.%I CLUSTER ON %I;', n.nspname, c.relname, ic.relname)
+       format('ALTER TABLE ONLY %I.%I CLUSTER ON %I;', n.nspname, c.relname, ic.relname),
+       c.tableoid || ':' || c.oid
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class c ON c.oid = i.indrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND i.indisclustered
@@ -117,7 +131,8 @@ SELECT 8, 'RULE', format('%I ON %I.%I', r.rulename, n.nspname, c.relname),
        || CASE r.ev_enabled WHEN 'D' THEN format(E'\nALTER TABLE %I.%I DISABLE RULE %I;', n.nspname, c.relname, r.rulename)
                             WHEN 'R' THEN format(E'\nALTER TABLE %I.%I ENABLE REPLICA RULE %I;', n.nspname, c.relname, r.rulename)
                             WHEN 'A' THEN format(E'\nALTER TABLE %I.%I ENABLE ALWAYS RULE %I;', n.nspname, c.relname, r.rulename)
-                            ELSE '' END
+                            ELSE '' END,
+       r.tableoid || ':' || r.oid
 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.oid IN (SELECT oid FROM schemas) AND r.rulename <> '_RETURN'
   AND NOT EXISTS (SELECT FROM pg_depend e WHERE e.classid = c.tableoid AND e.objid = c.oid AND e.deptype = 'e')
@@ -125,7 +140,8 @@ UNION ALL
 SELECT 8, 'STATISTICS', format('%I.%I', n.nspname, s.stxname),
        pg_get_statisticsobjdef(s.oid) || ';'
        || CASE WHEN s.stxstattarget >= 0
-               THEN format(E'\nALTER STATISTICS %I.%I SET STATISTICS %s;', n.nspname, s.stxname, s.stxstattarget) ELSE '' END
+               THEN format(E'\nALTER STATISTICS %I.%I SET STATISTICS %s;', n.nspname, s.stxname, s.stxstattarget) ELSE '' END,
+       s.tableoid || ':' || s.oid
 FROM pg_statistic_ext s JOIN pg_namespace n ON n.oid = s.stxnamespace
 WHERE n.oid IN (SELECT oid FROM schemas)
 UNION ALL
@@ -147,7 +163,8 @@ SELECT 8, 'PUBLICATION', quote_ident(p.pubname),
        || coalesce((SELECT string_agg(format(E'\nALTER PUBLICATION %I ADD TABLES IN SCHEMA %I;', p.pubname, n.nspname), ''
                                       ORDER BY n.nspname)
                     FROM pg_publication_namespace pn JOIN pg_namespace n ON n.oid = pn.pnnspid
-                    WHERE pn.pnpubid = p.oid AND n.oid IN (SELECT oid FROM schemas)), '')
+                    WHERE pn.pnpubid = p.oid AND n.oid IN (SELECT oid FROM schemas)), ''),
+       p.tableoid || ':' || p.oid
 FROM pg_publication p
 WHERE (SELECT whole FROM whole_database)
 UNION ALL
@@ -157,7 +174,8 @@ SELECT 9, 'COMMENT', o.identity,
                    THEN (SELECT format('CONSTRAINT %I ON DOMAIN %s', k.conname, format_type(k.contypid, NULL))
                          FROM pg_constraint k WHERE k.oid = d.objoid)
                    ELSE keyword || ' ' || o.identity END,
-              d.description)
+              d.description),
+       d.classoid || ':' || d.objoid
 FROM pg_description d
 CROSS JOIN LATERAL pg_identify_object(d.classoid, d.objoid, d.objsubid) o
 CROSS JOIN LATERAL (
