@@ -9,7 +9,7 @@
 //! accounts with privileges on the database (`users.sql`); a backup of several databases
 //! prefixes them per database and lists the databases in `databases.sql` (see
 //! [`layout`]). Options: `tls`, `tls-ca`, `lock-timeout`, `databases`, `users`, `jobs`,
-//! `restore-databases`, `create-users`; see `docs/mysql.md`.
+//! `restore-databases`, `definers`, `create-users`; see `docs/mysql.md`.
 
 mod backup;
 mod layout;
@@ -49,12 +49,23 @@ struct Config {
     users: UsersArtifact,
     /// Restore: whether `users.sql` is applied.
     create_users: bool,
+    /// Restore: who the restored views, routines, triggers and events run as.
+    definers: Definers,
     /// Backup: the databases besides `database` (option `databases`).
     databases: Option<Databases>,
     /// Restore: which databases of a backup of several go where (option
     /// `restore-databases`; apart from `databases` because a restore inherits the
     /// backup's options).
     restore_databases: Option<Databases>,
+}
+
+/// Option `definers`: the `DEFINER` of restored views, routines, triggers and events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Definers {
+    /// As in the source (creating them for another account needs `SET USER` or `SUPER`).
+    Keep,
+    /// The restoring user, as `mydumper --skip-definer` leaves them.
+    CurrentUser,
 }
 
 /// Options `databases` and `restore-databases`.
@@ -147,6 +158,15 @@ impl Config {
             jobs,
             users,
             create_users: options.parse_or("create-users", false)?,
+            definers: match options.get("definers").unwrap_or("keep") {
+                "keep" => Definers::Keep,
+                "current-user" => Definers::CurrentUser,
+                other => {
+                    return Err(PluginError::InvalidSettings(format!(
+                        "option definers: {other:?} is not one of keep, current-user"
+                    )));
+                }
+            },
             databases: options.get("databases").map(|value| Databases::parse("databases", value)).transpose()?,
             restore_databases: options
                 .get("restore-databases")
@@ -223,6 +243,12 @@ impl Plugin for MysqlPlugin {
                     None,
                 ),
                 optional("jobs", "Restore: connections that load tables at once (1 to 16)", Some("2")),
+                optional(
+                    "definers",
+                    "Restore: keep (views, routines, triggers and events keep their DEFINER, which needs SET USER or \
+                     SUPER for others) or current-user (the restoring user becomes their definer)",
+                    Some("keep"),
+                ),
                 optional(
                     "create-users",
                     "Restore: true applies users.sql after the database: missing accounts are created, grants added",

@@ -11,8 +11,8 @@ use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
 
 use crate::layout::{self, Stored};
 use crate::protocol::{Connection, Error, text};
-use crate::script::{Statements, ident, literal};
-use crate::{Config, Databases, Mapping, failure, users};
+use crate::script::{Statements, ident, literal, without_definer};
+use crate::{Config, Databases, Definers, Mapping, failure, users};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -196,7 +196,7 @@ fn restore(
     let data: Vec<Vec<String>> = plan.iter().map(|database| database.stored.data_series(names)).collect();
     let mut progress = Progress { done: 0, total: data.iter().map(|series| series.len() as u64 + 2).sum(), rows: 0 };
     for Restoring { stored, target } in plan {
-        replay(connection, limit, target, &stored.schema())?;
+        replay(connection, limit, target, &stored.schema(), Definers::Keep)?;
         progress.artifact_done(&stored.schema(), 0);
     }
     let mut tables = 0;
@@ -204,7 +204,7 @@ fn restore(
         tables += load_data(config, connection, limit, target, series, &mut progress)?;
     }
     for Restoring { stored, target } in plan {
-        replay(connection, limit, target, &stored.post())?;
+        replay(connection, limit, target, &stored.post(), config.definers)?;
         progress.artifact_done(&stored.post(), 0);
         check_foreign_keys(connection)?;
     }
@@ -227,7 +227,7 @@ fn create_users(
     let applied = plan
         .iter()
         .filter(|database| names.contains(&database.stored.users()))
-        .try_for_each(|database| replay(connection, limit, &database.target, &database.stored.users()));
+        .try_for_each(|database| replay(connection, limit, &database.target, &database.stored.users(), Definers::Keep));
     let created: Vec<(String, String)> = users::accounts(connection)
         .map_err(counting)?
         .into_iter()
@@ -288,10 +288,17 @@ impl Progress {
     }
 }
 
-/// Replay artifact `name` on `connection`, in `database`.
-fn replay(connection: &mut Connection, limit: usize, database: &str, name: &str) -> Result<(), PluginError> {
+/// Replay artifact `name` on `connection`, in `database`; `definers` as option
+/// `definers` says.
+fn replay(
+    connection: &mut Connection,
+    limit: usize,
+    database: &str,
+    name: &str,
+    definers: Definers,
+) -> Result<(), PluginError> {
     prepare(connection, database)?;
-    Load::open(name, limit)?.run(connection)
+    Load::open(name, limit)?.with_definers(definers).run(connection)
 }
 
 /// Load the `data` artifacts into `database` on up to `jobs` connections at once (an
@@ -447,6 +454,8 @@ struct Load {
     /// The server's max_allowed_packet.
     limit: usize,
     statements: Statements<BufReader<ArtifactReader>>,
+    /// Whether definitions keep their `DEFINER`.
+    definers: Definers,
     /// The statement sent and not yet answered.
     running: Option<Vec<u8>>,
     rows: u64,
@@ -455,7 +464,18 @@ struct Load {
 impl Load {
     fn open(name: &str, limit: usize) -> Result<Self, PluginError> {
         let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(name)?);
-        Ok(Load { name: name.to_owned(), limit, statements: Statements::new(reader), running: None, rows: 0 })
+        Ok(Load {
+            name: name.to_owned(),
+            limit,
+            statements: Statements::new(reader),
+            definers: Definers::Keep,
+            running: None,
+            rows: 0,
+        })
+    }
+
+    fn with_definers(self, definers: Definers) -> Self {
+        Load { definers, ..self }
     }
 
     /// Read the next statement while the server runs the one sent before, then wait
@@ -475,6 +495,10 @@ impl Load {
                 mib(self.limit)
             ))),
             Some(statement) => {
+                let statement = match self.definers {
+                    Definers::Keep => statement,
+                    Definers::CurrentUser => without_definer(&statement).into_owned(),
+                };
                 connection.send(&statement).map_err(|error| statement_failure(&self.name, &statement, error))?;
                 self.running = Some(statement);
                 Ok(false)

@@ -2,6 +2,7 @@
 //! so that the `mariadb`/`mysql` client replays the artifacts alone, and a statement
 //! splitter that reads them the way that client does (quotes, comments, `DELIMITER`).
 
+use std::borrow::Cow;
 use std::io::{self, BufRead};
 
 /// `name` as a quoted identifier.
@@ -15,6 +16,76 @@ pub fn unquote_ident(quoted: &str) -> Option<String> {
     // Inside, every backquote is doubled.
     let name = inner.replace("``", "`");
     (!name.is_empty() && ident(&name) == quoted).then_some(name)
+}
+
+/// `statement` without its `DEFINER=` clause, if it is a `CREATE` of a view, routine,
+/// trigger or event as `SHOW CREATE` prints it (`CREATE [OR REPLACE] [ALGORITHM=...]
+/// DEFINER=`user`@`host` ...`): the server then makes the current user its definer.
+/// Any other statement comes back as it is.
+pub fn without_definer(statement: &[u8]) -> Cow<'_, [u8]> {
+    let at_word = |at: usize, word: &[u8]| {
+        statement.len() >= at + word.len() && statement[at..at + word.len()].eq_ignore_ascii_case(word)
+    };
+    let spaces = |mut at: usize| {
+        while statement.get(at).is_some_and(u8::is_ascii_whitespace) {
+            at += 1;
+        }
+        at
+    };
+    if !at_word(0, b"CREATE ") {
+        return Cow::Borrowed(statement);
+    }
+    let mut at = spaces(6);
+    if at_word(at, b"OR REPLACE ") {
+        at = spaces(at + 10);
+    }
+    if at_word(at, b"ALGORITHM=") {
+        while statement.get(at).is_some_and(|b| !b.is_ascii_whitespace()) {
+            at += 1;
+        }
+        at = spaces(at);
+    }
+    if !at_word(at, b"DEFINER=") {
+        return Cow::Borrowed(statement);
+    }
+    let start = at;
+    let Some(mut end) = account_part(statement, at + 8) else {
+        return Cow::Borrowed(statement);
+    };
+    if statement.get(end) == Some(&b'@') {
+        match account_part(statement, end + 1) {
+            Some(host_end) => end = host_end,
+            None => return Cow::Borrowed(statement),
+        }
+    }
+    let mut stripped = statement[..start].to_vec();
+    stripped.extend_from_slice(&statement[spaces(end)..]);
+    Cow::Owned(stripped)
+}
+
+/// Where the user or host of an account that starts at `at` ends: a quoted name (`` ` ``,
+/// `'`, or `"` as `ANSI_QUOTES` prints them; the quote doubled inside) or a bare word
+/// such as `CURRENT_USER()`.
+fn account_part(statement: &[u8], at: usize) -> Option<usize> {
+    match statement.get(at)? {
+        &quote @ (b'`' | b'\'' | b'"') => {
+            let mut i = at + 1;
+            loop {
+                match *statement.get(i)? {
+                    b if b == quote && statement.get(i + 1) == Some(&quote) => i += 2,
+                    b if b == quote => return Some(i + 1),
+                    _ => i += 1,
+                }
+            }
+        }
+        _ => {
+            let end = statement[at..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'(' | b')')))
+                .map_or(statement.len(), |length| at + length);
+            (end > at).then_some(end)
+        }
+    }
 }
 
 /// `text` as a string literal that means the same under any `sql_mode`.

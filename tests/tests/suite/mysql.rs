@@ -315,6 +315,22 @@ fn a_failed_restore_leaves_no_half_restored_database() {
         assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
     }
     assert_eq!(server.sql("", "SHOW DATABASES LIKE 'target_new'").expect("databases"), "");
+    // With definers=current-user the same user restores it whole, as their definer
+    // (functions by a user without SUPER need log_bin_trust_function_creators with a
+    // binary log, as on managed servers).
+    server.sql("", "SET GLOBAL log_bin_trust_function_creators = 1").expect("trust function creators");
+    let target = format!("{}?definers=current-user", server.url("limited", "limited-secret", "target_new"));
+    stowage(&["restore", "--plugin", "mysql", "--database", &target, "--repo", &repo], &[])
+        .ok()
+        .expect("restore as the definer");
+    assert_eq!(
+        server.state("target_new", VERSIONED).expect("state"),
+        server
+            .state("fixture", VERSIONED)
+            .expect("state")
+            .replace("fixture", "target_new")
+            .replace("root@localhost", "limited@127.0.0.1")
+    );
 
     // A user allowed two connections restores on two of the four asked for.
     server
