@@ -20,7 +20,7 @@ use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
 use crate::layout::{self, Stored};
 use crate::protocol::{Column, Connection, Error, codes, text, types};
 use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
-use crate::{Config, Databases, MEDIA_TYPE, failure, users};
+use crate::{Config, Databases, MEDIA_TYPE, SYSTEM_DATABASES, failure, users};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
 /// `max_allowed_packet` is 16 MiB on MariaDB and 64 MiB on MySQL).
@@ -32,11 +32,9 @@ const PROGRESS_EVERY: u64 = 10_000;
 /// Bytes buffered before an artifact write.
 const WRITE_BUFFER: usize = 256 << 10;
 
-/// The server's own databases, never part of `databases=*`.
-const SYSTEM_DATABASES: [&str; 4] = ["information_schema", "mysql", "performance_schema", "sys"];
-
-/// Data artifacts at most: the host takes 10,000 artifacts per backup; past this many
-/// tables, consecutive tables of a database share an artifact.
+/// Tables past which consecutive tables of a database share a data artifact: with the
+/// rounding per database and per copy phase, and the schema, post and users artifacts
+/// of at most [`MAX_DATABASES`] databases, a backup stays within the host's 10,000.
 const MAX_DATA_ARTIFACTS: usize = 4096;
 
 /// Databases per backup at most: with their schema, post and users artifacts and the
@@ -737,7 +735,7 @@ fn push_compound(text: &mut String, definition: &Definition) {
 
 fn write_artifact(name: &str, content: &[u8]) -> Result<(), PluginError> {
     let mut artifact = artifacts::create(name, MEDIA_TYPE)?;
-    artifact.write_all(content).map_err(|e| PluginError::Artifact(format!("writing {name}: {e}")))?;
+    artifact.write_all(content).map_err(|e| write_error(name, e))?;
     artifact.finish()?;
     Ok(())
 }

@@ -55,11 +55,6 @@ impl Stored {
     pub fn data_series(&self, names: &[String]) -> Vec<String> {
         artifacts::series(names, &format!("{}{DATA}", self.prefix))
     }
-
-    /// How errors and reports call the database.
-    pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or("the backed-up database")
-    }
 }
 
 /// The artifact names of a backup of `databases`, in their order.

@@ -31,6 +31,9 @@ use crate::users::UsersArtifact;
 
 const MEDIA_TYPE: &str = "application/sql";
 
+/// The server's own databases: never part of `databases=*`, never a restore's target.
+const SYSTEM_DATABASES: [&str; 4] = ["information_schema", "mysql", "performance_schema", "sys"];
+
 /// The most connections a restore loads tables on.
 const MAX_JOBS: usize = 16;
 

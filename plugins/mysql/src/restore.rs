@@ -12,7 +12,7 @@ use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
 use crate::layout::{self, Stored};
 use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal, without_definer};
-use crate::{Config, Databases, Definers, Mapping, failure, users};
+use crate::{Config, Databases, Definers, Mapping, SYSTEM_DATABASES, failure, users};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -47,6 +47,14 @@ struct Touched {
 pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     let names: Vec<String> = artifacts::list().into_iter().map(|artifact| artifact.name).collect();
     let plan = plan(config, layout::read(&names)?)?;
+    // Replace would drop the server's own database; restoring into it mixes a backup into
+    // the server's accounts and settings.
+    if let Some(system) = plan.iter().find(|database| SYSTEM_DATABASES.contains(&database.target.as_str())) {
+        return Err(PluginError::InvalidSettings(format!(
+            "{} is the server's own database: restore into another name (option restore-databases, a:a_copy)",
+            system.target
+        )));
+    }
     for Restoring { stored, .. } in &plan {
         for required in [stored.schema(), stored.post()] {
             if !names.contains(&required) {
@@ -68,7 +76,13 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
     // Every target is looked at before any is changed.
     let mut targets = Vec::new();
     for Restoring { target: name, .. } in &plan {
-        let found = target(&mut connection, name)?;
+        let found = match target(&mut connection, name) {
+            Ok(found) => found,
+            Err(error) => {
+                connection.quit();
+                return Err(error);
+            }
+        };
         if let Target::Exists { objects, .. } = found
             && objects > 0
             && !replace
@@ -117,11 +131,11 @@ fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginEr
     let held: Vec<&str> = stored.iter().filter_map(|database| database.name.as_deref()).collect();
     let held = held.join(", ");
     let Some(selection) = &config.restore_databases else {
-        if stored.len() > 1 {
+        if let [first, _, ..] = stored.as_slice() {
             report::info(&format!(
                 "the backup holds databases {held}; restoring the first, {}, into {} (option restore-databases \
                  picks others)",
-                stored[0].label(),
+                first.name.as_deref().unwrap_or_default(),
                 config.database
             ));
         }
@@ -136,14 +150,14 @@ fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginEr
                 .into(),
         ));
     }
-    match selection {
-        Databases::All => Ok(stored
+    let plan: Vec<Restoring> = match selection {
+        Databases::All => stored
             .into_iter()
             .map(|stored| {
-                let target = stored.label().to_owned();
+                let target = stored.name.clone().unwrap_or_default();
                 Restoring { stored, target }
             })
-            .collect()),
+            .collect(),
         Databases::Named(mappings) => mappings
             .iter()
             .map(|Mapping { source, target }| {
@@ -154,8 +168,9 @@ fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginEr
                     ))
                 })
             })
-            .collect(),
-    }
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(plan)
 }
 
 /// Empty or create every target, replay its artifacts, then (option `create-users`)
@@ -199,18 +214,34 @@ fn restore(
         replay(connection, limit, target, &stored.schema(), Definers::Keep)?;
         progress.artifact_done(&stored.schema(), 0);
     }
-    let mut tables = 0;
     for (Restoring { target, .. }, series) in plan.iter().zip(&data) {
-        tables += load_data(config, connection, limit, target, series, &mut progress)?;
+        load_data(config, connection, limit, target, series, &mut progress)?;
     }
     for Restoring { stored, target } in plan {
         replay(connection, limit, target, &stored.post(), config.definers)?;
         progress.artifact_done(&stored.post(), 0);
         check_foreign_keys(connection)?;
     }
-    let rows = progress.rows;
+    // Counted on the server: past 4,096 tables an artifact holds several.
+    let mut tables = 0;
+    for Restoring { target, .. } in plan {
+        tables += tables_with_rows(connection, target)?;
+    }
     let accounts = if config.create_users { create_users(connection, limit, plan, names)? } else { 0 };
-    Ok((tables, rows, accounts))
+    Ok((tables, progress.rows, accounts))
+}
+
+/// The tables of `database` that hold rows (not views or sequences), as a backup counts them.
+fn tables_with_rows(connection: &mut Connection, database: &str) -> Result<u64, PluginError> {
+    let count = connection
+        .value(&format!(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} \
+             AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED')",
+            literal(database)
+        ))
+        .map_err(|e| failure(&format!("counting the tables of {database}"), e))?
+        .unwrap_or_default();
+    count.parse().map_err(|_| PluginError::Database(format!("counting the tables of {database}: {count:?}")))
 }
 
 /// Apply the `users.sql` of every restored database (option `create-users`) in it;
@@ -302,7 +333,7 @@ fn replay(
 }
 
 /// Load the `data` artifacts into `database` on up to `jobs` connections at once (an
-/// artifact each); returns how many were loaded.
+/// artifact each).
 fn load_data(
     config: &Config,
     connection: &mut Connection,
@@ -310,7 +341,7 @@ fn load_data(
     database: &str,
     data: &[String],
     progress: &mut Progress,
-) -> Result<u64, PluginError> {
+) -> Result<(), PluginError> {
     prepare(connection, database)?;
     let mut others = Vec::new();
     for _ in 1..config.jobs.min(data.len().max(1)) {
@@ -331,7 +362,6 @@ fn load_data(
     let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
     let mut queue = data.iter();
-    let mut loaded = 0;
     loop {
         let mut busy = false;
         // Round robin: while this connection's server thread runs its statement, the
@@ -346,7 +376,6 @@ fn load_data(
             busy = true;
             if load.step(connection)? {
                 commit(connection, &load.name)?;
-                loaded += 1;
                 progress.artifact_done(&load.name, load.rows);
                 *slot = None;
             }
@@ -358,7 +387,7 @@ fn load_data(
     for other in others {
         other.quit();
     }
-    Ok(loaded)
+    Ok(())
 }
 
 /// A foreign key of the restored database.

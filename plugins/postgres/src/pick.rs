@@ -58,13 +58,13 @@ impl Pick {
         let Some(scope) = scope else {
             return !self.names_parts();
         };
-        let relation = scope.qualified();
-        if relation.as_ref().is_some_and(|relation| self.exclude_tables.contains(relation)) {
+        let relation = scope.relation.as_ref();
+        if relation.is_some_and(|relation| self.exclude_tables.contains(relation)) {
             return false;
         }
         !self.names_parts()
             || self.schemas.contains(&scope.schema)
-            || relation.as_ref().is_some_and(|relation| self.tables.contains(relation))
+            || relation.is_some_and(|relation| self.tables.contains(relation))
     }
 }
 
@@ -88,7 +88,7 @@ impl<'a> Picking<'a> {
             let (Entry::Sql { scope: Some(scope), .. } | Entry::Copy { scope: Some(scope), .. }) = entry else {
                 continue;
             };
-            relations.extend(scope.qualified());
+            relations.extend(scope.relation);
             schemas.insert(scope.schema);
         }
         if schemas.is_empty() {

@@ -57,7 +57,10 @@ fn connect_or_create(config: &Config) -> Result<(Connection, bool), PluginError>
                 .map_err(|e| failure(&format!("database {database:?} does not exist, and creating it failed"), e))?;
             admin.close();
             report::info(&format!("created database {database}"));
-            Ok((config.connect()?, true))
+            match config.connect() {
+                Ok(connection) => Ok((connection, true)),
+                Err(error) => Err(drop_created(config, error)),
+            }
         }
         Err(error) => Err(config.connect_error(error)),
     }

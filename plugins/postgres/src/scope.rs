@@ -6,8 +6,9 @@
 //! ([`crate::pick::Pick`]).
 //!
 //! In the artifacts the scope is a comment line before the statement's header,
-//! `-- stowage:in "schema"` or `-- stowage:in "schema" "relation"`, and pre-data says which
-//! tables each data artifact holds, `-- stowage:data data.00001.orders.sql "shop" "orders"`
+//! `-- stowage:in "schema"` or `-- stowage:in "schema" "schema.relation"`, and pre-data says
+//! which tables each data artifact holds,
+//! `-- stowage:data data.00001.orders.sql "shop" "shop.orders"`
 //! (psql ignores both), so that a restore skips the artifacts of tables it leaves out.
 
 use std::collections::HashMap;
@@ -21,15 +22,11 @@ const KEYS_PER_QUERY: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     pub schema: String,
+    /// As options name it: `schema.name` (unquoted, so a name with a `.` is ambiguous).
     pub relation: Option<String>,
 }
 
 impl Scope {
-    /// The relation as options name it: `schema.relation`.
-    pub fn qualified(&self) -> Option<String> {
-        self.relation.as_ref().map(|relation| format!("{}.{relation}", self.schema))
-    }
-
     /// The scope as a comment line carries it: `"schema"` or `"schema" "relation"`.
     pub fn fields(&self) -> String {
         match &self.relation {

@@ -209,10 +209,16 @@ impl<R: BufRead> ScriptReader<R> {
             }
             let mut fields = header.splitn(3, ' ');
             let kind = fields.next().unwrap_or_default().to_owned();
-            let length: usize = fields
-                .next()
-                .and_then(|n| n.parse().ok())
-                .ok_or_else(|| invalid(format!("malformed entry header {:?}", line.trim_end())))?;
+            let length = fields.next().and_then(|n| n.parse::<usize>().ok());
+            let length = match (kind.as_str(), length) {
+                (_, Some(length)) => length,
+                ("sql" | "copy", None) => {
+                    return Err(invalid(format!("malformed entry header {:?}", line.trim_end())));
+                }
+                // An annotation this version does not know: skipped, so that later
+                // versions may add some without breaking this restore.
+                (_, None) => continue,
+            };
             let what = fields.next().unwrap_or_default().to_owned();
             let mut sql = vec![0u8; length];
             self.input.read_exact(&mut sql)?;

@@ -667,6 +667,12 @@ fn a_restore_picks_schemas_and_tables_as_pg_restore_does() {
     assert_eq!(postgres.contents("only_legacy").expect("contents"), contents_of("legacy."));
     // Objects of no schema (here the database's settings) come with whole restores only.
     assert!(postgres.properties("only_legacy").expect("properties").starts_with('|'));
+    // The other schema, with its default privileges, into a database that has the first.
+    restore("only_legacy", &["restore-schemas=app"]).ok().expect("restore of the other schema");
+    assert_eq!(
+        postgres.schema_of("only_legacy", &["--schema=app"]).expect("schema"),
+        postgres.schema_of("source", &["--schema=app"]).expect("schema")
+    );
 
     // Two tables into a database that holds what they use (their schema and a domain):
     // with their keys, indexes, policies, statistics, comments, owners, privileges, their

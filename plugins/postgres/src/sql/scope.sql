@@ -1,12 +1,13 @@
 -- Where each object a statement is about belongs, for restores of chosen schemas or
--- tables: its schema (a schema is its own), and for a relation and what is part of one
--- (column defaults, constraints, indexes, triggers, policies, rules, extended statistics,
--- a sequence owned by a column or an identity sequence) the relation's schema and name.
+-- tables: its own schema (a schema is its own), and for a relation and what is part of
+-- one (column defaults, constraints, indexes, triggers, policies, rules, extended
+-- statistics, a sequence owned by a column or an identity sequence) the relation,
+-- qualified (a sequence may live in another schema than the table that owns it).
 -- $KEYS lists the objects as 'catalog oid:object oid'. Objects of no schema (casts,
 -- extensions, foreign data wrappers and servers, user mappings, publications, event
 -- triggers, large objects) get neither.
--- Columns: key, schema, relation.
-SELECT k.key, coalesce(r.schema, s.schema), r.relation
+-- Columns: key, schema, relation (schema.name).
+SELECT k.key, coalesce(s.schema, r.schema), r.schema || '.' || r.relation
 FROM unnest($KEYS) k (key)
 CROSS JOIN LATERAL (SELECT split_part(k.key, ':', 1)::oid AS classid, split_part(k.key, ':', 2)::oid AS objid) o
 CROSS JOIN LATERAL (
@@ -32,11 +33,14 @@ LEFT JOIN LATERAL (
 CROSS JOIN LATERAL (
     SELECT CASE
         WHEN o.classid = 'pg_namespace'::regclass THEN (SELECT n.nspname FROM pg_namespace n WHERE n.oid = o.objid)
+        -- pg_identify_object gives no schema for default privileges.
+        WHEN o.classid = 'pg_default_acl'::regclass
+            THEN (SELECT n.nspname FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace
+                  WHERE d.oid = o.objid)
         WHEN o.classid IN ('pg_type'::regclass, 'pg_proc'::regclass, 'pg_class'::regclass, 'pg_constraint'::regclass,
                            'pg_collation'::regclass, 'pg_operator'::regclass, 'pg_opclass'::regclass,
                            'pg_opfamily'::regclass, 'pg_ts_parser'::regclass, 'pg_ts_template'::regclass,
-                           'pg_ts_dict'::regclass, 'pg_ts_config'::regclass, 'pg_statistic_ext'::regclass,
-                           'pg_default_acl'::regclass)
+                           'pg_ts_dict'::regclass, 'pg_ts_config'::regclass, 'pg_statistic_ext'::regclass)
             THEN (pg_identify_object(o.classid, o.objid, 0)).schema
     END AS schema
 ) s
