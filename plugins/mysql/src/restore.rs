@@ -266,7 +266,7 @@ fn create_users(
         .collect();
     if let Err(error) = applied {
         for (user, host) in &created {
-            let dropped = connection.execute(&format!("DROP USER {}", users::account(user, host)));
+            let dropped = connection.execute(&users::drop_statement(user, host));
             if let Err(drop_error) = dropped {
                 report::warn(&format!("account {user}@{host}, created by the failed restore, is left: {drop_error}"));
             }

@@ -10,8 +10,10 @@
 //! written for the *default* database (`ON *`, ``ON `table` ``, ``ON PROCEDURE `p` ``):
 //! replayed after `USE target`, by this plugin or by the `mariadb` client, they land on
 //! the target database whatever its name. An account the target server has keeps its
-//! authentication; grants only add. Global privileges and role memberships are not
-//! carried (they are the server's, not the database's).
+//! authentication; grants only add. MariaDB roles with privileges there come along, with
+//! the users and roles they are granted to and those memberships ([`role_members`]).
+//! Global privileges are not carried (they are the server's, not the database's), nor
+//! MySQL 8's role memberships.
 
 use stowage_plugin_sdk::{PluginError, report};
 
@@ -70,6 +72,13 @@ fn for_default_database(grant: &str, database: &str) -> Option<String> {
     })
 }
 
+/// A MariaDB role's membership: `role` granted to `member` (a user or another role).
+struct Membership {
+    role: String,
+    member: (String, String),
+    admin: bool,
+}
+
 /// Read the accounts and their grants on `database` and render [`ARTIFACT`]; `None`
 /// when no account holds privileges there.
 pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) -> Result<Option<String>, PluginError> {
@@ -77,7 +86,7 @@ pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) ->
         return Ok(None);
     }
     let names = grant_names(database).map(|name| literal(&name)).join(", ");
-    let accounts = connection
+    let rows = connection
         .rows(&format!(
             "SELECT User, Host FROM mysql.db WHERE Db IN ({names}) \
              UNION SELECT User, Host FROM mysql.tables_priv WHERE Db IN ({names}) \
@@ -91,52 +100,126 @@ pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) ->
             )),
             error => failure("listing the accounts with privileges on the database", error),
         })?;
+    let mut accounts: Vec<(String, String)> = rows
+        .into_iter()
+        .map(|row| {
+            let [user, host] = text(row);
+            (user, host)
+        })
+        .collect();
+    // MariaDB's roles (accounts with an empty host) give their privileges to the users
+    // and roles they are granted to: those come along, with the memberships.
+    let memberships =
+        if connection.server.is_mariadb() { role_members(connection, &mut accounts)? } else { Vec::new() };
+    // Roles first: the users' memberships name them.
+    accounts.sort_by_key(|(_, host)| !host.is_empty());
     if what == UsersArtifact::WithPasswords && !connection.server.is_mariadb() {
         // MySQL's hashes (caching_sha2_password) are binary: printed as hex, they stay text.
         connection
             .execute("SET SESSION print_identified_with_as_hex = ON")
             .map_err(|e| failure("setting up the session", e))?;
     }
+    let defaults = if connection.server.is_mariadb() { default_roles(connection)? } else { Vec::new() };
     let mut script = String::new();
-    let mut count = 0;
-    for row in accounts {
-        let [user, host] = text(row);
-        // A MariaDB role has an empty host and no CREATE USER of its own.
-        if host.is_empty() {
-            report::warn(&format!(
-                "role {user:?} holds privileges on {database}: roles are not carried in {ARTIFACT}; create and grant it by hand"
-            ));
-            continue;
-        }
-        let who = account(&user, &host);
-        let create =
-            match what {
-                UsersArtifact::WithPasswords => {
-                    let shown = connection
-                        .rows(&format!("SHOW CREATE USER {who}"))
-                        .map_err(|e| failure(&format!("reading account {who}"), e))?;
-                    let [create] =
-                        text(shown.into_iter().next().ok_or_else(|| {
-                            PluginError::Database(format!("SHOW CREATE USER {who} returned nothing"))
-                        })?);
-                    create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1)
-                }
-                _ => format!("CREATE USER IF NOT EXISTS {who} ACCOUNT LOCK"),
-            };
+    for (user, host) in &accounts {
+        let who = account(user, host);
+        let create = if host.is_empty() {
+            format!("CREATE ROLE IF NOT EXISTS {}", ident(user))
+        } else if what == UsersArtifact::WithPasswords {
+            let shown = connection
+                .rows(&format!("SHOW CREATE USER {who}"))
+                .map_err(|e| failure(&format!("reading account {who}"), e))?;
+            let [create] = text(
+                shown
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| PluginError::Database(format!("SHOW CREATE USER {who} returned nothing")))?,
+            );
+            create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1)
+        } else {
+            format!("CREATE USER IF NOT EXISTS {who} ACCOUNT LOCK")
+        };
         script.push_str(&format!("{create};\n"));
+        let grantee = grantee(user, host);
         let grants = connection
-            .rows(&format!("SHOW GRANTS FOR {who}"))
-            .map_err(|e| failure(&format!("reading the grants of {who}"), e))?;
+            .rows(&format!("SHOW GRANTS FOR {grantee}"))
+            .map_err(|e| failure(&format!("reading the grants of {grantee}"), e))?;
         for grant in grants {
             let [grant] = text(grant);
             if let Some(grant) = for_default_database(&grant, database) {
                 script.push_str(&format!("{grant};\n"));
             }
         }
-        count += 1;
     }
-    report::info(&format!("{count} accounts hold privileges on {database}"));
-    Ok((count > 0).then_some(script))
+    for Membership { role, member: (user, host), admin } in &memberships {
+        let option = if *admin { " WITH ADMIN OPTION" } else { "" };
+        script.push_str(&format!("GRANT {} TO {}{option};\n", ident(role), grantee(user, host)));
+    }
+    for (user, host, role) in &defaults {
+        if accounts.iter().any(|(u, h)| u == user && h == host)
+            && accounts.iter().any(|(u, h)| u == role && h.is_empty())
+        {
+            script.push_str(&format!("SET DEFAULT ROLE {} FOR {};\n", ident(role), account(user, host)));
+        }
+    }
+    let roles = accounts.iter().filter(|(_, host)| host.is_empty()).count();
+    report::info(&format!("{} accounts and {roles} roles hold privileges on {database}", accounts.len() - roles));
+    Ok((!accounts.is_empty()).then_some(script))
+}
+
+/// How `GRANT` and `SHOW GRANTS` name an account, or a role (empty host).
+fn grantee(user: &str, host: &str) -> String {
+    if host.is_empty() { ident(user) } else { account(user, host) }
+}
+
+/// Add to `accounts` the roles and users that `accounts`' roles are granted to, to a
+/// fixed point (a role granted to a role passes its privileges on); their memberships.
+fn role_members(
+    connection: &mut Connection,
+    accounts: &mut Vec<(String, String)>,
+) -> Result<Vec<Membership>, PluginError> {
+    let rows = connection
+        .rows("SELECT Role, User, Host, Admin_option FROM mysql.roles_mapping ORDER BY Role, User, Host")
+        .map_err(|e| failure("listing the roles' members", e))?;
+    let mappings: Vec<Membership> = rows
+        .into_iter()
+        .map(|row| {
+            let [role, user, host, admin] = text(row);
+            Membership { role, member: (user, host), admin: admin == "Y" }
+        })
+        .collect();
+    let carried = |accounts: &[(String, String)], role: &str| accounts.iter().any(|(u, h)| u == role && h.is_empty());
+    loop {
+        let before = accounts.len();
+        for mapping in &mappings {
+            if carried(accounts, &mapping.role) && !accounts.contains(&mapping.member) {
+                accounts.push(mapping.member.clone());
+            }
+        }
+        if accounts.len() == before {
+            break;
+        }
+    }
+    Ok(mappings.into_iter().filter(|m| carried(accounts, &m.role)).collect())
+}
+
+/// MariaDB users' default roles: (user, host, role).
+fn default_roles(connection: &mut Connection) -> Result<Vec<(String, String, String)>, PluginError> {
+    let rows = connection
+        .rows("SELECT User, Host, default_role FROM mysql.user WHERE default_role <> ''")
+        .map_err(|e| failure("reading the default roles", e))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let [user, host, role] = text(row);
+            (user, host, role)
+        })
+        .collect())
+}
+
+/// The statement that drops an account the restore created (a role has no host).
+pub fn drop_statement(user: &str, host: &str) -> String {
+    if host.is_empty() { format!("DROP ROLE {}", ident(user)) } else { format!("DROP USER {}", account(user, host)) }
 }
 
 /// The accounts of the server, to tell which a restore created.

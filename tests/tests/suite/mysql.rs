@@ -703,3 +703,46 @@ fn several_databases_are_one_backup_and_each_restores_where_asked() {
     assert!(refused.stderr.contains("target not empty: database \"crm\""), "{}", refused.stderr);
     assert_eq!(target.sql("", "SHOW DATABASES LIKE 'shop'").expect("databases"), "");
 }
+
+/// Database `shop` with MariaDB roles: two with privileges on it (one granted to the
+/// other), a user holding one as default role, a user holding the other with admin
+/// option, and a role with privileges elsewhere only.
+const SHOP_WITH_ROLES: &str = "
+CREATE DATABASE shop;
+CREATE TABLE shop.orders (id INT PRIMARY KEY, total DECIMAL(10,2));
+INSERT INTO shop.orders VALUES (1, 9.99), (2, 20.00);
+CREATE ROLE reader;
+GRANT SELECT ON shop.* TO reader;
+CREATE ROLE senior;
+GRANT reader TO senior;
+GRANT INSERT ON shop.orders TO senior;
+CREATE USER 'clerk'@'127.0.0.1' IDENTIFIED BY 'clerk-secret';
+GRANT reader TO 'clerk'@'127.0.0.1';
+SET DEFAULT ROLE reader FOR 'clerk'@'127.0.0.1';
+CREATE USER 'boss'@'%' IDENTIFIED BY 'boss-secret';
+GRANT senior TO 'boss'@'%' WITH ADMIN OPTION;
+CREATE ROLE unrelated;
+GRANT SELECT ON mysql.* TO unrelated;";
+
+#[test]
+fn mariadb_roles_travel_with_their_members_and_default_roles() {
+    let source = Mariadb::start().expect("mariadb");
+    source.sql("", SHOP_WITH_ROLES).expect("shop and its roles");
+    let files = tempfile::tempdir().expect("tempdir");
+    let repo = format!("file://{}", files.path().display());
+    let backup = ["backup", "--plugin", "mysql", "--database", &url(&source, "shop"), "--repo", &repo];
+    stowage(&[&backup[..], &["--option", "users=with-passwords"]].concat(), &[]).ok().expect("backup");
+
+    let target = Mariadb::start().expect("second mariadb");
+    let restore = ["restore", "--plugin", "mysql", "--database", &url(&target, "shop"), "--repo", &repo];
+    let restored = stowage(&[&restore[..], &["--option", "create-users=true"]].concat(), &[]).ok().expect("restore");
+    assert!(restored.stdout.contains("; 4 accounts created"), "{}", restored.stdout);
+    for account in ["reader", "senior", "'clerk'@'127.0.0.1'", "'boss'@'%'"] {
+        assert_eq!(grants(&target, account, "shop"), grants(&source, account, "shop"), "{account}");
+    }
+    assert!(grants(&target, "'clerk'@'127.0.0.1'", "shop").contains("SET DEFAULT ROLE `reader`"));
+    // The default role is active at login: the user reads the orders through it.
+    assert!(reads_orders(&target, "clerk", "clerk-secret", "shop"), "clerk reads through the reader role");
+    let unrelated = "SELECT COUNT(*) FROM mysql.user WHERE User = 'unrelated'";
+    assert_eq!(target.sql("", unrelated).expect("unrelated").trim(), "0", "a role without privileges on shop");
+}
