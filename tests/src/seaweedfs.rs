@@ -14,6 +14,9 @@ use tempfile::TempDir;
 
 use crate::{Result, cache_dir, free_port, wait_until};
 
+/// What weed mini logs once every component it started is up.
+const STARTED: &str = "All enabled components are running";
+
 const ACCESS_KEY: &str = "stowage-test";
 const SECRET_KEY: &str = "stowage-test-secret";
 
@@ -100,8 +103,8 @@ impl SeaweedFs {
             args.push(format!("-{flag}={}", free_port()?));
         }
         let child = Self::spawn(dir.path(), &args)?;
-        let server = SeaweedFs { child, _dir: dir, args, s3_port, endpoint: format!("http://127.0.0.1:{s3_port}") };
-        server.wait_ready()?;
+        let mut server = SeaweedFs { child, _dir: dir, args, s3_port, endpoint: format!("http://127.0.0.1:{s3_port}") };
+        server.wait_ready(0)?;
         Ok(server)
     }
 
@@ -113,18 +116,37 @@ impl SeaweedFs {
         command.spawn().context("starting weed")
     }
 
-    fn wait_ready(&self) -> Result<()> {
+    /// How many times weed has said (in its log) that every component runs.
+    fn starts_logged(&self) -> usize {
+        std::fs::read_to_string(self._dir.path().join("weed.log")).map(|log| log.matches(STARTED).count()).unwrap_or(0)
+    }
+
+    /// Wait until this weed, started after `earlier` logged starts, serves S3. A bare
+    /// connect is not enough: a parallel test's server may hold the port picked for this
+    /// one, which then exits; that start fails and [`SeaweedFs::start`] tries new ports.
+    fn wait_ready(&mut self, earlier: usize) -> Result<()> {
         let port = self.s3_port;
-        wait_until("SeaweedFS S3", Duration::from_secs(30), || TcpStream::connect(("127.0.0.1", port)).is_ok())
-            .with_context(|| self.log_tail())
+        let mut exited = None;
+        let ready = wait_until("SeaweedFS S3", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            self.starts_logged() > earlier && TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if let Some(status) = exited {
+            anyhow::bail!("weed exited ({status}): {}", self.log_tail());
+        }
+        ready.with_context(|| self.log_tail())
     }
 
     /// Kill the server (as a crash would) and start it again on the same data and ports.
     pub fn restart(&mut self) -> Result<()> {
         self.child.kill()?;
         self.child.wait()?;
+        let earlier = self.starts_logged();
         self.child = Self::spawn(self._dir.path(), &self.args)?;
-        self.wait_ready()
+        self.wait_ready(earlier)
     }
 
     /// `host:port` of the S3 endpoint.

@@ -17,6 +17,13 @@ use crate::{Config, failure};
 /// catalogs that 15 introduced (publication column lists and schemas).
 const MINIMUM_SERVER_VERSION: u32 = 150_000;
 
+/// `server_version_num` of the first release whose catalogs the queries do not know.
+/// PostgreSQL 18 added what they would silently get wrong (virtual generated columns,
+/// `attgenerated = 'v'`, would come back as plain columns with a default; named NOT NULL
+/// constraints would lose their names), so a newer server is refused rather than backed
+/// up incompletely, as pg_dump refuses a server newer than itself.
+const FIRST_UNKNOWN_SERVER_VERSION: u32 = 180_000;
+
 /// Rows between two progress reports within a table.
 const PROGRESS_ROWS: u64 = 10_000;
 
@@ -90,6 +97,13 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
     if version < MINIMUM_SERVER_VERSION {
         return Err(PluginError::Unsupported(format!(
             "PostgreSQL {} is older than 15, the oldest version this plugin backs up",
+            connection.server_version
+        )));
+    }
+    if version >= FIRST_UNKNOWN_SERVER_VERSION {
+        return Err(PluginError::Unsupported(format!(
+            "PostgreSQL {} is newer than 17, the newest version this plugin knows the catalogs of; nothing was \
+             backed up (a backup that misses what 18 added would look complete)",
             connection.server_version
         )));
     }
