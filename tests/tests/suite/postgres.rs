@@ -730,3 +730,90 @@ fn a_restore_picks_schemas_and_tables_as_pg_restore_does() {
     let refused = stowage(&replace, &password_env()).failed().expect("replace with a pick");
     assert!(refused.stderr.contains("a partial restore adds to the target and drops nothing"), "{}", refused.stderr);
 }
+
+/// `backup` rewritten as plugin versions before per-table artifacts and scopes wrote it,
+/// beside it in the same file repository: one `data.sql` holding every table's rows and
+/// the large objects, no `-- stowage:in` / `-- stowage:data` lines, a manifest that lists
+/// the old artifacts. Returns the old backup's id.
+fn as_an_older_plugin_wrote_it(repo: &Path, id: &str) -> String {
+    use sha2::Digest;
+    let backups = repo.join("local/default");
+    let old_id = format!("{}000000", &id[..id.len() - 6]);
+    let (data, old_data) = (backups.join(id).join("data"), backups.join(&old_id).join("data"));
+    std::fs::create_dir_all(&old_data).expect("old backup directory");
+    let read = |name: &str| std::fs::read_to_string(data.join(name)).expect(name);
+    let without_scopes = |script: String| -> String {
+        script
+            .lines()
+            .filter(|line| !line.starts_with("-- stowage:in ") && !line.starts_with("-- stowage:data "))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    };
+    let mut sections = vec![
+        ("pre-data.sql", without_scopes(read("pre-data.sql"))),
+        (
+            "data.sql",
+            data_artifacts(&data).iter().map(|name| without_scopes(read(name))).collect::<String>()
+                + &read("large-objects.sql"),
+        ),
+        ("post-data.sql", without_scopes(read("post-data.sql"))),
+    ];
+    sections.push(("roles.sql", read("roles.sql")));
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(backups.join(id).join("manifest.json")).expect("manifest"))
+            .expect("json");
+    let template = manifest["artifacts"][0].clone();
+    let artifacts: Vec<serde_json::Value> = sections
+        .iter()
+        .map(|(name, content)| {
+            std::fs::write(old_data.join(name), content).expect("artifact");
+            let mut entry = template.clone();
+            entry["name"] = (*name).into();
+            entry["object"] = format!("data/{name}").into();
+            entry["rawSize"] = content.len().into();
+            entry["storedSize"] = content.len().into();
+            entry["sha256"] = hex::encode(sha2::Sha256::digest(content.as_bytes())).into();
+            entry
+        })
+        .collect();
+    manifest["artifacts"] = artifacts.into();
+    manifest["backupId"] = old_id.clone().into();
+    std::fs::write(backups.join(&old_id).join("manifest.json"), manifest.to_string()).expect("old manifest");
+    old_id
+}
+
+#[test]
+fn a_backup_in_the_format_of_earlier_plugin_versions_still_restores() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", EXTENDED_ROLES).expect("roles");
+    postgres.psql("postgres", "CREATE DATABASE source").expect("create source");
+    postgres.psql_file("source", &extended_fixture()).expect("load the extended schema");
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let source = postgres.url(SCRAM_USER, "source");
+    let args = ["backup", "--plugin", "postgres", "--database", &source, "--repo", &repo, "--compression", "none"];
+    let id = stowage(&args, &password_env()).ok().expect("backup").stdout.trim().to_owned();
+    let old_id = as_an_older_plugin_wrote_it(repo_dir.path(), &id);
+    let manifest = std::fs::read_to_string(repo_dir.path().join("local/default").join(&old_id).join("manifest.json"));
+    assert!(manifest.expect("manifest").contains("\"data.sql\""));
+
+    let restore = |database: &str, options: &[&str]| {
+        let target = postgres.url(SCRAM_USER, database);
+        let mut args = vec!["restore", "--plugin", "postgres", "--database", &target, "--repo", &repo];
+        args.extend(["--backup", &old_id]);
+        args.extend(options.iter().flat_map(|option| ["--option", option]));
+        stowage(&args, &password_env())
+    };
+    restore("copy", &[]).ok().expect("restore of the older format");
+    let contents = assert_same_database(&postgres, "copy", "source");
+    assert!(contents.lines().count() > 3, "{contents}");
+    // What needs the scopes says so, and changes nothing.
+    let refused = restore("partial", &["restore-schemas=public"]).failed().expect("a partial restore of it");
+    assert!(
+        refused.stderr.contains("did not record where each object belongs; restore it whole"),
+        "{}",
+        refused.stderr
+    );
+    let databases = "SELECT count(*) FROM pg_database WHERE datname = 'partial'";
+    assert_eq!(postgres.psql("postgres", databases).expect("databases").trim(), "0");
+}
