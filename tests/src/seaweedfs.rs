@@ -128,11 +128,13 @@ impl SeaweedFs {
         let port = self.s3_port;
         let mut exited = None;
         let ready = wait_until("SeaweedFS S3", Duration::from_secs(30), || {
+            let answers = self.starts_logged() > earlier && TcpStream::connect(("127.0.0.1", port)).is_ok();
+            // Still running once it answers: an S3 port held by another server ends it.
             if let Ok(Some(status)) = self.child.try_wait() {
                 exited = Some(status);
                 return true;
             }
-            self.starts_logged() > earlier && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            answers
         });
         if let Some(status) = exited {
             anyhow::bail!("weed exited ({status}): {}", self.log_tail());

@@ -120,11 +120,15 @@ pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) ->
             .map_err(|e| failure("setting up the session", e))?;
     }
     let defaults = if connection.server.is_mariadb() { default_roles(connection)? } else { Vec::new() };
+    let mariadb = connection.server.is_mariadb();
     let mut script = String::new();
     for (user, host) in &accounts {
         let who = account(user, host);
-        let create = if host.is_empty() {
-            format!("CREATE ROLE IF NOT EXISTS {}", ident(user))
+        let create = if mariadb && is_public(user, host) {
+            // MariaDB's PUBLIC exists without being created; only its grants are written.
+            None
+        } else if mariadb && host.is_empty() {
+            Some(format!("CREATE ROLE IF NOT EXISTS {}", ident(user)))
         } else if what == UsersArtifact::WithPasswords {
             let shown = connection
                 .rows(&format!("SHOW CREATE USER {who}"))
@@ -135,12 +139,14 @@ pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) ->
                     .next()
                     .ok_or_else(|| PluginError::Database(format!("SHOW CREATE USER {who} returned nothing")))?,
             );
-            create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1)
+            Some(create.replacen("CREATE USER ", "CREATE USER IF NOT EXISTS ", 1))
         } else {
-            format!("CREATE USER IF NOT EXISTS {who} ACCOUNT LOCK")
+            Some(format!("CREATE USER IF NOT EXISTS {who} ACCOUNT LOCK"))
         };
-        script.push_str(&format!("{create};\n"));
-        let grantee = grantee(user, host);
+        if let Some(create) = create {
+            script.push_str(&format!("{create};\n"));
+        }
+        let grantee = if mariadb { grantee(user, host) } else { who };
         let grants = connection
             .rows(&format!("SHOW GRANTS FOR {grantee}"))
             .map_err(|e| failure(&format!("reading the grants of {grantee}"), e))?;
@@ -167,9 +173,20 @@ pub fn read(connection: &mut Connection, database: &str, what: UsersArtifact) ->
     Ok((!accounts.is_empty()).then_some(script))
 }
 
-/// How `GRANT` and `SHOW GRANTS` name an account, or a role (empty host).
+/// MariaDB's `PUBLIC` (10.11): every account's grants, kept as a role-like row.
+fn is_public(user: &str, host: &str) -> bool {
+    host.is_empty() && user.eq_ignore_ascii_case("PUBLIC")
+}
+
+/// How MariaDB's `GRANT` and `SHOW GRANTS` name an account, a role (empty host) or PUBLIC.
 fn grantee(user: &str, host: &str) -> String {
-    if host.is_empty() { ident(user) } else { account(user, host) }
+    if is_public(user, host) {
+        "PUBLIC".into()
+    } else if host.is_empty() {
+        ident(user)
+    } else {
+        account(user, host)
+    }
 }
 
 /// Add to `accounts` the roles and users that `accounts`' roles are granted to, to a
@@ -178,8 +195,16 @@ fn role_members(
     connection: &mut Connection,
     accounts: &mut Vec<(String, String)>,
 ) -> Result<Vec<Membership>, PluginError> {
+    // The account that creates a role holds it with admin option: administrators (global
+    // CREATE USER or SUPER) are members that way, not through the database; they are
+    // the target server's business, and their password hashes stay where they are.
     let rows = connection
-        .rows("SELECT Role, User, Host, Admin_option FROM mysql.roles_mapping ORDER BY Role, User, Host")
+        .rows(
+            "SELECT m.Role, m.User, m.Host, m.Admin_option FROM mysql.roles_mapping m \
+             LEFT JOIN mysql.user u ON u.User = m.User AND u.Host = m.Host \
+             WHERE m.Host = '' OR NOT (COALESCE(u.Create_user_priv, 'N') = 'Y' OR COALESCE(u.Super_priv, 'N') = 'Y') \
+             ORDER BY m.Role, m.User, m.Host",
+        )
         .map_err(|e| failure("listing the roles' members", e))?;
     let mappings: Vec<Membership> = rows
         .into_iter()
@@ -200,7 +225,7 @@ fn role_members(
             break;
         }
     }
-    Ok(mappings.into_iter().filter(|m| carried(accounts, &m.role)).collect())
+    Ok(mappings.into_iter().filter(|m| carried(accounts, &m.role) && accounts.contains(&m.member)).collect())
 }
 
 /// MariaDB users' default roles: (user, host, role).
@@ -224,7 +249,8 @@ pub fn drop_statement(user: &str, host: &str) -> String {
 
 /// The accounts of the server, to tell which a restore created.
 pub fn accounts(connection: &mut Connection) -> Result<Vec<(String, String)>, Error> {
-    let rows = connection.rows("SELECT User, Host FROM mysql.user")?;
+    // PUBLIC is no account to drop (MariaDB adds its row with its first grant).
+    let rows = connection.rows("SELECT User, Host FROM mysql.user WHERE NOT (Host = '' AND User = 'PUBLIC')")?;
     Ok(rows
         .into_iter()
         .map(|row| {

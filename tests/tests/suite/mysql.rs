@@ -706,7 +706,7 @@ fn several_databases_are_one_backup_and_each_restores_where_asked() {
 
 /// Database `shop` with MariaDB roles: two with privileges on it (one granted to the
 /// other), a user holding one as default role, a user holding the other with admin
-/// option, and a role with privileges elsewhere only.
+/// option, a role with privileges elsewhere only, and a grant to PUBLIC.
 const SHOP_WITH_ROLES: &str = "
 CREATE DATABASE shop;
 CREATE TABLE shop.orders (id INT PRIMARY KEY, total DECIMAL(10,2));
@@ -722,7 +722,8 @@ SET DEFAULT ROLE reader FOR 'clerk'@'127.0.0.1';
 CREATE USER 'boss'@'%' IDENTIFIED BY 'boss-secret';
 GRANT senior TO 'boss'@'%' WITH ADMIN OPTION;
 CREATE ROLE unrelated;
-GRANT SELECT ON mysql.* TO unrelated;";
+GRANT SELECT ON mysql.* TO unrelated;
+GRANT SELECT (id) ON shop.orders TO PUBLIC;";
 
 #[test]
 fn mariadb_roles_travel_with_their_members_and_default_roles() {
@@ -737,7 +738,7 @@ fn mariadb_roles_travel_with_their_members_and_default_roles() {
     let restore = ["restore", "--plugin", "mysql", "--database", &url(&target, "shop"), "--repo", &repo];
     let restored = stowage(&[&restore[..], &["--option", "create-users=true"]].concat(), &[]).ok().expect("restore");
     assert!(restored.stdout.contains("; 4 accounts created"), "{}", restored.stdout);
-    for account in ["reader", "senior", "'clerk'@'127.0.0.1'", "'boss'@'%'"] {
+    for account in ["reader", "senior", "'clerk'@'127.0.0.1'", "'boss'@'%'", "PUBLIC"] {
         assert_eq!(grants(&target, account, "shop"), grants(&source, account, "shop"), "{account}");
     }
     assert!(grants(&target, "'clerk'@'127.0.0.1'", "shop").contains("SET DEFAULT ROLE `reader`"));
