@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build every plugin in plugins/ into a wasm32-wasip2 component with Debian's rustc-web
-# (see scripts/setup/guest-toolchain.sh). Components land in $STOWAGE_PLUGIN_DIR
+# Build every plugin in plugins/ (or only those named: `build postgres`) into a
+# wasm32-wasip2 component with Debian's rustc-web (see scripts/setup/guest-toolchain.sh). Components land in $STOWAGE_PLUGIN_DIR
 # (default: $STOWAGE_GUEST_TARGET/wasm32-wasip2/release), named after the crate without
 # its `stowage-plugin-` prefix: generator.wasm, sandbox-probe.wasm, ...
 source "$(dirname "$0")/lib.sh"
@@ -15,10 +15,16 @@ guest_cargo() {
 
 case "${1:-build}" in
   build)
-    log "building plugins (wasm32-wasip2)"
-    guest_cargo build --release --locked
+    [ $# -eq 0 ] || shift
+    packages=() wasms=()
+    for name in "$@"; do
+      packages+=(-p "stowage-plugin-$name") wasms+=("$out_dir/stowage_plugin_${name//-/_}.wasm")
+    done
+    [ $# -gt 0 ] || wasms=("$out_dir"/stowage_plugin_*.wasm)
+    log "building plugins (wasm32-wasip2): ${*:-all}"
+    guest_cargo build --release --locked "${packages[@]}"
     mkdir -p "$STOWAGE_PLUGIN_DIR"
-    for wasm in "$out_dir"/stowage_plugin_*.wasm; do
+    for wasm in "${wasms[@]}"; do
       name=$(basename "$wasm" .wasm); name=${name#stowage_plugin_}; name=${name//_/-}
       cp "$wasm" "$STOWAGE_PLUGIN_DIR/$name.wasm"
       log "plugin $name: $STOWAGE_PLUGIN_DIR/$name.wasm ($(stat -c %s "$wasm") bytes)"
@@ -28,5 +34,5 @@ case "${1:-build}" in
     guest_cargo fmt --all -- --check
     guest_cargo clippy --release --locked -- -D warnings
     ;;
-  *) die "usage: build-plugins.sh [build|lint]" ;;
+  *) die "usage: build-plugins.sh [build [plugin...]|lint]" ;;
 esac
