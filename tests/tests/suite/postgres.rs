@@ -477,6 +477,13 @@ fn interrupted_backup(end: impl FnOnce(&mut Postgres)) -> Run {
         .stderr(Stdio::null())
         .spawn()
         .expect("locker");
+    // The locker must hold the table before the backup starts, or the backup reads it first.
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                WHERE c.relname = 't' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    wait_until("the locker holds the table", Duration::from_secs(60), || {
+        postgres.psql("doomed", held).is_ok_and(|n| n.trim() == "1")
+    })
+    .expect("locker");
     let repo_dir = tempfile::tempdir().expect("repo");
     let repo = format!("file://{}", repo_dir.path().display());
     let url = postgres.url(SCRAM_USER, "doomed");
