@@ -108,24 +108,30 @@ pub async fn stowage_watched(args: &[&str], env: &[(String, String)]) -> anyhow:
     Ok((started.elapsed().as_secs_f64(), peak))
 }
 
-/// `stowage backup` into `s3://bench/stowage`.
+/// `stowage backup` into `s3://bench/<repo>`.
 pub async fn stowage_backup(
     s3: &SeaweedFs,
     tool: &'static str,
     plugin: &str,
     database: &str,
+    repo: &str,
     env: &[(String, String)],
 ) -> anyhow::Result<Outcome> {
-    let repo = format!("s3://{BUCKET}/stowage");
+    let url = format!("s3://{BUCKET}/{repo}");
     let (seconds, peak) =
-        stowage_watched(&["backup", "--plugin", plugin, "--database", database, "--repo", &repo], env).await?;
-    Ok(Outcome { tool, seconds, stored: stored_bytes(s3, "stowage/").await?, peak })
+        stowage_watched(&["backup", "--plugin", plugin, "--database", database, "--repo", &url], env).await?;
+    Ok(Outcome { tool, seconds, stored: stored_bytes(s3, &format!("{repo}/")).await?, peak })
 }
 
-/// `stowage restore` of the backup [`stowage_backup`] made.
-pub async fn stowage_restore(plugin: &str, database: &str, env: &[(String, String)]) -> anyhow::Result<(f64, u64)> {
-    let repo = format!("s3://{BUCKET}/stowage");
-    stowage_watched(&["restore", "--plugin", plugin, "--database", database, "--repo", &repo], env).await
+/// `stowage restore` of the backup [`stowage_backup`] made into `repo`.
+pub async fn stowage_restore(
+    plugin: &str,
+    database: &str,
+    repo: &str,
+    env: &[(String, String)],
+) -> anyhow::Result<(f64, u64)> {
+    let url = format!("s3://{BUCKET}/{repo}");
+    stowage_watched(&["restore", "--plugin", plugin, "--database", database, "--repo", &url], env).await
 }
 
 /// Upload what `output` produces as one object, in parts, `IN_FLIGHT` at a time.

@@ -7,7 +7,7 @@
 use std::io::BufReader;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
-use stowage_plugin_sdk::{PluginError, Summary, report, target_not_empty};
+use stowage_plugin_sdk::{PluginError, Summary, report, sessions, target_not_empty};
 
 use crate::layout::{self, Stored};
 use crate::protocol::{Connection, Error, text};
@@ -343,22 +343,10 @@ fn load_data(
     progress: &mut Progress,
 ) -> Result<(), PluginError> {
     prepare(connection, database)?;
-    let mut others = Vec::new();
-    for _ in 1..config.jobs.min(data.len().max(1)) {
-        // A server at its max_connections still gets its restore, on fewer connections.
-        match config.connect().and_then(|mut other| prepare(&mut other, database).map(|()| other)) {
-            Ok(other) => others.push(other),
-            Err(error) => {
-                report::warn(&format!(
-                    "loading tables on {} connections instead of {}: another one failed: {}",
-                    others.len() + 1,
-                    config.jobs,
-                    error.message()
-                ));
-                break;
-            }
-        }
-    }
+    let wanted = config.jobs.min(data.len().max(1)) - 1;
+    let mut others = sessions::open_more(wanted, "loading tables", || {
+        config.connect().and_then(|mut other| prepare(&mut other, database).map(|()| other))
+    });
     let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
     let mut queue = data.iter();

@@ -5,11 +5,13 @@ use std::io;
 use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, Summary, report};
 
-use crate::catalog::{self, Statement, Table};
-use crate::protocol::{Connection, CopyOutError, Error, quote_literal};
+use crate::catalog::{self, Statement};
+use crate::copying::{self, Copied};
+use crate::pieces::{self, DataArtifact};
+use crate::protocol::{Connection, Error};
 use crate::roles::{self, RolesArtifact};
-use crate::script::{DATA, LARGE_OBJECTS, MEDIA_TYPE, POST_DATA, PRE_DATA, ScriptWriter};
-use crate::tally::{self, TableRows};
+use crate::script::{LARGE_OBJECTS, MEDIA_TYPE, POST_DATA, PRE_DATA, ScriptWriter};
+use crate::tally;
 use crate::{Config, failure};
 
 /// `server_version_num` of PostgreSQL 15, the oldest release still supported upstream
@@ -23,13 +25,6 @@ const MINIMUM_SERVER_VERSION: u32 = 150_000;
 /// constraints would lose their names), so a newer server is refused rather than backed
 /// up incompletely, as pg_dump refuses a server newer than itself.
 const FIRST_UNKNOWN_SERVER_VERSION: u32 = 180_000;
-
-/// Rows between two progress reports within a table.
-const PROGRESS_ROWS: u64 = 10_000;
-
-/// Data artifacts at most: the host takes 10,000 artifacts per backup, and a database
-/// with more tables (partitions count) puts several tables in one.
-const MAX_DATA_ARTIFACTS: usize = 4096;
 
 /// Bytes of a large object read, and written as one statement, at a time.
 const LARGE_OBJECT_CHUNK: u64 = 1024 * 1024;
@@ -48,12 +43,12 @@ fn statements_section(
     name: &str,
     database: &str,
     statements: &[Statement],
-    data: &[(String, &[Table])],
+    data: &[DataArtifact<'_>],
 ) -> Result<(), PluginError> {
     let mut section = start_section(name, database)?;
-    for (artifact, tables) in data {
-        for scope in tables.iter().filter_map(|table| table.scope.as_ref()) {
-            section.data_index(artifact, scope).map_err(artifact_error)?;
+    for artifact in data {
+        for scope in artifact.parts.iter().filter_map(|part| part.table.scope.as_ref()) {
+            section.data_index(&artifact.name, scope).map_err(artifact_error)?;
         }
     }
     for statement in statements {
@@ -110,9 +105,8 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
     // One snapshot for the catalog and every table; read-only, so it never blocks writers.
     connection
         .execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET LOCAL search_path = ''; \
-             SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {}",
-            quote_literal(&config.lock_timeout)
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {}",
+            copying::session_settings(&config.lock_timeout)
         ))
         .map_err(|e| failure("starting the snapshot", e))?;
     let catalog = catalog::read(&mut connection, &config.selection).map_err(|e| failure("reading the catalog", e))?;
@@ -136,53 +130,28 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
         catalog.pre_data.len(),
         catalog.tables.len()
     ));
-    // One artifact per table, unless that would pass the host's limit on artifacts:
-    // then consecutive tables share one.
-    let per_artifact = catalog.tables.len().div_ceil(MAX_DATA_ARTIFACTS).max(1);
-    let groups: Vec<(String, &[Table])> = catalog
-        .tables
-        .chunks(per_artifact)
-        .enumerate()
-        .map(|(number, group)| (artifacts::numbered_name(DATA, number + 1, &group[0].name, "sql"), group))
-        .collect();
-    statements_section(PRE_DATA, database, &catalog.pre_data, &groups)?;
-
-    let total_tables = catalog.tables.len() as u64;
-    let (mut rows, mut bytes) = (0u64, 0u64);
-    let mut table_rows = TableRows::default();
-    for (number, (artifact, group)) in groups.iter().enumerate() {
-        let mut data = start_section(artifact, database)?;
-        for (index, table) in group.iter().enumerate() {
-            let done = number * per_artifact + index;
-            let entry = format!("TABLE DATA {}", table.name);
-            data.copy(&entry, &table.copy_in(), table.scope.as_ref()).map_err(artifact_error)?;
-            let (table_rows_before, table_bytes_before) = (rows, bytes);
-            connection
-                .copy_out(&table.copy_out(), |row| {
-                    data.rows(row)?;
-                    rows += 1;
-                    bytes += row.len() as u64;
-                    if rows % PROGRESS_ROWS == 0 {
-                        report::progress(&table.name, done as u64, Some(total_tables), rows);
-                    }
-                    Ok(())
-                })
-                .map_err(|error| match error {
-                    CopyOutError::Database(error) => failure(&format!("copying table {}", table.name), error),
-                    CopyOutError::Sink(error) => artifact_error(error),
-                })?;
-            data.end_rows().map_err(artifact_error)?;
-            report::progress(&table.name, done as u64 + 1, Some(total_tables), rows);
-            table_rows.add(&entry, rows - table_rows_before);
-            report::debug(&format!(
-                "table {}: {} rows, {} bytes",
-                table.name,
-                rows - table_rows_before,
-                bytes - table_bytes_before
-            ));
-        }
-        data.into_inner().finish()?;
+    let block_size: u64 = connection
+        .query_value("SHOW block_size")
+        .map_err(|e| failure("reading the block size", e))?
+        .and_then(|size| size.parse().ok())
+        .unwrap_or(8192);
+    let planned = pieces::plan(&catalog.tables, config.chunk_bytes / block_size.max(1));
+    statements_section(PRE_DATA, database, &catalog.pre_data, &planned)?;
+    let mut others = if config.jobs > 1 && planned.len() > 1 {
+        let snapshot = connection
+            .query_value("SELECT pg_catalog.pg_export_snapshot()")
+            .map_err(|e| failure("exporting the snapshot", e))?
+            .unwrap_or_default();
+        copying::join_snapshot(config, &snapshot, config.jobs.min(planned.len()) - 1)
+    } else {
+        Vec::new()
+    };
+    let copied = copying::run(database, &mut connection, &mut others, &planned);
+    for other in others {
+        other.close();
     }
+    let Copied { rows, bytes, table_rows } = copied?;
+    let total_tables = catalog.tables.len() as u64;
     let mut large_objects = start_section(LARGE_OBJECTS, database)?;
     let mut large_object_bytes = 0;
     for oid in &catalog.large_objects {

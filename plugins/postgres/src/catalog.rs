@@ -157,6 +157,8 @@ pub struct Table {
     /// with generated columns only.
     pub columns: String,
     pub scope: Option<Scope>,
+    /// Pages of the table's main fork when the catalog was read.
+    pub pages: u64,
 }
 
 impl Table {
@@ -168,6 +170,23 @@ impl Table {
     /// The statement that loads them again.
     pub fn copy_in(&self) -> String {
         format!("COPY {}{} FROM stdin;", self.quoted, self.column_list())
+    }
+
+    /// Whether its rows can be read a range of pages at a time: `SELECT` needs a column
+    /// (a table without columns is read whole).
+    pub fn splits(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// The statement that reads the rows in pages `start` up to `end` (to the last page
+    /// without one), for a table that [`Table::splits`].
+    pub fn copy_out_pages(&self, start: u64, end: Option<u64>) -> String {
+        // A TID range scan (PostgreSQL 14+) reads just those pages.
+        let mut condition = format!("ctid >= '({start},0)'::pg_catalog.tid");
+        if let Some(end) = end {
+            condition.push_str(&format!(" AND ctid < '({end},0)'::pg_catalog.tid"));
+        }
+        format!("COPY (SELECT {} FROM ONLY {} WHERE {condition}) TO STDOUT", self.columns, self.quoted)
     }
 
     /// `COPY t ()` is a syntax error; without a list, COPY takes every column that is not
@@ -202,6 +221,21 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
         let names: Vec<String> = batch.iter().map(|row| text(row, 1)).collect();
         connection.execute(&format!("LOCK TABLE {} IN ACCESS SHARE MODE", names.join(", ")))?;
     }
+    // Sizes only now: pg_relation_size locks each table, in whatever order, where the
+    // locks above come in the order of the list.
+    let oids: Vec<&str> = table_rows
+        .iter()
+        .filter_map(|row| row.get(3).and_then(|key| key.as_deref()).and_then(|key| key.split(':').nth(1)))
+        .collect();
+    let pages: Vec<u64> = connection
+        .query(&format!(
+            "SELECT pg_catalog.pg_relation_size(o) / pg_catalog.current_setting('block_size')::bigint \
+             FROM pg_catalog.unnest('{{{}}}'::pg_catalog.oid[]) WITH ORDINALITY AS t(o, n) ORDER BY n",
+            oids.join(",")
+        ))?
+        .iter()
+        .map(|row| text(row, 0).parse().unwrap_or(0))
+        .collect();
 
     let mut objects = Vec::new();
     for query in
@@ -242,11 +276,13 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
 
     let tables: Vec<Table> = table_rows
         .iter()
-        .map(|row| Table {
+        .zip(pages)
+        .map(|(row, pages)| Table {
             name: text(row, 0),
             quoted: text(row, 1),
             columns: text(row, 2),
             scope: scope_of(text(row, 3)),
+            pages,
         })
         .filter(|table| !selection.exclude_table_data.contains(&table.name))
         .collect();

@@ -1,16 +1,20 @@
-//! The PostgreSQL plugin: a consistent logical backup of one database, taken in a single
-//! REPEATABLE READ, READ ONLY transaction, written as SQL scripts that `psql` can replay
-//! (see [`script`]), and restored through the same sandboxed connection.
+//! The PostgreSQL plugin: a consistent logical backup of one database, taken in one
+//! REPEATABLE READ, READ ONLY snapshot that several sessions share (see [`copying`]),
+//! written as SQL scripts that `psql` can replay (see [`script`]), and restored through
+//! the same sandboxed connections.
 //!
 //! Options: `sslmode`, `tls-ca`, `schemas`, `exclude-schemas`, `exclude-table-data`, `lock-timeout`,
-//! `roles`, and for restores `no-owner`, `no-privileges` and `create-roles` (see [`Config`] and
-//! `docs/postgres.md`).
+//! `roles`, `jobs`, `chunk-size`, and for restores `no-owner`, `no-privileges`, `create-roles`
+//! and `restore-*` (see [`Config`] and `docs/postgres.md`).
 
 mod backup;
 mod catalog;
+mod copying;
 mod database;
 mod pick;
+mod pieces;
 mod protocol;
+mod replay;
 mod restore;
 mod roles;
 mod scope;
@@ -32,6 +36,9 @@ use crate::tls::TlsMode;
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 * 1024;
 
+/// Sessions of a backup or restore at most (option `jobs`).
+const MAX_JOBS: usize = 16;
+
 /// The user when the resource names none, as in libpq.
 const DEFAULT_USER: &str = "postgres";
 
@@ -49,6 +56,26 @@ struct Config {
     create_roles: bool,
     /// Which parts of the backup a restore runs.
     pick: Pick,
+    /// Sessions that read (backup) or load (restore) tables at once.
+    jobs: usize,
+    /// A table bigger than this (on disk) is read in pieces of about this size.
+    chunk_bytes: u64,
+}
+
+/// A size with PostgreSQL's units (`kB`, `MB`, `GB`, `TB`, powers of 1024), in bytes.
+fn parse_size(value: &str) -> Option<u64> {
+    let value = value.trim();
+    let digits = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let (number, unit) = value.split_at(digits);
+    let shift = match unit.trim() {
+        "" => 0,
+        "kB" => 10,
+        "MB" => 20,
+        "GB" => 30,
+        "TB" => 40,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// A comma-separated option as a list.
@@ -79,6 +106,16 @@ impl Config {
         if settings.database.is_empty() {
             return Err(PluginError::InvalidSettings("the database name is missing".into()));
         }
+        let jobs = options.parse_or("jobs", 2usize)?;
+        if !(1..=MAX_JOBS).contains(&jobs) {
+            return Err(PluginError::InvalidSettings(format!("option jobs must be 1 to {MAX_JOBS}")));
+        }
+        let chunk_size = options.get("chunk-size").unwrap_or("256MB");
+        let chunk_bytes = parse_size(chunk_size).filter(|bytes| *bytes >= 1 << 20).ok_or_else(|| {
+            PluginError::InvalidSettings(format!(
+                "option chunk-size: {chunk_size:?} is not a size of at least 1MB (a number with kB, MB, GB or TB)"
+            ))
+        })?;
         Ok(Config {
             connect: ConnectOptions {
                 addresses: settings.addresses.clone(),
@@ -109,6 +146,8 @@ impl Config {
                 tables: list(&options, "restore-tables"),
                 exclude_tables: list(&options, "restore-exclude-tables"),
             },
+            jobs,
+            chunk_bytes,
         })
     }
 
@@ -167,6 +206,18 @@ impl Plugin for PostgresPlugin {
                 optional("exclude-schemas", "Comma-separated schemas to leave out", None),
                 optional("exclude-table-data", "Comma-separated schema.table whose rows are left out", None),
                 optional("lock-timeout", "How long to wait for a table lock (PostgreSQL interval)", Some("5min")),
+                optional(
+                    "jobs",
+                    "Sessions that read tables at once on one snapshot (backup), or load them (restore into a \
+                     database the restore creates), 1 to 16",
+                    Some("2"),
+                ),
+                optional(
+                    "chunk-size",
+                    "Backup: a table bigger than this on disk is read, stored and restored in pieces of this size \
+                     (kB, MB, GB, TB)",
+                    Some("256MB"),
+                ),
                 optional(
                     "roles",
                     "Backup: the cluster's roles written to roles.sql: without-passwords, with-passwords \

@@ -291,25 +291,39 @@ impl Connection {
         Ok(())
     }
 
+    /// The next message if the input holds all of it.
+    fn buffered(&mut self) -> Result<Option<Message>, Error> {
+        let Some(message) = Message::parse(&mut self.input)? else {
+            return Ok(None);
+        };
+        // A FATAL error ends the session: report it rather than the closed socket.
+        if let Message::ErrorResponse(body) = &message {
+            let error = ServerError::from_fields(body.fields())?;
+            if error.severity == "FATAL" || error.severity == "PANIC" {
+                return Err(Error::Server(error));
+            }
+        }
+        Ok(Some(message))
+    }
+
+    /// One read from the socket into the input; waits until the server sends something.
+    fn fill(&mut self) -> Result<(), Error> {
+        let start = self.input.len();
+        self.input.resize(start + READ_SIZE, 0);
+        let read = self.stream.read(&mut self.input[start..]);
+        self.input.truncate(start + read.as_ref().map_or(0, |n| *n));
+        if read? == 0 {
+            return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(())
+    }
+
     fn receive(&mut self) -> Result<Message, Error> {
         loop {
-            if let Some(message) = Message::parse(&mut self.input)? {
-                // A FATAL error ends the session: report it rather than the closed socket.
-                if let Message::ErrorResponse(body) = &message {
-                    let error = ServerError::from_fields(body.fields())?;
-                    if error.severity == "FATAL" || error.severity == "PANIC" {
-                        return Err(Error::Server(error));
-                    }
-                }
+            if let Some(message) = self.buffered()? {
                 return Ok(message);
             }
-            let start = self.input.len();
-            self.input.resize(start + READ_SIZE, 0);
-            let read = self.stream.read(&mut self.input[start..]);
-            self.input.truncate(start + read.as_ref().map_or(0, |n| *n));
-            if read? == 0 {
-                return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-            }
+            self.fill()?;
         }
     }
 
@@ -356,27 +370,45 @@ impl Connection {
         self.query(sql).map(drop)
     }
 
-    /// Run a `COPY ... TO STDOUT` and hand each row (text format, with its newline) to
-    /// `row`; returns the number of rows. A `row` error ends the session's usefulness.
-    pub fn copy_out(&mut self, sql: &str, mut row: impl FnMut(&[u8]) -> io::Result<()>) -> Result<u64, CopyOutError> {
-        frontend::query(sql, &mut self.output).map_err(Error::from)?;
-        self.send().map_err(Error::from)?;
-        let mut rows = 0;
-        let mut failure = None;
+    /// Start a `COPY ... TO STDOUT`; then [`Connection::copy_out_step`] until it ends.
+    pub fn start_copy_out(&mut self, sql: &str) -> Result<CopyOut, Error> {
+        frontend::query(sql, &mut self.output)?;
+        self.send()?;
+        Ok(CopyOut { rows: 0, failure: None })
+    }
+
+    /// Hand the rows (text format, each with its newline) that one read from the socket
+    /// completes to `row`, so that one thread can interleave the COPYs of several
+    /// connections; the number of rows once the COPY has ended. A `row` error ends the
+    /// session's usefulness.
+    pub fn copy_out_step(
+        &mut self,
+        copy: &mut CopyOut,
+        mut row: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<Option<u64>, CopyOutError> {
+        let mut filled = false;
         loop {
-            match self.receive()? {
-                Message::CopyOutResponse(_) | Message::CopyDone | Message::CommandComplete(_) => {}
+            let message = match self.buffered()? {
+                Some(message) => message,
+                None if filled => return Ok(None),
+                None => {
+                    self.fill()?;
+                    filled = true;
+                    continue;
+                }
+            };
+            match message {
                 Message::CopyData(data) => {
                     row(data.data()).map_err(CopyOutError::Sink)?;
-                    rows += 1;
+                    copy.rows += 1;
                 }
                 Message::ErrorResponse(body) => {
-                    failure = Some(ServerError::from_fields(body.fields()).map_err(Error::from)?)
+                    copy.failure = Some(ServerError::from_fields(body.fields()).map_err(Error::from)?)
                 }
                 Message::ReadyForQuery(_) => {
-                    return match failure {
+                    return match copy.failure.take() {
                         Some(error) => Err(Error::Server(error).into()),
-                        None => Ok(rows),
+                        None => Ok(Some(copy.rows)),
                     };
                 }
                 _ => {}
@@ -432,6 +464,13 @@ impl Connection {
         frontend::terminate(&mut self.output);
         let _ = self.send();
     }
+}
+
+/// A `COPY ... TO STDOUT` under way on a connection.
+#[derive(Debug)]
+pub struct CopyOut {
+    rows: u64,
+    failure: Option<ServerError>,
 }
 
 /// Why a COPY TO STDOUT stopped.

@@ -1,42 +1,18 @@
 //! A restore: the sections replayed in one transaction, so a failure leaves the target
-//! database as it was.
+//! database as it was. Into a database the restore creates, the data artifacts load on
+//! several sessions at once (option `jobs`), each table's rows committed on their own:
+//! all or nothing then comes from dropping that database again on failure.
 
-use std::io::{self, BufReader};
+use std::io::BufReader;
 
-use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, target_not_empty};
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, sessions, target_not_empty};
 
 use crate::pick::Picking;
-use crate::protocol::{ConnectOptions, Connection, Error, quote_identifier};
-use crate::script::{self, Entry, ScriptReader};
-use crate::tally::{self, TableRows};
+use crate::protocol::{ConnectOptions, Connection, quote_identifier};
+use crate::replay::{Loaded, Replaying, Section, statement_failure};
+use crate::script::{self, ScriptReader};
+use crate::tally;
 use crate::{Config, READ_BUFFER, catalog, failure, roles};
-
-/// Characters of a failing statement quoted in the error.
-const EXCERPT: usize = 300;
-
-/// Why loading rows stopped.
-enum RowsError {
-    Artifact(io::Error),
-    Database(Error),
-}
-
-impl From<io::Error> for RowsError {
-    fn from(error: io::Error) -> Self {
-        RowsError::Artifact(error)
-    }
-}
-
-fn artifact_error(error: io::Error) -> PluginError {
-    PluginError::Artifact(error.to_string())
-}
-
-fn statement_failure(what: &str, sql: &str, error: Error) -> PluginError {
-    let mut excerpt: String = sql.chars().take(EXCERPT).collect();
-    if excerpt.len() < sql.len() {
-        excerpt.push_str("...");
-    }
-    failure(&format!("restoring {what} (statement: {excerpt})"), error)
-}
 
 /// A session in the maintenance database, for what cannot run in the target itself.
 fn maintenance(config: &Config) -> Result<Connection, PluginError> {
@@ -118,7 +94,9 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     // Before anything changes: what a partial restore picks is in the backup.
     let picking = if pick.is_partial() { Some(Picking::survey(pick)?) } else { None };
     let (mut connection, created) = connect_or_create(config)?;
-    let restored = restore(config, &mut connection, replace_existing, &names, &sections, picking.as_ref());
+    // Roles are the cluster's: created in the one transaction, so that a failure undoes them.
+    let parallel = created && !config.create_roles && config.jobs > 1;
+    let restored = restore(config, &mut connection, replace_existing, &names, &sections, picking.as_ref(), parallel);
     connection.close();
     match restored {
         Err(error) if created => Err(drop_created(config, error)),
@@ -126,7 +104,8 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     }
 }
 
-/// Everything after connecting, in one transaction; `picking` for a partial restore.
+/// Everything after connecting, in one transaction; `picking` for a partial restore;
+/// `parallel` to load the data artifacts on several sessions, each in its own.
 fn restore(
     config: &Config,
     connection: &mut Connection,
@@ -134,6 +113,7 @@ fn restore(
     names: &[String],
     sections: &[String],
     picking: Option<&Picking>,
+    parallel: bool,
 ) -> Result<Summary, PluginError> {
     let database = config.connect.database.as_str();
     let pick = &config.pick;
@@ -154,58 +134,31 @@ fn restore(
 
     let roles = if config.create_roles { create_roles(connection, names)? } else { roles::Applied::default() };
 
-    let (mut tables, mut rows) = (0u64, 0u64);
-    let mut table_rows = TableRows::default();
-    for (position, section) in sections.iter().enumerate() {
-        if picking.is_some_and(|picking| picking.skips_section(section)) {
-            continue;
-        }
-        let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(section)?);
-        let mut script = ScriptReader::new(reader);
-        while let Some(entry) = script.next_entry().map_err(artifact_error)? {
-            match entry {
-                Entry::Sql { what, sql, scope } => {
-                    if catalog::Optional::of(&what).is_some_and(|part| config.restore_without.contains(&part)) {
-                        continue;
-                    }
-                    if picking.is_some_and(|picking| !picking.runs(&what, scope.as_ref())) {
-                        continue;
-                    }
-                    // Every section starts with the same settings, for psql; one transaction
-                    // needs them once (a round trip each, per table otherwise).
-                    if position > 0 && what == script::SETTING {
-                        continue;
-                    }
-                    let done = connection.execute(&sql);
-                    if catalog::is_role_check(&what) {
-                        // Its message names the roles; the statement would add only noise.
-                        done.map_err(|e| failure("checking the roles the backup uses", e))?;
-                    } else {
-                        done.map_err(|e| statement_failure(&what, &sql, e))?;
-                    }
-                }
-                Entry::Copy { what, sql, scope } => {
-                    if picking.is_some_and(|picking| !picking.runs(&what, scope.as_ref())) {
-                        script.rows(|_| Ok::<(), io::Error>(())).map_err(artifact_error)?;
-                        continue;
-                    }
-                    connection.copy_in(&sql).map_err(|e| statement_failure(&what, &sql, e))?;
-                    let loaded = script
-                        .rows(|batch| connection.copy_data(batch).map_err(RowsError::Database))
-                        .map_err(|error| match error {
-                            RowsError::Artifact(error) => artifact_error(error),
-                            RowsError::Database(error) => failure(&format!("loading {what}"), error),
-                        })?;
-                    connection.copy_done().map_err(|e| failure(&format!("loading {what}"), e))?;
-                    tables += 1;
-                    rows += loaded;
-                    table_rows.add(&what, loaded);
-                    report::progress(&what, tables, None, rows);
-                }
+    let replaying = Replaying { config, picking };
+    let mut loaded = Loaded::default();
+    let sections: Vec<&String> =
+        sections.iter().filter(|section| !picking.is_some_and(|picking| picking.skips_section(section))).collect();
+    if parallel {
+        let data_names = artifacts::series(names, script::DATA);
+        let (data, schema): (Vec<&String>, Vec<&String>) =
+            sections.into_iter().partition(|section| data_names.contains(section));
+        // The replay order starts with pre-data.
+        for (position, section) in schema.iter().enumerate() {
+            Section::open(section, position > 0)?.run(connection, replaying, &mut loaded)?;
+            if position == 0 {
+                connection.execute("COMMIT").map_err(|e| failure("committing the schema", e))?;
+                load_in_parallel(config, connection, replaying, &data, &mut loaded)?;
+                connection.execute("BEGIN").map_err(|e| failure("starting the transaction after the data", e))?;
             }
+        }
+    } else {
+        for (position, section) in sections.iter().enumerate() {
+            Section::open(section, position > 0)?.run(connection, replaying, &mut loaded)?;
         }
     }
     connection.execute("COMMIT").map_err(|e| failure("committing the restore", e))?;
+    let Loaded { rows, table_rows } = loaded;
+    let tables = table_rows.tables();
     let mut description = format!("database {database}: {tables} tables, {rows} rows restored");
     if pick.is_partial() {
         description.push_str(&format!(" ({})", pick.describe()));
@@ -222,4 +175,63 @@ fn restore(
             (tally::ATTRIBUTE.into(), table_rows.digest()),
         ],
     })
+}
+
+/// Load the `data` artifacts on `connection` and up to `jobs - 1` more sessions, an
+/// artifact each at a time (in autocommit: the database is dropped on failure).
+fn load_in_parallel(
+    config: &Config,
+    connection: &mut Connection,
+    replaying: Replaying<'_>,
+    data: &[&String],
+    loaded: &mut Loaded,
+) -> Result<(), PluginError> {
+    let wanted = config.jobs.min(data.len()).saturating_sub(1);
+    let mut others = sessions::open_more(wanted, "loading tables", || config.connect());
+    let mut lanes: Vec<Lane> = std::iter::once(Lane { session: connection, settled: true, section: None })
+        .chain(others.iter_mut().map(|session| Lane { session, settled: false, section: None }))
+        .collect();
+    let done = load_round_robin(&mut lanes, replaying, data, loaded);
+    for other in others {
+        other.close();
+    }
+    done
+}
+
+/// A session loading data artifacts.
+struct Lane<'s> {
+    session: &'s mut Connection,
+    /// Whether the session has the settings every section starts with.
+    settled: bool,
+    section: Option<Section>,
+}
+
+/// Take turns: while one session's server process writes rows, the next batch of
+/// another's is read and sent.
+fn load_round_robin(
+    lanes: &mut [Lane<'_>],
+    replaying: Replaying<'_>,
+    data: &[&String],
+    loaded: &mut Loaded,
+) -> Result<(), PluginError> {
+    let mut queue = data.iter();
+    loop {
+        let mut busy = false;
+        for lane in lanes.iter_mut() {
+            if lane.section.is_none()
+                && let Some(name) = queue.next()
+            {
+                lane.section = Some(Section::open(name, lane.settled)?);
+                lane.settled = true;
+            }
+            let Some(section) = &mut lane.section else { continue };
+            busy = true;
+            if section.step(lane.session, replaying, loaded)? {
+                lane.section = None;
+            }
+        }
+        if !busy {
+            return Ok(());
+        }
+    }
 }

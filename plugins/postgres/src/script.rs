@@ -247,23 +247,33 @@ impl<R: BufRead> ScriptReader<R> {
         let mut batch = Vec::with_capacity(ROW_BATCH);
         let mut rows = 0;
         loop {
+            let (read, ended) = self.row_batch(&mut batch)?;
+            rows += read;
+            if !batch.is_empty() {
+                send(&batch)?;
+            }
+            if ended {
+                return Ok(rows);
+            }
+        }
+    }
+
+    /// Replace `batch` with the next rows of the current COPY, whole rows up to about
+    /// [`ROW_BATCH`] bytes; how many, and whether they were the last.
+    pub fn row_batch(&mut self, batch: &mut Vec<u8>) -> io::Result<(u64, bool)> {
+        batch.clear();
+        let mut rows = 0;
+        while batch.len() < ROW_BATCH {
             self.line.clear();
             if self.input.read_until(b'\n', &mut self.line)? == 0 {
-                return Err(invalid("the rows end without \\.".into()).into());
+                return Err(invalid("the rows end without \\.".into()));
             }
             if self.line == END_OF_ROWS {
-                break;
+                return Ok((rows, true));
             }
             rows += 1;
             batch.extend_from_slice(&self.line);
-            if batch.len() >= ROW_BATCH {
-                send(&batch)?;
-                batch.clear();
-            }
         }
-        if !batch.is_empty() {
-            send(&batch)?;
-        }
-        Ok(rows)
+        Ok((rows, false))
     }
 }

@@ -19,6 +19,11 @@ impl TableRows {
         *self.0.entry(table.to_owned()).or_default() += rows;
     }
 
+    /// How many tables have a count.
+    pub fn tables(&self) -> u64 {
+        self.0.len() as u64
+    }
+
     /// SHA-256 of `table\trows\n` per table in name order, lowercase hex.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();

@@ -17,12 +17,14 @@
 //!
 //! Artifacts are written with [`artifacts::create`] (an [`std::io::Write`]) and read back
 //! with [`artifacts::open`] (an [`std::io::Read`]); [`Options`] parses plugin options;
-//! [`report`] logs and reports progress; [`target_not_empty`] is the error of a restore
-//! that refuses a target holding data.
+//! [`report`] logs and reports progress; [`sessions`] opens further connections for
+//! parallel work; [`target_not_empty`] is the error of a restore that refuses a target
+//! holding data.
 
 pub mod artifacts;
 mod options;
 pub mod report;
+pub mod sessions;
 
 #[doc(hidden)]
 pub mod bindings {

@@ -150,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
     let url = server.url(USER, PASSWORD, "bench");
     let mut backups = Vec::new();
     println!("==> stowage backup");
-    backups.push(bench::stowage_backup(&s3, "stowage (mysql plugin)", "mysql", &url, &env).await?);
+    backups.push(bench::stowage_backup(&s3, "stowage (mysql plugin)", "mysql", &url, "stowage", &env).await?);
     println!("==> mariadb-dump --single-transaction | zstd -3 + upload");
     let mut dump = Command::new("mariadb-dump");
     dump.args(login_args(&server)).args(["--single-transaction", "--quick", "bench"]);
@@ -160,7 +160,8 @@ async fn main() -> anyhow::Result<()> {
     backups.push(mydumper_backup(&server, &s3).await?);
 
     println!("==> stowage restore into an empty database");
-    let stowage_restore = bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), &env).await?;
+    let stowage_restore =
+        bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), "stowage", &env).await?;
     println!("==> download | zstd -d | mariadb");
     let native_restore = native_restore(&server, &s3, "by_client").await?;
     println!("==> download + myloader");

@@ -97,7 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let env = bench::stowage_env(&s3, cache.path(), "redis", &[])?;
     let mut backups = Vec::new();
     println!("==> stowage backup");
-    backups.push(bench::stowage_backup(&s3, "stowage (redis plugin)", "redis", &source.url(None), &env).await?);
+    backups
+        .push(bench::stowage_backup(&s3, "stowage (redis plugin)", "redis", &source.url(None), "stowage", &env).await?);
     println!("==> redis-cli --rdb - | zstd -3 + upload");
     let mut redis_cli = Command::new("redis-cli");
     redis_cli.args(["-p", &source.port.to_string(), "--rdb", "-"]).stderr(std::process::Stdio::null());
@@ -107,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
     println!("==> stowage restore into an empty server");
     let restored = Redis::start(&[])?;
     let server_cpu = restored.cpu_seconds()?;
-    let stowage_restore = bench::stowage_restore("redis", &restored.url(None), &env).await?;
+    let stowage_restore = bench::stowage_restore("redis", &restored.url(None), "stowage", &env).await?;
     let server_cpu = restored.cpu_seconds()? - server_cpu;
     println!("==> download | zstd -d > dump.rdb, start redis-server on it");
     let (native_restore, loaded) = restore_native(&s3).await?;

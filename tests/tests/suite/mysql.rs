@@ -344,7 +344,7 @@ fn a_failed_restore_leaves_no_half_restored_database() {
     let restored = stowage(&["restore", "--plugin", "mysql", "--database", &few, "--repo", &repo], &[])
         .ok()
         .expect("restore on fewer connections");
-    assert!(restored.stderr.contains("loading tables on 2 connections instead of 4"), "{}", restored.stderr);
+    assert!(restored.stderr.contains("loading tables on 2 sessions instead of 4"), "{}", restored.stderr);
     assert_eq!(
         server.state("on_two", VERSIONED).expect("state"),
         server.state("fixture", VERSIONED).expect("state").replace("fixture", "on_two")

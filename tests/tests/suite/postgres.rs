@@ -824,3 +824,111 @@ fn a_backup_in_the_format_of_earlier_plugin_versions_still_restores() {
     let databases = "SELECT count(*) FROM pg_database WHERE datname = 'partial'";
     assert_eq!(postgres.psql("postgres", databases).expect("databases").trim(), "0");
 }
+
+/// A `psql` running `sql` in the background, its output discarded.
+fn background_psql(postgres: &Postgres, database: &str, sql: &str) -> std::process::Child {
+    postgres
+        .client("psql", database)
+        .args(["-X", "-q", "-c", sql])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql")
+}
+
+/// Waits until `database` has `count` lock requests of `mode` on table `table` that
+/// are `granted` (or waiting).
+fn wait_for_locks(postgres: &Postgres, database: &str, table: &str, mode: &str, granted: bool, count: usize) {
+    let query = format!(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         WHERE c.relname = '{table}' AND l.mode = '{mode}' AND l.granted = {granted}"
+    );
+    let waited = wait_until(&format!("{count} {mode} on {table}, granted {granted}"), Duration::from_secs(60), || {
+        postgres.psql(database, &query).is_ok_and(|n| n.trim() == count.to_string())
+    });
+    if let Err(error) = waited {
+        let locks = postgres.psql(
+            database,
+            "SELECT l.relation::regclass, l.mode, l.granted, left(a.query, 100) FROM pg_locks l \
+             JOIN pg_stat_activity a USING (pid) WHERE l.relation::regclass::text !~ '^pg_'",
+        );
+        panic!("{error:#}; the locks: {locks:?}");
+    }
+}
+
+#[test]
+fn a_big_table_is_read_in_pieces_on_sessions_sharing_one_snapshot() {
+    let postgres = Postgres::start().expect("postgres");
+    postgres.psql("postgres", "CREATE DATABASE pieces; CREATE DATABASE copy_in_place").expect("databases");
+    postgres
+        .psql(
+            "pieces",
+            "CREATE TABLE big (id int PRIMARY KEY, payload text); \
+             INSERT INTO big SELECT i, repeat(md5(i::text), 3) FROM generate_series(1, 40000) i; \
+             CREATE TABLE gate (x int); INSERT INTO gate VALUES (1); \
+             CREATE TABLE later (x int); INSERT INTO later SELECT generate_series(1, 500)",
+        )
+        .expect("tables");
+    // The backup's session locks big, then waits for gate, which this session holds.
+    let mut gate = background_psql(&postgres, "pieces", "BEGIN; LOCK TABLE gate; SELECT pg_sleep(600)");
+    wait_for_locks(&postgres, "pieces", "gate", "AccessExclusiveLock", true, 1);
+    let repo_dir = tempfile::tempdir().expect("repo");
+    let repo = format!("file://{}", repo_dir.path().display());
+    let url = format!("{}?jobs=3&chunk-size=1MB", postgres.url(SCRAM_USER, "pieces"));
+    let backup = ["backup", "--plugin", "postgres", "--database", &url, "--repo", &repo, "--compression", "none"];
+    let backup = command(backup, &password_env())
+        .expect("command")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("backup");
+    wait_for_locks(&postgres, "pieces", "gate", "AccessShareLock", false, 1);
+    // Its snapshot is taken: rows written now are not in the backup, whichever session
+    // reads their table.
+    postgres
+        .psql("pieces", "INSERT INTO big VALUES (40001, 'late'); INSERT INTO later VALUES (501)")
+        .expect("late rows");
+    // Someone queues for big, which the backup's session holds: the other sessions cannot
+    // lock it without waiting forever, so the backup's own session reads all of it.
+    let mut alter = background_psql(&postgres, "pieces", "ALTER TABLE big ADD COLUMN note text");
+    wait_for_locks(&postgres, "pieces", "big", "AccessExclusiveLock", false, 1);
+    // Killing psql would leave its server process sleeping, and the lock held.
+    postgres
+        .psql(
+            "pieces",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE gate%'",
+        )
+        .expect("end the gate's session");
+    let _ = gate.wait();
+    let backup = Run::from(backup.wait_with_output().expect("backup exit")).ok().expect("backup");
+    assert!(backup.stderr.contains("the backup's own session reads it"), "{}", backup.stderr);
+    assert!(alter.wait().expect("alter").success(), "the queued ALTER runs once the backup is done");
+
+    let id = backup.stdout.trim();
+    let data = repo_dir.path().join("local/default").join(id).join("data");
+    let artifacts = data_artifacts(&data);
+    let big: Vec<&String> = artifacts.iter().filter(|name| name.ends_with(".public_big.sql")).collect();
+    assert!(big.len() >= 5, "big in pieces of 1 MB: {artifacts:?}");
+    assert_eq!(artifacts.len(), big.len() + 2, "{artifacts:?}");
+    postgres
+        .psql("pieces", "DELETE FROM big WHERE id > 40000; DELETE FROM later WHERE x > 500; ALTER TABLE big DROP note")
+        .expect("the source as the backup saw it");
+
+    // Into a database the restore creates, on three sessions; into an existing one, in
+    // one transaction; with psql alone.
+    let copy = format!("{}?jobs=3", postgres.url(SCRAM_USER, "copy_created"));
+    stowage(&["restore", "--plugin", "postgres", "--database", &copy, "--repo", &repo], &password_env())
+        .ok()
+        .expect("restore into a new database");
+    let in_place = format!("{}?jobs=3", postgres.url(SCRAM_USER, "copy_in_place"));
+    let restored =
+        stowage(&["restore", "--plugin", "postgres", "--database", &in_place, "--repo", &repo], &password_env())
+            .ok()
+            .expect("restore into an existing database");
+    assert!(restored.stdout.contains("3 tables, 40501 rows restored"), "{}", restored.stdout);
+    postgres.psql("postgres", "CREATE DATABASE replayed").expect("database");
+    replay_by_hand(&postgres, "replayed", &data, false);
+    for copy in ["copy_created", "copy_in_place", "replayed"] {
+        assert_same_database(&postgres, copy, "pieces");
+    }
+}
