@@ -11,26 +11,16 @@
 //! lock, the transaction, session variables) ends with the connection, which every
 //! path closes.
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use stowage_plugin_sdk::artifacts::ArtifactWriter;
-use stowage_plugin_sdk::{PluginError, Summary, artifacts, report};
+use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, sessions};
 
+use crate::copying::{self, Copied, Part, Planned, write_error};
 use crate::layout::{self, Stored};
-use crate::protocol::{Column, Connection, Error, codes, text, types};
-use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
+use crate::protocol::{Connection, Error, codes, text};
+use crate::script::{PREAMBLE, ident, literal};
 use crate::{Config, Databases, MEDIA_TYPE, SYSTEM_DATABASES, failure, users};
-
-/// An `INSERT` is cut after this many bytes of values (the server's default
-/// `max_allowed_packet` is 16 MiB on MariaDB and 64 MiB on MySQL).
-const INSERT_BYTES: usize = 1 << 20;
-
-/// Rows between two progress reports.
-const PROGRESS_EVERY: u64 = 10_000;
-
-/// Bytes buffered before an artifact write.
-const WRITE_BUFFER: usize = 256 << 10;
 
 /// Tables past which consecutive tables of a database share a data artifact: with the
 /// rounding per database and per copy phase, and the schema, post and users artifacts
@@ -49,6 +39,11 @@ struct Table {
     engine: String,
     /// Whether the engine reads from the transaction's snapshot.
     transactional: bool,
+    /// Bytes of data, as the engine estimates them.
+    data_length: u64,
+    /// The ranges of its primary key it is read in (`WHERE` conditions); none to read
+    /// it whole.
+    ranges: Vec<String>,
 }
 
 impl Table {
@@ -76,8 +71,6 @@ struct LogPosition {
 /// What was backed up, for the summary.
 #[derive(Default)]
 struct Tally {
-    tables: u64,
-    rows: u64,
     views: u64,
     routines: u64,
     triggers: u64,
@@ -109,11 +102,13 @@ impl Database {
         qualify: bool,
         users: Option<String>,
         tally: &mut Tally,
+        chunking: &mut Chunking,
     ) -> Result<Self, PluginError> {
         let name = stored.name.clone().unwrap_or_default();
         let (charset, collation) = database_defaults(connection, &name)?;
         use_database(connection, &name)?;
-        let tables = tables(connection, &name)?;
+        let mut tables = tables(connection, &name)?;
+        chunking.split(connection, &name, &mut tables)?;
         let mut schema = String::from(PREAMBLE);
         schema.push_str(&format!("ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};\n"));
         let mut views = Vec::new();
@@ -144,119 +139,33 @@ impl Database {
     fn label(&self, table: &Table) -> String {
         if self.qualify { format!("{}.{}", self.name, table.name) } else { table.name.clone() }
     }
-}
 
-/// Copying tables into data artifacts, with the progress of the whole backup.
-struct Copy {
-    /// Tables with rows in every database.
-    total: u64,
-    /// Tables per data artifact: one, or more past [`MAX_DATA_ARTIFACTS`] tables.
-    per_artifact: usize,
-    tally: Tally,
-}
-
-impl Copy {
-    /// Copy `tables` of `database` into its next data artifacts.
-    fn tables(
-        &mut self,
-        connection: &mut Connection,
-        database: &mut Database,
-        unlocked: bool,
-    ) -> Result<(), PluginError> {
-        let tables = std::mem::take(if unlocked { &mut database.unlocked } else { &mut database.snapshot });
-        if tables.is_empty() {
-            return Ok(());
-        }
-        use_database(connection, &database.name)?;
-        for group in tables.chunks(self.per_artifact) {
-            database.artifacts += 1;
-            let name = database.stored.data(database.artifacts, &group[0].name);
-            let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&name, MEDIA_TYPE)?);
-            artifact.write_all(PREAMBLE.as_bytes()).map_err(|e| write_error(&name, e))?;
-            for table in group {
-                let label = database.label(table);
-                let rows = self.rows(connection, table, &label, &name, &mut artifact)?;
-                self.tally.tables += 1;
-                self.tally.rows += rows;
-                report::progress(&label, self.tally.tables, Some(self.total), self.tally.rows);
+    /// The data artifacts of its tables without snapshots (or of those with), numbered
+    /// after those planned before, `per_artifact` tables each.
+    fn plan(&mut self, unlocked: bool, per_artifact: usize) -> Vec<Planned> {
+        let tables = std::mem::take(if unlocked { &mut self.unlocked } else { &mut self.snapshot });
+        let mut planned = Vec::new();
+        for group in tables.chunks(per_artifact) {
+            let ranges: Vec<Option<&String>> = match group {
+                [table] if !table.ranges.is_empty() => table.ranges.iter().map(Some).collect(),
+                _ => vec![None],
+            };
+            for range in ranges {
+                self.artifacts += 1;
+                let parts = group
+                    .iter()
+                    .map(|table| Part {
+                        database: self.name.clone(),
+                        table: table.name.clone(),
+                        label: self.label(table),
+                        range: range.cloned(),
+                    })
+                    .collect();
+                planned.push(Planned { name: self.stored.data(self.artifacts, &group[0].name), parts });
             }
-            let artifact = artifact.into_inner().map_err(|e| write_error(&name, e.into_error()))?;
-            artifact.finish()?;
         }
-        Ok(())
+        planned
     }
-
-    /// Append the rows of `table` (called `label`) to artifact `name` as batched
-    /// `INSERT`s; returns how many.
-    fn rows(
-        &self,
-        connection: &mut Connection,
-        table: &Table,
-        label: &str,
-        name: &str,
-        artifact: &mut BufWriter<ArtifactWriter>,
-    ) -> Result<u64, PluginError> {
-        let columns = stored_columns(connection, &table.name, label)?;
-        if columns.is_empty() {
-            return Ok(0);
-        }
-        let list: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
-        let list = list.join(",");
-        // MariaDB prints a FLOAT with 6 digits; as a DOUBLE it prints every digit
-        // the stored value has, and the restore rounds it back to the same FLOAT.
-        let read: Vec<String> = columns
-            .iter()
-            .map(|c| if c.float { format!("CAST({} AS DOUBLE)", ident(&c.name)) } else { ident(&c.name) })
-            .collect();
-        let read = read.join(",");
-        let insert = format!("INSERT INTO {} ({list}) VALUES\n", ident(&table.name));
-        let mut encodings = Vec::new();
-        let mut statement: Vec<u8> = Vec::with_capacity(INSERT_BYTES + (64 << 10));
-        let mut write_failed: Option<std::io::Error> = None;
-        let mut affected = 0;
-        let mut rows = 0u64;
-        let select = format!("SELECT {read} FROM {}", ident(&table.name));
-        let outcome = connection.query(
-            select.as_bytes(),
-            |defs, values| {
-                if encodings.is_empty() {
-                    encodings = defs.iter().map(Encoding::of).collect();
-                }
-                statement.extend_from_slice(if statement.is_empty() { insert.as_bytes() } else { b",\n" });
-                push_row(&mut statement, &encodings, values);
-                rows += 1;
-                if statement.len() >= INSERT_BYTES {
-                    statement.extend_from_slice(b";\n");
-                    if let Err(error) = artifact.write_all(&statement) {
-                        // Stop reading: the rest of the result is not awaited.
-                        write_failed = Some(error);
-                        return Err(Error::Protocol("the artifact could not be written".into()));
-                    }
-                    statement.clear();
-                }
-                if rows.is_multiple_of(PROGRESS_EVERY) {
-                    report::progress(label, self.tally.tables, Some(self.total), self.tally.rows + rows);
-                }
-                Ok(())
-            },
-            &mut affected,
-        );
-        if let Err(error) = outcome {
-            return Err(match write_failed {
-                Some(error) => write_error(name, error),
-                None => copy_failure(label, error),
-            });
-        }
-        if !statement.is_empty() {
-            statement.extend_from_slice(b";\n");
-            artifact.write_all(&statement).map_err(|e| write_error(name, e))?;
-        }
-        Ok(rows)
-    }
-}
-
-fn write_error(name: &str, error: std::io::Error) -> PluginError {
-    PluginError::Artifact(format!("writing {name}: {error}"))
 }
 
 pub fn run(config: &Config) -> Result<Summary, PluginError> {
@@ -283,27 +192,36 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
     connection
         .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
         .map_err(|e| failure("opening the consistent snapshot", e))?;
+    // Further connections open their snapshots while the lock still holds every commit:
+    // the same point. Without the lock there is no such point, so one connection reads.
+    let mut others = match &locked {
+        Some(_) if config.jobs > 1 => {
+            sessions::open_more(config.jobs - 1, "reading tables", || snapshot_session(config, mariadb))
+        }
+        _ => Vec::new(),
+    };
     let position = log_position(connection, locked.is_some(), mariadb);
     let qualify = names.len() > 1;
     let stored = layout::for_backup(names);
-    let mut copy = Copy { total: 0, per_artifact: 1, tally: Tally::default() };
+    let mut tally = Tally::default();
+    let mut chunking = Chunking { bytes: config.chunk_bytes, budget: MAX_DATA_ARTIFACTS };
     let mut databases = Vec::new();
     for (stored, users) in stored.into_iter().zip(users) {
-        databases.push(Database::read(connection, stored, qualify, users, &mut copy.tally)?);
+        databases.push(Database::read(connection, stored, qualify, users, &mut tally, &mut chunking)?);
     }
     // Rows as stored, whatever their character set: written back as binary literals,
     // they are the same bytes in the restored columns.
     connection.execute("SET character_set_results = binary").map_err(|e| failure("setting up the session", e))?;
     let tables: usize = databases.iter().map(|d| d.unlocked.len() + d.snapshot.len()).sum();
-    copy.total = tables as u64;
-    copy.per_artifact = tables.div_ceil(MAX_DATA_ARTIFACTS).max(1);
+    let per_artifact = tables.div_ceil(MAX_DATA_ARTIFACTS).max(1);
+    let mut copied = Copied { total: tables as u64, ..Copied::default() };
+    let mut lanes: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
 
     let mut lock_held = None;
     if let Some(held) = locked {
         // Tables without a snapshot are copied while the lock holds them still.
-        for database in &mut databases {
-            copy.tables(connection, database, true)?;
-        }
+        let planned: Vec<Planned> = databases.iter_mut().flat_map(|d| d.plan(true, per_artifact)).collect();
+        copying::run(&mut lanes, &planned, &mut copied)?;
         let (lock, duration) = held.release()?;
         report::info(&format!("{} was held for {:.1} s", lock.name(), duration.as_secs_f64()));
         lock_held = Some((lock, duration));
@@ -329,20 +247,110 @@ fn backup(connection: &mut Connection, config: &Config) -> Result<Summary, Plugi
             layout::index(&databases.iter().map(|d| d.stored.clone()).collect::<Vec<_>>()).as_bytes(),
         )?;
     }
-    for database in &mut databases {
+    for database in &databases {
         write_artifact(&database.stored.schema(), database.schema.as_bytes())?;
-        // Without the lock, the tables without snapshots come first, as they would under it.
-        copy.tables(connection, database, true)?;
-        copy.tables(connection, database, false)?;
+    }
+    // Without the lock, the tables without snapshots come first, as they would under it.
+    let planned: Vec<Planned> = databases
+        .iter_mut()
+        .flat_map(|d| {
+            let mut planned = d.plan(true, per_artifact);
+            planned.extend(d.plan(false, per_artifact));
+            planned
+        })
+        .collect();
+    copying::run(&mut lanes, &planned, &mut copied)?;
+    drop(lanes);
+    for database in &databases {
         write_artifact(&database.stored.post(), database.post.as_bytes())?;
         if let Some(users) = &database.users {
             write_artifact(&database.stored.users(), format!("{PREAMBLE}{users}").as_bytes())?;
         }
     }
     connection.execute("COMMIT").map_err(|e| failure("ending the snapshot", e))?;
+    for other in others {
+        other.quit();
+    }
 
     let names: Vec<&str> = databases.iter().map(|d| d.name.as_str()).collect();
-    Ok(summarize(&version, mariadb, &names, lock_held, &position, &copy.tally))
+    Ok(summarize(&version, mariadb, &names, lock_held, &position, &tally, &copied))
+}
+
+/// A further connection with the session of the backup and a snapshot of its own,
+/// opened while the lock holds every commit.
+fn snapshot_session(config: &Config, mariadb: bool) -> Result<Connection, PluginError> {
+    let mut connection = config.connect()?;
+    session(&mut connection, mariadb)
+        .and_then(|()| connection.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"))
+        .and_then(|_| connection.execute("SET character_set_results = binary"))
+        .map_err(|e| failure("opening a further snapshot", e))?;
+    Ok(connection)
+}
+
+/// Splitting big tables into ranges of their primary key, as `mydumper` does: read on
+/// several connections, stored and restored as several artifacts.
+struct Chunking {
+    /// A table with more data than this is split.
+    bytes: u64,
+    /// Data artifacts the backup may still add without passing [`MAX_DATA_ARTIFACTS`].
+    budget: usize,
+}
+
+impl Chunking {
+    /// Give the big transactional tables of `database` with a one-column integer
+    /// primary key their ranges (in the snapshot: the bounds are the snapshot's).
+    fn split(&mut self, connection: &mut Connection, database: &str, tables: &mut [Table]) -> Result<(), PluginError> {
+        self.budget = self.budget.saturating_sub(tables.len());
+        if !tables.iter().any(|t| t.transactional && t.data_length > self.bytes) {
+            return Ok(());
+        }
+        let keys = connection
+            .rows(&format!(
+                "SELECT s.TABLE_NAME, MIN(s.COLUMN_NAME) FROM information_schema.STATISTICS s \
+                 JOIN information_schema.COLUMNS c ON c.TABLE_SCHEMA = s.TABLE_SCHEMA \
+                 AND c.TABLE_NAME = s.TABLE_NAME AND c.COLUMN_NAME = s.COLUMN_NAME \
+                 WHERE s.TABLE_SCHEMA = {} AND s.INDEX_NAME = 'PRIMARY' GROUP BY s.TABLE_NAME \
+                 HAVING COUNT(*) = 1 AND MIN(c.DATA_TYPE) IN ('tinyint', 'smallint', 'mediumint', 'int', 'bigint')",
+                literal(database)
+            ))
+            .map_err(|e| failure("reading the primary keys", e))?;
+        for row in keys {
+            let [name, key] = text(row);
+            let Some(table) = tables.iter_mut().find(|t| t.name == name && t.transactional) else { continue };
+            let pieces = table.data_length.div_ceil(self.bytes.max(1)).min(self.budget as u64 + 1);
+            if pieces < 2 {
+                continue;
+            }
+            let bounds = connection
+                .rows(&format!("SELECT MIN({0}), MAX({0}) FROM {1}.{2}", ident(&key), ident(database), ident(&name)))
+                .map_err(|e| failure(&format!("reading the key range of table {name}"), e))?;
+            let Some([Some(min), Some(max)]) = bounds.into_iter().next().and_then(|row| <[_; 2]>::try_from(row).ok())
+            else {
+                continue;
+            };
+            let (Ok(min), Ok(max)) = (min.parse::<i128>(), max.parse::<i128>()) else { continue };
+            table.ranges = key_ranges(&ident(&key), min, max, pieces as i128);
+            self.budget -= table.ranges.len().saturating_sub(1);
+        }
+        Ok(())
+    }
+}
+
+/// `pieces` conditions on `key` that together hold every value, the first and the last
+/// open-ended, the others spanning equal parts of `min..=max`; none when one would do.
+fn key_ranges(key: &str, min: i128, max: i128, pieces: i128) -> Vec<String> {
+    let pieces = pieces.max(1);
+    let step = ((max - min + pieces) / pieces).max(1);
+    let bounds: Vec<i128> = (1..pieces).map(|i| min + i * step).take_while(|bound| *bound <= max).collect();
+    if bounds.is_empty() {
+        return Vec::new();
+    }
+    let mut ranges = vec![format!("{key} < {}", bounds[0])];
+    for pair in bounds.windows(2) {
+        ranges.push(format!("{key} >= {} AND {key} < {}", pair[0], pair[1]));
+    }
+    ranges.push(format!("{key} >= {}", bounds[bounds.len() - 1]));
+    ranges
 }
 
 /// The databases of the backup: `database`, then those of option `databases`.
@@ -567,8 +575,8 @@ fn log_position(connection: &mut Connection, locked: bool, mariadb: bool) -> Log
 fn tables(connection: &mut Connection, database: &str) -> Result<Vec<Table>, PluginError> {
     let rows = connection
         .rows(&format!(
-            "SELECT t.TABLE_NAME, t.TABLE_TYPE, COALESCE(t.ENGINE, ''), COALESCE(e.TRANSACTIONS, 'NO') \
-             FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE \
+            "SELECT t.TABLE_NAME, t.TABLE_TYPE, COALESCE(t.ENGINE, ''), COALESCE(e.TRANSACTIONS, 'NO'), \
+             COALESCE(t.DATA_LENGTH, 0) FROM information_schema.TABLES t LEFT JOIN information_schema.ENGINES e ON e.ENGINE = t.ENGINE \
              WHERE t.TABLE_SCHEMA = {} ORDER BY t.TABLE_NAME",
             literal(database)
         ))
@@ -576,8 +584,9 @@ fn tables(connection: &mut Connection, database: &str) -> Result<Vec<Table>, Plu
     Ok(rows
         .into_iter()
         .map(|row| {
-            let [name, kind, engine, transactions] = text(row);
-            Table { name, kind, engine, transactional: transactions == "YES" }
+            let [name, kind, engine, transactions, data_length] = text(row);
+            let data_length = data_length.parse().unwrap_or(0);
+            Table { name, kind, engine, transactional: transactions == "YES", data_length, ranges: Vec::new() }
         })
         .collect())
 }
@@ -740,101 +749,6 @@ fn write_artifact(name: &str, content: &[u8]) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// How a column's text value is written back.
-#[derive(Clone, Copy)]
-enum Encoding {
-    /// A numeric literal, as the server printed it.
-    Number,
-    /// ASCII the server parses back (dates and times), quoted.
-    Quoted,
-    /// MySQL's JSON type, which refuses binary strings.
-    Json,
-    /// Bits and geometries: the stored bytes as a hexadecimal literal.
-    Hex,
-    /// Strings of any character set and binary strings: the stored bytes as an escaped
-    /// binary string literal, which the column takes byte for byte.
-    Bytes,
-}
-
-impl Encoding {
-    fn of(column: &Column) -> Self {
-        const TEMPORAL: [u8; 8] = [7, 10, 11, 12, 14, 17, 18, 19];
-        if column.is_numeric() {
-            Encoding::Number
-        } else if TEMPORAL.contains(&column.kind) {
-            Encoding::Quoted
-        } else if column.kind == types::JSON {
-            Encoding::Json
-        } else if column.kind == types::BIT || column.kind == types::GEOMETRY {
-            Encoding::Hex
-        } else {
-            Encoding::Bytes
-        }
-    }
-}
-
-fn copy_failure(table: &str, error: Error) -> PluginError {
-    match error {
-        Error::Server { code: codes::TABLE_DEF_CHANGED, .. } => PluginError::Database(format!(
-            "copying table {table}: it was altered during the backup (after the lock of the consistent point was \
-             released); run the backup again"
-        )),
-        error => failure(&format!("copying table {table}"), error),
-    }
-}
-
-/// A column that holds stored values.
-struct StoredColumn {
-    name: String,
-    /// A single-precision FLOAT.
-    float: bool,
-}
-
-/// The columns that hold stored values, invisible ones included: generated ones are
-/// computed again on restore.
-fn stored_columns(connection: &mut Connection, table: &str, label: &str) -> Result<Vec<StoredColumn>, PluginError> {
-    let rows = connection
-        .rows(&format!(
-            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_NAME = {} AND COALESCE(GENERATION_EXPRESSION, '') = '' ORDER BY ORDINAL_POSITION",
-            literal(table)
-        ))
-        .map_err(|e| failure(&format!("listing the columns of table {label}"), e))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let [name, kind] = text(row);
-            StoredColumn { name, float: kind.eq_ignore_ascii_case("float") }
-        })
-        .collect())
-}
-
-fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>]) {
-    out.push(b'(');
-    for (i, (value, encoding)) in values.iter().zip(encodings).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        match (value, encoding) {
-            (None, _) => out.extend_from_slice(b"NULL"),
-            (Some(value), Encoding::Number) => out.extend_from_slice(value),
-            (Some(value), Encoding::Quoted) => {
-                out.push(b'\'');
-                out.extend_from_slice(value);
-                out.push(b'\'');
-            }
-            (Some(value), Encoding::Json) => {
-                out.extend_from_slice(b"CONVERT(");
-                push_binary_string(out, value);
-                out.extend_from_slice(b" USING utf8mb4)");
-            }
-            (Some(value), Encoding::Hex) => push_hex(out, value),
-            (Some(value), Encoding::Bytes) => push_binary_string(out, value),
-        }
-    }
-    out.push(b')');
-}
-
 fn summarize(
     version: &str,
     mariadb: bool,
@@ -842,6 +756,7 @@ fn summarize(
     lock_held: Option<(Lock, Duration)>,
     position: &LogPosition,
     tally: &Tally,
+    copied: &Copied,
 ) -> Summary {
     let flavor = if mariadb { "MariaDB" } else { "MySQL" };
     let consistency = lock_held.map_or("snapshot-only", |(lock, _)| lock.consistency());
@@ -850,8 +765,8 @@ fn summarize(
         ("flavor".into(), flavor.to_lowercase()),
         ("database".into(), databases.first().copied().unwrap_or_default().to_owned()),
         ("consistency".into(), consistency.into()),
-        ("tables".into(), tally.tables.to_string()),
-        ("rows".into(), tally.rows.to_string()),
+        ("tables".into(), copied.tables.to_string()),
+        ("rows".into(), copied.rows.to_string()),
         ("views".into(), tally.views.to_string()),
         ("routines".into(), tally.routines.to_string()),
         ("triggers".into(), tally.triggers.to_string()),
@@ -880,8 +795,8 @@ fn summarize(
             "{flavor} {version}: {} {}, {} tables ({} rows), {} views, {} routines, {} triggers, {} events{at}",
             if databases.len() > 1 { "databases" } else { "database" },
             databases.join(", "),
-            tally.tables,
-            tally.rows,
+            copied.tables,
+            copied.rows,
             tally.views,
             tally.routines,
             tally.triggers,

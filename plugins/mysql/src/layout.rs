@@ -51,6 +51,13 @@ impl Stored {
         artifacts::numbered_name(&format!("{}{DATA}", self.prefix), number, table, "sql")
     }
 
+    /// What data artifact `name` of the database is named after (its first table, as
+    /// much of the name as fits): the same for the artifacts of one table read in ranges.
+    pub fn data_table<'a>(&self, name: &'a str) -> &'a str {
+        let rest = name.strip_prefix(&format!("{}{DATA}.", self.prefix)).unwrap_or(name);
+        rest.split_once('.').map_or(rest, |(_, table)| table)
+    }
+
     /// The database's data artifacts among `names`, in their numbered order.
     pub fn data_series(&self, names: &[String]) -> Vec<String> {
         artifacts::series(names, &format!("{}{DATA}", self.prefix))

@@ -9,9 +9,10 @@
 //! accounts with privileges on the database (`users.sql`); a backup of several databases
 //! prefixes them per database and lists the databases in `databases.sql` (see
 //! [`layout`]). Options: `tls`, `tls-ca`, `lock-timeout`, `databases`, `users`, `jobs`,
-//! `restore-databases`, `definers`, `create-users`; see `docs/mysql.md`.
+//! `chunk-size`, `restore-databases`, `definers`, `create-users`; see `docs/mysql.md`.
 
 mod backup;
+mod copying;
 mod layout;
 mod protocol;
 mod restore;
@@ -46,8 +47,10 @@ struct Config {
     database: String,
     /// Seconds the lock of the consistent point may be waited for.
     lock_timeout: u32,
-    /// Restore: connections loading tables at once.
+    /// Connections reading (backup) or loading (restore) tables at once.
     jobs: usize,
+    /// Backup: a table with more data than this is read in ranges of its primary key.
+    chunk_bytes: u64,
     /// Backup: which accounts go into `users.sql`.
     users: UsersArtifact,
     /// Restore: whether `users.sql` is applied.
@@ -159,6 +162,7 @@ impl Config {
             database: settings.database.clone(),
             lock_timeout,
             jobs,
+            chunk_bytes: options.size_or("chunk-size", 256 << 20, 1 << 20)?,
             users,
             create_users: options.parse_or("create-users", false)?,
             definers: match options.get("definers").unwrap_or("keep") {
@@ -245,7 +249,18 @@ impl Plugin for MysqlPlugin {
                      their own names (default: the first into the named database)",
                     None,
                 ),
-                optional("jobs", "Restore: connections that load tables at once (1 to 16)", Some("2")),
+                optional(
+                    "chunk-size",
+                    "Backup: a table with more data than this (kB, MB, GB, TB) and a one-column integer primary key \
+                     is read, stored and restored in ranges of its key, each its own artifact",
+                    Some("256MB"),
+                ),
+                optional(
+                    "jobs",
+                    "Connections that read tables at once on one consistent point (backup, with the lock), or \
+                     load them (restore), 1 to 16",
+                    Some("2"),
+                ),
                 optional(
                     "definers",
                     "Restore: keep (views, routines, triggers and events keep their DEFINER, which needs SET USER or \

@@ -567,35 +567,86 @@ impl Connection {
                 Some(0xff) => return Err(server_error(&self.packet)),
                 Some(0xfb) => return Err(Error::Unsupported("the server asks for a local file".into())),
                 _ => {
-                    let count = Fields::new(&self.packet).lenenc()?.unwrap_or(0);
-                    let mut defs = Vec::with_capacity(count as usize);
-                    for _ in 0..count {
-                        self.read_packet()?;
-                        defs.push(column(&self.packet)?);
-                    }
-                    if self.capabilities & CLIENT_DEPRECATE_EOF == 0 {
-                        self.read_packet()?; // EOF after the column definitions
-                    }
+                    let defs = self.columns()?;
                     loop {
-                        self.read_packet()?;
-                        match self.packet.first().copied() {
-                            // A row starting 0xfe would be a value of 16 MiB or more, so longer.
-                            Some(0xfe) if self.packet.len() < FULL_PACKET => break,
-                            Some(0xff) => return Err(server_error(&self.packet)),
-                            _ => {}
+                        if let Some(more) = self.next_row(&defs, |values| row(&defs, values))? {
+                            break more;
                         }
-                        let mut fields = Fields::new(&self.packet);
-                        let values = (0..defs.len()).map(|_| fields.lenenc_bytes()).collect::<Result<Vec<_>, _>>()?;
-                        row(&defs, &values)?;
                     }
-                    let mut ignored = 0;
-                    self.ok_packet(&mut ignored)?
                 }
             };
             if !more {
                 return Ok(());
             }
         }
+    }
+
+    /// The column definitions of the result set whose column count was just read.
+    fn columns(&mut self) -> Result<Vec<Column>, Error> {
+        let count = Fields::new(&self.packet).lenenc()?.unwrap_or(0);
+        let mut defs = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            self.read_packet()?;
+            defs.push(column(&self.packet)?);
+        }
+        if self.capabilities & CLIENT_DEPRECATE_EOF == 0 {
+            self.read_packet()?; // EOF after the column definitions
+        }
+        Ok(defs)
+    }
+
+    /// Read the next row of a result set with columns `defs` and hand it to `row`; at
+    /// the end, whether more results follow.
+    fn next_row(
+        &mut self,
+        defs: &[Column],
+        row: impl FnOnce(&[Option<&[u8]>]) -> Result<(), Error>,
+    ) -> Result<Option<bool>, Error> {
+        self.read_packet()?;
+        match self.packet.first().copied() {
+            // A row starting 0xfe would be a value of 16 MiB or more, so longer.
+            Some(0xfe) if self.packet.len() < FULL_PACKET => {
+                let mut ignored = 0;
+                return self.ok_packet(&mut ignored).map(Some);
+            }
+            Some(0xff) => return Err(server_error(&self.packet)),
+            _ => {}
+        }
+        let mut fields = Fields::new(&self.packet);
+        let values = (0..defs.len()).map(|_| fields.lenenc_bytes()).collect::<Result<Vec<_>, _>>()?;
+        row(&values)?;
+        Ok(None)
+    }
+
+    /// Send `sql`, a query with one result set, and read its columns; then
+    /// [`Connection::next_rows`] until it ends, nothing else on this connection.
+    pub fn start_rows(&mut self, sql: &[u8]) -> Result<Vec<Column>, Error> {
+        self.send(sql)?;
+        self.read_packet()?;
+        match self.packet.first().copied() {
+            Some(0xff) => Err(server_error(&self.packet)),
+            Some(0x00 | 0xfb) => Err(Error::Protocol("the statement returned no rows".into())),
+            _ => self.columns(),
+        }
+    }
+
+    /// Hand up to `limit` rows of the result set [`Connection::start_rows`] started to
+    /// `row`, so that one thread can read several connections' results in turn; whether
+    /// the result set has ended.
+    pub fn next_rows(
+        &mut self,
+        defs: &[Column],
+        limit: usize,
+        mut row: impl FnMut(&[Option<&[u8]>]) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        for _ in 0..limit {
+            match self.next_row(defs, &mut row)? {
+                Some(false) => return Ok(true),
+                Some(true) => return Err(Error::Protocol("more than one result set".into())),
+                None => {}
+            }
+        }
+        Ok(false)
     }
 
     /// Read an OK (or EOF) packet's affected rows; returns whether more results follow.

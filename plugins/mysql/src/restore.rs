@@ -214,8 +214,8 @@ fn restore(
         replay(connection, limit, target, &stored.schema(), Definers::Keep)?;
         progress.artifact_done(&stored.schema(), 0);
     }
-    for (Restoring { target, .. }, series) in plan.iter().zip(&data) {
-        load_data(config, connection, limit, target, series, &mut progress)?;
+    for (Restoring { stored, target }, series) in plan.iter().zip(&data) {
+        load_data(config, connection, limit, (stored, target), series, &mut progress)?;
     }
     for Restoring { stored, target } in plan {
         replay(connection, limit, target, &stored.post(), config.definers)?;
@@ -338,7 +338,7 @@ fn load_data(
     config: &Config,
     connection: &mut Connection,
     limit: usize,
-    database: &str,
+    (stored, database): (&Stored, &str),
     data: &[String],
     progress: &mut Progress,
 ) -> Result<(), PluginError> {
@@ -349,23 +349,27 @@ fn load_data(
     });
     let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
-    let mut queue = data.iter();
+    let mut pending: Vec<&String> = data.iter().collect();
     loop {
         let mut busy = false;
         // Round robin: while this connection's server thread runs its statement, the
         // others' next statements are read and sent.
-        for (connection, slot) in connections.iter_mut().zip(slots.iter_mut()) {
-            if slot.is_none()
-                && let Some(name) = queue.next()
-            {
-                *slot = Some(Load::open(name, limit)?);
+        for (index, connection) in connections.iter_mut().enumerate() {
+            if slots[index].is_none() {
+                // Never two ranges of one table at once: MariaDB's bulk insert into an
+                // empty table locks all of it until the transaction ends.
+                let loading: Vec<&str> = slots.iter().flatten().map(|load| stored.data_table(&load.name)).collect();
+                let next = pending.iter().position(|name| !loading.contains(&stored.data_table(name)));
+                if let Some(next) = next {
+                    slots[index] = Some(Load::open(pending.remove(next), limit)?);
+                }
             }
-            let Some(load) = slot else { continue };
+            let Some(load) = &mut slots[index] else { continue };
             busy = true;
             if load.step(connection)? {
                 commit(connection, &load.name)?;
                 progress.artifact_done(&load.name, load.rows);
-                *slot = None;
+                slots[index] = None;
             }
         }
         if !busy {

@@ -62,22 +62,6 @@ struct Config {
     chunk_bytes: u64,
 }
 
-/// A size with PostgreSQL's units (`kB`, `MB`, `GB`, `TB`, powers of 1024), in bytes.
-fn parse_size(value: &str) -> Option<u64> {
-    let value = value.trim();
-    let digits = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
-    let (number, unit) = value.split_at(digits);
-    let shift = match unit.trim() {
-        "" => 0,
-        "kB" => 10,
-        "MB" => 20,
-        "GB" => 30,
-        "TB" => 40,
-        _ => return None,
-    };
-    number.parse::<u64>().ok()?.checked_mul(1 << shift)
-}
-
 /// A comma-separated option as a list.
 fn list(options: &Options<'_>, name: &str) -> Vec<String> {
     options
@@ -110,12 +94,7 @@ impl Config {
         if !(1..=MAX_JOBS).contains(&jobs) {
             return Err(PluginError::InvalidSettings(format!("option jobs must be 1 to {MAX_JOBS}")));
         }
-        let chunk_size = options.get("chunk-size").unwrap_or("256MB");
-        let chunk_bytes = parse_size(chunk_size).filter(|bytes| *bytes >= 1 << 20).ok_or_else(|| {
-            PluginError::InvalidSettings(format!(
-                "option chunk-size: {chunk_size:?} is not a size of at least 1MB (a number with kB, MB, GB or TB)"
-            ))
-        })?;
+        let chunk_bytes = options.size_or("chunk-size", 256 << 20, 1 << 20)?;
         Ok(Config {
             connect: ConnectOptions {
                 addresses: settings.addresses.clone(),

@@ -43,6 +43,35 @@ impl<'a> Options<'a> {
         }
     }
 
+    /// Option `name` as a size in bytes, written as a number with a unit `kB`, `MB`, `GB`
+    /// or `TB` (powers of 1024, as PostgreSQL and MariaDB write them) or none; `default`
+    /// when it is not set. Sizes below `minimum` are refused.
+    pub fn size_or(&self, name: &str, default: u64, minimum: u64) -> Result<u64, PluginError> {
+        let Some(value) = self.get(name) else {
+            return Ok(default);
+        };
+        let trimmed = value.trim();
+        let digits = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+        let (number, unit) = trimmed.split_at(digits);
+        let shift = match unit.trim() {
+            "" => Some(0),
+            "kB" => Some(10),
+            "MB" => Some(20),
+            "GB" => Some(30),
+            "TB" => Some(40),
+            _ => None,
+        };
+        shift
+            .and_then(|shift| number.parse::<u64>().ok()?.checked_mul(1 << shift))
+            .filter(|bytes| *bytes >= minimum)
+            .ok_or_else(|| {
+                PluginError::InvalidSettings(format!(
+                    "option {name}: {value:?} is not a size of at least {minimum} bytes (a number with kB, MB, GB \
+                     or TB)"
+                ))
+            })
+    }
+
     /// Option `name`, which must be set.
     pub fn required(&self, name: &str) -> Result<&'a str, PluginError> {
         self.get(name).ok_or_else(|| PluginError::InvalidSettings(format!("option {name} is required")))

@@ -2,7 +2,8 @@
 //! sysbench-shaped tables, backed up to the same S3 server three ways, one after the
 //! other in one run, with time, throughput and peak memory side by side:
 //!
-//! - `stowage backup` with the mysql plugin (zstd level 3);
+//! - `stowage backup` with the mysql plugin (zstd level 3), on one connection (`jobs=1`)
+//!   and on two sharing one consistent point (`jobs=2`);
 //! - `mariadb-dump --single-transaction --quick | zstd -3`, uploaded as 8 MiB parts;
 //! - `mydumper` (2 threads, compressed) into a directory, then its files uploaded.
 //!
@@ -149,8 +150,13 @@ async fn main() -> anyhow::Result<()> {
     let env = bench::stowage_env(&s3, cache.path(), "mysql", &[])?;
     let url = server.url(USER, PASSWORD, "bench");
     let mut backups = Vec::new();
-    println!("==> stowage backup");
-    backups.push(bench::stowage_backup(&s3, "stowage (mysql plugin)", "mysql", &url, "stowage", &env).await?);
+    // One connection, then two on one consistent point (option jobs).
+    let runs = [("stowage (mysql plugin, jobs=1)", 1), ("stowage (mysql plugin, jobs=2)", 2)];
+    for (tool, jobs) in runs {
+        println!("==> stowage backup, jobs={jobs}");
+        let url = format!("{url}?jobs={jobs}");
+        backups.push(bench::stowage_backup(&s3, tool, "mysql", &url, &format!("stowage-{jobs}"), &env).await?);
+    }
     println!("==> mariadb-dump --single-transaction | zstd -3 + upload");
     let mut dump = Command::new("mariadb-dump");
     dump.args(login_args(&server)).args(["--single-transaction", "--quick", "bench"]);
@@ -161,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!("==> stowage restore into an empty database");
     let stowage_restore =
-        bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), "stowage", &env).await?;
+        bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), "stowage-2", &env).await?;
     println!("==> download | zstd -d | mariadb");
     let native_restore = native_restore(&server, &s3, "by_client").await?;
     println!("==> download + myloader");

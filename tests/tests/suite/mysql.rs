@@ -141,6 +141,7 @@ fn a_backup_under_writes_is_one_instant() {
              CREATE TABLE ledger (id BIGINT PRIMARY KEY AUTO_INCREMENT, note VARCHAR(40));
              CREATE TABLE bulk (id INT PRIMARY KEY, pad VARCHAR(200));
              INSERT INTO bulk SELECT seq, REPEAT('x', 200) FROM seq_1_to_200000;
+             ANALYZE TABLE bulk;
              DELIMITER ;;
              CREATE PROCEDURE write_forever()
              BEGIN
@@ -168,10 +169,14 @@ fn a_backup_under_writes_is_one_instant() {
 
     let files = tempfile::tempdir().expect("tempdir");
     let repo = format!("file://{}", files.path().display());
-    stowage(&["backup", "--plugin", "mysql", "--database", &url(&server, "bank"), "--repo", &repo], &[])
-        .ok()
-        .expect("backup");
+    // Three connections: the pieces of bulk (about 45 MB in ranges of its key), counter
+    // and ledger are read on them in turn, from snapshots that must be the one instant.
+    let three = format!("{}?jobs=3&chunk-size=8MB", url(&server, "bank"));
+    stowage(&["backup", "--plugin", "mysql", "--database", &three, "--repo", &repo], &[]).ok().expect("backup");
     let written_after = count("bank");
+    let (_, artifacts) = stored_artifacts(files.path());
+    let bulk = artifacts.iter().filter(|name| name.ends_with(".bulk.sql.zst")).count();
+    assert!(bulk >= 4, "bulk in ranges of its key: {artifacts:?}");
     let _ = writer.kill();
     let _ = writer.wait();
     let recorded = manifest(files.path())["summary"]["attributes"]["gtid"].as_str().expect("gtid").to_owned();
@@ -508,7 +513,7 @@ fn a_server_killed_mid_backup_is_the_reason_and_nothing_is_committed() {
         server
             .sql(
                 "",
-                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT `id`,`pad` FROM `bulk`'",
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT `id`,`pad` FROM `big`.`bulk`'",
             )
             .is_ok_and(|n| n.trim() == "1")
     })
