@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, sessions};
 
-use crate::copying::{self, Copied, Part, Planned, write_error};
+use crate::copying::{self, Copied, Part, Planned, StoredColumn, write_error};
 use crate::layout::{self, Stored};
 use crate::protocol::{Connection, Error, codes, text};
 use crate::script::{PREAMBLE, ident, literal};
@@ -44,6 +44,8 @@ struct Table {
     /// The ranges of its primary key it is read in (`WHERE` conditions); none to read
     /// it whole.
     ranges: Vec<String>,
+    /// Its columns that hold stored values.
+    columns: Vec<StoredColumn>,
 }
 
 impl Table {
@@ -108,6 +110,10 @@ impl Database {
         let (charset, collation) = database_defaults(connection, &name)?;
         use_database(connection, &name)?;
         let mut tables = tables(connection, &name)?;
+        let mut columns = copying::stored_columns(connection, &name)?;
+        for table in &mut tables {
+            table.columns = columns.remove(&table.name).unwrap_or_default();
+        }
         chunking.split(connection, &name, &mut tables)?;
         let mut schema = String::from(PREAMBLE);
         schema.push_str(&format!("ALTER DATABASE CHARACTER SET {charset} COLLATE {collation};\n"));
@@ -150,7 +156,8 @@ impl Database {
                 [table] if !table.ranges.is_empty() => table.ranges.iter().map(Some).collect(),
                 _ => vec![None],
             };
-            for range in ranges {
+            let last = ranges.len() - 1;
+            for (index, range) in ranges.into_iter().enumerate() {
                 self.artifacts += 1;
                 let parts = group
                     .iter()
@@ -159,6 +166,8 @@ impl Database {
                         table: table.name.clone(),
                         label: self.label(table),
                         range: range.cloned(),
+                        completes_table: index == last,
+                        columns: table.columns.clone(),
                     })
                     .collect();
                 planned.push(Planned { name: self.stored.data(self.artifacts, &group[0].name), parts });
@@ -586,7 +595,15 @@ fn tables(connection: &mut Connection, database: &str) -> Result<Vec<Table>, Plu
         .map(|row| {
             let [name, kind, engine, transactions, data_length] = text(row);
             let data_length = data_length.parse().unwrap_or(0);
-            Table { name, kind, engine, transactional: transactions == "YES", data_length, ranges: Vec::new() }
+            Table {
+                name,
+                kind,
+                engine,
+                transactional: transactions == "YES",
+                data_length,
+                ranges: Vec::new(),
+                columns: Vec::new(),
+            }
         })
         .collect())
 }

@@ -3,6 +3,7 @@
 //! still: one point for every table. The plugin has one thread: it takes turns, a batch
 //! of rows from each connection, while every server thread goes on sending its table.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
@@ -34,6 +35,10 @@ pub struct Part {
     pub label: String,
     /// The rows of a range of its primary key (a `WHERE` condition), or all.
     pub range: Option<String>,
+    /// Whether this is its table's last range (or whole): the table counts as copied then.
+    pub completes_table: bool,
+    /// Its columns that hold stored values, as the lock saw them.
+    pub columns: Vec<StoredColumn>,
 }
 
 /// A data artifact and the tables it holds, in order.
@@ -69,7 +74,7 @@ struct Reading {
 impl Reading {
     /// Start reading the rows of `part`; `None` for a table without stored columns.
     fn start(connection: &mut Connection, part: &Part) -> Result<Option<Self>, PluginError> {
-        let columns = stored_columns(connection, part)?;
+        let columns = &part.columns;
         if columns.is_empty() {
             return Ok(None);
         }
@@ -164,8 +169,10 @@ impl<'p> Task<'p> {
         {
             return Ok(false);
         }
-        copied.tables += 1;
-        report::progress(&part.label, copied.tables, Some(copied.total), copied.rows);
+        if part.completes_table {
+            copied.tables += 1;
+            report::progress(&part.label, copied.tables, Some(copied.total), copied.rows);
+        }
         self.part += 1;
         match planned.parts.get(self.part) {
             Some(next) => {
@@ -246,7 +253,8 @@ impl Encoding {
 
 fn copy_failure(table: &str, error: Error) -> PluginError {
     match error {
-        Error::Server { code: codes::TABLE_DEF_CHANGED, .. } => PluginError::Database(format!(
+        // A rebuilt table, or a column dropped in place: the columns were read under the lock.
+        Error::Server { code: codes::TABLE_DEF_CHANGED | codes::BAD_FIELD, .. } => PluginError::Database(format!(
             "copying table {table}: it was altered during the backup (after the lock of the consistent point was \
              released); run the backup again"
         )),
@@ -255,30 +263,33 @@ fn copy_failure(table: &str, error: Error) -> PluginError {
 }
 
 /// A column that holds stored values.
-struct StoredColumn {
+#[derive(Debug, Clone)]
+pub struct StoredColumn {
     name: String,
     /// A single-precision FLOAT.
     float: bool,
 }
 
-/// The columns that hold stored values, invisible ones included: generated ones are
-/// computed again on restore.
-fn stored_columns(connection: &mut Connection, part: &Part) -> Result<Vec<StoredColumn>, PluginError> {
+/// The columns that hold stored values of every table of `database`, in order, invisible
+/// ones included: generated ones are computed again on restore. Read under the lock, so
+/// that a column dropped before its table is read fails the backup instead of leaving it.
+pub fn stored_columns(
+    connection: &mut Connection,
+    database: &str,
+) -> Result<HashMap<String, Vec<StoredColumn>>, PluginError> {
     let rows = connection
         .rows(&format!(
-            "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
-             AND TABLE_NAME = {} AND COALESCE(GENERATION_EXPRESSION, '') = '' ORDER BY ORDINAL_POSITION",
-            literal(&part.database),
-            literal(&part.table)
+            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
+             AND COALESCE(GENERATION_EXPRESSION, '') = '' ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            literal(database)
         ))
-        .map_err(|e| failure(&format!("listing the columns of table {}", part.label), e))?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            let [name, kind] = text(row);
-            StoredColumn { name, float: kind.eq_ignore_ascii_case("float") }
-        })
-        .collect())
+        .map_err(|e| failure("listing the columns", e))?;
+    let mut columns: HashMap<String, Vec<StoredColumn>> = HashMap::new();
+    for row in rows {
+        let [table, name, kind] = text(row);
+        columns.entry(table).or_default().push(StoredColumn { name, float: kind.eq_ignore_ascii_case("float") });
+    }
+    Ok(columns)
 }
 
 fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>]) {

@@ -74,6 +74,8 @@ pub mod codes {
     pub const DB_ACCESS_DENIED: u16 = 1044;
     /// Lock wait timeout exceeded.
     pub const LOCK_WAIT_TIMEOUT: u16 = 1205;
+    /// Unknown column.
+    pub const BAD_FIELD: u16 = 1054;
     /// A privilege such as RELOAD is missing.
     pub const SPECIFIC_ACCESS_DENIED: u16 = 1227;
     /// A table's definition changed after the transaction's snapshot.

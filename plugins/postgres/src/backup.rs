@@ -106,7 +106,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
     connection
         .execute(&format!(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; {}",
-            copying::session_settings(&config.lock_timeout)
+            copying::session_settings(&config.lock_timeout, version)
         ))
         .map_err(|e| failure("starting the snapshot", e))?;
     let catalog = catalog::read(&mut connection, &config.selection).map_err(|e| failure("reading the catalog", e))?;
@@ -142,7 +142,7 @@ pub fn run(config: &Config) -> Result<Summary, PluginError> {
             .query_value("SELECT pg_catalog.pg_export_snapshot()")
             .map_err(|e| failure("exporting the snapshot", e))?
             .unwrap_or_default();
-        copying::join_snapshot(config, &snapshot, config.jobs.min(planned.len()) - 1)
+        copying::join_snapshot(config, &snapshot, version, config.jobs.min(planned.len()) - 1)
     } else {
         Vec::new()
     };

@@ -27,13 +27,21 @@ const PROGRESS_ROWS: u64 = 10_000;
 /// SQLSTATE `lock_not_available`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
-/// The settings of every session of a backup, in its transaction.
-pub fn session_settings(lock_timeout: &str) -> String {
-    format!(
+/// `server_version_num` of PostgreSQL 17, which added `transaction_timeout`.
+const TRANSACTION_TIMEOUT_SINCE: u32 = 170_000;
+
+/// The settings of every session of a backup on a server of `server_version`, in its
+/// transaction: no server-side timeout may end a snapshot that a long table needs.
+pub fn session_settings(lock_timeout: &str, server_version: u32) -> String {
+    let mut settings = format!(
         "SET LOCAL search_path = ''; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = {}; \
          SET LOCAL idle_in_transaction_session_timeout = 0",
         quote_literal(lock_timeout)
-    )
+    );
+    if server_version >= TRANSACTION_TIMEOUT_SINCE {
+        settings.push_str("; SET LOCAL transaction_timeout = 0");
+    }
+    settings
 }
 
 /// What the data artifacts hold.
@@ -50,11 +58,11 @@ fn artifact_error(error: io::Error) -> PluginError {
 
 /// Open up to `count` sessions on the snapshot `snapshot` names (fewer when the server
 /// refuses some).
-pub fn join_snapshot(config: &Config, snapshot: &str, count: usize) -> Vec<Connection> {
+pub fn join_snapshot(config: &Config, snapshot: &str, server_version: u32, count: usize) -> Vec<Connection> {
     let begin = format!(
         "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT {}; {}",
         quote_literal(snapshot),
-        session_settings(&config.lock_timeout)
+        session_settings(&config.lock_timeout, server_version)
     );
     sessions::open_more(count, "reading tables", || {
         let mut session = config.connect()?;

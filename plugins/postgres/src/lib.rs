@@ -43,6 +43,7 @@ const MAX_JOBS: usize = 16;
 const DEFAULT_USER: &str = "postgres";
 
 /// What the options ask for.
+#[derive(Clone)]
 struct Config {
     connect: ConnectOptions,
     selection: Selection,

@@ -1,7 +1,10 @@
 //! A restore: the sections replayed in one transaction, so a failure leaves the target
-//! database as it was. Into a database the restore creates, the data artifacts load on
-//! several sessions at once (option `jobs`), each table's rows committed on their own:
-//! all or nothing then comes from dropping that database again on failure.
+//! database as it was. A target that does not exist is created; with option `jobs` above
+//! 1 it is built under a name of its own (`<target>-stowage-restore`), the data artifacts
+//! loading on several sessions at once, each table's rows committed on their own, and
+//! renamed to the target once complete: the target name only ever holds a complete
+//! restore, also when the restore is killed half-way (the staging database is then left,
+//! named for what it is, and the next restore asks for it to be dropped).
 
 use std::io::BufReader;
 
@@ -20,44 +23,54 @@ fn maintenance(config: &Config) -> Result<Connection, PluginError> {
     Connection::connect(&options).map_err(|e| config.connect_error(e))
 }
 
-/// Connect to the target database, creating it first when it does not exist and the
-/// user may create databases; whether it was created.
-fn connect_or_create(config: &Config) -> Result<(Connection, bool), PluginError> {
-    let database = &config.connect.database;
-    match Connection::connect(&config.connect) {
-        Ok(connection) => Ok((connection, false)),
-        Err(error) if error.code() == Some("3D000") => {
-            let mut admin = maintenance(config)?;
-            admin
-                .execute(&format!("CREATE DATABASE {}", quote_identifier(database)))
-                .map_err(|e| failure(&format!("database {database:?} does not exist, and creating it failed"), e))?;
-            admin.close();
-            report::info(&format!("created database {database}"));
-            match config.connect() {
-                Ok(connection) => Ok((connection, true)),
-                Err(error) => Err(drop_created(config, error)),
-            }
-        }
-        Err(error) => Err(config.connect_error(error)),
-    }
+/// `CREATE DATABASE name` on the maintenance database.
+fn create_database(config: &Config, name: &str) -> Result<(), PluginError> {
+    let mut admin = maintenance(config)?;
+    let created = admin.execute(&format!("CREATE DATABASE {}", quote_identifier(name)));
+    admin.close();
+    created.map_err(|error| match error.code() {
+        Some("42P04") => PluginError::Unsupported(format!(
+            "database {name:?} exists: a restore into {:?} was interrupted while it built it there; drop it and \
+             restore again",
+            config.connect.database
+        )),
+        _ => failure(&format!("database {:?} does not exist, and creating it failed", config.connect.database), error),
+    })?;
+    report::info(&format!("created database {name}"));
+    Ok(())
 }
 
-/// After a failed restore into a database it created (the transaction has undone the
-/// rest): drop that database again; the error says so.
-fn drop_created(config: &Config, error: PluginError) -> PluginError {
-    let database = &config.connect.database;
+/// After a failed restore into database `name`, which it created: drop it again (its
+/// sessions closed, any still ending forced out); the error says so.
+fn drop_created(config: &Config, name: &str, error: PluginError) -> PluginError {
     let dropped = maintenance(config).and_then(|mut admin| {
         let done = admin
-            .execute(&format!("DROP DATABASE {}", quote_identifier(database)))
+            .execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_identifier(name)))
             .map_err(|e| failure("dropping it", e));
         admin.close();
         done
     });
     match dropped {
-        Ok(_) => error.noting(&format!("database {database}, created by this restore, was dropped again")),
-        Err(drop) => error
-            .noting(&format!("database {database} was created by this restore and is left empty ({})", drop.message())),
+        Ok(_) => error.noting(&format!("database {name}, created by this restore, was dropped again")),
+        Err(drop) => error.noting(&format!(
+            "database {name} was created by this restore and is left with what it restored; drop it ({})",
+            drop.message()
+        )),
     }
+}
+
+/// The name a parallel restore builds `target` under: the target's, shortened to fit
+/// PostgreSQL's 63 bytes, and a suffix no restore target is given by accident.
+fn staging_name(target: &str) -> String {
+    const SUFFIX: &str = "-stowage-restore";
+    let mut name: String = String::new();
+    for c in target.chars() {
+        if name.len() + c.len_utf8() + SUFFIX.len() > 63 {
+            break;
+        }
+        name.push(c);
+    }
+    name + SUFFIX
 }
 
 /// Apply the backup's `roles.sql` (option `create-roles`), in the restore's transaction;
@@ -93,29 +106,73 @@ pub fn run(config: &Config, replace_existing: bool) -> Result<Summary, PluginErr
     }
     // Before anything changes: what a partial restore picks is in the backup.
     let picking = if pick.is_partial() { Some(Picking::survey(pick)?) } else { None };
-    let (mut connection, created) = connect_or_create(config)?;
-    // Roles are the cluster's: created in the one transaction, so that a failure undoes them.
-    let parallel = created && !config.create_roles && config.jobs > 1;
-    let restored = restore(config, &mut connection, replace_existing, &names, &sections, picking.as_ref(), parallel);
-    connection.close();
-    match restored {
-        Err(error) if created => Err(drop_created(config, error)),
-        restored => restored,
+    let request = Request { replace_existing, names: &names, sections: &sections, picking: picking.as_ref() };
+    let target = config.connect.database.as_str();
+    match Connection::connect(&config.connect) {
+        Ok(mut connection) => {
+            let restored = restore(config, &mut connection, request, false, target);
+            connection.close();
+            restored
+        }
+        Err(error) if error.code() == Some("3D000") => restore_created(config, request),
+        Err(error) => Err(config.connect_error(error)),
     }
 }
 
-/// Everything after connecting, in one transaction; `picking` for a partial restore;
-/// `parallel` to load the data artifacts on several sessions, each in its own.
+/// What a restore replays, and into what.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    replace_existing: bool,
+    /// The backup's artifacts.
+    names: &'a [String],
+    /// Its sections in replay order.
+    sections: &'a [String],
+    /// For a partial restore.
+    picking: Option<&'a Picking<'a>>,
+}
+
+/// Restore into a database that does not exist yet: created, and dropped again on
+/// failure. In parallel (`jobs` above 1; not with `create-roles`, whose roles are the
+/// cluster's and undone only by the one transaction) under its staging name, renamed to
+/// the target once complete.
+fn restore_created(config: &Config, request: Request<'_>) -> Result<Summary, PluginError> {
+    let target = config.connect.database.clone();
+    let parallel = !config.create_roles && config.jobs > 1;
+    let building = if parallel { staging_name(&target) } else { target.clone() };
+    create_database(config, &building)?;
+    let mut staged = config.clone();
+    staged.connect.database = building.clone();
+    let restored = staged.connect().and_then(|mut connection| {
+        let restored = restore(&staged, &mut connection, request, parallel, &target);
+        connection.close();
+        restored
+    });
+    let restored = restored.and_then(|summary| {
+        if parallel {
+            let mut admin = maintenance(config)?;
+            let renamed = admin.execute(&format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_identifier(&building),
+                quote_identifier(&target)
+            ));
+            admin.close();
+            renamed.map_err(|e| failure(&format!("renaming database {building} to {target}"), e))?;
+        }
+        Ok(summary)
+    });
+    restored.map_err(|error| drop_created(config, &building, error))
+}
+
+/// Everything after connecting, in one transaction, into `database` (as messages name
+/// it); `parallel` to load the data artifacts on several sessions, each in its own.
 fn restore(
     config: &Config,
     connection: &mut Connection,
-    replace_existing: bool,
-    names: &[String],
-    sections: &[String],
-    picking: Option<&Picking>,
+    request: Request<'_>,
     parallel: bool,
+    database: &str,
 ) -> Result<Summary, PluginError> {
-    let database = config.connect.database.as_str();
+    let Request { replace_existing, names, sections, picking } = request;
     let pick = &config.pick;
     let existing = catalog::user_objects(connection).map_err(|e| failure("inspecting the target database", e))?;
     connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;

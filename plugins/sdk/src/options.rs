@@ -65,9 +65,13 @@ impl<'a> Options<'a> {
             .and_then(|shift| number.parse::<u64>().ok()?.checked_mul(1 << shift))
             .filter(|bytes| *bytes >= minimum)
             .ok_or_else(|| {
+                let minimum = if minimum.is_multiple_of(1 << 20) {
+                    format!("{}MB", minimum >> 20)
+                } else {
+                    format!("{minimum} bytes")
+                };
                 PluginError::InvalidSettings(format!(
-                    "option {name}: {value:?} is not a size of at least {minimum} bytes (a number with kB, MB, GB \
-                     or TB)"
+                    "option {name}: {value:?} is not a size of at least {minimum} (a number with kB, MB, GB or TB)"
                 ))
             })
     }

@@ -175,9 +175,13 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
         refused.stderr
     );
     assert!(refused.stderr.contains("no-owner=true"), "{}", refused.stderr);
-    // The database the failed restore created is gone again.
-    assert!(refused.stderr.contains("database copy, created by this restore, was dropped again"), "{}", refused.stderr);
-    let databases = "SELECT count(*) FROM pg_database WHERE datname = 'copy'";
+    // The database the failed restore built (under its staging name) is gone again.
+    assert!(
+        refused.stderr.contains("database copy-stowage-restore, created by this restore, was dropped again"),
+        "{}",
+        refused.stderr
+    );
+    let databases = "SELECT count(*) FROM pg_database WHERE datname LIKE 'copy%'";
     assert_eq!(bare.psql("postgres", databases).expect("databases").trim(), "0");
     // Without owners and privileges it restores (the policies still name their roles).
     bare.psql("postgres", "CREATE ROLE app_user; CREATE ROLE reporting").expect("policy roles");
@@ -914,12 +918,26 @@ fn a_big_table_is_read_in_pieces_on_sessions_sharing_one_snapshot() {
         .psql("pieces", "DELETE FROM big WHERE id > 40000; DELETE FROM later WHERE x > 500; ALTER TABLE big DROP note")
         .expect("the source as the backup saw it");
 
-    // Into a database the restore creates, on three sessions; into an existing one, in
-    // one transaction; with psql alone.
+    // Into a database the restore creates, on three sessions, built under a staging
+    // name and renamed when complete; a staging database left by an interrupted restore
+    // is named, and never taken for the target.
     let copy = format!("{}?jobs=3", postgres.url(SCRAM_USER, "copy_created"));
-    stowage(&["restore", "--plugin", "postgres", "--database", &copy, "--repo", &repo], &password_env())
-        .ok()
-        .expect("restore into a new database");
+    let restore = ["restore", "--plugin", "postgres", "--database", &copy, "--repo", &repo];
+    postgres.psql("postgres", "CREATE DATABASE \"copy_created-stowage-restore\"").expect("a leftover");
+    let refused = stowage(&restore, &password_env()).failed().expect("restore beside a leftover");
+    assert!(
+        refused.stderr.contains(
+            "database \"copy_created-stowage-restore\" exists: a restore into \"copy_created\" was \
+                                 interrupted while it built it there; drop it and restore again"
+        ),
+        "{}",
+        refused.stderr
+    );
+    postgres.psql("postgres", "DROP DATABASE \"copy_created-stowage-restore\"").expect("drop the leftover");
+    stowage(&restore, &password_env()).ok().expect("restore into a new database");
+    let staged = "SELECT count(*) FROM pg_database WHERE datname LIKE '%stowage-restore'";
+    assert_eq!(postgres.psql("postgres", staged).expect("databases").trim(), "0");
+    // Into an existing one, in one transaction; with psql alone.
     let in_place = format!("{}?jobs=3", postgres.url(SCRAM_USER, "copy_in_place"));
     let restored =
         stowage(&["restore", "--plugin", "postgres", "--database", &in_place, "--repo", &repo], &password_env())
