@@ -31,7 +31,7 @@ pub fn plugin_dir() -> Result<PathBuf> {
     let dir = std::env::var_os("STOWAGE_PLUGIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::cache_dir().join("target/plugins/wasm32-wasip2/release"));
-    anyhow::ensure!(dir.join("generator.wasm").is_file(), "no plugins in {}: run ./dev build", dir.display());
+    anyhow::ensure!(dir.is_dir(), "no plugins in {}: run ./dev build", dir.display());
     Ok(dir)
 }
 
@@ -46,9 +46,12 @@ pub fn plugin_cache() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The path of a built plugin.
+/// The path of a built plugin (`./dev demo` builds `postgres` only).
 pub fn plugin(name: &str) -> Result<PathBuf> {
-    Ok(plugin_dir()?.join(format!("{name}.wasm")))
+    let dir = plugin_dir()?;
+    let path = dir.join(format!("{name}.wasm"));
+    anyhow::ensure!(path.is_file(), "no {name}.wasm in {}: run ./dev build", dir.display());
+    Ok(path)
 }
 
 /// What a `stowage` run printed and how it ended.
