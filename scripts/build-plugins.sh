@@ -20,9 +20,10 @@ case "${1:-build}" in
     for name in "$@"; do
       packages+=(-p "stowage-plugin-$name") wasms+=("$out_dir/stowage_plugin_${name//-/_}.wasm")
     done
-    [ $# -gt 0 ] || wasms=("$out_dir"/stowage_plugin_*.wasm)
     log "building plugins (wasm32-wasip2): ${*:-all}"
     guest_cargo build --release --locked "${packages[@]}"
+    # All of them: listed only now, when the build has made them.
+    [ $# -gt 0 ] || wasms=("$out_dir"/stowage_plugin_*.wasm)
     mkdir -p "$STOWAGE_PLUGIN_DIR"
     for wasm in "${wasms[@]}"; do
       name=$(basename "$wasm" .wasm); name=${name#stowage_plugin_}; name=${name//_/-}
