@@ -111,8 +111,11 @@ impl Database {
         use_database(connection, &name)?;
         let mut tables = tables(connection, &name)?;
         let mut columns = copying::stored_columns(connection, &name)?;
-        for table in &mut tables {
-            table.columns = columns.remove(&table.name).unwrap_or_default();
+        for table in tables.iter_mut().filter(|table| table.has_rows()) {
+            // Never an empty list for a table with rows: it would be copied as none.
+            table.columns = columns.remove(&table.name).ok_or_else(|| {
+                PluginError::Database(format!("table {name}.{}: the server lists no columns for it", table.name))
+            })?;
         }
         chunking.split(connection, &name, &mut tables)?;
         let mut schema = String::from(PREAMBLE);

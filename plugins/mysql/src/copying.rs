@@ -279,15 +279,22 @@ pub fn stored_columns(
 ) -> Result<HashMap<String, Vec<StoredColumn>>, PluginError> {
     let rows = connection
         .rows(&format!(
-            "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} \
-             AND COALESCE(GENERATION_EXPRESSION, '') = '' ORDER BY TABLE_NAME, ORDINAL_POSITION",
+            "SELECT c.TABLE_NAME, c.COLUMN_NAME, c.DATA_TYPE, COALESCE(c.GENERATION_EXPRESSION, '') <> '' \
+             FROM information_schema.COLUMNS c \
+             JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME \
+             WHERE c.TABLE_SCHEMA = {} AND t.TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') \
+             ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
             literal(database)
         ))
-        .map_err(|e| failure("listing the columns", e))?;
+        .map_err(|e| failure(&format!("listing the columns of database {database}"), e))?;
+    // Every table gets an entry, also one whose columns are all generated.
     let mut columns: HashMap<String, Vec<StoredColumn>> = HashMap::new();
     for row in rows {
-        let [table, name, kind] = text(row);
-        columns.entry(table).or_default().push(StoredColumn { name, float: kind.eq_ignore_ascii_case("float") });
+        let [table, name, kind, generated] = text(row);
+        let stored = columns.entry(table).or_default();
+        if generated != "1" {
+            stored.push(StoredColumn { name, float: kind.eq_ignore_ascii_case("float") });
+        }
     }
     Ok(columns)
 }

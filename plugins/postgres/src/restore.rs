@@ -23,13 +23,14 @@ fn maintenance(config: &Config) -> Result<Connection, PluginError> {
     Connection::connect(&options).map_err(|e| config.connect_error(e))
 }
 
-/// `CREATE DATABASE name` on the maintenance database.
-fn create_database(config: &Config, name: &str) -> Result<(), PluginError> {
+/// `CREATE DATABASE name` on the maintenance database; `staging` when `name` is the
+/// staging name of the target.
+fn create_database(config: &Config, name: &str, staging: bool) -> Result<(), PluginError> {
     let mut admin = maintenance(config)?;
     let created = admin.execute(&format!("CREATE DATABASE {}", quote_identifier(name)));
     admin.close();
     created.map_err(|error| match error.code() {
-        Some("42P04") => PluginError::Unsupported(format!(
+        Some("42P04") if staging => PluginError::Unsupported(format!(
             "database {name:?} exists: a restore into {:?} was interrupted while it built it there; drop it and \
              restore again",
             config.connect.database
@@ -40,12 +41,14 @@ fn create_database(config: &Config, name: &str) -> Result<(), PluginError> {
     Ok(())
 }
 
-/// After a failed restore into database `name`, which it created: drop it again (its
-/// sessions closed, any still ending forced out); the error says so.
-fn drop_created(config: &Config, name: &str, error: PluginError) -> PluginError {
+/// After a failed restore into database `name`, which it created: drop it again; the
+/// error says so. A staging database is dropped `WITH (FORCE)` (PostgreSQL 13+): the
+/// load sessions of a parallel restore may still be ending.
+fn drop_created(config: &Config, name: &str, staging: bool, error: PluginError) -> PluginError {
+    let force = if staging { " WITH (FORCE)" } else { "" };
     let dropped = maintenance(config).and_then(|mut admin| {
         let done = admin
-            .execute(&format!("DROP DATABASE {} WITH (FORCE)", quote_identifier(name)))
+            .execute(&format!("DROP DATABASE {}{force}", quote_identifier(name)))
             .map_err(|e| failure("dropping it", e));
         admin.close();
         done
@@ -139,7 +142,7 @@ fn restore_created(config: &Config, request: Request<'_>) -> Result<Summary, Plu
     let target = config.connect.database.clone();
     let parallel = !config.create_roles && config.jobs > 1;
     let building = if parallel { staging_name(&target) } else { target.clone() };
-    create_database(config, &building)?;
+    create_database(config, &building, parallel)?;
     let mut staged = config.clone();
     staged.connect.database = building.clone();
     let restored = staged.connect().and_then(|mut connection| {
@@ -157,10 +160,11 @@ fn restore_created(config: &Config, request: Request<'_>) -> Result<Summary, Plu
             ));
             admin.close();
             renamed.map_err(|e| failure(&format!("renaming database {building} to {target}"), e))?;
+            report::info(&format!("renamed database {building}, restored complete, to {target}"));
         }
         Ok(summary)
     });
-    restored.map_err(|error| drop_created(config, &building, error))
+    restored.map_err(|error| drop_created(config, &building, parallel, error))
 }
 
 /// Everything after connecting, in one transaction, into `database` (as messages name
@@ -174,6 +178,7 @@ fn restore(
 ) -> Result<Summary, PluginError> {
     let Request { replace_existing, names, sections, picking } = request;
     let pick = &config.pick;
+    without_transaction_timeout(connection)?;
     let existing = catalog::user_objects(connection).map_err(|e| failure("inspecting the target database", e))?;
     connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;
     // A partial restore adds to what the target has: an object it already has fails
@@ -234,6 +239,18 @@ fn restore(
     })
 }
 
+/// PostgreSQL 17's `transaction_timeout` off for this session, whatever the role or
+/// database sets: a restore is one long transaction (one statement, which sets nothing
+/// on older servers).
+fn without_transaction_timeout(session: &mut Connection) -> Result<(), PluginError> {
+    session
+        .execute(
+            "SELECT pg_catalog.set_config('transaction_timeout', '0', false) \
+             WHERE pg_catalog.current_setting('server_version_num')::int >= 170000",
+        )
+        .map_err(|e| failure("setting up the session", e))
+}
+
 /// Load the `data` artifacts on `connection` and up to `jobs - 1` more sessions, an
 /// artifact each at a time (in autocommit: the database is dropped on failure).
 fn load_in_parallel(
@@ -244,7 +261,11 @@ fn load_in_parallel(
     loaded: &mut Loaded,
 ) -> Result<(), PluginError> {
     let wanted = config.jobs.min(data.len()).saturating_sub(1);
-    let mut others = sessions::open_more(wanted, "loading tables", || config.connect());
+    let mut others = sessions::open_more(wanted, "loading tables", || {
+        let mut session = config.connect()?;
+        without_transaction_timeout(&mut session)?;
+        Ok(session)
+    });
     let mut lanes: Vec<Lane> = std::iter::once(Lane { session: connection, settled: true, section: None })
         .chain(others.iter_mut().map(|session| Lane { session, settled: false, section: None }))
         .collect();
