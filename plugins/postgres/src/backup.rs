@@ -1,7 +1,5 @@
 //! A backup: one snapshot, its sections (see [`crate::script`]).
 
-use std::io;
-
 use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, Summary, report};
 
@@ -12,7 +10,7 @@ use crate::protocol::{Connection, Error};
 use crate::roles::{self, RolesArtifact};
 use crate::script::{LARGE_OBJECTS, MEDIA_TYPE, POST_DATA, PRE_DATA, ScriptWriter};
 use crate::tally;
-use crate::{Config, failure};
+use crate::{Config, artifact_error, failure};
 
 /// `server_version_num` of PostgreSQL 15, the oldest release still supported upstream
 /// (14 reached its end of life in November 2026); the catalog queries read columns and
@@ -28,10 +26,6 @@ const FIRST_UNKNOWN_SERVER_VERSION: u32 = 180_000;
 
 /// Bytes of a large object read, and written as one statement, at a time.
 const LARGE_OBJECT_CHUNK: u64 = 1024 * 1024;
-
-fn artifact_error(error: io::Error) -> PluginError {
-    PluginError::Artifact(error.to_string())
-}
 
 fn start_section(name: &str, database: &str) -> Result<ScriptWriter<ArtifactWriter>, PluginError> {
     ScriptWriter::new(artifacts::create(name, MEDIA_TYPE)?, name, database).map_err(artifact_error)

@@ -10,7 +10,6 @@
 //! `pg_dump -j` does.
 
 use std::collections::{HashSet, VecDeque};
-use std::io;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, report, sessions};
@@ -19,7 +18,7 @@ use crate::pieces::{DataArtifact, Part};
 use crate::protocol::{Connection, CopyOut, CopyOutError, Error, quote_literal};
 use crate::script::{MEDIA_TYPE, ScriptWriter};
 use crate::tally::TableRows;
-use crate::{Config, failure};
+use crate::{Config, artifact_error, failure};
 
 /// Rows between two progress reports.
 const PROGRESS_ROWS: u64 = 10_000;
@@ -50,10 +49,6 @@ pub struct Copied {
     pub rows: u64,
     pub bytes: u64,
     pub table_rows: TableRows,
-}
-
-fn artifact_error(error: io::Error) -> PluginError {
-    PluginError::Artifact(error.to_string())
 }
 
 /// Open up to `count` sessions on the snapshot `snapshot` names (fewer when the server

@@ -152,6 +152,11 @@ impl Config {
     }
 }
 
+/// Reading or writing an artifact failed.
+fn artifact_error(error: std::io::Error) -> PluginError {
+    PluginError::Artifact(error.to_string())
+}
+
 /// A failure while working on the database, with what was being done.
 fn failure(doing: &str, error: Error) -> PluginError {
     let lost = |error: &Error| format!("{doing}: the connection to the database was lost: {error}");

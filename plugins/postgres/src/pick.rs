@@ -18,7 +18,7 @@ use stowage_plugin_sdk::{PluginError, artifacts};
 
 use crate::scope::Scope;
 use crate::script::{self, Entry, ScriptReader};
-use crate::{READ_BUFFER, catalog};
+use crate::{READ_BUFFER, artifact_error, catalog};
 
 /// The options that pick parts of a backup.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,7 +84,7 @@ impl<'a> Picking<'a> {
         let reader = BufReader::with_capacity(READ_BUFFER, artifacts::open(script::PRE_DATA)?);
         let mut script = ScriptReader::new(reader);
         let (mut schemas, mut relations) = (HashSet::new(), HashSet::new());
-        while let Some(entry) = script.next_entry().map_err(|e| PluginError::Artifact(e.to_string()))? {
+        while let Some(entry) = script.next_entry().map_err(artifact_error)? {
             let (Entry::Sql { scope: Some(scope), .. } | Entry::Copy { scope: Some(scope), .. }) = entry else {
                 continue;
             };

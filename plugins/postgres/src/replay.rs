@@ -10,14 +10,10 @@ use crate::pick::Picking;
 use crate::protocol::{Connection, Error};
 use crate::script::{self, Entry, ScriptReader};
 use crate::tally::TableRows;
-use crate::{Config, READ_BUFFER, catalog, failure};
+use crate::{Config, READ_BUFFER, artifact_error, catalog, failure};
 
 /// Characters of a failing statement quoted in the error.
 const EXCERPT: usize = 300;
-
-pub fn artifact_error(error: io::Error) -> PluginError {
-    PluginError::Artifact(error.to_string())
-}
 
 pub fn statement_failure(what: &str, sql: &str, error: Error) -> PluginError {
     let mut excerpt: String = sql.chars().take(EXCERPT).collect();

@@ -17,6 +17,7 @@ use stowage_plugin_sdk::PluginError;
 
 use std::io::BufRead;
 
+use crate::artifact_error;
 use crate::catalog::Statement;
 use crate::database::in_current_database;
 use crate::protocol::{Connection, Error, Row, dollar_quote, quote_identifier, quote_literal};
@@ -212,7 +213,7 @@ pub fn apply<R: BufRead>(connection: &mut Connection, script: &mut ScriptReader<
     let counting = |e| crate::failure("counting roles", e);
     let before = role_count(connection).map_err(counting)?;
     let mut roles = 0;
-    while let Some(entry) = script.next_entry().map_err(|e| PluginError::Artifact(e.to_string()))? {
+    while let Some(entry) = script.next_entry().map_err(artifact_error)? {
         let Entry::Sql { what, sql, .. } = entry else {
             return Err(PluginError::Artifact(format!("{ARTIFACT}: rows where only statements belong")));
         };
