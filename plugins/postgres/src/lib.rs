@@ -8,6 +8,7 @@
 //! and `restore-*` (see [`Config`] and `docs/postgres.md`).
 
 mod backup;
+mod builds;
 mod catalog;
 mod copying;
 mod database;

@@ -334,8 +334,30 @@ impl Connection {
 
     /// Run `sql` (one or more statements) and collect the rows of all results.
     pub fn query(&mut self, sql: &str) -> Result<Vec<Row>, Error> {
+        self.start_statement(sql)?;
+        self.results()
+    }
+
+    /// Send `sql` without waiting for it: [`Connection::statement_done`] collects its
+    /// outcome, once [`Connection::socket`] has something to read, say.
+    pub fn start_statement(&mut self, sql: &str) -> Result<(), Error> {
         frontend::query(sql, &mut self.output)?;
-        self.send()?;
+        Ok(self.send()?)
+    }
+
+    /// Wait for the end of the statement [`Connection::start_statement`] sent.
+    pub fn statement_done(&mut self) -> Result<(), Error> {
+        self.results().map(drop)
+    }
+
+    /// The socket, to wait on several sessions at once. Between statements the session
+    /// has nothing buffered: the server sends nothing after ReadyForQuery unasked.
+    pub fn socket(&self) -> &TcpStream {
+        self.stream.socket()
+    }
+
+    /// The rows of all results of the statements sent, until the server is ready again.
+    fn results(&mut self) -> Result<Vec<Row>, Error> {
         let mut rows = Vec::new();
         let mut failure = None;
         loop {

@@ -1,6 +1,7 @@
 //! Replaying one section of a backup on a session, a step at a time (a statement, or a
 //! batch of rows), so that one thread can load several data artifacts at once.
 
+use std::collections::HashMap;
 use std::io::{self, BufReader};
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
@@ -8,6 +9,7 @@ use stowage_plugin_sdk::{PluginError, report};
 
 use crate::pick::Picking;
 use crate::protocol::{Connection, Error};
+use crate::scope::Scope;
 use crate::script::{self, Entry, ScriptReader};
 use crate::tally::TableRows;
 use crate::{Config, READ_BUFFER, artifact_error, catalog, failure};
@@ -30,11 +32,34 @@ pub struct Replaying<'a> {
     pub picking: Option<&'a Picking<'a>>,
 }
 
+impl Replaying<'_> {
+    /// Whether statement `what` about an object of `scope` is left out: a part the
+    /// restore goes without (owners, privileges), or not picked.
+    pub fn skips(&self, what: &str, scope: Option<&Scope>) -> bool {
+        catalog::Optional::of(what).is_some_and(|part| self.config.restore_without.contains(&part))
+            || self.picking.is_some_and(|picking| !picking.runs(what, scope))
+    }
+}
+
+/// Run statement `what` of a section on `session`.
+pub fn execute(session: &mut Connection, what: &str, sql: &str) -> Result<(), PluginError> {
+    let done = session.execute(sql);
+    if catalog::is_role_check(what) {
+        // Its message names the roles; the statement would add only noise.
+        done.map_err(|e| failure("checking the roles the backup uses", e))
+    } else {
+        done.map_err(|e| statement_failure(what, sql, e))
+    }
+}
+
 /// The rows loaded so far, per table.
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub rows: u64,
     pub table_rows: TableRows,
+    /// Rows per relation (`schema.name`, as scopes name it), where the backup recorded it:
+    /// what a table's index builds have to read.
+    pub relation_rows: HashMap<String, u64>,
 }
 
 /// A section being replayed.
@@ -43,9 +68,16 @@ pub struct Section {
     /// Whether the session has the settings every section starts with (a round trip
     /// each, per table otherwise).
     settled: bool,
-    /// The table whose rows are being loaded, and how many so far.
-    copying: Option<(String, u64)>,
+    /// The table whose rows are being loaded.
+    copying: Option<Copying>,
     batch: Vec<u8>,
+}
+
+/// Rows of one table being loaded.
+struct Copying {
+    what: String,
+    relation: Option<String>,
+    rows: u64,
 }
 
 impl Section {
@@ -62,7 +94,7 @@ impl Section {
         replaying: Replaying<'_>,
         loaded: &mut Loaded,
     ) -> Result<bool, PluginError> {
-        if let Some((what, rows)) = &mut self.copying {
+        if let Some(Copying { what, relation, rows }) = &mut self.copying {
             let (read, ended) = self.script.row_batch(&mut self.batch).map_err(artifact_error)?;
             *rows += read;
             loaded.rows += read;
@@ -72,6 +104,9 @@ impl Section {
             if ended {
                 session.copy_done().map_err(|e| failure(&format!("loading {what}"), e))?;
                 loaded.table_rows.add(what, *rows);
+                if let Some(relation) = relation.take() {
+                    *loaded.relation_rows.entry(relation).or_default() += *rows;
+                }
                 report::progress(what, loaded.table_rows.tables(), None, loaded.rows);
                 self.copying = None;
             }
@@ -80,30 +115,20 @@ impl Section {
         let Some(entry) = self.script.next_entry().map_err(artifact_error)? else {
             return Ok(true);
         };
-        let Replaying { config, picking } = replaying;
         match entry {
             Entry::Sql { what, sql, scope } => {
-                if catalog::Optional::of(&what).is_some_and(|part| config.restore_without.contains(&part))
-                    || picking.is_some_and(|picking| !picking.runs(&what, scope.as_ref()))
-                    || (self.settled && what == script::SETTING)
-                {
+                if replaying.skips(&what, scope.as_ref()) || (self.settled && what == script::SETTING) {
                     return Ok(false);
                 }
-                let done = session.execute(&sql);
-                if catalog::is_role_check(&what) {
-                    // Its message names the roles; the statement would add only noise.
-                    done.map_err(|e| failure("checking the roles the backup uses", e))?;
-                } else {
-                    done.map_err(|e| statement_failure(&what, &sql, e))?;
-                }
+                execute(session, &what, &sql)?;
             }
             Entry::Copy { what, sql, scope } => {
-                if picking.is_some_and(|picking| !picking.runs(&what, scope.as_ref())) {
+                if replaying.picking.is_some_and(|picking| !picking.runs(&what, scope.as_ref())) {
                     self.script.rows(|_| Ok::<(), io::Error>(())).map_err(artifact_error)?;
                     return Ok(false);
                 }
                 session.copy_in(&sql).map_err(|e| statement_failure(&what, &sql, e))?;
-                self.copying = Some((what, 0));
+                self.copying = Some(Copying { what, relation: scope.and_then(|scope| scope.relation), rows: 0 });
             }
         }
         Ok(false)

@@ -1,12 +1,15 @@
 //! A restore: the sections replayed in one transaction, so a failure leaves the target
 //! database as it was. A target that does not exist is created; with option `jobs` above
 //! 1 it is built under a name of its own (`<target>-stowage-restore`), the data artifacts
-//! loading on several sessions at once, each table's rows committed on their own, and
-//! renamed to the target once complete: the target name only ever holds a complete
-//! restore, also when the restore is killed half-way (the staging database is then left,
-//! named for what it is, and the next restore asks for it to be dropped).
+//! loading and then the indexes building on several sessions at once, each committed on
+//! its own ([`builds`]), and renamed to the target once complete: the target name only
+//! ever holds a complete restore, also when the restore is killed half-way (the staging
+//! database is then left, named for what it is, and the next restore asks for it to be
+//! dropped).
 
 use std::io::BufReader;
+
+use sha2::{Digest, Sha256};
 
 use stowage_plugin_sdk::{PluginError, Summary, artifacts, report, sessions, target_not_empty};
 
@@ -15,7 +18,7 @@ use crate::protocol::{ConnectOptions, Connection, quote_identifier};
 use crate::replay::{Loaded, Replaying, Section, statement_failure};
 use crate::script::{self, ScriptReader};
 use crate::tally;
-use crate::{Config, READ_BUFFER, catalog, failure, roles};
+use crate::{Config, READ_BUFFER, builds, catalog, failure, roles};
 
 /// A session in the maintenance database, for what cannot run in the target itself.
 fn maintenance(config: &Config) -> Result<Connection, PluginError> {
@@ -62,18 +65,24 @@ fn drop_created(config: &Config, name: &str, staging: bool, error: PluginError) 
     }
 }
 
-/// The name a parallel restore builds `target` under: the target's, shortened to fit
-/// PostgreSQL's 63 bytes, and a suffix no restore target is given by accident.
+/// The name a parallel restore builds `target` under: the target's and a suffix no
+/// restore target is given by accident. A name too long for PostgreSQL's 63 bytes is cut
+/// and keeps a hash of the whole, so that targets sharing a long prefix stage apart.
 fn staging_name(target: &str) -> String {
     const SUFFIX: &str = "-stowage-restore";
-    let mut name: String = String::new();
+    const LIMIT: usize = 63;
+    if target.len() + SUFFIX.len() <= LIMIT {
+        return format!("{target}{SUFFIX}");
+    }
+    let hash: String = Sha256::digest(target.as_bytes()).iter().take(4).map(|byte| format!("{byte:02x}")).collect();
+    let mut name = String::new();
     for c in target.chars() {
-        if name.len() + c.len_utf8() + SUFFIX.len() > 63 {
+        if name.len() + c.len_utf8() + 1 + hash.len() + SUFFIX.len() > LIMIT {
             break;
         }
         name.push(c);
     }
-    name + SUFFIX
+    format!("{name}-{hash}{SUFFIX}")
 }
 
 /// Apply the backup's `roles.sql` (option `create-roles`), in the restore's transaction;
@@ -201,25 +210,14 @@ fn restore(
     let sections: Vec<&String> =
         sections.iter().filter(|section| !picking.is_some_and(|picking| picking.skips_section(section))).collect();
     if parallel {
-        let data_names = artifacts::series(names, script::DATA);
-        let (data, schema): (Vec<&String>, Vec<&String>) =
-            sections.into_iter().partition(|section| data_names.contains(section));
-        // The replay order starts with pre-data.
-        for (position, section) in schema.iter().enumerate() {
-            Section::open(section, position > 0)?.run(connection, replaying, &mut loaded)?;
-            if position == 0 {
-                connection.execute("COMMIT").map_err(|e| failure("committing the schema", e))?;
-                load_in_parallel(config, connection, replaying, &data, &mut loaded)?;
-                connection.execute("BEGIN").map_err(|e| failure("starting the transaction after the data", e))?;
-            }
-        }
+        in_parallel(config, connection, replaying, &sections, names, &mut loaded)?;
     } else {
         for (position, section) in sections.iter().enumerate() {
             Section::open(section, position > 0)?.run(connection, replaying, &mut loaded)?;
         }
+        connection.execute("COMMIT").map_err(|e| failure("committing the restore", e))?;
     }
-    connection.execute("COMMIT").map_err(|e| failure("committing the restore", e))?;
-    let Loaded { rows, table_rows } = loaded;
+    let Loaded { rows, table_rows, .. } = loaded;
     let tables = table_rows.tables();
     let mut description = format!("database {database}: {tables} tables, {rows} rows restored");
     if pick.is_partial() {
@@ -251,25 +249,47 @@ fn without_transaction_timeout(session: &mut Connection) -> Result<(), PluginErr
         .map_err(|e| failure("setting up the session", e))
 }
 
-/// Load the `data` artifacts on `connection` and up to `jobs - 1` more sessions, an
-/// artifact each at a time (in autocommit: the database is dropped on failure).
-fn load_in_parallel(
+/// The `sections` of a parallel restore, pre-data begun on `connection` in a transaction:
+/// pre-data committed, the data artifacts loaded on `connection` and up to `jobs - 1` more
+/// sessions, an artifact each at a time (in autocommit: the database is dropped on
+/// failure), the large objects in a transaction, post-data's builds on every session.
+fn in_parallel(
     config: &Config,
     connection: &mut Connection,
     replaying: Replaying<'_>,
-    data: &[&String],
+    sections: &[&String],
+    names: &[String],
     loaded: &mut Loaded,
 ) -> Result<(), PluginError> {
-    let wanted = config.jobs.min(data.len()).saturating_sub(1);
-    let mut others = sessions::open_more(wanted, "loading tables", || {
+    let data_names = artifacts::series(names, script::DATA);
+    let (data, schema): (Vec<&String>, Vec<&String>) =
+        sections.iter().partition(|section| data_names.contains(section));
+    let Some((pre_data, after_data)) = schema.split_first() else { return Ok(()) };
+    Section::open(pre_data, false)?.run(connection, replaying, loaded)?;
+    connection.execute("COMMIT").map_err(|e| failure("committing the schema", e))?;
+    let mut others = sessions::open_more(config.jobs.saturating_sub(1), "restoring", || {
         let mut session = config.connect()?;
         without_transaction_timeout(&mut session)?;
         Ok(session)
     });
-    let mut lanes: Vec<Lane> = std::iter::once(Lane { session: connection, settled: true, section: None })
-        .chain(others.iter_mut().map(|session| Lane { session, settled: false, section: None }))
-        .collect();
-    let done = load_round_robin(&mut lanes, replaying, data, loaded);
+    let done = (|| {
+        let mut lanes: Vec<Lane> = std::iter::once(Lane { session: &mut *connection, settled: true, section: None })
+            .chain(others.iter_mut().map(|session| Lane { session, settled: false, section: None }))
+            .collect();
+        load_round_robin(&mut lanes, replaying, &data, loaded)?;
+        let mut sessions: Vec<&mut Connection> = lanes.into_iter().map(|lane| lane.session).collect();
+        for section in after_data {
+            if section.as_str() == script::POST_DATA {
+                builds::run(&mut sessions, replaying, loaded)?;
+            } else {
+                let [session, ..] = sessions.as_mut_slice() else { continue };
+                session.execute("BEGIN").map_err(|e| failure("starting the transaction after the data", e))?;
+                Section::open(section, true)?.run(session, replaying, loaded)?;
+                session.execute("COMMIT").map_err(|e| failure(&format!("committing {section}"), e))?;
+            }
+        }
+        Ok(())
+    })();
     for other in others {
         other.close();
     }

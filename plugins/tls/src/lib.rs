@@ -159,6 +159,16 @@ pub enum Transport {
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
 }
 
+impl Transport {
+    /// The TCP socket underneath, to wait on.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(stream) => &stream.sock,
+        }
+    }
+}
+
 /// Start TLS on `socket` and finish the handshake now, so that certificate problems are
 /// reported as such. `any_cipher` offers every cipher suite rather than the fast one alone.
 pub fn handshake(socket: TcpStream, settings: &TlsSettings, any_cipher: bool) -> Result<Transport, HandshakeError> {

@@ -869,8 +869,10 @@ fn a_big_table_is_read_in_pieces_on_sessions_sharing_one_snapshot() {
             "pieces",
             "CREATE TABLE big (id int PRIMARY KEY, payload text); \
              INSERT INTO big SELECT i, repeat(md5(i::text), 3) FROM generate_series(1, 40000) i; \
+             CREATE INDEX big_payload ON big (payload); CREATE UNIQUE INDEX big_both ON big (id, payload); \
              CREATE TABLE gate (x int); INSERT INTO gate VALUES (1); \
-             CREATE TABLE later (x int); INSERT INTO later SELECT generate_series(1, 500)",
+             CREATE TABLE later (x int); INSERT INTO later SELECT generate_series(1, 500); \
+             CREATE INDEX later_x ON later (x)",
         )
         .expect("tables");
     // The backup's session locks big, then waits for gate, which this session holds.
@@ -934,7 +936,9 @@ fn a_big_table_is_read_in_pieces_on_sessions_sharing_one_snapshot() {
         refused.stderr
     );
     postgres.psql("postgres", "DROP DATABASE \"copy_created-stowage-restore\"").expect("drop the leftover");
-    stowage(&restore, &password_env()).ok().expect("restore into a new database");
+    let created = stowage(&restore, &password_env()).ok().expect("restore into a new database");
+    // The key and the indexes build on all three sessions.
+    assert!(created.stderr.contains("building 4 indexes and keys on 3 sessions"), "{}", created.stderr);
     let staged = "SELECT count(*) FROM pg_database WHERE datname LIKE '%stowage-restore'";
     assert_eq!(postgres.psql("postgres", staged).expect("databases").trim(), "0");
     // Into an existing one, in one transaction; with psql alone.

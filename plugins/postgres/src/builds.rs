@@ -1,0 +1,175 @@
+//! The post-data section of a parallel restore. Its index and key builds, most of its
+//! time, run on every session at once, as `pg_restore -j` runs them; the rest follows
+//! on one session, in one transaction.
+//!
+//! Only statements about one table run in parallel: `CREATE INDEX`, which takes its table
+//! in SHARE mode and so runs beside the other index builds of that table, and a key's
+//! `ALTER TABLE ONLY ... ADD CONSTRAINT`, which takes its table alone. A table's builds
+//! start in the section's order (its keys before its other indexes), never beside one
+//! that locks them out, and the biggest tables start first. Every build commits on its
+//! own: a session holding a build's lock until a later commit could wait on a session
+//! that waits on it, which no server sees as a deadlock. Moving the builds ahead of the
+//! section's other statements is safe: those (sequence values, `NOT VALID` checks,
+//! index partitions, foreign keys, triggers, ...) need the builds, never the reverse.
+
+use std::collections::VecDeque;
+use std::io::BufReader;
+
+use stowage_plugin_sdk::{PluginError, artifacts, report, sessions};
+
+use crate::protocol::Connection;
+use crate::replay::{self, Loaded, Replaying, statement_failure};
+use crate::scope::Scope;
+use crate::script::{self, Entry, ScriptReader};
+use crate::{READ_BUFFER, artifact_error, failure};
+
+/// An index or key build.
+#[derive(Debug)]
+struct Build {
+    what: String,
+    sql: String,
+    /// Whether it takes its table alone.
+    exclusive: bool,
+}
+
+impl Build {
+    /// The build statement `what` is, if it is one: it must be about one table.
+    fn of(what: &str, sql: &str, scope: Option<&Scope>) -> Option<(String, Self)> {
+        let relation = scope?.relation.clone()?;
+        let exclusive = if what.starts_with("INDEX ") && sql.starts_with("CREATE ") {
+            false
+        } else if what.starts_with("CONSTRAINT ") && sql.starts_with("ALTER TABLE ONLY ") {
+            true
+        } else {
+            return None;
+        };
+        Some((relation, Build { what: what.to_owned(), sql: sql.to_owned(), exclusive }))
+    }
+}
+
+/// The builds of one table, in the section's order, and those running.
+#[derive(Debug)]
+struct Table {
+    rows: u64,
+    waiting: VecDeque<Build>,
+    running: usize,
+    running_exclusive: bool,
+}
+
+impl Table {
+    /// Take the next build if it may start now.
+    fn next(&mut self) -> Option<Build> {
+        let exclusive = self.waiting.front()?.exclusive;
+        if self.running_exclusive || (exclusive && self.running > 0) {
+            return None;
+        }
+        self.running += 1;
+        self.running_exclusive = exclusive;
+        self.waiting.pop_front()
+    }
+
+    fn finished(&mut self) {
+        self.running -= 1;
+        self.running_exclusive = false;
+    }
+}
+
+/// What a session is doing: a build of table `table` (an index of [`Schedule::tables`]).
+struct Running {
+    table: usize,
+    build: Build,
+}
+
+/// The builds by table, biggest first.
+struct Schedule {
+    tables: Vec<Table>,
+}
+
+impl Schedule {
+    fn new(builds: Vec<(String, Build)>, loaded: &Loaded) -> Self {
+        let mut tables: Vec<(String, Table)> = Vec::new();
+        for (relation, build) in builds {
+            match tables.iter_mut().find(|(name, _)| *name == relation) {
+                Some((_, table)) => table.waiting.push_back(build),
+                None => {
+                    let rows = loaded.relation_rows.get(&relation).copied().unwrap_or_default();
+                    let table = Table { rows, waiting: VecDeque::from([build]), running: 0, running_exclusive: false };
+                    tables.push((relation, table));
+                }
+            }
+        }
+        // Stable: among tables of one size, the section's order.
+        tables.sort_by_key(|(_, table)| std::cmp::Reverse(table.rows));
+        Schedule { tables: tables.into_iter().map(|(_, table)| table).collect() }
+    }
+
+    /// The next build that may start, from the biggest table that has one.
+    fn next(&mut self) -> Option<Running> {
+        self.tables.iter_mut().enumerate().find_map(|(table, t)| Some(Running { table, build: t.next()? }))
+    }
+}
+
+/// Replay post-data on `sessions` (the first one runs what is not a build), which have
+/// no transaction open; `loaded` says how big each table is.
+pub fn run(sessions: &mut [&mut Connection], replaying: Replaying<'_>, loaded: &Loaded) -> Result<(), PluginError> {
+    let mut script = ScriptReader::new(BufReader::with_capacity(READ_BUFFER, artifacts::open(script::POST_DATA)?));
+    let (mut settings, mut builds, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(entry) = script.next_entry().map_err(artifact_error)? {
+        let Entry::Sql { what, sql, scope } = entry else {
+            return Err(PluginError::Artifact(format!("{} holds rows, which it never does", script::POST_DATA)));
+        };
+        if replaying.skips(&what, scope.as_ref()) {
+            continue;
+        }
+        if what == script::SETTING {
+            settings.push(sql);
+        } else if let Some(build) = Build::of(&what, &sql, scope.as_ref()) {
+            builds.push(build);
+        } else {
+            rest.push((what, sql));
+        }
+    }
+    for session in sessions.iter_mut() {
+        for setting in &settings {
+            replay::execute(session, script::SETTING, setting)?;
+        }
+    }
+    if !builds.is_empty() {
+        report::info(&format!("building {} indexes and keys on {} sessions", builds.len(), sessions.len()));
+        build_in_parallel(sessions, Schedule::new(builds, loaded))?;
+    }
+    let Some(session) = sessions.first_mut() else { return Ok(()) };
+    session.execute("BEGIN").map_err(|e| failure("starting the transaction after the builds", e))?;
+    for (what, sql) in rest {
+        replay::execute(session, &what, &sql)?;
+    }
+    session.execute("COMMIT").map_err(|e| failure("committing the restore", e))
+}
+
+/// Run every build of `schedule`, each session one at a time, waiting for whichever
+/// session finishes first.
+fn build_in_parallel(sessions: &mut [&mut Connection], mut schedule: Schedule) -> Result<(), PluginError> {
+    let mut running: Vec<Option<Running>> = sessions.iter().map(|_| None).collect();
+    loop {
+        for (session, slot) in sessions.iter_mut().zip(running.iter_mut()) {
+            if slot.is_some() {
+                continue;
+            }
+            let Some(next) = schedule.next() else { break };
+            session
+                .start_statement(&next.build.sql)
+                .map_err(|e| statement_failure(&next.build.what, &next.build.sql, e))?;
+            *slot = Some(next);
+        }
+        let busy: Vec<usize> = (0..sessions.len()).filter(|index| running[*index].is_some()).collect();
+        if busy.is_empty() {
+            return Ok(());
+        }
+        let sockets: Vec<_> = busy.iter().map(|index| sessions[*index].socket()).collect();
+        let ready = sessions::first_readable(&sockets).map_err(|e| failure("waiting for the builds", e.into()))?;
+        let index = busy[ready];
+        let Some(Running { table, build }) = running[index].take() else { continue };
+        sessions[index].statement_done().map_err(|e| statement_failure(&build.what, &build.sql, e))?;
+        schedule.tables[table].finished();
+    }
+}
