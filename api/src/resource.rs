@@ -375,3 +375,38 @@ pub struct Limits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::status::CONDITION_MESSAGE_MAX;
+
+    #[test]
+    fn the_schema_says_what_a_user_reads() {
+        let crd = serde_json::to_value(DatabaseBackup::crd()).expect("crd");
+        assert_eq!(crd["spec"]["names"]["categories"], json!(["stowage", "all"]));
+        let version = &crd["spec"]["versions"][0];
+        let schema = &version["schema"]["openAPIV3Schema"]["properties"];
+        let repos = &schema["spec"]["properties"]["repos"];
+        assert_eq!(repos["x-kubernetes-list-type"], "map");
+        assert_eq!(repos["x-kubernetes-list-map-keys"], json!(["name"]));
+        let message = &schema["status"]["properties"]["conditions"]["items"]["properties"]["message"];
+        assert_eq!(message["maxLength"], CONDITION_MESSAGE_MAX);
+        // The seed demanded nine characters, which refused `@daily`.
+        let schedule = &schema["spec"]["properties"]["scheduledTrigger"]["properties"]["schedule"];
+        assert!(schedule.get("minLength").is_none_or(|min| min.as_u64() <= Some(1)), "{schedule}");
+        let columns: Vec<(&str, &str)> = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|column| Some((column["name"].as_str()?, column["jsonPath"].as_str()?)))
+            .collect();
+        // The plugin as the operator resolves it, whatever its source kind.
+        assert!(columns.contains(&("Plugin", ".status.plugin")), "{columns:?}");
+        assert!(columns.contains(&("Ready", ".status.conditions[?(@.type==\"Ready\")].status")), "{columns:?}");
+        assert!(columns.contains(&("Suspended", ".spec.suspend")), "{columns:?}");
+    }
+}

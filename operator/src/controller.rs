@@ -658,27 +658,46 @@ async fn stop_retries(client: &Client, namespace: &str, name: &str) -> Result<()
 mod tests {
     use super::*;
 
+    /// A DatabaseBackup with `status`.
+    fn with_status(status: Value) -> DatabaseBackup {
+        serde_json::from_value(json!({
+            "apiVersion": "stowage.dev/v1alpha1",
+            "kind": "DatabaseBackup",
+            "metadata": {"name": "shop", "namespace": "prod", "uid": "1234", "generation": 1},
+            "spec": {
+                "repos": [{"name": "s3", "secretName": "s3", "bucket": "backups"}],
+                "plugin": {"builtin": "postgres"},
+                "database": {"endpoint": "db:5432", "name": "shop"}
+            },
+            "status": status
+        }))
+        .expect("valid resource")
+    }
+
     #[test]
     fn a_new_drill_outcome_in_the_same_second_is_a_reason_to_reconcile() {
-        let backup = |verified: bool, reason: &str| -> DatabaseBackup {
-            serde_json::from_value(json!({
-                "apiVersion": "stowage.dev/v1alpha1",
-                "kind": "DatabaseBackup",
-                "metadata": {"name": "shop", "namespace": "prod", "uid": "1234", "generation": 1},
-                "spec": {
-                    "repos": [{"name": "s3", "secretName": "s3", "bucket": "backups"}],
-                    "plugin": {"builtin": "postgres"},
-                    "database": {"endpoint": "db:5432", "name": "shop"}
-                },
-                "status": {"lastVerification": {
-                    "repo": "s3", "target": "db:5432/shop_stowage_drill", "verified": verified, "reason": reason,
-                    "message": reason, "finishedAt": "2026-12-06T21:41:06Z", "durationSeconds": 0.0
-                }}
-            }))
-            .expect("valid resource")
+        let backup = |verified: bool, reason: &str| {
+            with_status(json!({"lastVerification": {
+                "repo": "s3", "target": "db:5432/shop_stowage_drill", "verified": verified, "reason": reason,
+                "message": reason, "finishedAt": "2026-12-06T21:41:06Z", "durationSeconds": 0.0
+            }}))
         };
         let passed = reconcile_trigger(&backup(true, "DrillPassed"));
         assert_eq!(passed, reconcile_trigger(&backup(true, "DrillPassed")));
         assert_ne!(passed, reconcile_trigger(&backup(false, "ChecksumMismatch")));
+    }
+
+    #[test]
+    fn progress_reports_are_no_reason_to_reconcile_but_a_new_phase_is() {
+        let backup = |bytes: u64, updated: &str, phase: &str| {
+            with_status(json!({"latestAttempt": {
+                "job": "shop-t1", "jobUid": "5678", "pod": "shop-t1-x", "generation": 1, "phase": phase,
+                "reason": "BackupRunning", "message": "backing up", "startedAt": "2026-12-06T21:41:06Z",
+                "bytes": bytes, "updated": updated
+            }}))
+        };
+        let first = reconcile_trigger(&backup(64 << 20, "2026-12-06T21:41:36Z", "Running"));
+        assert_eq!(first, reconcile_trigger(&backup(128 << 20, "2026-12-06T21:42:06Z", "Running")));
+        assert_ne!(first, reconcile_trigger(&backup(128 << 20, "2026-12-06T21:42:06Z", "Failed")));
     }
 }

@@ -45,7 +45,12 @@ impl Operator {
         let port = crate::free_port()?;
         let token = access.service_account_token("stowage-system", "stowage-operator").await?;
         let kubeconfig = access.write_kubeconfig("operator", &token)?;
-        let child = Command::new(workspace_binary("stowage-operator")?)
+        // The operator benchmark runs the release build, as deployed.
+        let binary = match std::env::var_os("STOWAGE_OPERATOR_BINARY") {
+            Some(binary) => binary.into(),
+            None => workspace_binary("stowage-operator")?,
+        };
+        let child = Command::new(binary)
             .arg("run")
             .env_clear()
             .env("KUBECONFIG", kubeconfig)
@@ -135,12 +140,18 @@ impl Cluster {
             "stringData": {"accessKeyId": get("AWS_ACCESS_KEY_ID"), "secretAccessKey": get("AWS_SECRET_ACCESS_KEY")}
         });
         secrets.create(&PostParams::default(), &serde_json::from_value(secret)?).await?;
-        let runtime = PodRuntime {
-            runner_image: RUNNER_IMAGE.into(),
-            binary: binary()?,
-            extra_env: vec![("STOWAGE_PLUGIN_PATH".into(), plugin_dir()?.display().to_string())],
+        let kubelet = match kubelet {
+            true => {
+                let runtime = PodRuntime {
+                    runner_image: RUNNER_IMAGE.into(),
+                    binary: binary()?,
+                    extra_env: vec![("STOWAGE_PLUGIN_PATH".into(), plugin_dir()?.display().to_string())],
+                };
+                Some(FakeKubelet::start(access.clone(), client.clone(), runtime))
+            }
+            // No runner runs: the operator benchmark needs neither its binary nor plugins.
+            false => None,
         };
-        let kubelet = kubelet.then(|| FakeKubelet::start(access.clone(), client.clone(), runtime));
         let operator = Some(Operator::start(&access, "operator-a").await?);
         Ok(Cluster { _kubelet: kubelet, operator, client, s3, plane })
     }

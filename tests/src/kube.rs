@@ -185,7 +185,7 @@ impl ControlPlane {
                          -persistentvolume-binder,-persistentvolume-expander,-pv-protection,-pvc-protection,-csrsigning,\
                          -csrapproving,-csrcleaner,-ttl",
                     )
-                    .arg("--feature-gates=TTLAfterFinished=true"),
+                    .arg("--feature-gates=TTLAfterFinished=true,CronJobControllerV2=true"),
             )?;
             plane.processes.push(manager);
         }

@@ -469,9 +469,19 @@ async fn repeated_failures_are_one_outcome_and_one_event_per_run() {
 async fn scheduled_triggers_become_a_cronjob_that_backs_up() {
     let cluster = Cluster::start().await.expect("cluster");
     let backups = cluster.backups();
-    cluster
-        .create("hourly", json!({"scheduledTrigger": {"enabled": true, "schedule": "* * * * *", "repo": "s3"}}))
-        .await;
+    // Its Secret has the seed's key names (IBM COS HMAC credentials), not the S3 ones.
+    let s3_env = cluster.s3.env();
+    let get = |key: &str| s3_env.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+    let secret = json!({
+        "metadata": {"name": "cos-hmac"},
+        "stringData": {"HmacAccessKeyId": get("AWS_ACCESS_KEY_ID"), "HmacSecretAccessKey": get("AWS_SECRET_ACCESS_KEY")}
+    });
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("secret");
+    let repos = json!([{"name": "s3", "secretName": "cos-hmac", "serviceEndpoint": cluster.s3.endpoint,
+                        "bucket": "backups", "region": "us-east-1"}]);
+    let trigger = json!({"enabled": true, "schedule": "* * * * *", "repo": "s3"});
+    cluster.create("hourly", json!({"repos": repos, "scheduledTrigger": trigger})).await;
     // The CronJob controller starts the first run within a minute.
     let id = eventually("scheduled backup", Duration::from_secs(150), || async {
         match outcome(&backups, "hourly").await {
