@@ -2,17 +2,20 @@
 //! time, run on every session at once, as `pg_restore -j` runs them; the rest follows
 //! on one session, in one transaction.
 //!
-//! Only statements about one table run in parallel: `CREATE INDEX`, which takes its table
-//! in SHARE mode and so runs beside the other index builds of that table, and a key's
-//! `ALTER TABLE ONLY ... ADD CONSTRAINT`, which takes its table alone. A table's builds
-//! start in the section's order (its keys before its other indexes), never beside one
-//! that locks them out, and the biggest tables start first. Every build commits on its
-//! own: a session holding a build's lock until a later commit could wait on a session
-//! that waits on it, which no server sees as a deadlock. Moving the builds ahead of the
-//! section's other statements is safe: those (sequence values, `NOT VALID` checks,
-//! index partitions, foreign keys, triggers, ...) need the builds, never the reverse.
+//! Only the builds of one table's indexes run in parallel: `CREATE INDEX`, which takes its
+//! table in SHARE mode and so runs beside the other index builds of that table, and a
+//! key's `ALTER TABLE ONLY ... ADD CONSTRAINT`, which takes its table alone (and, on an
+//! inheritance parent, its children after it: a wait, never a deadlock, as no build
+//! locks a parent after its child). A table's builds start in the section's order (its
+//! keys before its other indexes), never beside one that locks them out, and the
+//! biggest tables start first. Every build commits on its own: a session holding a
+//! build's lock until a later commit could wait on a session that waits on it, which no
+//! server sees as a deadlock. The builds go ahead of the section's other statements:
+//! what needs an index (index partitions, foreign keys, replica identities, clustering,
+//! materialized views) comes after them anyway, and the rest (sequence values, `NOT
+//! VALID` checks, comments, privileges, ...) is independent of them.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::BufReader;
 
 use stowage_plugin_sdk::{PluginError, artifacts, report, sessions};
@@ -33,7 +36,7 @@ struct Build {
 }
 
 impl Build {
-    /// The build statement `what` is, if it is one: it must be about one table.
+    /// Statement `what` about an object of `scope` as a build, with its table, if it is one.
     fn of(what: &str, sql: &str, scope: Option<&Scope>) -> Option<(String, Self)> {
         let relation = scope?.relation.clone()?;
         let exclusive = if what.starts_with("INDEX ") && sql.starts_with("CREATE ") {
@@ -83,35 +86,48 @@ struct Running {
 /// The builds by table, biggest first.
 struct Schedule {
     tables: Vec<Table>,
+    /// Tables before this one have no build waiting.
+    first_waiting: usize,
 }
 
 impl Schedule {
     fn new(builds: Vec<(String, Build)>, loaded: &Loaded) -> Self {
-        let mut tables: Vec<(String, Table)> = Vec::new();
+        let mut tables: Vec<Table> = Vec::new();
+        let mut by_relation: HashMap<String, usize> = HashMap::new();
         for (relation, build) in builds {
-            match tables.iter_mut().find(|(name, _)| *name == relation) {
-                Some((_, table)) => table.waiting.push_back(build),
-                None => {
-                    let rows = loaded.relation_rows.get(&relation).copied().unwrap_or_default();
-                    let table = Table { rows, waiting: VecDeque::from([build]), running: 0, running_exclusive: false };
-                    tables.push((relation, table));
-                }
-            }
+            let index = *by_relation.entry(relation).or_insert_with_key(|relation| {
+                let rows = loaded.relation_rows.get(relation).copied().unwrap_or_default();
+                tables.push(Table { rows, waiting: VecDeque::new(), running: 0, running_exclusive: false });
+                tables.len() - 1
+            });
+            tables[index].waiting.push_back(build);
         }
         // Stable: among tables of one size, the section's order.
-        tables.sort_by_key(|(_, table)| std::cmp::Reverse(table.rows));
-        Schedule { tables: tables.into_iter().map(|(_, table)| table).collect() }
+        tables.sort_by_key(|table| std::cmp::Reverse(table.rows));
+        Schedule { tables, first_waiting: 0 }
     }
 
     /// The next build that may start, from the biggest table that has one.
     fn next(&mut self) -> Option<Running> {
-        self.tables.iter_mut().enumerate().find_map(|(table, t)| Some(Running { table, build: t.next()? }))
+        while self.tables.get(self.first_waiting).is_some_and(|table| table.waiting.is_empty()) {
+            self.first_waiting += 1;
+        }
+        let start = self.first_waiting;
+        self.tables[start..]
+            .iter_mut()
+            .enumerate()
+            .find_map(|(offset, table)| Some(Running { table: start + offset, build: table.next()? }))
     }
 }
 
-/// Replay post-data on `sessions` (the first one runs what is not a build), which have
-/// no transaction open; `loaded` says how big each table is.
-pub fn run(sessions: &mut [&mut Connection], replaying: Replaying<'_>, loaded: &Loaded) -> Result<(), PluginError> {
+/// Replay post-data on `main` and the `others` sessions (`main` runs what is not a
+/// build), none of which has a transaction open; `loaded` says how big each table is.
+pub fn run(
+    main: &mut Connection,
+    others: &mut [Connection],
+    replaying: Replaying<'_>,
+    loaded: &Loaded,
+) -> Result<(), PluginError> {
     let mut script = ScriptReader::new(BufReader::with_capacity(READ_BUFFER, artifacts::open(script::POST_DATA)?));
     let (mut settings, mut builds, mut rest) = (Vec::new(), Vec::new(), Vec::new());
     while let Some(entry) = script.next_entry().map_err(artifact_error)? {
@@ -129,6 +145,7 @@ pub fn run(sessions: &mut [&mut Connection], replaying: Replaying<'_>, loaded: &
             rest.push((what, sql));
         }
     }
+    let mut sessions: Vec<&mut Connection> = std::iter::once(&mut *main).chain(others.iter_mut()).collect();
     for session in sessions.iter_mut() {
         for setting in &settings {
             replay::execute(session, script::SETTING, setting)?;
@@ -136,14 +153,13 @@ pub fn run(sessions: &mut [&mut Connection], replaying: Replaying<'_>, loaded: &
     }
     if !builds.is_empty() {
         report::info(&format!("building {} indexes and keys on {} sessions", builds.len(), sessions.len()));
-        build_in_parallel(sessions, Schedule::new(builds, loaded))?;
+        build_in_parallel(&mut sessions, Schedule::new(builds, loaded))?;
     }
-    let Some(session) = sessions.first_mut() else { return Ok(()) };
-    session.execute("BEGIN").map_err(|e| failure("starting the transaction after the builds", e))?;
+    main.execute("BEGIN").map_err(|e| failure("starting the transaction after the builds", e))?;
     for (what, sql) in rest {
-        replay::execute(session, &what, &sql)?;
+        replay::execute(main, &what, &sql)?;
     }
-    session.execute("COMMIT").map_err(|e| failure("committing the restore", e))
+    main.execute("COMMIT").map_err(|e| failure("committing the restore", e))
 }
 
 /// Run every build of `schedule`, each session one at a time, waiting for whichever

@@ -353,6 +353,7 @@ impl Connection {
     /// The socket, to wait on several sessions at once. Between statements the session
     /// has nothing buffered: the server sends nothing after ReadyForQuery unasked.
     pub fn socket(&self) -> &TcpStream {
+        debug_assert!(self.input.is_empty(), "a session waited on holds an unread answer");
         self.stream.socket()
     }
 

@@ -177,7 +177,8 @@ fn restore_created(config: &Config, request: Request<'_>) -> Result<Summary, Plu
 }
 
 /// Everything after connecting, in one transaction, into `database` (as messages name
-/// it); `parallel` to load the data artifacts on several sessions, each in its own.
+/// it); `parallel` to load the data and build the indexes on several sessions, each
+/// committing on its own ([`in_parallel`]).
 fn restore(
     config: &Config,
     connection: &mut Connection,
@@ -187,7 +188,7 @@ fn restore(
 ) -> Result<Summary, PluginError> {
     let Request { replace_existing, names, sections, picking } = request;
     let pick = &config.pick;
-    without_transaction_timeout(connection)?;
+    without_session_timeouts(connection)?;
     let existing = catalog::user_objects(connection).map_err(|e| failure("inspecting the target database", e))?;
     connection.execute("BEGIN").map_err(|e| failure("starting the restore transaction", e))?;
     // A partial restore adds to what the target has: an object it already has fails
@@ -237,14 +238,16 @@ fn restore(
     })
 }
 
-/// PostgreSQL 17's `transaction_timeout` off for this session, whatever the role or
-/// database sets: a restore is one long transaction (one statement, which sets nothing
-/// on older servers).
-fn without_transaction_timeout(session: &mut Connection) -> Result<(), PluginError> {
+/// The session timeouts off for this session, whatever the role or database sets:
+/// PostgreSQL 17's `transaction_timeout` (a restore is one long transaction) and 14's
+/// `idle_session_timeout` (a parallel restore's sessions wait while another works). One
+/// statement, which sets only what the server has.
+fn without_session_timeouts(session: &mut Connection) -> Result<(), PluginError> {
     session
         .execute(
-            "SELECT pg_catalog.set_config('transaction_timeout', '0', false) \
-             WHERE pg_catalog.current_setting('server_version_num')::int >= 170000",
+            "SELECT pg_catalog.set_config(name, '0', false) FROM (VALUES ('transaction_timeout', 170000), \
+             ('idle_session_timeout', 140000)) AS t(name, since) \
+             WHERE pg_catalog.current_setting('server_version_num')::int >= since",
         )
         .map_err(|e| failure("setting up the session", e))
 }
@@ -269,7 +272,7 @@ fn in_parallel(
     connection.execute("COMMIT").map_err(|e| failure("committing the schema", e))?;
     let mut others = sessions::open_more(config.jobs.saturating_sub(1), "restoring", || {
         let mut session = config.connect()?;
-        without_transaction_timeout(&mut session)?;
+        without_session_timeouts(&mut session)?;
         Ok(session)
     });
     let done = (|| {
@@ -277,15 +280,14 @@ fn in_parallel(
             .chain(others.iter_mut().map(|session| Lane { session, settled: false, section: None }))
             .collect();
         load_round_robin(&mut lanes, replaying, &data, loaded)?;
-        let mut sessions: Vec<&mut Connection> = lanes.into_iter().map(|lane| lane.session).collect();
+        drop(lanes);
         for section in after_data {
             if section.as_str() == script::POST_DATA {
-                builds::run(&mut sessions, replaying, loaded)?;
+                builds::run(connection, &mut others, replaying, loaded)?;
             } else {
-                let [session, ..] = sessions.as_mut_slice() else { continue };
-                session.execute("BEGIN").map_err(|e| failure("starting the transaction after the data", e))?;
-                Section::open(section, true)?.run(session, replaying, loaded)?;
-                session.execute("COMMIT").map_err(|e| failure(&format!("committing {section}"), e))?;
+                connection.execute("BEGIN").map_err(|e| failure("starting the transaction after the data", e))?;
+                Section::open(section, true)?.run(connection, replaying, loaded)?;
+                connection.execute("COMMIT").map_err(|e| failure(&format!("committing {section}"), e))?;
             }
         }
         Ok(())

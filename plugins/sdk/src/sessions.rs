@@ -34,6 +34,9 @@ pub fn open_more<S>(wanted: usize, doing: &str, mut open: impl FnMut() -> Result
 /// already (a TLS layer's plaintext, say) are not seen: call it only on sessions whose
 /// answer has not been read from yet.
 pub fn first_readable(sockets: &[&TcpStream]) -> io::Result<usize> {
+    if sockets.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no session to wait for"));
+    }
     let mut polled: Vec<libc::pollfd> = sockets
         .iter()
         .map(|socket| libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 })
