@@ -149,6 +149,25 @@ impl FromStr for Compression {
 }
 
 /// An age X25519 public key (`age1...`).
+/// The longest label value Kubernetes accepts.
+pub const LABEL_VALUE_MAX: usize = 63;
+
+/// Whether a resource called `name` can have workloads: the Jobs and CronJobs the
+/// operator makes for it carry its name as a label value (how it finds them again).
+pub fn name_fits_a_label(name: &str) -> Result<(), FieldError> {
+    if name.len() <= LABEL_VALUE_MAX {
+        return Ok(());
+    }
+    Err(FieldError::new(
+        "metadata.name",
+        format!(
+            "has {} characters: the Jobs and CronJobs made for it carry it as a label value, which Kubernetes \
+             limits to {LABEL_VALUE_MAX}; choose a shorter name",
+            name.len()
+        ),
+    ))
+}
+
 pub fn parse_age_recipient(key: &str) -> Result<age::x25519::Recipient, String> {
     key.trim().parse::<age::x25519::Recipient>().map_err(|e| format!("age recipient {key:?}: {e}"))
 }
@@ -384,6 +403,14 @@ mod tests {
 
     fn spec_with_endpoint(endpoint: &str) -> DatabaseBackupSpec {
         spec(serde_json::json!({"database": {"endpoint": endpoint}}))
+    }
+
+    #[test]
+    fn names_longer_than_a_label_value_are_refused() {
+        assert_eq!(name_fits_a_label(&"a".repeat(63)), Ok(()));
+        let refused = name_fits_a_label(&"a".repeat(64)).expect_err("too long");
+        assert_eq!(refused.field, "metadata.name");
+        assert!(refused.message.starts_with("has 64 characters"), "{refused}");
     }
 
     #[test]

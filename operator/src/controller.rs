@@ -22,7 +22,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
-use stowage_api::{DatabaseBackup, DatabaseRestore, DatabaseSnapshotImport, FieldError, InvalidSpec};
+use stowage_api::{
+    DatabaseBackup, DatabaseRestore, DatabaseSnapshotImport, FieldError, InvalidSpec, name_fits_a_label,
+};
 
 use crate::applied::{Applied, digest};
 use crate::identity::{self, Identities};
@@ -480,16 +482,15 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
         stop_retries(client, &namespace, &active.job).await?;
     }
     let mut workloads = Workloads { manual_time: status.manual_trigger_time.clone(), queued: None, invalid: None };
-    match context.settings.check(&backup.spec) {
-        Ok(()) => {
-            manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
-            scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;
-            verification(&context, &backup, &namespace, &mut workloads).await?;
-        }
-        Err(invalid) => {
-            suspend_cronjobs(&context, &backup, &namespace).await?;
-            workloads.invalid = Some(invalid);
-        }
+    let mut invalid = context.settings.check(&backup.spec).err().map(|invalid| invalid.0).unwrap_or_default();
+    invalid.extend(name_fits_a_label(&backup.name_any()).err());
+    if invalid.is_empty() {
+        manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
+        scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;
+        verification(&context, &backup, &namespace, &mut workloads).await?;
+    } else {
+        suspend_cronjobs(&context, &backup, &namespace).await?;
+        workloads.invalid = Some(InvalidSpec(invalid));
     }
     write_status(&context, &backup, &namespace, &observation, workloads).await?;
     Ok(Action::requeue(RESYNC))

@@ -23,7 +23,9 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use stowage_api::{CONDITION_RUNNING, CONDITION_SUCCEEDED, Conditions, OneShotRuns, bounded_message};
+use stowage_api::{
+    CONDITION_RUNNING, CONDITION_SUCCEEDED, Conditions, OneShotRuns, bounded_message, name_fits_a_label,
+};
 
 use crate::controller::{AbortOnDrop, Context, Error, apply_status, is_status, watch_jobs};
 use crate::identity::apply_identity;
@@ -216,6 +218,9 @@ async fn start<K: OneShot>(
     generation: i64,
     name: String,
 ) -> Result<Progress, Error> {
+    if let Err(error) = name_fits_a_label(&object.name_any()) {
+        return Ok(Progress::Refused(Refusal::new("InvalidSpec", error.to_string())));
+    }
     let prepared = match K::prepare(context, object, namespace, generation).await? {
         Ok(prepared) => prepared,
         Err(refusal) => return Ok(Progress::Refused(refusal)),

@@ -343,6 +343,20 @@ async fn invalid_specs_run_nothing_and_name_every_wrong_field() {
     let cronjobs = kubectl(&admin, &["get", "cronjobs", "-n", NAMESPACE, "-o", "name"]).expect("kubectl");
     assert!(cronjobs.trim().is_empty(), "{cronjobs}");
 
+    // A name no label value can carry (the API server would refuse its Jobs and CronJobs)
+    // is named too, before anything is made for it.
+    let long = "a".repeat(64);
+    cluster.create(&long, json!({"manualTrigger": {"time": "t1", "repo": "s3"}})).await;
+    let message = eventually("a long name is InvalidSpec", Duration::from_secs(30), || async {
+        let ready = backups.get(&long).await.ok()?.status?.condition("Ready")?.clone();
+        (ready.status == "False" && ready.reason == "InvalidSpec").then_some(ready.message)
+    })
+    .await;
+    assert!(message.contains("metadata.name: has 64 characters"), "{message}");
+    reconcile_again(&backups, &long, 2).await;
+    let jobs = kubectl(&admin, &["get", "jobs", "-n", NAMESPACE, "-o", "name"]).expect("kubectl");
+    assert!(jobs.trim().is_empty(), "{jobs}");
+
     // Fixed (and with the trigger sections' `enabled` left out: they are on), it runs.
     let fixed = json!({"spec": {
         "runnerImage": null,
