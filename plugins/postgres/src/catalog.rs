@@ -79,18 +79,7 @@ impl Optional {
 
     /// The description of the statement that checks this part's roles exist.
     fn role_check(self) -> &'static str {
-        match self {
-            Optional::Ownership => "ROLES owner",
-            Optional::Privileges => "ROLES privileges",
-        }
-    }
-
-    /// What roles.sql calls the roles this part needs.
-    fn roles_kind(self) -> &'static str {
-        match self {
-            Optional::Ownership => "owner",
-            Optional::Privileges => "privileges",
-        }
+        RoleUse::Optional(self).check()
     }
 
     /// The restore option that leaves this part out.
@@ -102,29 +91,62 @@ impl Optional {
     }
 }
 
+/// What a backup's roles are needed for: each use has its own check at the top of pre-data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RoleUse {
+    /// A part a restore may leave out.
+    Optional(Optional),
+    /// Statements that name roles whatever a restore leaves out: row security policies
+    /// and user mappings.
+    Named,
+}
+
+impl RoleUse {
+    const ALL: [RoleUse; 3] =
+        [RoleUse::Optional(Optional::Ownership), RoleUse::Optional(Optional::Privileges), RoleUse::Named];
+
+    /// The description of the statement that checks the roles of this use exist.
+    fn check(self) -> &'static str {
+        match self {
+            RoleUse::Optional(Optional::Ownership) => "ROLES owner",
+            RoleUse::Optional(Optional::Privileges) => "ROLES privileges",
+            RoleUse::Named => "ROLES named",
+        }
+    }
+
+    /// What roles.sql calls the roles of this use.
+    fn roles_kind(self) -> &'static str {
+        match self {
+            RoleUse::Optional(Optional::Ownership) => "owner",
+            RoleUse::Optional(Optional::Privileges) => "privileges",
+            RoleUse::Named => "named",
+        }
+    }
+}
+
 /// Whether the statement described as `what` checks that roles exist.
 pub fn is_role_check(what: &str) -> bool {
-    Optional::ALL.iter().any(|part| part.role_check() == what)
+    RoleUse::ALL.iter().any(|role_use| role_use.check() == what)
 }
 
 /// A statement that fails at once, naming them, when roles in `roles` are missing, so
 /// that a restore stops before loading any data rather than at the end.
-fn role_check(part: Optional, roles: &[String]) -> Statement {
+fn role_check(role_use: RoleUse, roles: &[String]) -> Statement {
     let literals: Vec<String> = roles.iter().map(|role| quote_literal(role)).collect();
     let literals = literals.join(", ");
-    let needed = match part {
-        Optional::Ownership => "as owners",
-        Optional::Privileges => "in privileges and policies",
+    let (needed, or_without) = match role_use {
+        RoleUse::Optional(Optional::Ownership) => ("as owners", ", or restore with option no-owner=true"),
+        RoleUse::Optional(Optional::Privileges) => ("in privileges", ", or restore with option no-privileges=true"),
+        RoleUse::Named => ("in row security policies and user mappings", ""),
     };
     let body = format!(
         "\nDECLARE missing text;\nBEGIN\n  SELECT string_agg(quote_ident(r), ', ') INTO missing\n  \
          FROM unnest(ARRAY[{literals}]::text[]) r WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r);\n  \
          IF missing IS NOT NULL THEN\n    RAISE EXCEPTION 'roles the backup uses {needed} do not exist here: %', missing\n      \
          USING HINT = 'restore with option create-roles=true to create them from the backup''s roles.sql, \
-         create them first, or restore with option {}=true';\n  END IF;\nEND ",
-        part.option()
+         or create them first{or_without}';\n  END IF;\nEND "
     );
-    Statement::unscoped(part.role_check().to_owned(), format!("DO {};", dollar_quote(&body)))
+    Statement::unscoped(role_use.check().to_owned(), format!("DO {};", dollar_quote(&body)))
 }
 
 /// Large objects created by one statement.
@@ -304,16 +326,16 @@ pub fn read(connection: &mut Connection, selection: &Selection) -> Result<Catalo
     let (order, cyclic) = dependency_order(&nodes, &edges, &aliases);
 
     let mut pre_data = Vec::new();
-    for part in Optional::ALL {
+    for role_use in RoleUse::ALL {
         let mut needed: Vec<String> =
-            roles.iter().filter(|row| text(row, 0) == part.roles_kind()).map(|row| text(row, 1)).collect();
-        if part == Optional::Privileges {
+            roles.iter().filter(|row| text(row, 0) == role_use.roles_kind()).map(|row| text(row, 1)).collect();
+        if role_use == RoleUse::Optional(Optional::Privileges) {
             needed.extend(
                 database.privilege_roles.iter().filter(|role| !needed.contains(role)).cloned().collect::<Vec<_>>(),
             );
         }
         if !needed.is_empty() {
-            pre_data.push(role_check(part, &needed));
+            pre_data.push(role_check(role_use, &needed));
         }
     }
     let mut refreshes = Vec::new();
