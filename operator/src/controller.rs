@@ -70,6 +70,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// What a user reads in `Ready`: the API server's own words where it refused a
+    /// workload, without the response's dump.
+    pub fn for_status(&self) -> String {
+        match self {
+            Error::Apply { kind, name, source: kube::Error::Api(status) } => {
+                format!("the API server refuses {kind} {name}: {}", status.message)
+            }
+            Error::CreateJob { name, source: kube::Error::Api(status) } => {
+                format!("the API server refuses Job {name}: {}", status.message)
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// A short label for metrics and logs.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -481,19 +495,26 @@ pub async fn reconcile(backup: Arc<DatabaseBackup>, context: Arc<Context>) -> Re
     if let Some(active) = observation.active.as_ref().filter(|active| active.stop_retrying) {
         stop_retries(client, &namespace, &active.job).await?;
     }
-    let mut workloads = Workloads { manual_time: status.manual_trigger_time.clone(), queued: None, invalid: None };
+    let mut workloads =
+        Workloads { manual_time: status.manual_trigger_time.clone(), queued: None, invalid: None, refused: None };
     let mut invalid = context.settings.check(&backup.spec).err().map(|invalid| invalid.0).unwrap_or_default();
     invalid.extend(name_fits_a_label(&backup.name_any()).err());
-    if invalid.is_empty() {
-        manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
-        scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;
-        verification(&context, &backup, &namespace, &mut workloads).await?;
+    let made = if invalid.is_empty() {
+        // The Job of the manual trigger and the CronJobs of the schedule and the drills.
+        async {
+            manual_trigger(&context, &backup, &namespace, &observation, &mut workloads).await?;
+            scheduled_trigger(&context, &backup, &namespace, &mut workloads).await?;
+            verification(&context, &backup, &namespace, &mut workloads).await
+        }
+        .await
     } else {
-        suspend_cronjobs(&context, &backup, &namespace).await?;
         workloads.invalid = Some(InvalidSpec(invalid));
-    }
+        suspend_cronjobs(&context, &backup, &namespace).await
+    };
+    // A refusal (a quota, an admission policy, ...) is what Ready says until it passes.
+    workloads.refused = made.as_ref().err().map(Error::for_status);
     write_status(&context, &backup, &namespace, &observation, workloads).await?;
-    Ok(Action::requeue(RESYNC))
+    made.map(|()| Action::requeue(RESYNC))
 }
 
 /// Create the manual trigger's Job for a new `time`, once no other run is active.

@@ -15,6 +15,9 @@ use crate::controller::{Context, Error, apply_status};
 use crate::status::Observation;
 use crate::telemetry::{Labels, Telemetry};
 
+/// The reason of `Ready=False` when the API server refuses a workload of a valid spec.
+pub const WORKLOAD_REFUSED: &str = "WorkloadRefused";
+
 /// What the triggers came to, for the status.
 #[derive(Debug)]
 pub struct Workloads {
@@ -23,6 +26,8 @@ pub struct Workloads {
     /// A manual trigger waiting for the active run.
     pub queued: Option<String>,
     pub invalid: Option<InvalidSpec>,
+    /// Why the API server refused a workload of a valid spec.
+    pub refused: Option<String>,
 }
 
 /// Export the latest backup's outcome as metrics.
@@ -75,9 +80,12 @@ pub async fn write_status(
     let mut conditions =
         Conditions::new(status.conditions.clone(), generation, Time(k8s_openapi::jiff::Timestamp::now()));
     let invalid_message = workloads.invalid.as_ref().map(ToString::to_string);
-    match &invalid_message {
-        Some(message) => conditions.set(CONDITION_READY, "False", "InvalidSpec", message),
-        None => conditions.set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place"),
+    match (&invalid_message, &workloads.refused) {
+        (Some(message), _) => conditions.set(CONDITION_READY, "False", "InvalidSpec", message),
+        (None, Some(refused)) => conditions.set(CONDITION_READY, "False", WORKLOAD_REFUSED, refused),
+        (None, None) => {
+            conditions.set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place")
+        }
     }
     if let Some(run) = &observation.last_run {
         conditions.set(CONDITION_SUCCEEDED, if run.succeeded { "True" } else { "False" }, &run.reason, &run.message);
@@ -135,11 +143,15 @@ pub async fn write_status(
             return Ok(());
         }
     }
-    let was_invalid = status.condition(CONDITION_READY).filter(|c| c.reason == "InvalidSpec").map(|c| &c.message);
-    if let Some(message) =
-        invalid_message.filter(|message| was_invalid.map(|m| bounded_message(message) != m.as_str()).unwrap_or(true))
+    // One Event per new reason not to be ready, not one per retry.
+    let (reason, message) = match (invalid_message, workloads.refused) {
+        (Some(message), _) => ("InvalidSpec", Some(message)),
+        (None, refused) => (WORKLOAD_REFUSED, refused),
+    };
+    let was = status.condition(CONDITION_READY).filter(|c| c.reason == reason).map(|c| &c.message);
+    if let Some(message) = message.filter(|message| was.map(|m| bounded_message(message) != m.as_str()).unwrap_or(true))
     {
-        publish(context, backup, EventType::Warning, "InvalidSpec", message).await;
+        publish(context, backup, EventType::Warning, reason, message).await;
     }
     if let Some(run) = &observation.last_run {
         announce(context, backup, status.last_run.as_ref(), run).await;

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, ResourceQuota, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -494,8 +494,32 @@ async fn scheduled_triggers_become_a_cronjob_that_backs_up() {
     secrets.create(&PostParams::default(), &serde_json::from_value(secret).expect("secret")).await.expect("secret");
     let repos = json!([{"name": "s3", "secretName": "cos-hmac", "serviceEndpoint": cluster.s3.endpoint,
                         "bucket": "backups", "region": "us-east-1"}]);
+    // A quota that allows no CronJob: Ready says the API server refuses it, once, until
+    // the quota is gone.
+    let quotas: Api<ResourceQuota> = Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let quota = json!({"metadata": {"name": "no-cronjobs"}, "spec": {"hard": {"count/cronjobs.batch": "0"}}});
+    quotas.create(&PostParams::default(), &serde_json::from_value(quota).expect("quota")).await.expect("quota");
+    eventually("the quota counted", Duration::from_secs(60), || async {
+        quotas.get("no-cronjobs").await.ok()?.status?.hard.map(drop)
+    })
+    .await;
     let trigger = json!({"enabled": true, "schedule": "* * * * *", "repo": "s3"});
     cluster.create("hourly", json!({"repos": repos, "scheduledTrigger": trigger})).await;
+    let refused = eventually("Ready=False/WorkloadRefused", Duration::from_secs(30), || async {
+        let ready = backups.get("hourly").await.ok()?.status?.condition("Ready")?.clone();
+        (ready.status == "False" && ready.reason == "WorkloadRefused").then_some(ready.message)
+    })
+    .await;
+    assert!(
+        refused.starts_with(
+            "the API server refuses CronJob hourly-scheduled: cronjobs.batch \"hourly-scheduled\" is forbidden: \
+             exceeded quota: no-cronjobs"
+        ),
+        "{refused}"
+    );
+    reconcile_again(&backups, "hourly", 3).await;
+    assert_eq!(cluster.events("hourly", "WorkloadRefused").await, 1);
+    quotas.delete("no-cronjobs", &DeleteParams::default()).await.expect("delete the quota");
     // The CronJob controller starts the first run within a minute.
     let id = eventually("scheduled backup", Duration::from_secs(150), || async {
         match outcome(&backups, "hourly").await {
