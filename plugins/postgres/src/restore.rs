@@ -267,7 +267,9 @@ fn in_parallel(
     let data_names = artifacts::series(names, script::DATA);
     let (data, schema): (Vec<&String>, Vec<&String>) =
         sections.iter().partition(|section| data_names.contains(section));
-    let Some((pre_data, after_data)) = schema.split_first() else { return Ok(()) };
+    let Some((pre_data, after_data)) = schema.split_first() else {
+        return Err(PluginError::Artifact(format!("the backup has no {}", script::PRE_DATA)));
+    };
     Section::open(pre_data, false)?.run(connection, replaying, loaded)?;
     connection.execute("COMMIT").map_err(|e| failure("committing the schema", e))?;
     let mut others = sessions::open_more(config.jobs.saturating_sub(1), "restoring", || {
