@@ -9,10 +9,12 @@
 //! accounts with privileges on the database (`users.sql`); a backup of several databases
 //! prefixes them per database and lists the databases in `databases.sql` (see
 //! [`layout`]). Options: `tls`, `tls-ca`, `lock-timeout`, `databases`, `users`, `jobs`,
-//! `chunk-size`, `restore-databases`, `definers`, `create-users`; see `docs/mysql.md`.
+//! `chunk-size`, `restore-databases`, `definers`, `create-users`, `keys-after-data`; see
+//! `docs/mysql.md`.
 
 mod backup;
 mod copying;
+mod keys;
 mod layout;
 mod protocol;
 mod restore;
@@ -51,6 +53,9 @@ struct Config {
     jobs: usize,
     /// Backup: a table with more data than this is read in ranges of its primary key.
     chunk_bytes: u64,
+    /// Restore: a table with more stored data than this gets its plain secondary keys
+    /// after its rows; `None`: never (option `keys-after-data`, see [`keys`]).
+    keys_after_data: Option<u64>,
     /// Backup: which accounts go into `users.sql`.
     users: UsersArtifact,
     /// Restore: whether `users.sql` is applied.
@@ -163,6 +168,10 @@ impl Config {
             lock_timeout,
             jobs,
             chunk_bytes: options.size_or("chunk-size", 256 << 20, 1 << 20)?,
+            keys_after_data: match options.get("keys-after-data") {
+                Some("off") => None,
+                _ => Some(options.size_or("keys-after-data", 16 << 20, 0)?),
+            },
             users,
             create_users: options.parse_or("create-users", false)?,
             definers: match options.get("definers").unwrap_or("keep") {
@@ -254,6 +263,12 @@ impl Plugin for MysqlPlugin {
                     "Backup: a table with more data than this (kB, MB, GB, TB) and a one-column integer primary key \
                      is read, stored and restored in ranges of its key, each its own artifact",
                     Some("256MB"),
+                ),
+                optional(
+                    "keys-after-data",
+                    "Restore: a table with more stored data than this (kB, MB, GB, TB; 0 for every table) gets its \
+                     plain secondary keys built after its rows are loaded, in one sorted pass each; off: never",
+                    Some("16MB"),
                 ),
                 optional(
                     "jobs",

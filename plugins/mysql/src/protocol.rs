@@ -517,6 +517,12 @@ impl Connection {
         Ok(())
     }
 
+    /// The socket underneath, to wait on (`sessions::first_readable`) while a statement
+    /// [`Connection::send`] sent runs.
+    pub fn socket(&self) -> &TcpStream {
+        self.transport.get_ref().socket()
+    }
+
     /// The outcome of the statement [`Connection::send`] sent: the affected row count.
     pub fn finish(&mut self) -> Result<u64, Error> {
         let mut affected = 0;

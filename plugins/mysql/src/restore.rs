@@ -4,6 +4,7 @@
 //! goes, so a restore that fails returns every target to where it started: dropped if
 //! the restore created it, else empty again.
 
+use std::collections::HashMap;
 use std::io::BufReader;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
@@ -12,7 +13,7 @@ use stowage_plugin_sdk::{PluginError, Summary, report, sessions, target_not_empt
 use crate::layout::{self, Stored};
 use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal, without_definer};
-use crate::{Config, Databases, Definers, Mapping, SYSTEM_DATABASES, failure, users};
+use crate::{Config, Databases, Definers, Mapping, SYSTEM_DATABASES, failure, keys, users};
 
 /// Bytes read from an artifact at a time.
 const READ_BUFFER: usize = 256 << 10;
@@ -45,7 +46,9 @@ struct Touched {
 }
 
 pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
-    let names: Vec<String> = artifacts::list().into_iter().map(|artifact| artifact.name).collect();
+    let listed = artifacts::list();
+    let names: Vec<String> = listed.iter().map(|artifact| artifact.name.clone()).collect();
+    let sizes: HashMap<String, u64> = listed.into_iter().map(|artifact| (artifact.name, artifact.size)).collect();
     let plan = plan(config, layout::read(&names)?)?;
     // Replace would drop the server's own database; restoring into it mixes a backup into
     // the server's accounts and settings.
@@ -95,7 +98,7 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
         targets.push(found);
     }
     let mut touched = Vec::new();
-    let outcome = restore(config, &mut connection, &plan, targets, &names, &mut touched);
+    let outcome = restore(config, &mut connection, &plan, targets, (&names, &sizes), &mut touched);
     connection.quit();
     let (tables, rows, accounts) = outcome.map_err(|error| undo(config, &touched, error))?;
 
@@ -181,7 +184,7 @@ fn restore(
     connection: &mut Connection,
     plan: &[Restoring],
     targets: Vec<Target>,
-    names: &[String],
+    (names, sizes): (&[String], &HashMap<String, u64>),
     touched: &mut Vec<Touched>,
 ) -> Result<(u64, u64, usize), PluginError> {
     let limit = max_allowed_packet(connection)?;
@@ -215,7 +218,7 @@ fn restore(
         progress.artifact_done(&stored.schema(), 0);
     }
     for (Restoring { stored, target }, series) in plan.iter().zip(&data) {
-        load_data(config, connection, limit, (stored, target), series, &mut progress)?;
+        load_data(config, connection, limit, (stored, target), (series, sizes), &mut progress)?;
     }
     for Restoring { stored, target } in plan {
         replay(connection, limit, target, &stored.post(), config.definers)?;
@@ -332,17 +335,33 @@ fn replay(
     Load::open(name, limit)?.with_definers(definers).run(connection)
 }
 
-/// Load the `data` artifacts into `database` on up to `jobs` connections at once (an
-/// artifact each).
+/// Load the `data` artifacts (plain sizes in `sizes`) into `database` on up to `jobs`
+/// connections at once (an artifact each); the plain keys of big tables are built after
+/// their data (option `keys-after-data`, see [`keys`]).
 fn load_data(
     config: &Config,
     connection: &mut Connection,
     limit: usize,
     (stored, database): (&Stored, &str),
-    data: &[String],
+    (data, sizes): (&[String], &HashMap<String, u64>),
     progress: &mut Progress,
 ) -> Result<(), PluginError> {
     prepare(connection, database)?;
+    let deferred = match config.keys_after_data {
+        Some(threshold) => {
+            // A table's artifacts share what they are named after (`data_table`).
+            let mut by_table: HashMap<&str, u64> = HashMap::new();
+            for name in data {
+                *by_table.entry(stored.data_table(name)).or_default() += sizes.get(name).copied().unwrap_or(0);
+            }
+            let stored_bytes = |table: &str| {
+                let named = stored.data(0, table);
+                by_table.get(stored.data_table(&named)).copied().unwrap_or(0)
+            };
+            keys::defer(connection, threshold, stored_bytes)?
+        }
+        None => Vec::new(),
+    };
     let wanted = config.jobs.min(data.len().max(1)) - 1;
     let mut others = sessions::open_more(wanted, "loading tables", || {
         config.connect().and_then(|mut other| prepare(&mut other, database).map(|()| other))
@@ -376,6 +395,7 @@ fn load_data(
             break;
         }
     }
+    keys::build(&mut connections, deferred)?;
     for other in others {
         other.quit();
     }

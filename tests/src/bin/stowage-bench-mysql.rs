@@ -8,7 +8,9 @@
 //! - `mydumper` (2 threads, compressed) into a directory, then its files uploaded.
 //!
 //! Then each is restored into an empty database: `stowage restore`, download |
-//! `zstd -d` | `mariadb`, and download + `myloader` (2 threads). Every restored database
+//! `zstd -d` | `mariadb`, and download + `myloader` (2 threads), with the binary log as
+//! the others keep it (`--enable-binlog`) and as myloader leaves it by default (off for
+//! its sessions; a restore then reaches no replica). Every restored database
 //! is checked equal to the source (`CHECKSUM TABLE` of every table).
 //!
 //! Peak memory is that of the client processes, not of the server.
@@ -72,8 +74,15 @@ async fn mydumper_backup(server: &Mariadb, s3: &SeaweedFs) -> anyhow::Result<Out
     })
 }
 
-/// Download what mydumper stored and load it with myloader.
-async fn myloader_restore(server: &Mariadb, s3: &SeaweedFs, database: &str) -> anyhow::Result<(f64, u64)> {
+/// Download what mydumper stored and load it with myloader; without `binlog`, as myloader
+/// does by default, with the binary log off for its sessions (`SET SQL_LOG_BIN=0`), which
+/// `stowage restore` and the `mariadb` client leave on.
+async fn myloader_restore(
+    server: &Mariadb,
+    s3: &SeaweedFs,
+    database: &str,
+    binlog: bool,
+) -> anyhow::Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
     let client = s3.client();
@@ -87,7 +96,9 @@ async fn myloader_restore(server: &Mariadb, s3: &SeaweedFs, database: &str) -> a
     let mut myloader = Command::new("myloader");
     myloader
         .args(login_args(server))
-        .args(["--source-db", "bench", "--database", database, "--threads", "2", "--directory"])
+        .args(["--source-db", "bench", "--database", database, "--threads", "2"])
+        .args(binlog.then_some("--enable-binlog"))
+        .arg("--directory")
         .arg(dir.path());
     let peak = bench::run_watched(myloader, "myloader").await?;
     Ok((started.elapsed().as_secs_f64(), peak))
@@ -170,9 +181,11 @@ async fn main() -> anyhow::Result<()> {
         bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), "stowage-2", &env).await?;
     println!("==> download | zstd -d | mariadb");
     let native_restore = native_restore(&server, &s3, "by_client").await?;
-    println!("==> download + myloader");
-    let myloader_restore = myloader_restore(&server, &s3, "by_myloader").await?;
-    for database in ["by_stowage", "by_client", "by_myloader"] {
+    println!("==> download + myloader --enable-binlog");
+    let myloader_binlog = myloader_restore(&server, &s3, "by_myloader_binlog", true).await?;
+    println!("==> download + myloader (binary log off)");
+    let myloader_restore = myloader_restore(&server, &s3, "by_myloader", false).await?;
+    for database in ["by_stowage", "by_client", "by_myloader_binlog", "by_myloader"] {
         anyhow::ensure!(
             checksums(&server, database)? == expected,
             "{database} differs from the source (CHECKSUM TABLE)"
@@ -185,7 +198,8 @@ async fn main() -> anyhow::Result<()> {
         &[
             ("stowage restore", stowage_restore),
             ("download | zstd -d | mariadb", native_restore),
-            ("download + myloader -t 2", myloader_restore),
+            ("download + myloader -t 2 --enable-binlog", myloader_binlog),
+            ("download + myloader -t 2 (binary log off)", myloader_restore),
         ],
         "the same database; CHECKSUM TABLE of every table checked equal",
     );
