@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
+use std::net::TcpStream;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
 use stowage_plugin_sdk::{PluginError, Summary, report, sessions, target_not_empty};
@@ -370,29 +371,41 @@ fn load_data(
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
     let mut pending: Vec<&String> = data.iter().collect();
     loop {
-        let mut busy = false;
-        // Round robin: while this connection's server thread runs its statement, the
-        // others' next statements are read and sent.
-        for (index, connection) in connections.iter_mut().enumerate() {
-            if slots[index].is_none() {
+        // Every idle connection takes the next artifact it may load and sends its first
+        // statement.
+        for index in 0..connections.len() {
+            while slots[index].is_none() {
                 // Never two ranges of one table at once: MariaDB's bulk insert into an
                 // empty table locks all of it until the transaction ends.
                 let loading: Vec<&str> = slots.iter().flatten().map(|load| stored.data_table(&load.name)).collect();
-                let next = pending.iter().position(|name| !loading.contains(&stored.data_table(name)));
-                if let Some(next) = next {
-                    slots[index] = Some(Load::open(pending.remove(next), limit)?);
+                let Some(next) = pending.iter().position(|name| !loading.contains(&stored.data_table(name))) else {
+                    break;
+                };
+                let mut load = Load::open(pending.remove(next), limit)?;
+                if load.step(&mut *connections[index])? {
+                    // An artifact without statements.
+                    commit(&mut *connections[index], &load.name)?;
+                    progress.artifact_done(&load.name, load.rows);
+                } else {
+                    slots[index] = Some(load);
                 }
             }
-            let Some(load) = &mut slots[index] else { continue };
-            busy = true;
-            if load.step(connection)? {
-                commit(connection, &load.name)?;
-                progress.artifact_done(&load.name, load.rows);
-                slots[index] = None;
-            }
         }
-        if !busy {
+        let busy: Vec<usize> = (0..slots.len()).filter(|&index| slots[index].is_some()).collect();
+        if busy.is_empty() {
             break;
+        }
+        // Whichever statement ends first gets its connection's next one, read while the
+        // other server threads work.
+        let sockets: Vec<&TcpStream> = busy.iter().map(|&index| connections[index].socket()).collect();
+        let ready = sessions::first_readable(&sockets)
+            .map_err(|e| PluginError::Connection(format!("waiting for the server to load the data: {e}")))?;
+        let index = busy[ready];
+        let Some(load) = &mut slots[index] else { continue };
+        if load.step(&mut *connections[index])? {
+            commit(&mut *connections[index], &load.name)?;
+            progress.artifact_done(&load.name, load.rows);
+            slots[index] = None;
         }
     }
     keys::build(&mut connections, deferred)?;
