@@ -21,7 +21,7 @@ fn production_fixture() -> PathBuf {
 
 /// The cluster-wide roles that production.sql uses.
 const PRODUCTION_ROLES: &str =
-    "CREATE ROLE app_owner NOLOGIN; CREATE ROLE app_user LOGIN; CREATE ROLE reporting NOLOGIN";
+    "CREATE ROLE app_owner NOLOGIN; CREATE ROLE app_user LOGIN; CREATE ROLE reporting NOLOGIN; CREATE ROLE etl NOLOGIN";
 
 fn extended_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/postgres/extended.sql")
@@ -183,19 +183,19 @@ fn a_production_shaped_database_restores_with_its_owners_privileges_policies_and
     );
     let databases = "SELECT count(*) FROM pg_database WHERE datname LIKE 'copy%'";
     assert_eq!(bare.psql("postgres", databases).expect("databases").trim(), "0");
-    // Without owners and privileges, the policies still name their roles: checked first.
+    // Without owners and privileges, policies and user mappings still name their roles: checked first.
     let mut without = restore.to_vec();
     without.extend(["--option", "no-owner=true", "--option", "no-privileges=true"]);
     let refused = stowage(&without, &env).failed().expect("restore without the policies' roles");
     assert!(
         refused.stderr.contains(
-            "roles the backup uses in row security policies and user mappings do not exist here: app_user, reporting"
+            "roles the backup uses in row security policies and user mappings do not exist here: app_user, etl, reporting"
         ),
         "{}",
         refused.stderr
     );
     // With them it restores.
-    bare.psql("postgres", "CREATE ROLE app_user; CREATE ROLE reporting").expect("policy roles");
+    bare.psql("postgres", "CREATE ROLE app_user; CREATE ROLE reporting; CREATE ROLE etl").expect("policy roles");
     stowage(&without, &env).ok().expect("restore with no-owner and no-privileges");
     assert_eq!(bare.contents("copy").expect("copy contents"), contents);
     let owners = "SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname IN ('app', 'legacy')";
