@@ -8,9 +8,13 @@ use anyhow::Context;
 
 use crate::Result;
 
-/// The `stowage` binary of the same build as the running program.
+/// The `stowage` binary: `STOWAGE_RUNNER_BINARY` if set (the benchmarks run the release
+/// build, as deployed), else the one of the same build as the running program.
 pub fn binary() -> Result<PathBuf> {
-    workspace_binary("stowage")
+    match std::env::var_os("STOWAGE_RUNNER_BINARY") {
+        Some(binary) => Ok(binary.into()),
+        None => workspace_binary("stowage"),
+    }
 }
 
 /// A binary of this workspace from the same build as the running program (built by

@@ -11,7 +11,8 @@
 //! `zstd -d` | `mariadb`, and download + `myloader` (2 threads), with the binary log as
 //! the others keep it (`--enable-binlog`) and as myloader leaves it by default (off for
 //! its sessions; a restore then reaches no replica). Every restored database
-//! is checked equal to the source (`CHECKSUM TABLE` of every table).
+//! is checked equal to the source (`CHECKSUM TABLE` of every table). Before each timed
+//! run the server settles: the pages the run before dirtied written, its history purged.
 //!
 //! Peak memory is that of the client processes, not of the server.
 
@@ -35,6 +36,32 @@ fn checksums(server: &Mariadb, database: &str) -> anyhow::Result<String> {
     let sums = server.sql(database, &format!("CHECKSUM TABLE {}", tables.join(", ")))?;
     // The database name leads each line.
     Ok(sums.lines().map(|line| line.split_once('.').map_or(line, |(_, rest)| rest)).collect::<Vec<_>>().join("\n"))
+}
+
+/// One `information_schema.GLOBAL_STATUS` or `INNODB_METRICS` number of the server.
+fn server_number(server: &Mariadb, query: &str) -> anyhow::Result<u64> {
+    let value = server.sql("", query)?;
+    value.trim().parse().with_context(|| format!("{query}: {value:?}"))
+}
+
+/// Wait (at most a minute for each) until InnoDB has written the pages the run before
+/// dirtied and purged the history it left, so that no timed run pays for the one before
+/// it (a restore leaves 1 GiB of pages to write behind).
+fn settle(server: &Mariadb) -> anyhow::Result<()> {
+    let dirty = "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                 WHERE VARIABLE_NAME = 'INNODB_BUFFER_POOL_PAGES_DIRTY'";
+    let history = "SELECT COUNT FROM information_schema.INNODB_METRICS WHERE NAME = 'trx_rseg_history_len'";
+    server.sql("", "SET GLOBAL innodb_max_dirty_pages_pct = 0")?;
+    let started = Instant::now();
+    while server_number(server, dirty)? > 0 && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    server.sql("", "SET GLOBAL innodb_max_dirty_pages_pct = DEFAULT")?;
+    let started = Instant::now();
+    while server_number(server, history)? > 1000 && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    Ok(())
 }
 
 /// How the clients log in: the long options that mariadb, mariadb-dump, mydumper and
@@ -164,25 +191,32 @@ async fn main() -> anyhow::Result<()> {
     // One connection, then two on one consistent point (option jobs).
     let runs = [("stowage (mysql plugin, jobs=1)", 1), ("stowage (mysql plugin, jobs=2)", 2)];
     for (tool, jobs) in runs {
+        settle(&server)?;
         println!("==> stowage backup, jobs={jobs}");
         let url = format!("{url}?jobs={jobs}");
         backups.push(bench::stowage_backup(&s3, tool, "mysql", &url, &format!("stowage-{jobs}"), &env).await?);
     }
+    settle(&server)?;
     println!("==> mariadb-dump --single-transaction | zstd -3 + upload");
     let mut dump = Command::new("mariadb-dump");
     dump.args(login_args(&server)).args(["--single-transaction", "--quick", "bench"]);
     let native = "mariadb-dump | zstd -3 + upload";
     backups.push(bench::native_backup(&s3, native, "native/dump.sql.zst", dump, true).await?);
+    settle(&server)?;
     println!("==> mydumper + upload");
     backups.push(mydumper_backup(&server, &s3).await?);
 
+    settle(&server)?;
     println!("==> stowage restore into an empty database");
     let stowage_restore =
         bench::stowage_restore("mysql", &server.url(USER, PASSWORD, "by_stowage"), "stowage-2", &env).await?;
+    settle(&server)?;
     println!("==> download | zstd -d | mariadb");
     let native_restore = native_restore(&server, &s3, "by_client").await?;
+    settle(&server)?;
     println!("==> download + myloader --enable-binlog");
     let myloader_binlog = myloader_restore(&server, &s3, "by_myloader_binlog", true).await?;
+    settle(&server)?;
     println!("==> download + myloader (binary log off)");
     let myloader_restore = myloader_restore(&server, &s3, "by_myloader", false).await?;
     for database in ["by_stowage", "by_client", "by_myloader_binlog", "by_myloader"] {

@@ -25,6 +25,14 @@ use stowage_tests::postgres::{PASSWORD, Postgres, SCRAM_USER};
 use stowage_tests::seaweedfs::SeaweedFs;
 
 /// Fill `bench` until it holds `bytes` on disk.
+/// Write out the pages the run before dirtied now, not during the next tool measured
+/// (the first tool after the fill came out 3 s slower than the same tool later).
+fn settle(postgres: &Postgres) -> anyhow::Result<()> {
+    postgres.psql("postgres", "CHECKPOINT")?;
+    anyhow::ensure!(std::process::Command::new("sync").status()?.success(), "sync failed");
+    Ok(())
+}
+
 fn create_table(postgres: &Postgres, bytes: u64) -> anyhow::Result<u64> {
     postgres.psql(
         "bench",
@@ -38,10 +46,6 @@ fn create_table(postgres: &Postgres, bytes: u64) -> anyhow::Result<u64> {
             // restore builds them after the rows.
             postgres.psql("bench", "CREATE INDEX bench_at ON bench (at); CREATE INDEX bench_name ON bench (name)")?;
             postgres.psql("bench", "VACUUM ANALYZE bench")?;
-            // The fill's dirty pages written out now, not during the first tool measured
-            // (which came out 3 s slower than the same tool later).
-            postgres.psql("bench", "CHECKPOINT")?;
-            anyhow::ensure!(std::process::Command::new("sync").status()?.success(), "sync failed");
             return Ok(size);
         }
         let end = start + 1_000_000;
@@ -130,22 +134,28 @@ async fn main() -> anyhow::Result<()> {
         ("stowage (postgres plugin, jobs=2)", "stowage restore, jobs=2", 2),
     ];
     for (tool, _, jobs) in runs {
+        settle(&postgres)?;
         println!("==> stowage backup, jobs={jobs}");
         let url = format!("{}?jobs={jobs}", postgres.url(SCRAM_USER, "bench"));
         outcomes.push(bench::stowage_backup(&s3, tool, "postgres", &url, &format!("stowage-{jobs}"), &env).await?);
     }
+    settle(&postgres)?;
     println!("==> pg_dump | zstd -3 + upload");
     outcomes.push(run_native(&s3, &postgres, "pg_dump | zstd -3 + upload", "native/plain.sql.zst", false).await?);
+    settle(&postgres)?;
     println!("==> pg_dump -Fc + upload");
     outcomes.push(run_native(&s3, &postgres, "pg_dump -Fc + upload", "native/custom.dump", true).await?);
     let mut restores = Vec::new();
     for (_, tool, jobs) in runs {
+        settle(&postgres)?;
         println!("==> stowage restore, jobs={jobs}");
         let url = format!("{}?jobs={jobs}", postgres.url(SCRAM_USER, &format!("restored_stowage_{jobs}")));
         restores.push((tool, bench::stowage_restore("postgres", &url, &format!("stowage-{jobs}"), &env).await?));
     }
+    settle(&postgres)?;
     println!("==> download | zstd -d | psql");
     let native_restore = restore_native(&s3, &postgres).await?;
+    settle(&postgres)?;
     println!("==> download + pg_restore -j 2");
     let custom_restore = restore_custom(&s3, &postgres).await?;
     for database in ["restored_stowage_1", "restored_stowage_2", "restored_native", "restored_custom"] {
