@@ -115,7 +115,13 @@ pub fn build(connections: &mut [&mut Connection], mut deferred: Vec<Deferred>) -
 }
 
 fn building(table: &str, error: crate::protocol::Error) -> PluginError {
-    failure(&format!("building the keys of table {table}"), error)
+    failure(
+        &format!(
+            "building the keys of table {table} after its data (they need room in the server's tmpdir; option \
+             keys-after-data=off loads tables with their keys)"
+        ),
+        error,
+    )
 }
 
 /// The plain keys of a table that may wait for its data, as (name, definition), from
@@ -135,11 +141,35 @@ fn plain_keys(definition: &str) -> Vec<(String, String)> {
                 return Vec::new();
             }
             keys.push((name, line.trim().trim_end_matches(',').to_owned()));
-        } else if line.starts_with("  `") && line.contains(" AUTO_INCREMENT") {
-            auto_increment = leading_ident(line.trim_start()).map(|(column, _)| column);
+        } else if let Some((column, rest)) = line.strip_prefix("  ").and_then(leading_ident)
+            && unquoted(rest).contains(" AUTO_INCREMENT")
+        {
+            auto_increment = Some(column);
         }
     }
     keys
+}
+
+/// `text` without its string literals (`'...'`, with `''` and `\'` inside): a column's
+/// comment or default may say anything.
+fn unquoted(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\'' {
+            out.push(c);
+            continue;
+        }
+        // Inside a literal until its closing quote; a doubled quote reads as two literals.
+        while let Some(inner) = chars.next() {
+            match inner {
+                '\\' => drop(chars.next()),
+                '\'' => break,
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// The quoted identifier `text` starts with, unquoted, and the rest.
@@ -187,6 +217,15 @@ mod tests {
                      PRIMARY KEY (`id`),\n  KEY `n` (`n`)\n) ENGINE=InnoDB";
         assert!(plain_keys(shown).is_empty());
         assert_eq!(plain_keys(SHOWN).len(), 2, "an AUTO_INCREMENT primary key is no reason");
+    }
+
+    #[test]
+    fn auto_increment_in_a_comment_or_default_is_no_auto_increment_column() {
+        let shown = "CREATE TABLE `t` (\n  `id` int(11) NOT NULL AUTO_INCREMENT,\n  \
+                     `note` varchar(9) DEFAULT 'it''s \\' AUTO_INCREMENT' COMMENT ' AUTO_INCREMENT',\n  \
+                     PRIMARY KEY (`id`),\n  KEY `n` (`note`)\n) ENGINE=InnoDB";
+        assert_eq!(plain_keys(shown).len(), 1);
+        assert_eq!(unquoted("a 'b '' c' d 'e\\'f' g"), "a  d  g");
     }
 
     #[test]

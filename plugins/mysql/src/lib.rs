@@ -170,7 +170,12 @@ impl Config {
             chunk_bytes: options.size_or("chunk-size", 256 << 20, 1 << 20)?,
             keys_after_data: match options.get("keys-after-data") {
                 Some("off") => None,
-                _ => Some(options.size_or("keys-after-data", 16 << 20, 0)?),
+                value => Some(options.size_or("keys-after-data", 16 << 20, 0).map_err(|_| {
+                    PluginError::InvalidSettings(format!(
+                        "option keys-after-data: {:?} is neither a size (a number with kB, MB, GB or TB) nor off",
+                        value.unwrap_or_default()
+                    ))
+                })?),
             },
             users,
             create_users: options.parse_or("create-users", false)?,
@@ -266,8 +271,9 @@ impl Plugin for MysqlPlugin {
                 ),
                 optional(
                     "keys-after-data",
-                    "Restore: a table with more stored data than this (kB, MB, GB, TB; 0 for every table) gets its \
-                     plain secondary keys built after its rows are loaded, in one sorted pass each; off: never",
+                    "Restore: a table with more data in the backup than this (kB, MB, GB, TB; 0 for every table) \
+                     gets its plain secondary keys built after its rows are loaded, in one sorted pass each; off: \
+                     never",
                     Some("16MB"),
                 ),
                 optional(

@@ -484,7 +484,11 @@ fn check_foreign_keys(connection: &mut Connection) -> Result<(), PluginError> {
 /// INSERT would wait for the disk each time).
 fn prepare(connection: &mut Connection, database: &str) -> Result<(), PluginError> {
     connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
-    connection.execute("SET autocommit = 0").map_err(|e| failure("setting up the session", e))?;
+    // A session may wait for hours while another loads one big table before it builds
+    // keys; and one that loaded nothing builds them under the artifacts' sql_mode too.
+    connection
+        .execute("SET autocommit = 0, wait_timeout = 31536000, sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
+        .map_err(|e| failure("setting up the session", e))?;
     Ok(())
 }
 
