@@ -15,10 +15,10 @@
 //! - tables whose `AUTO_INCREMENT` column, if any, leads no plain key (that column must
 //!   always lead some key).
 
-use stowage_plugin_sdk::{PluginError, report, sessions};
+use stowage_plugin_sdk::{PluginError, report};
 
 use crate::failure;
-use crate::protocol::{Connection, text};
+use crate::protocol::{Connection, first_answering, text};
 use crate::script::ident;
 
 /// The plain secondary keys of one table, dropped before its rows were loaded.
@@ -100,14 +100,11 @@ pub fn build(connections: &mut [&mut Connection], mut deferred: Vec<Deferred>) -
             connection.send(statement.as_bytes()).map_err(|e| building(&table, e))?;
             *slot = Some(table);
         }
-        let busy: Vec<usize> = running.iter().enumerate().filter(|(_, slot)| slot.is_some()).map(|(i, _)| i).collect();
-        if busy.is_empty() {
+        let Some(index) = first_answering(connections, &running)
+            .map_err(|e| PluginError::Connection(format!("waiting for the key builds: {e}")))?
+        else {
             return Ok(());
-        }
-        let sockets: Vec<_> = busy.iter().map(|&index| connections[index].socket()).collect();
-        let ready = sessions::first_readable(&sockets)
-            .map_err(|e| PluginError::Connection(format!("waiting for the key builds: {e}")))?;
-        let index = busy[ready];
+        };
         let table = running[index].take().unwrap_or_default();
         // DDL commits as it ends.
         connections[index].finish().map_err(|e| building(&table, e))?;

@@ -151,6 +151,17 @@ pub fn text<const N: usize>(row: Vec<Option<String>>) -> [String; N] {
     std::array::from_fn(|_| values.next().unwrap_or_default())
 }
 
+/// Which of `connections` answers first, of those whose slot in `running` is taken (each
+/// running a statement [`Connection::send`] sent): its index; `None` when none runs.
+pub fn first_answering<T>(connections: &[&mut Connection], running: &[Option<T>]) -> io::Result<Option<usize>> {
+    let busy: Vec<usize> = (0..running.len()).filter(|&index| running[index].is_some()).collect();
+    if busy.is_empty() {
+        return Ok(None);
+    }
+    let sockets: Vec<&TcpStream> = busy.iter().map(|&index| connections[index].transport.get_ref().socket()).collect();
+    stowage_plugin_sdk::sessions::first_readable(&sockets).map(|ready| Some(busy[ready]))
+}
+
 /// A session with a logged-in server.
 #[derive(Debug)]
 pub struct Connection {
@@ -515,12 +526,6 @@ impl Connection {
         self.write_packet(&command)?;
         self.transport.get_mut().flush()?;
         Ok(())
-    }
-
-    /// The socket underneath, to wait on (`sessions::first_readable`) while a statement
-    /// [`Connection::send`] sent runs.
-    pub fn socket(&self) -> &TcpStream {
-        self.transport.get_ref().socket()
     }
 
     /// The outcome of the statement [`Connection::send`] sent: the affected row count.

@@ -6,13 +6,12 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::net::TcpStream;
 
 use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
 use stowage_plugin_sdk::{PluginError, Summary, report, sessions, target_not_empty};
 
 use crate::layout::{self, Stored};
-use crate::protocol::{Connection, Error, text};
+use crate::protocol::{Connection, Error, first_answering, text};
 use crate::script::{Statements, ident, literal, without_definer};
 use crate::{Config, Databases, Definers, Mapping, SYSTEM_DATABASES, failure, keys, users};
 
@@ -391,16 +390,13 @@ fn load_data(
                 }
             }
         }
-        let busy: Vec<usize> = (0..slots.len()).filter(|&index| slots[index].is_some()).collect();
-        if busy.is_empty() {
-            break;
-        }
         // Whichever statement ends first gets its connection's next one, read while the
         // other server threads work.
-        let sockets: Vec<&TcpStream> = busy.iter().map(|&index| connections[index].socket()).collect();
-        let ready = sessions::first_readable(&sockets)
-            .map_err(|e| PluginError::Connection(format!("waiting for the server to load the data: {e}")))?;
-        let index = busy[ready];
+        let Some(index) = first_answering(&connections, &slots)
+            .map_err(|e| PluginError::Connection(format!("waiting for the server to load the data: {e}")))?
+        else {
+            break;
+        };
         let Some(load) = &mut slots[index] else { continue };
         if load.step(&mut *connections[index])? {
             commit(&mut *connections[index], &load.name)?;
