@@ -79,13 +79,14 @@ pub async fn write_status(
     let status = backup.status.clone().unwrap_or_default();
     let mut conditions =
         Conditions::new(status.conditions.clone(), generation, Time(k8s_openapi::jiff::Timestamp::now()));
-    let invalid_message = workloads.invalid.as_ref().map(ToString::to_string);
-    match (&invalid_message, &workloads.refused) {
-        (Some(message), _) => conditions.set(CONDITION_READY, "False", "InvalidSpec", message),
-        (None, Some(refused)) => conditions.set(CONDITION_READY, "False", WORKLOAD_REFUSED, refused),
-        (None, None) => {
-            conditions.set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place")
-        }
+    // Why the resource is not ready, if it is not: an invalid spec before a refusal.
+    let not_ready = match (&workloads.invalid, workloads.refused) {
+        (Some(invalid), _) => Some(("InvalidSpec", invalid.to_string())),
+        (None, refused) => refused.map(|message| (WORKLOAD_REFUSED, message)),
+    };
+    match &not_ready {
+        Some((reason, message)) => conditions.set(CONDITION_READY, "False", reason, message),
+        None => conditions.set(CONDITION_READY, "True", "Reconciled", "Runner identity, Jobs and CronJob are in place"),
     }
     if let Some(run) = &observation.last_run {
         conditions.set(CONDITION_SUCCEEDED, if run.succeeded { "True" } else { "False" }, &run.reason, &run.message);
@@ -144,14 +145,11 @@ pub async fn write_status(
         }
     }
     // One Event per new reason not to be ready, not one per retry.
-    let (reason, message) = match (invalid_message, workloads.refused) {
-        (Some(message), _) => ("InvalidSpec", Some(message)),
-        (None, refused) => (WORKLOAD_REFUSED, refused),
-    };
-    let was = status.condition(CONDITION_READY).filter(|c| c.reason == reason).map(|c| &c.message);
-    if let Some(message) = message.filter(|message| was.map(|m| bounded_message(message) != m.as_str()).unwrap_or(true))
-    {
-        publish(context, backup, EventType::Warning, reason, message).await;
+    if let Some((reason, message)) = not_ready {
+        let was = status.condition(CONDITION_READY).filter(|c| c.reason == reason).map(|c| &c.message);
+        if was.is_none_or(|was| bounded_message(&message) != was.as_str()) {
+            publish(context, backup, EventType::Warning, reason, message).await;
+        }
     }
     if let Some(run) = &observation.last_run {
         announce(context, backup, status.last_run.as_ref(), run).await;
