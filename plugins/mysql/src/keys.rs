@@ -15,10 +15,11 @@
 //! - tables whose `AUTO_INCREMENT` column, if any, leads no plain key (that column must
 //!   always lead some key).
 
+use stowage_plugin_sdk::sessions::first_answering;
 use stowage_plugin_sdk::{PluginError, report};
 
 use crate::failure;
-use crate::protocol::{Connection, first_answering, text};
+use crate::protocol::{Connection, text};
 use crate::script::ident;
 
 /// The plain secondary keys of one table, dropped before its rows were loaded.

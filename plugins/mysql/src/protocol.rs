@@ -6,12 +6,13 @@
 //! MariaDB and MySQL speak the same protocol here; where they differ, the code says so.
 
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
+use stowage_plugin_sdk::sessions::Session;
 use stowage_plugin_tls::{HandshakeError, TlsSettings, Transport};
 
 const CLIENT_LONG_PASSWORD: u32 = 1;
@@ -149,17 +150,6 @@ impl Column {
 pub fn text<const N: usize>(row: Vec<Option<String>>) -> [String; N] {
     let mut values = row.into_iter().map(Option::unwrap_or_default);
     std::array::from_fn(|_| values.next().unwrap_or_default())
-}
-
-/// Which of `connections` answers first, of those whose slot in `running` is taken (each
-/// running a statement [`Connection::send`] sent): its index; `None` when none runs.
-pub fn first_answering<T>(connections: &[&mut Connection], running: &[Option<T>]) -> io::Result<Option<usize>> {
-    let busy: Vec<usize> = (0..running.len()).filter(|&index| running[index].is_some()).collect();
-    if busy.is_empty() {
-        return Ok(None);
-    }
-    let sockets: Vec<&TcpStream> = busy.iter().map(|&index| connections[index].transport.get_ref().socket()).collect();
-    stowage_plugin_sdk::sessions::first_readable(&sockets).map(|ready| Some(busy[ready]))
 }
 
 /// A session with a logged-in server.
@@ -340,6 +330,22 @@ fn ed25519_password(password: &str, nonce: &[u8]) -> Vec<u8> {
     let key = ExpandedSecretKey::from_bytes(&expanded);
     let public = VerifyingKey::from(&key);
     raw_sign::<Sha512>(&key, nonce, &public).to_bytes().to_vec()
+}
+
+/// Waited on among the other sessions of a parallel load (see
+/// [`stowage_plugin_sdk::sessions::first_answering`]).
+impl Session for Connection {
+    fn socket(&self) -> &TcpStream {
+        self.transport.get_ref().socket()
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.transport.buffer().is_empty()
+    }
+
+    fn read_more(&mut self) -> io::Result<usize> {
+        self.transport.fill_buf().map(<[u8]>::len)
+    }
 }
 
 impl Connection {

@@ -11,7 +11,7 @@ use stowage_plugin_sdk::artifacts::{self, ArtifactReader};
 use stowage_plugin_sdk::{PluginError, Summary, report, sessions, target_not_empty};
 
 use crate::layout::{self, Stored};
-use crate::protocol::{Connection, Error, first_answering, text};
+use crate::protocol::{Connection, Error, text};
 use crate::script::{Statements, ident, literal, without_definer};
 use crate::{Config, Databases, Definers, Mapping, SYSTEM_DATABASES, failure, keys, users};
 
@@ -392,7 +392,7 @@ fn load_data(
         }
         // Whichever statement ends first gets its connection's next one, read while the
         // other server threads work.
-        let Some(index) = first_answering(&connections, &slots)
+        let Some(index) = sessions::first_answering(&mut connections, &slots)
             .map_err(|e| PluginError::Connection(format!("waiting for the server to load the data: {e}")))?
         else {
             break;

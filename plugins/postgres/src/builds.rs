@@ -177,13 +177,11 @@ fn build_in_parallel(sessions: &mut [&mut Connection], mut schedule: Schedule) -
                 .map_err(|e| statement_failure(&next.build.what, &next.build.sql, e))?;
             *slot = Some(next);
         }
-        let busy: Vec<usize> = (0..sessions.len()).filter(|index| running[*index].is_some()).collect();
-        if busy.is_empty() {
+        let Some(index) =
+            sessions::first_answering(sessions, &running).map_err(|e| failure("waiting for the builds", e.into()))?
+        else {
             return Ok(());
-        }
-        let sockets: Vec<_> = busy.iter().map(|index| sessions[*index].socket()).collect();
-        let ready = sessions::first_readable(&sockets).map_err(|e| failure("waiting for the builds", e.into()))?;
-        let index = busy[ready];
+        };
         let Some(Running { table, build }) = running[index].take() else { continue };
         sessions[index].statement_done().map_err(|e| statement_failure(&build.what, &build.sql, e))?;
         schedule.tables[table].finished();

@@ -12,6 +12,7 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::{ErrorFields, Message};
 use postgres_protocol::message::frontend;
+use stowage_plugin_sdk::sessions::Session;
 use stowage_plugin_tls::{HandshakeError, Transport};
 
 use crate::tls::{TlsMode, TlsSettings};
@@ -164,6 +165,26 @@ pub struct Connection {
     pub server_version: String,
 }
 
+/// Waited on among the other sessions of a parallel restore's builds (see
+/// [`stowage_plugin_sdk::sessions::first_answering`]).
+impl Session for Connection {
+    fn socket(&self) -> &TcpStream {
+        self.stream.socket()
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    fn read_more(&mut self) -> io::Result<usize> {
+        let start = self.input.len();
+        self.input.resize(start + READ_SIZE, 0);
+        let read = self.stream.read(&mut self.input[start..]);
+        self.input.truncate(start + read.as_ref().map_or(0, |n| *n));
+        read
+    }
+}
+
 impl Connection {
     /// Connect to the first address that answers and log in.
     pub fn connect(options: &ConnectOptions) -> Result<Self, Error> {
@@ -308,11 +329,7 @@ impl Connection {
 
     /// One read from the socket into the input; waits until the server sends something.
     fn fill(&mut self) -> Result<(), Error> {
-        let start = self.input.len();
-        self.input.resize(start + READ_SIZE, 0);
-        let read = self.stream.read(&mut self.input[start..]);
-        self.input.truncate(start + read.as_ref().map_or(0, |n| *n));
-        if read? == 0 {
+        if self.read_more()? == 0 {
             return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
         }
         Ok(())
@@ -348,13 +365,6 @@ impl Connection {
     /// Wait for the end of the statement [`Connection::start_statement`] sent.
     pub fn statement_done(&mut self) -> Result<(), Error> {
         self.results().map(drop)
-    }
-
-    /// The socket, to wait on several sessions at once. Between statements the session
-    /// has nothing buffered: the server sends nothing after ReadyForQuery unasked.
-    pub fn socket(&self) -> &TcpStream {
-        debug_assert!(self.input.is_empty(), "a session waited on holds an unread answer");
-        self.stream.socket()
     }
 
     /// The rows of all results of the statements sent, until the server is ready again.
