@@ -69,6 +69,31 @@ pub async fn stored_bytes(s3: &SeaweedFs, prefix: &str) -> anyhow::Result<u64> {
     Ok(listed.contents().iter().filter_map(|object| object.size()).map(|size| size as u64).sum())
 }
 
+/// Upload every file of `dir` under `prefix` (what `aws s3 cp --recursive` does), for
+/// the tools that write a directory.
+pub async fn upload_dir(s3: &SeaweedFs, dir: &Path, prefix: &str) -> anyhow::Result<()> {
+    let client = s3.client();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let key = format!("{prefix}{}", path.file_name().context("a file without a name")?.to_string_lossy());
+        let body = ByteStream::from(std::fs::read(&path)?);
+        client.put_object().bucket(BUCKET).key(key).body(body).send().await?;
+    }
+    Ok(())
+}
+
+/// Download every object under `prefix` into `dir`, each named after the rest of its key.
+pub async fn download_dir(s3: &SeaweedFs, prefix: &str, dir: &Path) -> anyhow::Result<()> {
+    let client = s3.client();
+    let listed = client.list_objects_v2().bucket(BUCKET).prefix(prefix).send().await?;
+    for object in listed.contents() {
+        let key = object.key().context("an object without a key")?;
+        let body = client.get_object().bucket(BUCKET).key(key).send().await?.body.collect().await?;
+        std::fs::write(dir.join(key.trim_start_matches(prefix)), body.into_bytes())?;
+    }
+    Ok(())
+}
+
 /// Environment for `stowage` with a warm cache of `plugin` compiled (the native tools
 /// compile nothing), plus `extra`.
 pub fn stowage_env(

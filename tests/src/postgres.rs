@@ -159,6 +159,19 @@ impl Postgres {
         format!("postgres://{user}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// A client program of this cluster, as the superuser over TCP, told where by the
+    /// environment alone (pgbench reads `-d` as `--debug`).
+    pub fn program(&self, program: &str, database: &str) -> Command {
+        let mut command = Command::new(format!("{BIN}/{program}"));
+        command
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", SCRAM_USER)
+            .env("PGDATABASE", database);
+        command
+    }
+
     /// A client command of this cluster, as the superuser over TCP.
     pub fn client(&self, program: &str, database: &str) -> Command {
         let mut command = Command::new(format!("{BIN}/{program}"));

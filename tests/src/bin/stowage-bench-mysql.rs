@@ -22,7 +22,6 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
-use aws_sdk_s3::primitives::ByteStream;
 use stowage_tests::bench::{self, BUCKET, MIB, Outcome, Watch};
 use stowage_tests::mariadb::{Mariadb, PASSWORD, USER};
 use stowage_tests::seaweedfs::SeaweedFs;
@@ -91,13 +90,7 @@ async fn mydumper_backup(server: &Mariadb, s3: &SeaweedFs) -> anyhow::Result<Out
         .args(["--database", "bench", "--threads", "2", "--compress", "--outputdir"])
         .arg(dir.path());
     let peak = bench::run_watched(mydumper, "mydumper (apt install mydumper)").await?;
-    let client = s3.client();
-    for entry in std::fs::read_dir(dir.path())? {
-        let path = entry?.path();
-        let key = format!("mydumper/{}", path.file_name().context("name")?.to_string_lossy());
-        let body = ByteStream::from(std::fs::read(&path)?);
-        client.put_object().bucket(BUCKET).key(key).body(body).send().await?;
-    }
+    bench::upload_dir(s3, dir.path(), "mydumper/").await?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(Outcome {
         tool: "mydumper -t 2 -c + upload",
@@ -118,14 +111,7 @@ async fn myloader_restore(
 ) -> anyhow::Result<(f64, u64)> {
     let dir = tempfile::tempdir()?;
     let started = Instant::now();
-    let client = s3.client();
-    let listed = client.list_objects_v2().bucket(BUCKET).prefix("mydumper/").send().await?;
-    for object in listed.contents() {
-        let key = object.key().context("key")?;
-        let name = key.trim_start_matches("mydumper/");
-        let body = client.get_object().bucket(BUCKET).key(key).send().await?.body.collect().await?;
-        std::fs::write(dir.path().join(name), body.into_bytes())?;
-    }
+    bench::download_dir(s3, "mydumper/", dir.path()).await?;
     let mut myloader = Command::new("myloader");
     myloader
         .args(login_args(server))

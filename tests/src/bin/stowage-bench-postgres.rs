@@ -1,20 +1,22 @@
-//! `./dev bench`: back up one PostgreSQL table of at least STOWAGE_BENCH_GIB GiB (default 1)
-//! to the same S3 server four ways, one after the other in one run, and print time,
-//! throughput and peak memory side by side:
+//! `./dev bench`: back up a PostgreSQL database of about STOWAGE_BENCH_GIB GiB (default
+//! 1.4): pgbench's tables (`pgbench -i`, scale 50 per GiB) and a table of jsonb, text and
+//! bytea documents with a secondary index, to the same S3 server four ways, one after the
+//! other in one run, and print time, throughput and peak memory side by side:
 //!
 //! - `stowage backup` with the postgres plugin (zstd level 3, 8 MiB parts, 4 in flight),
 //!   on one session (`jobs=1`) and on two sharing one snapshot (`jobs=2`);
 //! - `pg_dump | zstd -3`, uploaded as 8 MiB multipart parts, 4 in flight (what
 //!   `aws s3 cp -` does);
-//! - `pg_dump -Fc` (its built-in compression), uploaded the same way.
+//! - `pg_dump -Fd -j 2` (two sessions, its built-in compression) into a directory, then
+//!   its files uploaded.
 //!
 //! Then it restores the stowage backups and the native dumps into empty databases
 //! (`stowage restore` against download | `zstd -d` | `psql` and download + `pg_restore
-//! -j 2`) and checks the row counts. The table has a primary key and two more indexes.
+//! -j 2`) and checks every table's row count.
 //!
-//! Peak memory is the sum of the client processes' VmHWM (the server's backend is the
-//! same for all three and not counted); the native pipelines' upload buffers (up to 4
-//! parts of 8 MiB in flight) are added to theirs.
+//! Peak memory is the sum of the client processes' VmHWM (the server's backends are not
+//! counted); the native pipelines' upload buffers (up to 4 parts of 8 MiB in flight) are
+//! added to theirs.
 
 use std::process::Stdio;
 use std::time::Instant;
@@ -24,7 +26,6 @@ use stowage_tests::bench::{self, MIB, Outcome, Watch};
 use stowage_tests::postgres::{PASSWORD, Postgres, SCRAM_USER};
 use stowage_tests::seaweedfs::SeaweedFs;
 
-/// Fill `bench` until it holds `bytes` on disk.
 /// Write out the pages the run before dirtied now, not during the next tool measured
 /// (the first tool after the fill came out 3 s slower than the same tool later).
 fn settle(postgres: &Postgres) -> anyhow::Result<()> {
@@ -33,32 +34,37 @@ fn settle(postgres: &Postgres) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create_table(postgres: &Postgres, bytes: u64) -> anyhow::Result<u64> {
+/// The tables of the database, each with its row count, one per line.
+const ROW_COUNTS: &str = "SELECT 'pgbench_accounts ' || count(*) FROM pgbench_accounts
+    UNION ALL SELECT 'pgbench_branches ' || count(*) FROM pgbench_branches
+    UNION ALL SELECT 'pgbench_tellers ' || count(*) FROM pgbench_tellers
+    UNION ALL SELECT 'pgbench_history ' || count(*) FROM pgbench_history
+    UNION ALL SELECT 'documents ' || count(*) FROM documents";
+
+/// Fill database `bench` with about `gib` GiB: pgbench's tables and their keys, and
+/// documents (about 1 KiB each) with a key and an index on a jsonb field; returns its
+/// size on disk.
+fn fill(postgres: &Postgres, gib: f64) -> anyhow::Result<u64> {
+    let scale = (gib * 50.0).round().max(1.0);
+    let mut pgbench = postgres.program("pgbench", "bench");
+    pgbench.args(["-i", "-q", "-s"]).arg(scale.to_string()).stdout(Stdio::null()).stderr(Stdio::null());
+    anyhow::ensure!(pgbench.status()?.success(), "pgbench -i failed");
+    let documents = (gib * 300_000.0).round() as u64;
     postgres.psql(
         "bench",
-        "CREATE TABLE bench (id bigint PRIMARY KEY, name text, payload text, amount numeric(12,2), at timestamptz)",
+        &format!(
+            "CREATE TABLE documents (id bigint PRIMARY KEY, body jsonb NOT NULL, note text, digest bytea);
+             INSERT INTO documents SELECT i,
+                    jsonb_build_object('customer', 'customer ' || (i % 5000), 'lines',
+                        jsonb_build_array(md5(i::text), md5((i + 1)::text), i * 1.5), 'paid', i % 3 = 0),
+                    repeat(md5((i * 7)::text), 12),
+                    decode(repeat(md5((i * 11)::text), 4), 'hex')
+             FROM generate_series(1, {documents}) AS i;
+             CREATE INDEX documents_customer ON documents ((body ->> 'customer'));
+             VACUUM ANALYZE documents"
+        ),
     )?;
-    let mut start = 0u64;
-    loop {
-        let size: u64 = postgres.psql("bench", "SELECT pg_relation_size('bench')")?.trim().parse()?;
-        if size >= bytes {
-            // Two secondary indexes besides the key, as tables in production have: a
-            // restore builds them after the rows.
-            postgres.psql("bench", "CREATE INDEX bench_at ON bench (at); CREATE INDEX bench_name ON bench (name)")?;
-            postgres.psql("bench", "VACUUM ANALYZE bench")?;
-            return Ok(size);
-        }
-        let end = start + 1_000_000;
-        postgres.psql(
-            "bench",
-            &format!(
-                "INSERT INTO bench SELECT i, 'customer ' || md5(i::text), repeat(md5((i * 7)::text), 4),
-                        (i % 100000) / 100.0, timestamptz '2026-01-01' + i * interval '1 second'
-                 FROM generate_series({start}, {end} - 1) AS i"
-            ),
-        )?;
-        start = end;
-    }
+    Ok(postgres.psql("bench", "SELECT pg_database_size('bench')")?.trim().parse()?)
 }
 
 /// Download the `pg_dump | zstd` object and replay it: `aws s3 cp - | zstd -d | psql`.
@@ -82,47 +88,48 @@ async fn restore_native(s3: &SeaweedFs, postgres: &Postgres) -> anyhow::Result<(
     Ok((started.elapsed().as_secs_f64(), watch.total()))
 }
 
-/// Download the `pg_dump -Fc` object to a file and replay it with `pg_restore -j 2` (two
-/// sessions, as `jobs=2`; pg_restore needs a file to work in parallel).
-async fn restore_custom(s3: &SeaweedFs, postgres: &Postgres) -> anyhow::Result<(f64, u64)> {
-    postgres.psql("postgres", "CREATE DATABASE restored_custom")?;
+/// `pg_dump -Fd -j 2` into a directory, then every file uploaded under `directory/`.
+async fn backup_directory(s3: &SeaweedFs, postgres: &Postgres) -> anyhow::Result<Outcome> {
     let dir = tempfile::tempdir()?;
-    let dump = dir.path().join("custom.dump");
+    let dump = dir.path().join("dump");
     let started = Instant::now();
-    let mut watch = Watch::new(&[]);
-    bench::download(s3, "native/custom.dump", std::fs::File::create(&dump)?, &mut watch).await?;
-    let mut pg_restore = postgres.client("pg_restore", "restored_custom");
-    pg_restore.args(["-j", "2"]).arg(&dump);
-    let peak = bench::run_watched(pg_restore, "pg_restore -j 2").await?;
-    Ok((started.elapsed().as_secs_f64(), peak.max(watch.total())))
+    let mut pg_dump = postgres.client("pg_dump", "bench");
+    pg_dump.args(["-Fd", "-j", "2", "-f"]).arg(&dump);
+    let peak = bench::run_watched(pg_dump, "pg_dump -Fd -j 2").await?;
+    bench::upload_dir(s3, &dump, "directory/").await?;
+    Ok(Outcome {
+        tool: "pg_dump -Fd -j 2 + upload",
+        seconds: started.elapsed().as_secs_f64(),
+        stored: bench::stored_bytes(s3, "directory/").await?,
+        peak,
+    })
 }
 
-async fn run_native(
-    s3: &SeaweedFs,
-    postgres: &Postgres,
-    tool: &'static str,
-    key: &str,
-    custom_format: bool,
-) -> anyhow::Result<Outcome> {
-    let mut pg_dump = postgres.client("pg_dump", "bench");
-    if custom_format {
-        pg_dump.arg("-Fc");
-    }
-    bench::native_backup(s3, tool, key, pg_dump, !custom_format).await
+/// Download what `pg_dump -Fd` stored and replay it with `pg_restore -j 2` (two sessions,
+/// as `jobs=2`).
+async fn restore_directory(s3: &SeaweedFs, postgres: &Postgres) -> anyhow::Result<(f64, u64)> {
+    postgres.psql("postgres", "CREATE DATABASE restored_directory")?;
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    bench::download_dir(s3, "directory/", dir.path()).await?;
+    let mut pg_restore = postgres.client("pg_restore", "restored_directory");
+    pg_restore.args(["-j", "2"]).arg(dir.path());
+    let peak = bench::run_watched(pg_restore, "pg_restore -j 2").await?;
+    Ok((started.elapsed().as_secs_f64(), peak))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let gib: f64 = std::env::var("STOWAGE_BENCH_GIB").ok().map(|v| v.parse()).transpose()?.unwrap_or(1.0);
+    let gib: f64 = std::env::var("STOWAGE_BENCH_GIB").ok().map(|v| v.parse()).transpose()?.unwrap_or(1.4);
     println!("==> PostgreSQL 15 and SeaweedFS on loopback");
     let postgres = Postgres::start()?;
     let s3 = SeaweedFs::start()?;
     s3.create_bucket(bench::BUCKET).await?;
     postgres.psql("postgres", "CREATE DATABASE bench")?;
-    println!("==> filling table bench with at least {gib} GiB");
-    let table = create_table(&postgres, (gib * (1u64 << 30) as f64) as u64)?;
-    let rows = postgres.psql("bench", "SELECT count(*) FROM bench")?;
-    println!("    {:.0} MiB on disk, {} rows", table as f64 / MIB, rows.trim());
+    println!("==> filling database bench with about {gib} GiB (pgbench -i, documents)");
+    let size = fill(&postgres, gib)?;
+    let rows = postgres.psql("bench", ROW_COUNTS)?;
+    println!("    {:.0} MiB on disk; rows: {}", size as f64 / MIB, rows.trim().replace('\n', ", "));
 
     let cache = tempfile::tempdir()?;
     let password = [("STOWAGE_DATABASE_PASSWORD".to_owned(), PASSWORD.to_owned())];
@@ -141,10 +148,12 @@ async fn main() -> anyhow::Result<()> {
     }
     settle(&postgres)?;
     println!("==> pg_dump | zstd -3 + upload");
-    outcomes.push(run_native(&s3, &postgres, "pg_dump | zstd -3 + upload", "native/plain.sql.zst", false).await?);
+    let pg_dump = postgres.client("pg_dump", "bench");
+    outcomes
+        .push(bench::native_backup(&s3, "pg_dump | zstd -3 + upload", "native/plain.sql.zst", pg_dump, true).await?);
     settle(&postgres)?;
-    println!("==> pg_dump -Fc + upload");
-    outcomes.push(run_native(&s3, &postgres, "pg_dump -Fc + upload", "native/custom.dump", true).await?);
+    println!("==> pg_dump -Fd -j 2 + upload");
+    outcomes.push(backup_directory(&s3, &postgres).await?);
     let mut restores = Vec::new();
     for (_, tool, jobs) in runs {
         settle(&postgres)?;
@@ -157,19 +166,19 @@ async fn main() -> anyhow::Result<()> {
     let native_restore = restore_native(&s3, &postgres).await?;
     settle(&postgres)?;
     println!("==> download + pg_restore -j 2");
-    let custom_restore = restore_custom(&s3, &postgres).await?;
-    for database in ["restored_stowage_1", "restored_stowage_2", "restored_native", "restored_custom"] {
-        let restored = postgres.psql(database, "SELECT count(*) FROM bench")?;
-        anyhow::ensure!(restored == rows, "{database} has {} rows, not {}", restored.trim(), rows.trim());
+    let directory_restore = restore_directory(&s3, &postgres).await?;
+    for database in ["restored_stowage_1", "restored_stowage_2", "restored_native", "restored_directory"] {
+        let restored = postgres.psql(database, ROW_COUNTS)?;
+        anyhow::ensure!(restored == rows, "{database} has other row counts: {restored}");
     }
     restores.push(("download | zstd -d | psql", native_restore));
-    restores.push(("download + pg_restore -j 2", custom_restore));
+    restores.push(("download + pg_restore -j 2", directory_restore));
     bench::print_comparison(
-        "the table on disk",
-        table,
+        "the database on disk",
+        size,
         &outcomes,
         &restores,
-        "into an empty database (stowage creates its own), with the primary key and two indexes",
+        "into an empty database (stowage creates its own), with every key and index; row counts checked",
     );
     Ok(())
 }
