@@ -1,4 +1,4 @@
-//! `./dev bench`, second part: STOWAGE_BENCH_RESOURCES (default 1,000) DatabaseBackup
+//! `./dev bench`, second part: STOWAGE_BENCH_RESOURCES (default 10,000) DatabaseBackup
 //! resources created against the test API server with the operator running. Nine in ten
 //! are scheduled (a CronJob each); one in ten has a manual trigger, and the bench plays
 //! the runner of its Job (whose Pod no kubelet starts), reporting progress every 30 s as a
@@ -154,7 +154,7 @@ fn report_progress(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let count: usize = std::env::var("STOWAGE_BENCH_RESOURCES").ok().map(|v| v.parse()).transpose()?.unwrap_or(1000);
+    let count: usize = std::env::var("STOWAGE_BENCH_RESOURCES").ok().map(|v| v.parse()).transpose()?.unwrap_or(10_000);
     println!("==> etcd, kube-apiserver, kube-controller-manager, SeaweedFS and the operator on loopback");
     // Without the kubelet stand-in, which runs Pods one at a time: their Jobs stay active
     // and the bench reports progress for them, as their runners would.
