@@ -172,14 +172,11 @@ impl Postgres {
         command
     }
 
-    /// A client command of this cluster, as the superuser over TCP.
+    /// A client command of this cluster, as the superuser over TCP, with `-d` as well
+    /// (pg_restore connects only when given one).
     pub fn client(&self, program: &str, database: &str) -> Command {
-        let mut command = Command::new(format!("{BIN}/{program}"));
-        command
-            .env("PGPASSWORD", PASSWORD)
-            .args(["-h", "127.0.0.1", "-U", SCRAM_USER, "-p"])
-            .arg(self.port.to_string())
-            .args(["-d", database]);
+        let mut command = self.program(program, database);
+        command.args(["-d", database]);
         command
     }
 
