@@ -8,10 +8,11 @@
 //! `INSERT`s), `post.sql` (views, routines, triggers, events), and with option `users` the
 //! accounts with privileges on the database (`users.sql`); a backup of several databases
 //! prefixes them per database and lists the databases in `databases.sql` (see
-//! [`layout`]). Options: `tls`, `tls-ca`, `lock-timeout`, `databases`, `users`, `jobs`,
+//! [`layout`]). Options: `tls`, `tls-ca`, `server-public-key`, `lock-timeout`, `databases`, `users`, `jobs`,
 //! `chunk-size`, `restore-databases`, `definers`, `create-users`, `keys-after-data`; see
 //! `docs/mysql.md`.
 
+mod auth;
 mod backup;
 mod copying;
 mod keys;
@@ -29,6 +30,7 @@ use stowage_plugin_sdk::{
 };
 use stowage_plugin_tls::Verification;
 
+use crate::auth::ServerKey;
 use crate::protocol::{Connection, Error, Login, codes};
 use crate::users::UsersArtifact;
 
@@ -163,6 +165,11 @@ impl Config {
                 user: settings.user.clone().unwrap_or_else(|| "root".into()),
                 password: settings.password.clone(),
                 tls,
+                server_key: options
+                    .get("server-public-key")
+                    .map(ServerKey::parse)
+                    .transpose()
+                    .map_err(|why| PluginError::InvalidSettings(format!("option server-public-key: {why}")))?,
             },
             database: settings.database.clone(),
             lock_timeout,
@@ -239,6 +246,12 @@ impl Plugin for MysqlPlugin {
                     Some("preferred"),
                 ),
                 optional("tls-ca", "PEM certificates of the CA that signs the server's certificate", None),
+                optional(
+                    "server-public-key",
+                    "The server's RSA key for a caching_sha2_password login without TLS: request (asked of the \
+                     server, as mysql --get-server-public-key) or the key as PEM",
+                    None,
+                ),
                 optional(
                     "lock-timeout",
                     "Backup: seconds to wait for the lock that opens the consistent snapshot (BACKUP STAGE on \

@@ -1,6 +1,7 @@
 //! The MySQL client/server protocol, as much of it as a dump and a replay need: the
-//! handshake (with TLS started by an SSL request), the `mysql_native_password` and
-//! `caching_sha2_password` logins (and the server's switch between them), and text
+//! handshake (with TLS started by an SSL request), the login (the server's switch
+//! between authentication plugins, `caching_sha2_password`'s full authentication; the
+//! plugins' answers are in [`crate::auth`]), and text
 //! queries whose rows stream to a callback without being collected.
 //!
 //! MariaDB and MySQL speak the same protocol here; where they differ, the code says so.
@@ -10,10 +11,10 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
 use stowage_plugin_sdk::sessions::Session;
 use stowage_plugin_tls::{HandshakeError, TlsSettings, Transport};
+
+use crate::auth::{self, ServerKey};
 
 const CLIENT_LONG_PASSWORD: u32 = 1;
 const CLIENT_LONG_FLAG: u32 = 4;
@@ -92,6 +93,9 @@ pub struct Login {
     pub password: Option<String>,
     /// TLS, and whether it is required (else used when the server offers it).
     pub tls: Option<(TlsSettings, bool)>,
+    /// The RSA key that encrypts the password for `caching_sha2_password`'s full
+    /// authentication without TLS; none: that login is refused.
+    pub server_key: Option<ServerKey>,
 }
 
 /// What the server said about itself in its greeting.
@@ -161,6 +165,8 @@ pub struct Connection {
     sequence: u8,
     capabilities: u32,
     pub server: Server,
+    /// The server's id of this session (what `KILL` takes).
+    pub id: u32,
     /// The payload of the packet read last (reused).
     packet: Vec<u8>,
 }
@@ -279,59 +285,6 @@ fn server_error(payload: &[u8]) -> Error {
     parsed.unwrap_or_else(|error| error)
 }
 
-/// `mysql_native_password`: SHA1(password) XOR SHA1(scramble + SHA1(SHA1(password))).
-fn native_password(password: &str, scramble: &[u8]) -> Vec<u8> {
-    if password.is_empty() {
-        return Vec::new();
-    }
-    let stage1 = Sha1::digest(password.as_bytes());
-    let stage2 = Sha1::digest(stage1);
-    let mut hasher = Sha1::new();
-    hasher.update(&scramble[..scramble.len().min(20)]);
-    hasher.update(stage2);
-    let mask = hasher.finalize();
-    stage1.iter().zip(mask.iter()).map(|(a, b)| a ^ b).collect()
-}
-
-/// `caching_sha2_password`'s fast path: SHA256(password) XOR SHA256(SHA256(SHA256(password)) + scramble).
-fn sha2_password(password: &str, scramble: &[u8]) -> Vec<u8> {
-    if password.is_empty() {
-        return Vec::new();
-    }
-    let stage1 = Sha256::digest(password.as_bytes());
-    let stage2 = Sha256::digest(stage1);
-    let mut hasher = Sha256::new();
-    hasher.update(stage2);
-    hasher.update(&scramble[..scramble.len().min(20)]);
-    let mask = hasher.finalize();
-    stage1.iter().zip(mask.iter()).map(|(a, b)| a ^ b).collect()
-}
-
-/// The response an authentication plugin gives to `scramble`.
-fn auth_response(plugin: &str, password: &str, scramble: &[u8]) -> Result<Vec<u8>, Error> {
-    match plugin {
-        "mysql_native_password" => Ok(native_password(password, scramble)),
-        "caching_sha2_password" => Ok(sha2_password(password, scramble)),
-        "client_ed25519" => Ok(ed25519_password(password, scramble)),
-        other => Err(Error::Unsupported(format!(
-            "the server asks for authentication plugin {other}, which this plugin does not speak \
-             (it speaks mysql_native_password, caching_sha2_password and client_ed25519)"
-        ))),
-    }
-}
-
-/// MariaDB's `client_ed25519`: the server's 32-byte nonce signed with Ed25519 whose
-/// expanded secret key is SHA-512 of the password (MariaDB's ref10 `crypto_sign` takes
-/// the password where the standard takes a 32-byte seed).
-fn ed25519_password(password: &str, nonce: &[u8]) -> Vec<u8> {
-    use ed25519_dalek::hazmat::{ExpandedSecretKey, raw_sign};
-    use ed25519_dalek::{Digest, Sha512, VerifyingKey};
-    let expanded: [u8; 64] = Sha512::digest(password.as_bytes()).into();
-    let key = ExpandedSecretKey::from_bytes(&expanded);
-    let public = VerifyingKey::from(&key);
-    raw_sign::<Sha512>(&key, nonce, &public).to_bytes().to_vec()
-}
-
 /// Waited on among the other sessions of a parallel load (see
 /// [`stowage_plugin_sdk::sessions::first_answering`]).
 impl Session for Connection {
@@ -379,7 +332,7 @@ impl Connection {
             return Err(Error::Protocol(format!("the server speaks protocol version {protocol}, not 10")));
         }
         let version = String::from_utf8_lossy(fields.nul_terminated()?).into_owned();
-        fields.u32()?; // connection id
+        let id = fields.u32()?;
         let mut scramble = fields.bytes(8)?.to_vec();
         fields.u8()?;
         let mut server_capabilities = u32::from(fields.u16()?);
@@ -438,7 +391,7 @@ impl Connection {
             _ => Transport::Plain(socket),
         };
         let transport = BufReader::with_capacity(READ_BUFFER, transport);
-        let mut connection = Connection { transport, sequence, capabilities, server, packet: Vec::new() };
+        let mut connection = Connection { transport, sequence, capabilities, server, id, packet: Vec::new() };
         connection.log_in(login, &plugin, &scramble)?;
         Ok(connection)
     }
@@ -447,10 +400,10 @@ impl Connection {
         let password = login.password.as_deref().unwrap_or_default();
         let mut plugin = plugin.to_owned();
         let mut scramble = scramble.to_vec();
-        let response = auth_response(&plugin, password, &scramble).or_else(|_| {
+        let response = auth::response(&plugin, password, &scramble).or_else(|_| {
             // The greeting names the server's default; it switches us to the user's own.
             plugin = "mysql_native_password".into();
-            auth_response(&plugin, password, &scramble)
+            auth::response(&plugin, password, &scramble)
         })?;
         let mut packet = login_header(self.capabilities);
         packet.extend_from_slice(login.user.as_bytes());
@@ -483,7 +436,7 @@ impl Connection {
                         [scramble @ .., 0] if scramble.len() == 20 => scramble.to_vec(),
                         data => data.to_vec(),
                     };
-                    let response = auth_response(&plugin, password, &scramble)?;
+                    let response = auth::response(&plugin, password, &scramble)?;
                     self.write_packet(&response)?;
                     self.transport.get_mut().flush()?;
                 }
@@ -497,16 +450,39 @@ impl Connection {
                         self.transport.get_mut().flush()?;
                     }
                     Some(0x04) => {
-                        return Err(Error::Unsupported(format!(
-                            "user {:?} is not in the server's caching_sha2_password cache, and a first \
-                             login needs TLS (set option tls); the RSA key exchange is not supported",
-                            login.user
-                        )));
+                        let key = match &login.server_key {
+                            Some(ServerKey::Pinned(key)) => key.clone(),
+                            Some(ServerKey::Request) => self.request_server_key()?,
+                            None => {
+                                return Err(Error::Unsupported(format!(
+                                    "user {:?} is not in the server's caching_sha2_password cache, and a first \
+                                     login without TLS needs the server's RSA key: set option tls, or option \
+                                     server-public-key (request, or the key as PEM)",
+                                    login.user
+                                )));
+                            }
+                        };
+                        let encrypted = auth::encrypted_password(&key, password, &scramble)?;
+                        self.write_packet(&encrypted)?;
+                        self.transport.get_mut().flush()?;
                     }
                     _ => return Err(Error::Protocol("unexpected caching_sha2_password message".into())),
                 },
                 _ => return Err(Error::Protocol("unexpected packet during login".into())),
             }
+        }
+    }
+
+    /// Ask for the server's RSA key during a `caching_sha2_password` login.
+    fn request_server_key(&mut self) -> Result<rsa::RsaPublicKey, Error> {
+        self.write_packet(&[0x02])?;
+        self.transport.get_mut().flush()?;
+        self.read_packet()?;
+        match self.packet.split_first() {
+            Some((0x01, pem)) => auth::public_key(&String::from_utf8_lossy(pem))
+                .map_err(|why| Error::Protocol(format!("the server's RSA key: {why}"))),
+            Some((0xff, _)) => Err(server_error(&self.packet)),
+            _ => Err(Error::Protocol("the server sent no RSA key when asked for it".into())),
         }
     }
 
@@ -769,4 +745,97 @@ fn column(payload: &[u8]) -> Result<Column, Error> {
     fields.u16()?; // character set
     fields.u32()?; // display length
     Ok(Column { kind: fields.u8()? })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread::{self, JoinHandle};
+
+    use super::*;
+    use crate::auth::tests::{PUBLIC_KEY, decrypt_password};
+
+    const SCRAMBLE: &[u8; 20] = b"abcdefghijklmnopqrst";
+    const PASSWORD: &str = "s3cret pässword";
+
+    /// A MySQL 8 server on a loopback port, as far as the first `caching_sha2_password`
+    /// login of a user goes (not cached yet: full authentication); with `sends_key` it
+    /// answers a request for its RSA key. Ends with the password it decrypted.
+    fn first_login_server(sends_key: bool) -> (String, JoinHandle<Result<String, String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("its address").to_string();
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().map_err(|e| e.to_string())?;
+            let (mut sequence, mut packet) = (0, Vec::new());
+            let failed = |error: Error| error.to_string();
+            let capabilities = CLIENT_LONG_PASSWORD
+                | CLIENT_PROTOCOL_41
+                | CLIENT_SECURE_CONNECTION
+                | CLIENT_PLUGIN_AUTH
+                | CLIENT_PLUGIN_AUTH_LENENC_DATA;
+            let mut greeting = vec![10];
+            greeting.extend_from_slice(b"8.4.3\0");
+            greeting.extend_from_slice(&7u32.to_le_bytes());
+            greeting.extend_from_slice(&SCRAMBLE[..8]);
+            greeting.push(0);
+            greeting.extend_from_slice(&(capabilities as u16).to_le_bytes());
+            greeting.push(UTF8MB4);
+            greeting.extend_from_slice(&2u16.to_le_bytes());
+            greeting.extend_from_slice(&((capabilities >> 16) as u16).to_le_bytes());
+            greeting.push(21);
+            greeting.extend_from_slice(&[0; 10]);
+            greeting.extend_from_slice(&SCRAMBLE[8..]);
+            greeting.extend_from_slice(b"\0caching_sha2_password\0");
+            write_packet(&mut stream, &mut sequence, &greeting).map_err(failed)?;
+            read_packet(&mut stream, &mut sequence, &mut packet).map_err(failed)?;
+            if !packet.ends_with(b"caching_sha2_password\0") {
+                return Err("the login names another plugin".into());
+            }
+            write_packet(&mut stream, &mut sequence, &[0x01, 0x04]).map_err(failed)?;
+            read_packet(&mut stream, &mut sequence, &mut packet).map_err(failed)?;
+            if sends_key {
+                if packet != [0x02] {
+                    return Err(format!("not a request for the key: {packet:?}"));
+                }
+                let key = [&[0x01], PUBLIC_KEY.as_bytes()].concat();
+                write_packet(&mut stream, &mut sequence, &key).map_err(failed)?;
+                read_packet(&mut stream, &mut sequence, &mut packet).map_err(failed)?;
+            }
+            let password = decrypt_password(&packet, SCRAMBLE)?;
+            write_packet(&mut stream, &mut sequence, &[0, 0, 0, 2, 0, 0, 0]).map_err(failed)?;
+            Ok(password)
+        });
+        (address, server)
+    }
+
+    fn log_in(address: String, server_key: Option<ServerKey>) -> Result<Connection, Error> {
+        let login = Login { user: "app".into(), password: Some(PASSWORD.into()), tls: None, server_key };
+        Connection::connect(&[address], &login, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn a_first_login_without_tls_encrypts_the_password_with_the_key_it_asked_for() {
+        let (address, server) = first_login_server(true);
+        let logged_in = log_in(address, Some(ServerKey::Request));
+        assert!(logged_in.is_ok(), "{:?}", logged_in.err());
+        assert_eq!(server.join().expect("the server"), Ok(PASSWORD.into()));
+    }
+
+    #[test]
+    fn a_first_login_without_tls_encrypts_the_password_with_the_pinned_key() {
+        let (address, server) = first_login_server(false);
+        let key = crate::auth::public_key(PUBLIC_KEY).expect("the key");
+        let logged_in = log_in(address, Some(ServerKey::Pinned(key)));
+        assert!(logged_in.is_ok(), "{:?}", logged_in.err());
+        assert_eq!(server.join().expect("the server"), Ok(PASSWORD.into()));
+    }
+
+    #[test]
+    fn without_tls_or_a_key_a_first_login_is_refused_before_the_password_leaves() {
+        let (address, server) = first_login_server(false);
+        let refused = log_in(address, None).expect_err("refused");
+        assert!(matches!(&refused, Error::Unsupported(message) if message.contains("server-public-key")), "{refused}");
+        let read = server.join().expect("the server");
+        assert!(read.as_ref().is_err_and(|why| why.contains("closed")), "{read:?}");
+    }
 }

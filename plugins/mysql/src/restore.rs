@@ -38,6 +38,15 @@ struct Restoring {
     target: String,
 }
 
+/// What a restore has changed on the server so far, for [`undo`] to reverse.
+struct Changes {
+    /// The targets emptied or created, in order.
+    targets: Vec<Touched>,
+    /// The ids of the restore's sessions: a failure in one may leave a statement running
+    /// on another.
+    sessions: Vec<u32>,
+}
+
 /// A target database the restore has emptied or created, to undo on failure.
 struct Touched {
     target: String,
@@ -97,10 +106,10 @@ pub fn run(config: &Config, replace: bool) -> Result<Summary, PluginError> {
         }
         targets.push(found);
     }
-    let mut touched = Vec::new();
-    let outcome = restore(config, &mut connection, &plan, targets, (&names, &sizes), &mut touched);
+    let mut changes = Changes { targets: Vec::new(), sessions: vec![connection.id] };
+    let outcome = restore(config, &mut connection, &plan, targets, (&names, &sizes), &mut changes);
     connection.quit();
-    let (tables, rows, accounts) = outcome.map_err(|error| undo(config, &touched, error))?;
+    let (tables, rows, accounts) = outcome.map_err(|error| undo(config, &changes, error))?;
 
     let restored: Vec<String> = plan
         .iter()
@@ -177,7 +186,7 @@ fn plan(config: &Config, stored: Vec<Stored>) -> Result<Vec<Restoring>, PluginEr
 }
 
 /// Empty or create every target, replay its artifacts, then (option `create-users`)
-/// the accounts; `touched` tells [`undo`] what to return. Returns the tables, rows and
+/// the accounts; `changes` tells [`undo`] what to return. Returns the tables, rows and
 /// accounts created.
 fn restore(
     config: &Config,
@@ -185,7 +194,7 @@ fn restore(
     plan: &[Restoring],
     targets: Vec<Target>,
     (names, sizes): (&[String], &HashMap<String, u64>),
-    touched: &mut Vec<Touched>,
+    changes: &mut Changes,
 ) -> Result<(u64, u64, usize), PluginError> {
     let limit = max_allowed_packet(connection)?;
     for (Restoring { target: database, .. }, before) in plan.iter().zip(targets) {
@@ -207,7 +216,7 @@ fn restore(
                 false
             }
         };
-        touched.push(Touched { target: database.clone(), before, created });
+        changes.targets.push(Touched { target: database.clone(), before, created });
     }
     // Every database's tables (and view stand-ins) first, then the data, then views,
     // routines, triggers and events: a definition may use another database of the backup.
@@ -218,7 +227,7 @@ fn restore(
         progress.artifact_done(&stored.schema(), 0);
     }
     for (Restoring { stored, target }, series) in plan.iter().zip(&data) {
-        load_data(config, connection, limit, (stored, target), (series, sizes), &mut progress)?;
+        load_data(config, connection, limit, (stored, target), (series, sizes), &mut progress, &mut changes.sessions)?;
     }
     for Restoring { stored, target } in plan {
         replay(connection, limit, target, &stored.post(), config.definers)?;
@@ -337,7 +346,8 @@ fn replay(
 
 /// Load the `data` artifacts (plain sizes in `sizes`) into `database` on up to `jobs`
 /// connections at once (an artifact each); the plain keys of big tables are built after
-/// their data (option `keys-after-data`, see [`keys`]).
+/// their data (option `keys-after-data`, see [`keys`]). The ids of the sessions it
+/// opens go to `sessions`.
 fn load_data(
     config: &Config,
     connection: &mut Connection,
@@ -345,6 +355,7 @@ fn load_data(
     (stored, database): (&Stored, &str),
     (data, sizes): (&[String], &HashMap<String, u64>),
     progress: &mut Progress,
+    sessions: &mut Vec<u32>,
 ) -> Result<(), PluginError> {
     prepare(connection, database)?;
     let deferred = match config.keys_after_data {
@@ -366,6 +377,7 @@ fn load_data(
     let mut others = sessions::open_more(wanted, "loading tables", || {
         config.connect().and_then(|mut other| prepare(&mut other, database).map(|()| other))
     });
+    sessions.extend(others.iter().map(|other| other.id));
     let mut connections: Vec<&mut Connection> = std::iter::once(&mut *connection).chain(others.iter_mut()).collect();
     let mut slots: Vec<Option<Load>> = connections.iter().map(|_| None).collect();
     let mut pending: Vec<&String> = data.iter().collect();
@@ -579,14 +591,21 @@ fn statement_failure(artifact: &str, statement: &[u8], error: Error) -> PluginEr
     failure(&format!("{artifact}: {excerpt}{more}"), error)
 }
 
-/// After a failed restore, return every target it touched to where it started; the
-/// error says where each was left.
-fn undo(config: &Config, touched: &[Touched], error: PluginError) -> PluginError {
+/// After a failed restore, stop its sessions and return every target it touched to
+/// where it started; the error says where each was left.
+fn undo(config: &Config, changes: &Changes, error: PluginError) -> PluginError {
+    let Changes { targets: touched, sessions } = changes;
     if touched.is_empty() {
         return error;
     }
     let left: Vec<String> = match config.connect() {
         Ok(mut connection) => {
+            // A statement still running on another session (a key build may take hours)
+            // holds its table, and the DROP below would wait for it. A session that has
+            // ended already is unknown to the server: nothing to stop.
+            for id in sessions {
+                let _ = connection.execute(&format!("KILL CONNECTION {id}"));
+            }
             let left = touched.iter().rev().map(|touched| undo_one(&mut connection, touched)).collect();
             connection.quit();
             left
