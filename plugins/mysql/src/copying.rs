@@ -10,7 +10,7 @@ use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, report};
 
 use crate::protocol::{Column, Connection, Error, codes, text, types};
-use crate::script::{PREAMBLE, ident, literal, push_binary_string, push_hex};
+use crate::script::{DATA_PREAMBLE, ident, literal, push_hex, push_string};
 use crate::{MEDIA_TYPE, failure};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
@@ -154,7 +154,7 @@ struct Task<'p> {
 impl<'p> Task<'p> {
     fn start(connection: &mut Connection, planned: &'p Planned) -> Result<Self, PluginError> {
         let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&planned.name, MEDIA_TYPE)?);
-        artifact.write_all(PREAMBLE.as_bytes()).map_err(|e| write_error(&planned.name, e))?;
+        artifact.write_all(DATA_PREAMBLE.as_bytes()).map_err(|e| write_error(&planned.name, e))?;
         let mut task = Task { planned, part: 0, artifact, reading: None };
         task.reading = Reading::start(connection, &planned.parts[0])?;
         Ok(task)
@@ -315,11 +315,11 @@ fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>])
             }
             (Some(value), Encoding::Json) => {
                 out.extend_from_slice(b"CONVERT(");
-                push_binary_string(out, value);
+                push_string(out, value);
                 out.extend_from_slice(b" USING utf8mb4)");
             }
             (Some(value), Encoding::Hex) => push_hex(out, value),
-            (Some(value), Encoding::Bytes) => push_binary_string(out, value),
+            (Some(value), Encoding::Bytes) => push_string(out, value),
         }
     }
     out.push(b')');

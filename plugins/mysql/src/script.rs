@@ -121,13 +121,15 @@ pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Append `bytes` as a binary string literal (`_binary'...'`), escaped as
+/// Append `bytes` as a string literal (`'...'`), which the data artifacts' `SET NAMES
+/// binary` makes a binary string: the column takes it byte for byte, without a
+/// `_binary` introducer for the server to look up at every value. Escaped as
 /// `mysql_real_escape_string` does: no quote, backslash, line end, NUL or Ctrl-Z stays
 /// raw, so that the literal is one line and means the same bytes to any reader that
 /// takes backslash escapes (the preamble's `sql_mode` has no `NO_BACKSLASH_ESCAPES`).
-pub fn push_binary_string(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 10);
-    out.extend_from_slice(b"_binary'");
+    out.push(b'\'');
     let mut start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
         let escaped = match byte {
@@ -148,16 +150,26 @@ pub fn push_binary_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'\'');
 }
 
-/// The session settings every artifact starts with, so that each replays alone: values
-/// read back as written (UTC timestamps, zero dates, explicit zeros in AUTO_INCREMENT
-/// columns) and no check that the order of the artifacts would trip.
-pub const PREAMBLE: &str = "\
-SET NAMES utf8mb4;
-SET time_zone = '+00:00';
+/// The session settings every artifact has after its character set, so that each
+/// replays alone: values read back as written (UTC timestamps, zero dates, explicit zeros
+/// in AUTO_INCREMENT columns) and no check that the order of the artifacts would trip.
+macro_rules! settings {
+    () => {
+        "SET time_zone = '+00:00';
 SET foreign_key_checks = 0;
 SET unique_checks = 0;
 SET sql_mode = 'NO_AUTO_VALUE_ON_ZERO';
-";
+"
+    };
+}
+
+/// What the schema, `post.sql` and `users.sql` start with: definitions are utf8mb4 text.
+pub const PREAMBLE: &str = concat!("SET NAMES utf8mb4;\n", settings!());
+
+/// What data artifacts start with: their string literals are the stored bytes
+/// ([`push_string`]). Identifiers are taken byte for byte, so utf8mb4 names stay as
+/// they are.
+pub const DATA_PREAMBLE: &str = concat!("SET NAMES binary;\n", settings!());
 
 /// Reads the statements of a script one at a time, as the `mariadb` client splits them:
 /// at the current delimiter outside quotes and comments, with `DELIMITER x` lines
