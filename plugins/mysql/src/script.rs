@@ -130,24 +130,50 @@ pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
 pub fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 10);
     out.push(b'\'');
+    // Raw from `start` up to the byte looked at; eight bytes at a time are passed over
+    // when none may need a look (most text has no byte to escape).
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
-        let escaped = match byte {
-            0 => b'0',
-            b'\'' => b'\'',
-            b'\\' => b'\\',
-            b'\n' => b'n',
-            b'\r' => b'r',
-            0x1a => b'Z',
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.push(b'\\');
-        out.push(escaped);
-        start = i + 1;
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + 8).min(bytes.len());
+        if let Ok(word) = <[u8; 8]>::try_from(&bytes[at..end])
+            && !may_need_escape(u64::from_ne_bytes(word))
+        {
+            at = end;
+            continue;
+        }
+        for i in at..end {
+            let escaped = match bytes[i] {
+                0 => b'0',
+                b'\'' => b'\'',
+                b'\\' => b'\\',
+                b'\n' => b'n',
+                b'\r' => b'r',
+                0x1a => b'Z',
+                _ => continue,
+            };
+            out.extend_from_slice(&bytes[start..i]);
+            out.push(b'\\');
+            out.push(escaped);
+            start = i + 1;
+        }
+        at = end;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'\'');
+}
+
+/// Whether any of the eight bytes of `word` may be one [`push_string`] escapes: a quote,
+/// a backslash or a byte below 0x1b (NUL, line ends, Ctrl-Z and other control bytes,
+/// which are looked at one by one).
+fn may_need_escape(word: u64) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // A byte of x below n (n at most 0x80) leaves its high bit in (x - n) & !x.
+    let any_below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH_BITS != 0;
+    any_below(word, 0x1b)
+        || any_below(word ^ (ONES * u64::from(b'\'')), 1)
+        || any_below(word ^ (ONES * u64::from(b'\\')), 1)
 }
 
 /// The session settings every artifact has after its character set, so that each
@@ -295,4 +321,53 @@ fn trim(bytes: &[u8]) -> &[u8] {
 
 fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix)).then(|| &bytes[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The escapes one byte at a time, as `mysql_real_escape_string`.
+    fn escaped_bytewise(bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![b'\''];
+        for &byte in bytes {
+            match byte {
+                0 => out.extend_from_slice(b"\\0"),
+                b'\'' => out.extend_from_slice(b"\\'"),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                0x1a => out.extend_from_slice(b"\\Z"),
+                other => out.push(other),
+            }
+        }
+        out.push(b'\'');
+        out
+    }
+
+    #[test]
+    fn every_byte_at_every_place_of_a_word_is_escaped_as_one_at_a_time() {
+        for byte in 0..=255u8 {
+            for place in 0..19 {
+                // Alone in its word, and with a quote five places on (runs between escapes).
+                for neighbour in [None, Some((place + 5) % 19)] {
+                    let mut bytes = vec![b'a'; 19];
+                    bytes[place] = byte;
+                    if let Some(neighbour) = neighbour {
+                        bytes[neighbour] = b'\'';
+                    }
+                    let mut out = b"x".to_vec();
+                    push_string(&mut out, &bytes);
+                    assert_eq!(out[1..], escaped_bytewise(&bytes), "byte {byte:#04x} at {place}, {neighbour:?}");
+                }
+            }
+        }
+        for bytes in
+            [&b""[..], b"'", b"plain text, no escapes at all", "ünïcödé 😀".as_bytes(), b"\x1b\x1c\x7f\x80\xff"]
+        {
+            let mut out = Vec::new();
+            push_string(&mut out, bytes);
+            assert_eq!(out, escaped_bytewise(bytes));
+        }
+    }
 }
