@@ -10,7 +10,7 @@ use stowage_plugin_sdk::artifacts::{self, ArtifactWriter};
 use stowage_plugin_sdk::{PluginError, report};
 
 use crate::protocol::{Column, Connection, Error, codes, text, types};
-use crate::script::{DATA_PREAMBLE, ident, literal, push_hex, push_string};
+use crate::script::{Strings, ident, literal, push_hex};
 use crate::{MEDIA_TYPE, failure};
 
 /// An `INSERT` is cut after this many bytes of values (the server's default
@@ -68,12 +68,14 @@ struct Reading {
     insert: String,
     /// The `INSERT` being filled.
     statement: Vec<u8>,
+    /// How its strings are written.
+    strings: Strings,
     rows: u64,
 }
 
 impl Reading {
     /// Start reading the rows of `part`; `None` for a table without stored columns.
-    fn start(connection: &mut Connection, part: &Part) -> Result<Option<Self>, PluginError> {
+    fn start(connection: &mut Connection, part: &Part, strings: Strings) -> Result<Option<Self>, PluginError> {
         let columns = &part.columns;
         if columns.is_empty() {
             return Ok(None);
@@ -90,12 +92,17 @@ impl Reading {
             select.push_str(&format!(" WHERE {range}"));
         }
         let columns = connection.start_rows(select.as_bytes()).map_err(|e| copy_failure(&part.label, e))?;
-        let encodings = columns.iter().map(Encoding::of).collect();
+        let encodings = columns
+            .iter()
+            .zip(&part.columns)
+            .map(|(column, stored)| if stored.text_only { Encoding::Text } else { Encoding::of(column) })
+            .collect();
         Ok(Some(Reading {
             columns,
             encodings,
             insert: format!("INSERT INTO {} ({}) VALUES\n", ident(&part.table), list.join(",")),
             statement: Vec::with_capacity(INSERT_BYTES + (64 << 10)),
+            strings,
             rows: 0,
         }))
     }
@@ -111,10 +118,10 @@ impl Reading {
         copied: &mut Copied,
     ) -> Result<bool, PluginError> {
         let mut write_failed: Option<std::io::Error> = None;
-        let Reading { columns, encodings, insert, statement, rows } = self;
+        let Reading { columns, encodings, insert, statement, strings, rows } = self;
         let ended = connection.next_rows(columns, ROWS_PER_TURN, |values| {
             statement.extend_from_slice(if statement.is_empty() { insert.as_bytes() } else { b",\n" });
-            push_row(statement, encodings, values);
+            push_row(statement, encodings, *strings, values);
             *rows += 1;
             copied.rows += 1;
             if statement.len() >= INSERT_BYTES {
@@ -148,15 +155,20 @@ struct Task<'p> {
     planned: &'p Planned,
     part: usize,
     artifact: BufWriter<ArtifactWriter>,
+    strings: Strings,
     reading: Option<Reading>,
 }
 
 impl<'p> Task<'p> {
     fn start(connection: &mut Connection, planned: &'p Planned) -> Result<Self, PluginError> {
         let mut artifact = BufWriter::with_capacity(WRITE_BUFFER, artifacts::create(&planned.name, MEDIA_TYPE)?);
-        artifact.write_all(DATA_PREAMBLE.as_bytes()).map_err(|e| write_error(&planned.name, e))?;
-        let mut task = Task { planned, part: 0, artifact, reading: None };
-        task.reading = Reading::start(connection, &planned.parts[0])?;
+        let names = planned.parts.iter().flat_map(|part| {
+            std::iter::once(part.table.as_str()).chain(part.columns.iter().map(|column| column.name.as_str()))
+        });
+        let strings = Strings::for_names(names);
+        artifact.write_all(strings.preamble().as_bytes()).map_err(|e| write_error(&planned.name, e))?;
+        let mut task = Task { planned, part: 0, artifact, strings, reading: None };
+        task.reading = Reading::start(connection, &planned.parts[0], strings)?;
         Ok(task)
     }
 
@@ -176,7 +188,7 @@ impl<'p> Task<'p> {
         self.part += 1;
         match planned.parts.get(self.part) {
             Some(next) => {
-                self.reading = Reading::start(connection, next)?;
+                self.reading = Reading::start(connection, next, self.strings)?;
                 Ok(false)
             }
             None => Ok(true),
@@ -225,8 +237,9 @@ enum Encoding {
     Number,
     /// ASCII the server parses back (dates and times), quoted.
     Quoted,
-    /// MySQL's JSON type, which refuses binary strings.
-    Json,
+    /// Types that read a value only from text: MySQL's JSON refuses a binary string,
+    /// MariaDB's UUID, INET6 and INET4 take one as their stored bytes.
+    Text,
     /// Bits and geometries: the stored bytes as a hexadecimal literal.
     Hex,
     /// Strings of any character set and binary strings: the stored bytes as an escaped
@@ -242,7 +255,7 @@ impl Encoding {
         } else if TEMPORAL.contains(&column.kind) {
             Encoding::Quoted
         } else if column.kind == types::JSON {
-            Encoding::Json
+            Encoding::Text
         } else if column.kind == types::BIT || column.kind == types::GEOMETRY {
             Encoding::Hex
         } else {
@@ -268,6 +281,9 @@ pub struct StoredColumn {
     name: String,
     /// A single-precision FLOAT.
     float: bool,
+    /// MariaDB's UUID, INET6 or INET4, which the result's metadata does not tell from a
+    /// string ([`Encoding::Text`]).
+    text_only: bool,
 }
 
 /// The columns that hold stored values of every table of `database`, in order, invisible
@@ -293,13 +309,14 @@ pub fn stored_columns(
         let [table, name, kind, generated] = text(row);
         let stored = columns.entry(table).or_default();
         if generated != "1" {
-            stored.push(StoredColumn { name, float: kind.eq_ignore_ascii_case("float") });
+            let text_only = ["uuid", "inet6", "inet4"].iter().any(|text| kind.eq_ignore_ascii_case(text));
+            stored.push(StoredColumn { name, float: kind.eq_ignore_ascii_case("float"), text_only });
         }
     }
     Ok(columns)
 }
 
-fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>]) {
+fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], strings: Strings, values: &[Option<&[u8]>]) {
     out.push(b'(');
     for (i, (value, encoding)) in values.iter().zip(encodings).enumerate() {
         if i > 0 {
@@ -313,13 +330,13 @@ fn push_row(out: &mut Vec<u8>, encodings: &[Encoding], values: &[Option<&[u8]>])
                 out.extend_from_slice(value);
                 out.push(b'\'');
             }
-            (Some(value), Encoding::Json) => {
+            (Some(value), Encoding::Text) => {
                 out.extend_from_slice(b"CONVERT(");
-                push_string(out, value);
+                strings.push(out, value);
                 out.extend_from_slice(b" USING utf8mb4)");
             }
             (Some(value), Encoding::Hex) => push_hex(out, value),
-            (Some(value), Encoding::Bytes) => push_string(out, value),
+            (Some(value), Encoding::Bytes) => strings.push(out, value),
         }
     }
     out.push(b')');

@@ -88,6 +88,11 @@ pub fn build(connections: &mut [&mut Connection], mut deferred: Vec<Deferred>) -
         connections.len().min(deferred.len())
     ));
     deferred.sort_by_key(|table| std::cmp::Reverse(table.bytes));
+    // The sessions come from loading data, which may have left them in binary
+    // (`script::Strings`); the definitions are utf8mb4.
+    for connection in connections.iter_mut() {
+        connection.execute("SET NAMES utf8mb4").map_err(|e| failure("setting up the session for the key builds", e))?;
+    }
     let mut pending = deferred.into_iter();
     let mut running: Vec<Option<String>> = connections.iter().map(|_| None).collect();
     loop {

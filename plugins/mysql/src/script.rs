@@ -121,13 +121,12 @@ pub fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Append `bytes` as a string literal (`'...'`), which the data artifacts' `SET NAMES
-/// binary` makes a binary string: the column takes it byte for byte, without a
-/// `_binary` introducer for the server to look up at every value. Escaped as
+/// Append `bytes` as a string literal (`'...'`; [`Strings`] says how it stays binary).
+/// Escaped as
 /// `mysql_real_escape_string` does: no quote, backslash, line end, NUL or Ctrl-Z stays
 /// raw, so that the literal is one line and means the same bytes to any reader that
 /// takes backslash escapes (the preamble's `sql_mode` has no `NO_BACKSLASH_ESCAPES`).
-pub fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
+fn push_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(bytes.len() + 10);
     out.push(b'\'');
     // Raw from `start` up to the byte looked at; eight bytes at a time are passed over
@@ -192,10 +191,42 @@ SET sql_mode = 'NO_AUTO_VALUE_ON_ZERO';
 /// What the schema, `post.sql` and `users.sql` start with: definitions are utf8mb4 text.
 pub const PREAMBLE: &str = concat!("SET NAMES utf8mb4;\n", settings!());
 
-/// What data artifacts start with: their string literals are the stored bytes
-/// ([`push_string`]). Identifiers are taken byte for byte, so utf8mb4 names stay as
-/// they are.
-pub const DATA_PREAMBLE: &str = concat!("SET NAMES binary;\n", settings!());
+/// How a data artifact writes strings; the stored bytes either way, which the column
+/// takes byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strings {
+    /// Plain literals under `SET NAMES binary` (as mydumper writes them): no character
+    /// set for the server to look up at every value. Only where every identifier of the
+    /// artifact is ASCII: the server reads identifiers in the client's character set,
+    /// and MySQL 8 converts them from binary a byte at a time, which would turn a utf8mb4
+    /// name into another (MariaDB 10.11 copies the bytes).
+    Binary,
+    /// `_binary'...'` under `SET NAMES utf8mb4`.
+    Introduced,
+}
+
+impl Strings {
+    /// The form for an artifact whose statements name these tables and columns.
+    pub fn for_names<'a>(mut names: impl Iterator<Item = &'a str>) -> Self {
+        if names.all(|name| name.is_ascii()) { Strings::Binary } else { Strings::Introduced }
+    }
+
+    /// What the artifact starts with.
+    pub fn preamble(self) -> &'static str {
+        match self {
+            Strings::Binary => concat!("SET NAMES binary;\n", settings!()),
+            Strings::Introduced => PREAMBLE,
+        }
+    }
+
+    /// Append `bytes` as a literal of this form.
+    pub fn push(self, out: &mut Vec<u8>, bytes: &[u8]) {
+        if self == Strings::Introduced {
+            out.extend_from_slice(b"_binary");
+        }
+        push_string(out, bytes);
+    }
+}
 
 /// Reads the statements of a script one at a time, as the `mariadb` client splits them:
 /// at the current delimiter outside quotes and comments, with `DELIMITER x` lines
@@ -343,6 +374,18 @@ mod tests {
         }
         out.push(b'\'');
         out
+    }
+
+    #[test]
+    fn strings_are_plain_under_binary_only_where_every_name_is_ascii() {
+        assert_eq!(Strings::for_names(["orders", "id", "note"].into_iter()), Strings::Binary);
+        assert_eq!(Strings::for_names(["orders", "naïve"].into_iter()), Strings::Introduced);
+        assert!(Strings::Binary.preamble().starts_with("SET NAMES binary;\n"));
+        assert!(Strings::Introduced.preamble().starts_with("SET NAMES utf8mb4;\n"));
+        let (mut plain, mut introduced) = (Vec::new(), Vec::new());
+        Strings::Binary.push(&mut plain, b"it's");
+        Strings::Introduced.push(&mut introduced, b"it's");
+        assert_eq!((plain.as_slice(), introduced.as_slice()), (&b"'it\\'s'"[..], &b"_binary'it\\'s'"[..]));
     }
 
     #[test]
