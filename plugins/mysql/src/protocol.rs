@@ -167,6 +167,8 @@ pub struct Connection {
     pub server: Server,
     /// The server's id of this session (what `KILL` takes).
     pub id: u32,
+    /// How many warnings the statement finished last left.
+    warnings: u16,
     /// The payload of the packet read last (reused).
     packet: Vec<u8>,
 }
@@ -391,7 +393,8 @@ impl Connection {
             _ => Transport::Plain(socket),
         };
         let transport = BufReader::with_capacity(READ_BUFFER, transport);
-        let mut connection = Connection { transport, sequence, capabilities, server, id, packet: Vec::new() };
+        let mut connection =
+            Connection { transport, sequence, capabilities, server, id, warnings: 0, packet: Vec::new() };
         connection.log_in(login, &plugin, &scramble)?;
         Ok(connection)
     }
@@ -645,19 +648,26 @@ impl Connection {
     }
 
     /// Read an OK (or EOF) packet's affected rows; returns whether more results follow.
-    fn ok_packet(&self, affected: &mut u64) -> Result<bool, Error> {
+    fn ok_packet(&mut self, affected: &mut u64) -> Result<bool, Error> {
         let mut fields = Fields::new(&self.packet);
         let header = fields.u8()?;
         let status = if header == 0xfe && self.capabilities & CLIENT_DEPRECATE_EOF == 0 {
-            fields.u16()?; // warnings
+            self.warnings = fields.u16()?;
             fields.u16()?
         } else {
             *affected += fields.lenenc()?.unwrap_or(0);
             fields.lenenc()?; // last insert id
-            fields.u16()?
+            let status = fields.u16()?;
+            self.warnings = fields.u16()?;
+            status
         };
         const SERVER_MORE_RESULTS_EXIST: u16 = 8;
         Ok(status & SERVER_MORE_RESULTS_EXIST != 0)
+    }
+
+    /// How many warnings the statement finished last left.
+    pub fn warnings(&self) -> u16 {
+        self.warnings
     }
 
     /// End the session politely.

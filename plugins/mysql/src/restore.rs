@@ -392,7 +392,7 @@ fn load_data(
                 let Some(next) = pending.iter().position(|name| !loading.contains(&stored.data_table(name))) else {
                     break;
                 };
-                let mut load = Load::open(pending.remove(next), limit)?;
+                let mut load = Load::open(pending.remove(next), limit)?.exact();
                 if load.step(&mut *connections[index])? {
                     // An artifact without statements.
                     commit(&mut *connections[index], &load.name)?;
@@ -525,6 +525,9 @@ struct Load {
     statements: Statements<BufReader<ArtifactReader>>,
     /// Whether definitions keep their `DEFINER`.
     definers: Definers,
+    /// Whether a statement that leaves a warning fails the load: rows the server
+    /// changed on their way in (the artifacts' `sql_mode` is not strict).
+    exact: bool,
     /// The statement sent and not yet answered.
     running: Option<Vec<u8>>,
     rows: u64,
@@ -538,6 +541,7 @@ impl Load {
             limit,
             statements: Statements::new(reader),
             definers: Definers::Keep,
+            exact: false,
             running: None,
             rows: 0,
         })
@@ -547,12 +551,20 @@ impl Load {
         Load { definers, ..self }
     }
 
+    /// Rows to be loaded as they were backed up: a warning fails the load.
+    fn exact(self) -> Self {
+        Load { exact: true, ..self }
+    }
+
     /// Read the next statement while the server runs the one sent before, then wait
     /// for that one and send this; `true` once the artifact is done.
     fn step(&mut self, connection: &mut Connection) -> Result<bool, PluginError> {
         let next = self.statements.next_statement();
         if let Some(sent) = self.running.take() {
             self.rows += connection.finish().map_err(|error| statement_failure(&self.name, &sent, error))?;
+            if self.exact && connection.warnings() > 0 {
+                return Err(changed_rows(&self.name, connection));
+            }
         }
         match next.map_err(|e| PluginError::Artifact(format!("reading {}: {e}", self.name)))? {
             // The command byte counts too.
@@ -581,6 +593,19 @@ impl Load {
         while !self.step(connection)? {}
         commit(connection, &self.name)
     }
+}
+
+/// The error for rows the server stored otherwise than they were backed up, with its
+/// first warnings.
+fn changed_rows(artifact: &str, connection: &mut Connection) -> PluginError {
+    let count = connection.warnings();
+    let shown = match connection.rows("SHOW WARNINGS LIMIT 3") {
+        Ok(rows) => rows.into_iter().map(|row| text::<3>(row)[2].clone()).collect::<Vec<_>>().join("; "),
+        Err(error) => format!("SHOW WARNINGS failed: {error}"),
+    };
+    PluginError::Database(format!(
+        "{artifact}: the server did not store rows as they were backed up ({count} warnings: {shown})"
+    ))
 }
 
 fn mib(bytes: usize) -> f64 {
