@@ -92,11 +92,8 @@ impl Reading {
             select.push_str(&format!(" WHERE {range}"));
         }
         let columns = connection.start_rows(select.as_bytes()).map_err(|e| copy_failure(&part.label, e))?;
-        let encodings = columns
-            .iter()
-            .zip(&part.columns)
-            .map(|(column, stored)| if stored.text_only { Encoding::Text } else { Encoding::of(column) })
-            .collect();
+        let encodings =
+            columns.iter().zip(&part.columns).map(|(column, stored)| Encoding::of(column, stored)).collect();
         Ok(Some(Reading {
             columns,
             encodings,
@@ -248,9 +245,12 @@ enum Encoding {
 }
 
 impl Encoding {
-    fn of(column: &Column) -> Self {
+    /// For a column of the result, and what the table says of it.
+    fn of(column: &Column, stored: &StoredColumn) -> Self {
         const TEMPORAL: [u8; 8] = [7, 10, 11, 12, 14, 17, 18, 19];
-        if column.is_numeric() {
+        if stored.text_only {
+            Encoding::Text
+        } else if column.is_numeric() {
             Encoding::Number
         } else if TEMPORAL.contains(&column.kind) {
             Encoding::Quoted

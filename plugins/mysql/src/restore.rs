@@ -491,15 +491,14 @@ fn check_foreign_keys(connection: &mut Connection) -> Result<(), PluginError> {
 /// A session in the target database, one transaction per artifact (a commit per
 /// INSERT would wait for the disk each time).
 fn prepare(connection: &mut Connection, database: &str) -> Result<(), PluginError> {
-    // A data artifact may have left the session in binary (`script::Strings`), which
-    // MySQL 8 would read a utf8mb4 name in.
-    connection.execute("SET NAMES utf8mb4").map_err(|e| failure("setting up the session", e))?;
-    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
-    // A session may wait for hours while another loads one big table before it builds
-    // keys; and one that loaded nothing builds them under the artifacts' sql_mode too.
+    // Before the USE: a data artifact may have left the session in binary
+    // (`script::Strings`), in which MySQL 8 would misread a utf8mb4 name. A session may
+    // wait for hours while another loads one big table before it builds keys; and one
+    // that loaded nothing builds them under the artifacts' sql_mode too.
     connection
-        .execute("SET autocommit = 0, wait_timeout = 31536000, sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
+        .execute("SET NAMES utf8mb4, autocommit = 0, wait_timeout = 31536000, sql_mode = 'NO_AUTO_VALUE_ON_ZERO'")
         .map_err(|e| failure("setting up the session", e))?;
+    connection.execute(&format!("USE {}", ident(database))).map_err(|e| failure("selecting the database", e))?;
     Ok(())
 }
 
